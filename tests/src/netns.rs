@@ -1,0 +1,1 @@
+//! Private networks of Linux hosts in network namespaces (filled in by the datapath work).

@@ -1,0 +1,1 @@
+//! Building images and running them under QEMU.
