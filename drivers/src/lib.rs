@@ -5,4 +5,12 @@
 //! adapter, the poll loop). `unsafe` is allowed here, and every block says why it holds.
 #![cfg_attr(not(test), no_std)]
 
+pub mod nic;
 pub mod pci;
+pub mod pool;
+pub mod virtio_net;
+
+pub use nic::{Burst, Nic, NicStats, BURST_SIZE};
+pub use pool::{PacketBuf, PacketPool, BUF_SIZE, HEADROOM};
+pub use virtio_drivers::Hal;
+pub use virtio_net::{VirtioNet, VirtioNetError};
