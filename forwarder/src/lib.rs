@@ -3,7 +3,10 @@
 //!
 //! The crate has no hardware access and no `unsafe`; it is `no_std` (with `alloc`) on the image
 //! and plain std under `cargo test`, so all of its logic is tested, fuzzed and benchmarked on the
-//! host.
+//! host. The kernel talks to [`Forwarder`]: [`Forwarder::process`] (or
+//! [`Forwarder::process_burst`]) per received frame, [`Forwarder::poll`] for timers,
+//! [`Forwarder::apply_config`] for a new config, [`Forwarder::set_backend_up`] for health, and
+//! [`Forwarder::counters`] / [`Forwarder::stats`] for metrics.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -11,3 +14,13 @@
 extern crate alloc;
 
 pub mod config;
+pub mod flow;
+pub mod forwarder;
+pub mod neigh;
+pub mod sched;
+pub mod stats;
+pub mod time;
+
+pub use forwarder::{Forwarder, ForwarderError, RxFrame, Verdict, HEADROOM};
+pub use stats::{BackendStats, Counters, DropReason, VipStats};
+pub use time::Instant;

@@ -1,0 +1,428 @@
+//! The flow table: which backend each connection was given, so that every later packet of the
+//! connection goes to the same one.
+//!
+//! Why this shape: the table is touched by every packet, so it is built for cache misses rather
+//! than for generality. It is a fixed array of 4-way set-associative buckets; one bucket is four
+//! 32-byte entries, 128 bytes, the pair of cache lines the adjacent-line prefetcher fetches
+//! together, so a lookup costs one memory access whatever the table size. The bucket is chosen
+//! by a seeded multiply-fold hash of the 5-tuple (computed once per packet and reusable for a
+//! prefetch in the burst path); collisions stay inside the bucket, so there is no probing chain
+//! and insertion is O(1).
+//!
+//! The table never grows. When a new flow lands in a full bucket, an expired entry is reused
+//! first; otherwise the entry of the bucket seen least recently is evicted (counted by the
+//! caller). LRU is therefore *approximate*: it is exact within a bucket of four, at one-second
+//! resolution, not across the whole table. Expired entries are also reclaimed by an incremental
+//! sweep ([`FlowTable::sweep`]) that visits a bounded number of buckets per call, so backend
+//! connection counts (used by the lc/wlc schedulers) do not keep counting dead flows.
+//!
+//! An entry is 32 bytes (IPVS uses about 128, Katran about 56): the key as two words, the backend
+//! slot, last-seen and expiry seconds, and the TCP state that chose the timeout.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// Ways per bucket.
+pub const WAYS: usize = 4;
+
+/// Connection state as far as a one-way (DSR) observer can tell; it selects the timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FlowState {
+    /// TCP, only SYNs seen so far.
+    SynSent = 1,
+    /// TCP, an ACK without SYN seen (or picked up mid-stream).
+    Established = 2,
+    /// TCP, a FIN or RST seen.
+    Closing = 3,
+    /// UDP.
+    Udp = 4,
+    /// A source-IP persistence record (not a connection).
+    Persist = 5,
+}
+
+impl FlowState {
+    /// The timeout of this state in seconds, as IPVS's defaults (persistence records carry their
+    /// own and report 0 here).
+    pub const fn timeout_secs(self) -> u32 {
+        match self {
+            FlowState::SynSent => 60,
+            FlowState::Established => 900,
+            FlowState::Closing => 120,
+            FlowState::Udp => 300,
+            FlowState::Persist => 0,
+        }
+    }
+
+    /// The state after a TCP segment with these flags (`SYN`, `ACK`, `FIN|RST`) in state `self`.
+    pub fn after_tcp(self, syn: bool, ack: bool, fin_or_rst: bool) -> FlowState {
+        if fin_or_rst {
+            FlowState::Closing
+        } else if self == FlowState::Closing {
+            // Retransmissions after FIN keep the short timeout.
+            FlowState::Closing
+        } else if syn && !ack {
+            if self == FlowState::Established {
+                self
+            } else {
+                FlowState::SynSent
+            }
+        } else {
+            FlowState::Established
+        }
+    }
+}
+
+/// The identity of a connection (or of a persistence record) as two machine words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Source and destination address: `src << 32 | dst`.
+    pub addrs: u64,
+    /// Ports and protocol: `sport << 24 | dport << 8 | proto`; never zero for a real key.
+    pub rest: u64,
+}
+
+impl FlowKey {
+    /// The key of a TCP or UDP 5-tuple (`proto` is the IP protocol number, never 0).
+    #[inline]
+    pub fn five_tuple(src: u32, dst: u32, sport: u16, dport: u16, proto: u8) -> FlowKey {
+        FlowKey {
+            addrs: (u64::from(src) << 32) | u64::from(dst),
+            rest: (u64::from(sport) << 24) | (u64::from(dport) << 8) | u64::from(proto) | (1 << 40),
+        }
+    }
+
+    /// The key of a source-IP persistence record for the VIP `vip` (an index, not an address).
+    #[inline]
+    pub fn persistence(src: u32, vip: u32) -> FlowKey {
+        FlowKey {
+            addrs: u64::from(src) << 32,
+            rest: (u64::from(vip) << 8) | (2 << 40),
+        }
+    }
+}
+
+/// A folded 64x64->128 multiply: the core of the flow hash (as in wyhash, written afresh).
+#[inline(always)]
+pub fn fold_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+/// Hash a key with a seed: two folded multiplies, good enough to spread adversarial-looking
+/// 5-tuples evenly when the seed is unknown to the sender.
+#[inline(always)]
+pub fn hash_key(key: FlowKey, seed: u64) -> u64 {
+    let h = fold_mul(key.addrs ^ seed, key.rest ^ 0x9E37_79B9_7F4A_7C15);
+    fold_mul(h ^ seed.rotate_left(32), 0xA076_1D64_78BD_642F)
+}
+
+/// One flow: 32 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, align(32))]
+pub struct FlowEntry {
+    /// Key word one (addresses).
+    pub addrs: u64,
+    /// Key word two (ports and protocol); zero marks a free entry.
+    pub rest: u64,
+    /// The backend slot the flow was given.
+    pub backend: u32,
+    /// Second (of [`crate::Instant::secs32`]) of the last packet.
+    pub last_seen: u32,
+    /// Second at which the entry expires.
+    pub expires: u32,
+    /// [`FlowState`] as its number.
+    pub state: u8,
+}
+
+impl FlowEntry {
+    const FREE: FlowEntry = FlowEntry {
+        addrs: 0,
+        rest: 0,
+        backend: 0,
+        last_seen: 0,
+        expires: 0,
+        state: 0,
+    };
+
+    /// Whether the entry holds a flow.
+    #[inline]
+    pub fn is_used(&self) -> bool {
+        self.rest != 0
+    }
+
+    /// The flow's state.
+    pub fn flow_state(&self) -> FlowState {
+        match self.state {
+            1 => FlowState::SynSent,
+            2 => FlowState::Established,
+            3 => FlowState::Closing,
+            5 => FlowState::Persist,
+            _ => FlowState::Udp,
+        }
+    }
+
+    /// Record a packet in state `state` at second `now`, extending the expiry by `timeout`.
+    #[inline]
+    pub fn touch(&mut self, state: FlowState, now: u32, timeout: u32) {
+        self.state = state as u8;
+        self.last_seen = now;
+        self.expires = now.saturating_add(timeout);
+    }
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(128))]
+struct Bucket([FlowEntry; WAYS]);
+
+/// What [`FlowTable::insert`] had to displace to make room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Displaced {
+    /// The new entry took a free way.
+    Nothing,
+    /// An expired flow's way was reused.
+    Expired(FlowEntry),
+    /// A live flow was evicted (the bucket was full of live flows).
+    Evicted(FlowEntry),
+}
+
+/// A fixed-capacity, set-associative flow table.
+pub struct FlowTable {
+    buckets: Vec<Bucket>,
+    seed: u64,
+    used: usize,
+    sweep_cursor: usize,
+}
+
+impl FlowTable {
+    /// A table of at least `capacity` entries (rounded up to a whole bucket, at least one).
+    pub fn new(capacity: usize, seed: u64) -> FlowTable {
+        let n = capacity.div_ceil(WAYS).max(1);
+        FlowTable {
+            buckets: vec![Bucket([FlowEntry::FREE; WAYS]); n],
+            seed,
+            used: 0,
+            sweep_cursor: 0,
+        }
+    }
+
+    /// How many flows fit.
+    pub fn capacity(&self) -> usize {
+        self.buckets.len() * WAYS
+    }
+
+    /// How many entries are in use (expired but unswept ones included).
+    pub fn len(&self) -> usize {
+        self.used
+    }
+
+    /// Whether no entry is in use.
+    pub fn is_empty(&self) -> bool {
+        self.used == 0
+    }
+
+    /// The hash of `key` under this table's seed.
+    #[inline(always)]
+    pub fn hash(&self, key: FlowKey) -> u64 {
+        hash_key(key, self.seed)
+    }
+
+    #[inline(always)]
+    fn bucket_of(&self, hash: u64) -> usize {
+        // Lemire's multiply-shift range reduction: no division, any bucket count.
+        ((u128::from(hash) * self.buckets.len() as u128) >> 64) as usize
+    }
+
+    /// Start fetching the bucket of `hash` into the cache (the burst path calls this for a whole
+    /// burst before looking anything up, so the misses overlap).
+    #[inline(always)]
+    pub fn prefetch(&self, hash: u64) {
+        // A plain load whose value is kept alive: no `unsafe` intrinsic is needed, and the
+        // out-of-order core issues the loads of a whole burst without waiting for any of them.
+        let b = &self.buckets[self.bucket_of(hash)];
+        core::hint::black_box(b.0[0].rest);
+    }
+
+    /// The slot (index) of `key`'s entry, if present (expired or not: the caller decides).
+    #[inline(always)]
+    pub fn find(&self, hash: u64, key: FlowKey) -> Option<usize> {
+        let b = self.bucket_of(hash);
+        let bucket = &self.buckets[b].0;
+        for (w, e) in bucket.iter().enumerate() {
+            if e.rest == key.rest && e.addrs == key.addrs {
+                return Some(b * WAYS + w);
+            }
+        }
+        None
+    }
+
+    /// The entry in `slot` (from [`find`](Self::find) or [`insert`](Self::insert)).
+    #[inline(always)]
+    pub fn entry_mut(&mut self, slot: usize) -> &mut FlowEntry {
+        &mut self.buckets[slot / WAYS].0[slot % WAYS]
+    }
+
+    /// The entry in `slot`.
+    #[inline(always)]
+    pub fn entry(&self, slot: usize) -> &FlowEntry {
+        &self.buckets[slot / WAYS].0[slot % WAYS]
+    }
+
+    /// Make room for `key` in its bucket (which must not already hold it) and claim the way:
+    /// a free way, else an expired one, else the least recently seen. The new entry has the
+    /// key set and everything else zero; the caller fills it.
+    #[inline]
+    pub fn insert(&mut self, hash: u64, key: FlowKey, now: u32) -> (usize, Displaced) {
+        let b = self.bucket_of(hash);
+        let bucket = &mut self.buckets[b].0;
+        let mut victim = 0;
+        let mut victim_rank = (2u8, u32::MAX);
+        for (w, e) in bucket.iter().enumerate() {
+            // Rank: 0 free, 1 expired, 2 live (then by age).
+            let rank = if !e.is_used() {
+                (0, 0)
+            } else if e.expires <= now {
+                (1, e.last_seen)
+            } else {
+                (2, e.last_seen)
+            };
+            if rank < victim_rank || w == 0 {
+                victim_rank = rank;
+                victim = w;
+                if rank.0 == 0 {
+                    break;
+                }
+            }
+        }
+        let old = bucket[victim];
+        bucket[victim] = FlowEntry {
+            addrs: key.addrs,
+            rest: key.rest,
+            ..FlowEntry::FREE
+        };
+        let displaced = match victim_rank.0 {
+            0 => {
+                self.used += 1;
+                Displaced::Nothing
+            }
+            1 => Displaced::Expired(old),
+            _ => Displaced::Evicted(old),
+        };
+        (b * WAYS + victim, displaced)
+    }
+
+    /// Free the entry in `slot`, returning what it held.
+    pub fn remove(&mut self, slot: usize) -> FlowEntry {
+        let e = self.entry_mut(slot);
+        let old = *e;
+        *e = FlowEntry::FREE;
+        if old.is_used() {
+            self.used -= 1;
+        }
+        old
+    }
+
+    /// Visit up to `buckets` buckets (continuing where the previous call stopped), freeing every
+    /// entry expired at second `now` and handing it to `freed`. Bounded work per call.
+    pub fn sweep(&mut self, buckets: usize, now: u32, mut freed: impl FnMut(&FlowEntry)) {
+        let n = self.buckets.len();
+        for _ in 0..buckets.min(n) {
+            let b = self.sweep_cursor;
+            self.sweep_cursor = if b + 1 == n { 0 } else { b + 1 };
+            for e in self.buckets[b].0.iter_mut() {
+                if e.is_used() && e.expires <= now {
+                    freed(e);
+                    *e = FlowEntry::FREE;
+                    self.used -= 1;
+                }
+            }
+        }
+    }
+
+    /// Visit every used entry (slow: for config changes and tests).
+    pub fn for_each(&self, mut f: impl FnMut(&FlowEntry)) {
+        for b in &self.buckets {
+            for e in b.0.iter().filter(|e| e.is_used()) {
+                f(e);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_is_32_bytes_and_bucket_two_lines() {
+        assert_eq!(core::mem::size_of::<FlowEntry>(), 32);
+        assert_eq!(core::mem::size_of::<Bucket>(), 128);
+    }
+
+    #[test]
+    fn insert_find_remove() {
+        let mut t = FlowTable::new(16, 1);
+        let k = FlowKey::five_tuple(1, 2, 3, 4, 6);
+        let h = t.hash(k);
+        assert_eq!(t.find(h, k), None);
+        let (slot, d) = t.insert(h, k, 10);
+        assert_eq!(d, Displaced::Nothing);
+        t.entry_mut(slot).touch(FlowState::Udp, 10, 300);
+        assert_eq!(t.find(h, k), Some(slot));
+        assert_eq!(t.len(), 1);
+        t.remove(slot);
+        assert_eq!(t.find(h, k), None);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn full_bucket_evicts_least_recent_and_prefers_expired() {
+        // One bucket: every key collides.
+        let mut t = FlowTable::new(4, 7);
+        for i in 0..4u32 {
+            let k = FlowKey::five_tuple(i, 0, 0, 0, 17);
+            let (s, _) = t.insert(t.hash(k), k, 0);
+            t.entry_mut(s).touch(FlowState::Udp, 100 + i, 300);
+        }
+        let k = FlowKey::five_tuple(9, 0, 0, 0, 17);
+        let (s, d) = t.insert(t.hash(k), k, 200);
+        match d {
+            Displaced::Evicted(e) => assert_eq!(e.last_seen, 100),
+            other => panic!("{other:?}"),
+        }
+        t.entry_mut(s).touch(FlowState::Udp, 200, 300);
+        // Expire the entry seen at 103 early: it is reused before any older live one.
+        let k3 = FlowKey::five_tuple(3, 0, 0, 0, 17);
+        let s3 = t.find(t.hash(k3), k3).unwrap();
+        t.entry_mut(s3).expires = 150;
+        let k = FlowKey::five_tuple(10, 0, 0, 0, 17);
+        let (_, d) = t.insert(t.hash(k), k, 200);
+        assert!(matches!(d, Displaced::Expired(e) if e.last_seen == 103));
+        assert_eq!(t.len(), 4);
+    }
+
+    #[test]
+    fn sweep_frees_expired_only() {
+        let mut t = FlowTable::new(64, 3);
+        for i in 0..20u32 {
+            let k = FlowKey::five_tuple(i, 0, 0, 0, 17);
+            let (s, _) = t.insert(t.hash(k), k, 0);
+            t.entry_mut(s)
+                .touch(FlowState::Udp, 0, if i % 2 == 0 { 10 } else { 1000 });
+        }
+        let mut freed = 0;
+        t.sweep(1000, 11, |_| freed += 1);
+        assert_eq!(t.len(), t.capacity().min(20) - freed);
+        assert!(freed <= 10);
+    }
+
+    #[test]
+    fn tcp_states() {
+        use FlowState::*;
+        assert_eq!(SynSent.after_tcp(true, false, false), SynSent);
+        assert_eq!(SynSent.after_tcp(false, true, false), Established);
+        assert_eq!(Established.after_tcp(false, true, true), Closing);
+        assert_eq!(Closing.after_tcp(false, true, false), Closing);
+        assert_eq!(Established.after_tcp(true, false, false), Established);
+    }
+}

@@ -1,0 +1,1231 @@
+//! The forwarder: the one entry point the kernel's poll loop calls for every received frame.
+//!
+//! A frame is classified (ARP, IPv4 to the balancer, IPv4 to a VIP, anything else), a VIP frame is
+//! matched to its flow (or a new flow is scheduled), and the frame is rewritten *in the buffer it
+//! arrived in*: dsr-l2 changes the two Ethernet addresses, dsr-l3 writes a 20-byte outer IPv4
+//! header (and a new Ethernet header) into the headroom in front of the frame. Nothing on the hot
+//! path allocates, and the whole per-packet state is one flow-table bucket, one backend slot and
+//! one neighbour entry.
+//!
+//! Decisions worth knowing:
+//! - **TTL.** Frames with TTL <= 1 are dropped (counted). Neither mode decrements the TTL: dsr-l2
+//!   is a bridge-like hop, and dsr-l3 leaves the inner packet byte-for-byte unchanged (the outer
+//!   header carries TTL 64); IPVS's tunnel mode does not decrement the inner TTL either.
+//! - **MTU (dsr-l3).** When the inner packet plus 20 exceeds the MTU and DF is set, the client
+//!   gets ICMP "fragmentation needed" with next-hop MTU = MTU - 20 (from the balancer's own
+//!   address), as IPVS's tunnel mode does. Without DF, IPVS lets the kernel's `ip_fragment` split
+//!   the *outer* packet; so do we: the first fragment is returned as the verdict and the second
+//!   is released by the next [`Forwarder::poll`]; the backend reassembles before decapsulating.
+//! - **Fragments.** A first fragment carries the ports and is scheduled like any packet; its
+//!   choice is remembered (source, destination, protocol, IP id) in a small table, and later
+//!   fragments follow it. A later fragment whose first one was not seen goes, by a 3-tuple hash
+//!   (as Maglev does), to a backend of the all-ports VIP on that address; without one it is
+//!   dropped as `fragment_unknown`.
+//! - **Config changes** rebuild every table in [`Forwarder::apply_config`], between two packets.
+//!   Backends are kept in *slots* identified by (VIP name, backend address); a slot that survives
+//!   a change keeps its flows, counters and health state. A flow whose slot was removed is
+//!   rescheduled on its next packet. A slot is reused only once no flow points to it.
+//! - **Health.** Backends start up. Down (or weight 0) removes a backend from scheduling only; its
+//!   existing flows stay (moving them is a later policy).
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::net::Ipv4Addr;
+
+use smoltcp::wire::{
+    ArpHardware, ArpOperation, ArpPacket, EthernetAddress, EthernetFrame, EthernetProtocol,
+    Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket,
+};
+
+use crate::config::{Config, Mode, Prefix, Protocol, Scheduler, VipPort};
+use crate::flow::{hash_key, Displaced, FlowKey, FlowState, FlowTable};
+use crate::neigh::Neighbours;
+use crate::sched::{Candidate, SchedState};
+use crate::stats::{BackendStats, Counters, DropReason, VipStats};
+use crate::time::Instant;
+
+const ETH_LEN: usize = 14;
+const IPV4_LEN: usize = 20;
+const ICMP_LEN: usize = 8;
+/// Headroom the kernel must leave in front of every frame.
+pub const HEADROOM: usize = 64;
+/// Frames handled per prefetch round in [`Forwarder::process_burst`].
+pub const BURST: usize = 16;
+/// Flow-table buckets visited by each [`Forwarder::poll`] for expiry.
+pub const SWEEP_BUCKETS: usize = 256;
+const FRAG_SLOTS: usize = 4096;
+const FRAG_TIMEOUT_MS: u64 = 30_000;
+const IPPROTO_IPIP: u8 = 4;
+/// Fixed seed of the Maglev/source-hash key hash, so that several balancers agree.
+const CONSISTENT_SEED: u64 = 0x5349_4445_5354_4550; // "SIDESTEP"
+const OUTER_TTL: u8 = 64;
+
+/// What to do with a frame after [`Forwarder::process`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Transmit `buf[head..head + len]` (rewritten in place) on the data NIC.
+    Forward {
+        /// Start of the frame to send.
+        head: usize,
+        /// Its length.
+        len: usize,
+    },
+    /// Transmit `buf[head..head + len]`, a reply written in place (ARP reply, ICMP).
+    Reply {
+        /// Start of the frame to send.
+        head: usize,
+        /// Its length.
+        len: usize,
+    },
+    /// Hand the frame, unchanged, to the kernel's own stack (smoltcp).
+    Local,
+    /// The frame was copied to wait for ARP; the buffer is free again. `poll` releases it.
+    Queued,
+    /// Drop the frame (already counted).
+    Drop(DropReason),
+}
+
+/// A frame of a burst: a whole packet buffer and where the received frame lies in it.
+#[derive(Debug)]
+pub struct RxFrame<'a> {
+    /// The packet buffer (headroom, frame, tailroom).
+    pub buf: &'a mut [u8],
+    /// Start of the frame (>= [`HEADROOM`]).
+    pub head: usize,
+    /// Length of the frame.
+    pub len: usize,
+}
+
+/// Errors of the forwarder's control calls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ForwarderError {
+    /// No VIP of that name or index in the running config.
+    UnknownVip,
+    /// No backend of that name or index behind the VIP.
+    UnknownBackend,
+}
+
+impl core::fmt::Display for ForwarderError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ForwarderError::UnknownVip => "no such VIP in the running config",
+            ForwarderError::UnknownBackend => "no such backend behind this VIP",
+        })
+    }
+}
+
+/// A backend as the data path sees it; identified across configs by (VIP name, address).
+#[derive(Clone, Debug)]
+struct Slot {
+    /// Part of the running config (else retired, waiting for its flows to end).
+    live: bool,
+    vip: u32,
+    address: Ipv4Addr,
+    name: String,
+    weight: u32,
+    up: bool,
+    /// Index of its next hop in the neighbour table.
+    neigh: u32,
+    /// Flows in the table pointing here.
+    conns: u32,
+    packets: u64,
+    bytes: u64,
+}
+
+struct VipRt {
+    name: String,
+    mode: Mode,
+    scheduler: Scheduler,
+    persistence: Option<u32>,
+    /// Slots in config order.
+    backends: Vec<u32>,
+    sched: SchedState,
+    packets: u64,
+    bytes: u64,
+}
+
+/// (address, port or 0 for all ports, protocol) -> VIP index; open addressing, O(1).
+struct VipIndex {
+    keys: Vec<u64>,
+    vips: Vec<u32>,
+    mask: usize,
+}
+
+impl VipIndex {
+    fn key(addr: u32, port: u16, proto: u8) -> u64 {
+        (1 << 56) | (u64::from(addr) << 24) | (u64::from(port) << 8) | u64::from(proto)
+    }
+
+    #[inline(always)]
+    fn slot(key: u64, mask: usize) -> usize {
+        (crate::flow::fold_mul(key, 0x9E37_79B9_7F4A_7C15) as usize) & mask
+    }
+
+    fn build(entries: &[(u32, u16, u8, u32)]) -> VipIndex {
+        let size = (entries.len() * 4).next_power_of_two().max(16);
+        let mut t = VipIndex {
+            keys: vec![0; size],
+            vips: vec![0; size],
+            mask: size - 1,
+        };
+        for &(addr, port, proto, vip) in entries {
+            let k = Self::key(addr, port, proto);
+            let mut i = Self::slot(k, t.mask);
+            while t.keys[i] != 0 {
+                i = (i + 1) & t.mask;
+            }
+            t.keys[i] = k;
+            t.vips[i] = vip;
+        }
+        t
+    }
+
+    #[inline(always)]
+    fn get(&self, addr: u32, port: u16, proto: u8) -> Option<u32> {
+        let k = Self::key(addr, port, proto);
+        let mut i = Self::slot(k, self.mask);
+        loop {
+            let here = self.keys[i];
+            if here == k {
+                return Some(self.vips[i]);
+            }
+            if here == 0 {
+                return None;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// A specific-port VIP wins over an all-ports VIP on the same address and protocol.
+    #[inline(always)]
+    fn lookup(&self, addr: u32, port: u16, proto: u8) -> Option<u32> {
+        self.get(addr, port, proto)
+            .or_else(|| self.get(addr, 0, proto))
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct FragEntry {
+    addrs: u64,
+    /// `ident << 8 | proto`, with bit 32 set when used.
+    id: u64,
+    vip: u32,
+    backend: u32,
+    expires: Instant,
+}
+
+/// Facts about an IPv4 packet, read once.
+#[derive(Clone, Copy)]
+struct Ip {
+    src: u32,
+    dst: u32,
+    proto: u8,
+    ihl: usize,
+    total: usize,
+    df: bool,
+}
+
+/// Sidestep's data path: VIPs, schedulers, flows, neighbours and counters.
+pub struct Forwarder {
+    mac: [u8; 6],
+    own: Ipv4Addr,
+    subnet: Prefix,
+    gateway: Option<Ipv4Addr>,
+    mtu: usize,
+    version: u64,
+    vips: Vec<VipRt>,
+    index: VipIndex,
+    vip_addrs: Vec<u32>,
+    slots: Vec<Slot>,
+    flows: FlowTable,
+    persist: Option<FlowTable>,
+    frags: Vec<FragEntry>,
+    neigh: Neighbours,
+    scratch: Vec<u8>,
+    ident: u16,
+    seed: u64,
+    counters: Counters,
+}
+
+impl Forwarder {
+    /// A forwarder for `config` (already validated) on a NIC with address `mac`, with a flow
+    /// table of `flow_capacity` entries (32 bytes each), allocated now and never grown.
+    pub fn new(config: &Config, mac: [u8; 6], flow_capacity: usize) -> Forwarder {
+        let mut m = [0u8; 8];
+        m[..6].copy_from_slice(&mac);
+        let seed = crate::flow::fold_mul(
+            u64::from_le_bytes(m) ^ 0x2545_F491_4F6C_DD1D,
+            (flow_capacity as u64) ^ 0x9E37_79B9_7F4A_7C15,
+        );
+        Self::with_seed(config, mac, flow_capacity, seed)
+    }
+
+    /// As [`new`](Self::new), with the flow-hash seed given (the kernel may pass the TSC or
+    /// RDRAND so that a sender cannot aim at one bucket).
+    pub fn with_seed(config: &Config, mac: [u8; 6], flow_capacity: usize, seed: u64) -> Forwarder {
+        let mut f = Forwarder {
+            mac,
+            own: config.interface.address.address,
+            subnet: config.interface.address,
+            gateway: config.interface.gateway,
+            mtu: usize::from(config.interface.mtu),
+            version: 0,
+            vips: Vec::new(),
+            index: VipIndex::build(&[]),
+            vip_addrs: Vec::new(),
+            slots: Vec::new(),
+            flows: FlowTable::new(flow_capacity, seed),
+            persist: None,
+            frags: vec![FragEntry::default(); FRAG_SLOTS],
+            neigh: Neighbours::new(),
+            scratch: vec![0; 2048],
+            ident: 0,
+            seed,
+            counters: Counters::default(),
+        };
+        f.apply_config(config, Instant::ZERO);
+        f
+    }
+
+    /// Swap in `config` (already validated): every table is rebuilt before this returns, so the
+    /// change falls between two packets. Flows keep their backend where that backend (same VIP
+    /// name and backend address) is still configured; counters and up/down state of kept
+    /// backends and VIPs carry over.
+    pub fn apply_config(&mut self, config: &Config, now: Instant) {
+        let iface = &config.interface;
+        self.own = iface.address.address;
+        self.subnet = iface.address;
+        self.gateway = iface.gateway;
+        self.mtu = usize::from(iface.mtu);
+        self.version = config.version;
+
+        // Match surviving backends to their slots by (VIP name, address).
+        let mut old: BTreeMap<(String, u32), u32> = BTreeMap::new();
+        for (id, s) in self.slots.iter_mut().enumerate() {
+            if s.live {
+                if let Some(v) = self.vips.get(s.vip as usize) {
+                    old.insert((v.name.clone(), u32::from(s.address)), id as u32);
+                }
+                s.live = false;
+            }
+        }
+        let mut placed: Vec<Vec<Option<u32>>> = Vec::with_capacity(config.vips.len());
+        for (vi, v) in config.vips.iter().enumerate() {
+            let mut row = Vec::with_capacity(v.backends.len());
+            for b in &v.backends {
+                let id = old.remove(&(v.name.clone(), u32::from(b.address)));
+                if let Some(id) = id {
+                    let s = &mut self.slots[id as usize];
+                    s.live = true;
+                    s.vip = vi as u32;
+                    s.weight = b.weight;
+                    s.name.clone_from(&b.name);
+                }
+                row.push(id);
+            }
+            placed.push(row);
+        }
+        // New backends take a retired slot that no flow points to, or a new one.
+        let mut free: Vec<u32> = (0..self.slots.len() as u32)
+            .filter(|&i| !self.slots[i as usize].live && self.slots[i as usize].conns == 0)
+            .rev()
+            .collect();
+        for (vi, v) in config.vips.iter().enumerate() {
+            for (bi, b) in v.backends.iter().enumerate() {
+                if placed[vi][bi].is_some() {
+                    continue;
+                }
+                let slot = Slot {
+                    live: true,
+                    vip: vi as u32,
+                    address: b.address,
+                    name: b.name.clone(),
+                    weight: b.weight,
+                    up: true,
+                    neigh: 0,
+                    conns: 0,
+                    packets: 0,
+                    bytes: 0,
+                };
+                let id = match free.pop() {
+                    Some(id) => {
+                        self.slots[id as usize] = slot;
+                        id
+                    }
+                    None => {
+                        self.slots.push(slot);
+                        (self.slots.len() - 1) as u32
+                    }
+                };
+                placed[vi][bi] = Some(id);
+            }
+        }
+
+        // Next hops: the backend itself when on-link, else the gateway.
+        let hops: Vec<Ipv4Addr> = self
+            .slots
+            .iter()
+            .filter(|s| s.live)
+            .map(|s| self.next_hop_of(s.address))
+            .collect();
+        self.neigh.set_hops(&hops);
+        for i in 0..self.slots.len() {
+            if self.slots[i].live {
+                let hop = self.next_hop_of(self.slots[i].address);
+                self.slots[i].neigh = self.neigh.index_of(hop).unwrap_or(0);
+            }
+        }
+
+        // VIPs, carrying counters over by name.
+        let mut vips = Vec::with_capacity(config.vips.len());
+        let mut entries = Vec::with_capacity(config.vips.len());
+        for (vi, v) in config.vips.iter().enumerate() {
+            let (packets, bytes) = self
+                .vips
+                .iter()
+                .find(|o| o.name == v.name)
+                .map_or((0, 0), |o| (o.packets, o.bytes));
+            let proto = match v.protocol {
+                Protocol::Tcp => 6,
+                Protocol::Udp => 17,
+            };
+            let port = match v.port {
+                VipPort::All => 0,
+                VipPort::One(p) => p,
+            };
+            entries.push((u32::from(v.address), port, proto, vi as u32));
+            vips.push(VipRt {
+                name: v.name.clone(),
+                mode: v.mode,
+                scheduler: v.scheduler,
+                persistence: v.persistence,
+                backends: placed[vi].iter().map(|p| p.unwrap_or(0)).collect(),
+                sched: SchedState::default(),
+                packets,
+                bytes,
+            });
+        }
+        self.vips = vips;
+        self.index = VipIndex::build(&entries);
+        self.vip_addrs = entries.iter().map(|e| e.0).collect();
+        self.vip_addrs.sort_unstable();
+        self.vip_addrs.dedup();
+        for vi in 0..self.vips.len() {
+            self.rebuild_sched(vi);
+        }
+        if self.persist.is_none() && config.vips.iter().any(|v| v.persistence.is_some()) {
+            let cap = (self.flows.capacity() / 4).clamp(1024, 1 << 20);
+            self.persist = Some(FlowTable::new(cap, self.seed.rotate_left(17)));
+        }
+        // Remembered fragments name VIP indices of the old config.
+        self.frags.fill(FragEntry::default());
+        let _ = now;
+    }
+
+    fn next_hop_of(&self, addr: Ipv4Addr) -> Ipv4Addr {
+        if self.subnet.contains(addr) {
+            addr
+        } else {
+            self.gateway.unwrap_or(addr)
+        }
+    }
+
+    fn rebuild_sched(&mut self, vi: usize) {
+        let v = &self.vips[vi];
+        let eligible: Vec<Candidate> = v
+            .backends
+            .iter()
+            .map(|&id| (id, &self.slots[id as usize]))
+            .filter(|(_, s)| s.up && s.weight > 0)
+            .map(|(id, s)| Candidate {
+                slot: id,
+                weight: s.weight,
+                id: u32::from(s.address),
+            })
+            .collect();
+        let table = matches!(v.scheduler, Scheduler::Maglev | Scheduler::Sh);
+        self.vips[vi].sched = SchedState::new(eligible, table);
+    }
+
+    /// Mark backend number `backend` (config order) of VIP number `vip` up or down. Down means
+    /// no new flows; existing flows stay.
+    pub fn set_backend_up_by_index(
+        &mut self,
+        vip: usize,
+        backend: usize,
+        up: bool,
+    ) -> Result<(), ForwarderError> {
+        let v = self.vips.get(vip).ok_or(ForwarderError::UnknownVip)?;
+        let &id = v
+            .backends
+            .get(backend)
+            .ok_or(ForwarderError::UnknownBackend)?;
+        let s = &mut self.slots[id as usize];
+        if s.up != up {
+            s.up = up;
+            self.rebuild_sched(vip);
+        }
+        Ok(())
+    }
+
+    /// Mark backend `backend` (by name) of VIP `vip` (by name) up or down.
+    pub fn set_backend_up(
+        &mut self,
+        vip: &str,
+        backend: &str,
+        up: bool,
+    ) -> Result<(), ForwarderError> {
+        let vi = self
+            .vips
+            .iter()
+            .position(|v| v.name == vip)
+            .ok_or(ForwarderError::UnknownVip)?;
+        let bi = self.vips[vi]
+            .backends
+            .iter()
+            .position(|&id| self.slots[id as usize].name == backend)
+            .ok_or(ForwarderError::UnknownBackend)?;
+        self.set_backend_up_by_index(vi, bi, up)
+    }
+
+    /// The global counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Per-VIP and per-backend state and counters (allocates: for metrics, not per packet).
+    pub fn stats(&self) -> Vec<VipStats> {
+        self.vips
+            .iter()
+            .map(|v| {
+                let backends: Vec<BackendStats> = v
+                    .backends
+                    .iter()
+                    .map(|&id| {
+                        let s = &self.slots[id as usize];
+                        BackendStats {
+                            name: s.name.clone(),
+                            address: s.address,
+                            weight: s.weight,
+                            up: s.up,
+                            packets: s.packets,
+                            bytes: s.bytes,
+                            flows_active: u64::from(s.conns),
+                        }
+                    })
+                    .collect();
+                VipStats {
+                    name: v.name.clone(),
+                    packets: v.packets,
+                    bytes: v.bytes,
+                    flows_active: backends.iter().map(|b| b.flows_active).sum(),
+                    backends,
+                }
+            })
+            .collect()
+    }
+
+    /// The running config's version.
+    pub fn config_version(&self) -> u64 {
+        self.version
+    }
+
+    /// Flows in the table (including expired ones not swept yet).
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// The flow table's fixed capacity.
+    pub fn flow_capacity(&self) -> usize {
+        self.flows.capacity()
+    }
+
+    /// Frames waiting for ARP (or for the next `poll`).
+    pub fn pending_frames(&self) -> usize {
+        self.neigh.pending_len()
+    }
+
+    /// The resolved MAC of next hop `ip`, if it is one and is resolved.
+    pub fn neighbour(&self, ip: Ipv4Addr) -> Option<[u8; 6]> {
+        let i = self.neigh.index_of(ip)?;
+        self.neigh.get(i).filter(|n| n.resolved).map(|n| n.mac)
+    }
+
+    #[inline(always)]
+    fn drop(&mut self, reason: DropReason) -> Verdict {
+        self.counters.drops[reason.index()] += 1;
+        Verdict::Drop(reason)
+    }
+
+    /// Timers: send ARP requests that are due (through `emit`), release frames whose next hop
+    /// resolved (and the second halves of fragmented encapsulations), drop frames that waited
+    /// too long, and expire a bounded number ([`SWEEP_BUCKETS`] buckets) of flows. Call it every
+    /// loop iteration or at least every few milliseconds.
+    pub fn poll(&mut self, now: Instant, emit: &mut dyn FnMut(&[u8])) {
+        let (mac, own) = (self.mac, self.own);
+        let mut sent = 0;
+        self.neigh.due_requests(now, &mut |target| {
+            let mut frame = [0u8; 60];
+            arp_request(&mut frame, mac, own, target);
+            emit(&frame);
+            sent += 1;
+        });
+        self.counters.arp_requests += sent;
+        let dropped = self.neigh.release(now, emit);
+        self.counters.drops[DropReason::ArpTimeout.index()] += dropped;
+        let slots = &mut self.slots;
+        self.flows.sweep(SWEEP_BUCKETS, now.secs32(), |e| {
+            if let Some(s) = slots.get_mut(e.backend as usize) {
+                s.conns = s.conns.saturating_sub(1);
+            }
+        });
+        if let Some(p) = &mut self.persist {
+            p.sweep(SWEEP_BUCKETS / 4, now.secs32(), |_| {});
+        }
+    }
+
+    /// Decide about the frame `buf[head..head + len]` and rewrite it in place. `buf` is the whole
+    /// packet buffer and `head` must leave at least [`HEADROOM`] bytes in front for encapsulation
+    /// and replies. Never panics, whatever the bytes.
+    pub fn process(&mut self, buf: &mut [u8], head: usize, len: usize, now: Instant) -> Verdict {
+        let Some(end) = head.checked_add(len).filter(|&e| e <= buf.len()) else {
+            return self.drop(DropReason::Malformed);
+        };
+        if len < ETH_LEN {
+            return self.drop(DropReason::Malformed);
+        }
+        let (dst, ethertype) = {
+            let eth = EthernetFrame::new_unchecked(&buf[head..end]);
+            (eth.dst_addr(), eth.ethertype())
+        };
+        if dst.0 != self.mac && !dst.is_broadcast() && !dst.is_multicast() {
+            return self.drop(DropReason::NotForUs);
+        }
+        match ethertype {
+            EthernetProtocol::Ipv4 => self.ipv4(buf, head, end, now),
+            EthernetProtocol::Arp => self.arp(buf, head, end, now),
+            _ => self.drop(DropReason::Unsupported),
+        }
+    }
+
+    /// [`process`](Self::process) for a burst, writing one verdict per frame into `verdicts`
+    /// (which must be at least as long). Flow-table buckets of up to [`BURST`] frames are
+    /// prefetched before any is looked up, so their cache misses overlap.
+    pub fn process_burst(
+        &mut self,
+        frames: &mut [RxFrame<'_>],
+        verdicts: &mut [Verdict],
+        now: Instant,
+    ) {
+        for (chunk, out) in frames.chunks_mut(BURST).zip(verdicts.chunks_mut(BURST)) {
+            for f in chunk.iter() {
+                if let Some(key) = peek_key(f.buf, f.head, f.len) {
+                    self.flows.prefetch(self.flows.hash(key));
+                }
+            }
+            for (f, v) in chunk.iter_mut().zip(out.iter_mut()) {
+                *v = self.process(f.buf, f.head, f.len, now);
+            }
+        }
+    }
+
+    fn ipv4(&mut self, buf: &mut [u8], head: usize, end: usize, now: Instant) -> Verdict {
+        let l3 = head + ETH_LEN;
+        let parsed = {
+            match Ipv4Packet::new_checked(&buf[l3..end]) {
+                Ok(p) if p.version() == 4 && p.verify_checksum() => Some((
+                    Ip {
+                        src: u32::from(p.src_addr()),
+                        dst: u32::from(p.dst_addr()),
+                        proto: u8::from(p.next_header()),
+                        ihl: usize::from(p.header_len()),
+                        total: usize::from(p.total_len()),
+                        df: p.dont_frag(),
+                    },
+                    p.hop_limit(),
+                    p.more_frags(),
+                    p.frag_offset(),
+                    p.ident(),
+                )),
+                _ => None,
+            }
+        };
+        let Some((ip, ttl, more_frags, frag_offset, ident)) = parsed else {
+            return self.drop(DropReason::Malformed);
+        };
+        if ip.dst == u32::from(self.own) {
+            self.counters.local += 1;
+            return Verdict::Local;
+        }
+        if ip.proto != 6 && ip.proto != 17 {
+            return self.drop(DropReason::NotVip);
+        }
+        if frag_offset != 0 {
+            return self.later_fragment(buf, head, end, ip, ttl, ident, now);
+        }
+        let l4 = &buf[l3 + ip.ihl..l3 + ip.total];
+        // (source port, destination port, SYN, ACK, FIN or RST)
+        let ports = if ip.proto == 6 {
+            TcpPacket::new_checked(l4).ok().map(|t| {
+                (
+                    t.src_port(),
+                    t.dst_port(),
+                    t.syn(),
+                    t.ack(),
+                    t.fin() || t.rst(),
+                )
+            })
+        } else if more_frags {
+            // A first fragment's UDP length covers the whole datagram: only the ports are here.
+            UdpPacket::new_checked(&l4[..l4.len().min(8)])
+                .ok()
+                .or_else(|| (l4.len() >= 8).then(|| UdpPacket::new_unchecked(&l4[..8])))
+                .map(|u| (u.src_port(), u.dst_port(), false, false, false))
+        } else {
+            UdpPacket::new_checked(l4)
+                .ok()
+                .map(|u| (u.src_port(), u.dst_port(), false, false, false))
+        };
+        let Some((sport, dport, syn, ack, fin)) = ports else {
+            return self.drop(DropReason::Malformed);
+        };
+        let Some(vip) = self.index.lookup(ip.dst, dport, ip.proto) else {
+            return self.drop(DropReason::NotVip);
+        };
+        if ttl <= 1 {
+            return self.drop(DropReason::Ttl);
+        }
+        let key = FlowKey::five_tuple(ip.src, ip.dst, sport, dport, ip.proto);
+        let hash = self.flows.hash(key);
+        let now_s = now.secs32();
+        let slot = self.flows.find(hash, key);
+        let backend = if let Some(fs) = slot.filter(|&fs| {
+            let e = self.flows.entry(fs);
+            let s = &self.slots[e.backend as usize];
+            s.live && s.vip == vip && e.expires > now_s
+        }) {
+            let e = self.flows.entry_mut(fs);
+            let state = if ip.proto == 6 {
+                e.flow_state().after_tcp(syn, ack, fin)
+            } else {
+                FlowState::Udp
+            };
+            if e.last_seen != now_s || e.state != state as u8 {
+                e.touch(state, now_s, state.timeout_secs());
+            }
+            e.backend
+        } else {
+            // New flow, or an entry that expired or whose backend left the config.
+            let Some(b) = self.schedule(vip as usize, key, ip.src, now_s) else {
+                if let Some(fs) = slot {
+                    let old = self.flows.remove(fs);
+                    self.release_conn(old.backend);
+                }
+                return self.drop(DropReason::NoBackend);
+            };
+            let fs = match slot {
+                Some(fs) => {
+                    let old = *self.flows.entry(fs);
+                    self.release_conn(old.backend);
+                    fs
+                }
+                None => {
+                    let (fs, displaced) = self.flows.insert(hash, key, now_s);
+                    match displaced {
+                        Displaced::Nothing => {}
+                        Displaced::Expired(old) => self.release_conn(old.backend),
+                        Displaced::Evicted(old) => {
+                            self.release_conn(old.backend);
+                            self.counters.drops[DropReason::FlowEvicted.index()] += 1;
+                        }
+                    }
+                    fs
+                }
+            };
+            let state = if ip.proto == 6 {
+                FlowState::SynSent.after_tcp(syn, ack, fin)
+            } else {
+                FlowState::Udp
+            };
+            let e = self.flows.entry_mut(fs);
+            e.backend = b;
+            e.touch(state, now_s, state.timeout_secs());
+            self.slots[b as usize].conns += 1;
+            self.counters.flows_created += 1;
+            b
+        };
+        if more_frags {
+            self.remember_fragment(ip, ident, vip, backend, now);
+            self.counters.fragments += 1;
+        }
+        self.forward(buf, head, end, ip, vip, backend, now)
+    }
+
+    #[inline(always)]
+    fn release_conn(&mut self, backend: u32) {
+        if let Some(s) = self.slots.get_mut(backend as usize) {
+            s.conns = s.conns.saturating_sub(1);
+        }
+    }
+
+    /// Pick a backend for a new flow of VIP `vi`: persistence first, then the scheduler.
+    fn schedule(&mut self, vi: usize, key: FlowKey, src: u32, now_s: u32) -> Option<u32> {
+        let v = &mut self.vips[vi];
+        let mut pkey = None;
+        if let (Some(secs), Some(p)) = (v.persistence, self.persist.as_mut()) {
+            let k = FlowKey::persistence(src, vi as u32);
+            let h = p.hash(k);
+            if let Some(ps) = p.find(h, k) {
+                let e = p.entry_mut(ps);
+                let b = e.backend;
+                let ok = self
+                    .slots
+                    .get(b as usize)
+                    .is_some_and(|s| s.live && s.vip == vi as u32 && s.up && s.weight > 0)
+                    && e.expires > now_s;
+                if ok {
+                    e.touch(FlowState::Persist, now_s, secs);
+                    return Some(b);
+                }
+                p.remove(ps);
+            }
+            pkey = Some((k, h, secs));
+        }
+        let slots = &self.slots;
+        let choice = match v.scheduler {
+            Scheduler::Rr => v.sched.rr(),
+            Scheduler::Wrr => v.sched.wrr(),
+            Scheduler::Lc => v.sched.least_conns(false, |s| slots[s as usize].conns),
+            Scheduler::Wlc => v.sched.least_conns(true, |s| slots[s as usize].conns),
+            Scheduler::Sh => v.sched.maglev(hash_key(
+                FlowKey {
+                    addrs: u64::from(src),
+                    rest: 1,
+                },
+                CONSISTENT_SEED,
+            )),
+            Scheduler::Maglev => v.sched.maglev(hash_key(key, CONSISTENT_SEED)),
+        }?;
+        if let (Some((k, h, secs)), Some(p)) = (pkey, self.persist.as_mut()) {
+            let (ps, _) = p.insert(h, k, now_s);
+            let e = p.entry_mut(ps);
+            e.backend = choice;
+            e.touch(FlowState::Persist, now_s, secs);
+        }
+        Some(choice)
+    }
+
+    fn frag_slot(ip: &Ip, ident: u16) -> (usize, u64, u64) {
+        let addrs = (u64::from(ip.src) << 32) | u64::from(ip.dst);
+        let id = (1 << 32) | (u64::from(ident) << 8) | u64::from(ip.proto);
+        let h = crate::flow::fold_mul(addrs ^ 0xD6E8_FEB8_6659_FD93, id ^ 0x9E37_79B9_7F4A_7C15);
+        ((h as usize) & (FRAG_SLOTS - 1), addrs, id)
+    }
+
+    fn remember_fragment(&mut self, ip: Ip, ident: u16, vip: u32, backend: u32, now: Instant) {
+        let (i, addrs, id) = Self::frag_slot(&ip, ident);
+        self.frags[i] = FragEntry {
+            addrs,
+            id,
+            vip,
+            backend,
+            expires: now.plus_millis(FRAG_TIMEOUT_MS),
+        };
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn later_fragment(
+        &mut self,
+        buf: &mut [u8],
+        head: usize,
+        end: usize,
+        ip: Ip,
+        ttl: u8,
+        ident: u16,
+        now: Instant,
+    ) -> Verdict {
+        let (i, addrs, id) = Self::frag_slot(&ip, ident);
+        let f = self.frags[i];
+        let known = (f.addrs == addrs && f.id == id && f.expires > now)
+            .then_some((f.vip, f.backend))
+            .filter(|&(v, b)| {
+                self.slots
+                    .get(b as usize)
+                    .is_some_and(|s| s.live && s.vip == v)
+            });
+        let choice = known.or_else(|| {
+            // No first fragment seen: the all-ports VIP of this address, by a 3-tuple hash.
+            let vip = self.index.get(ip.dst, 0, ip.proto)?;
+            let h = hash_key(
+                FlowKey {
+                    addrs,
+                    rest: u64::from(ip.proto),
+                },
+                CONSISTENT_SEED,
+            );
+            let b = self.vips[vip as usize].sched.by_hash(h)?;
+            Some((vip, b))
+        });
+        let Some((vip, backend)) = choice else {
+            return self.drop(DropReason::FragmentUnknown);
+        };
+        if ttl <= 1 {
+            return self.drop(DropReason::Ttl);
+        }
+        self.counters.fragments += 1;
+        self.forward(buf, head, end, ip, vip, backend, now)
+    }
+
+    /// Count and rewrite a packet for `backend` of `vip`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn forward(
+        &mut self,
+        buf: &mut [u8],
+        head: usize,
+        end: usize,
+        ip: Ip,
+        vip: u32,
+        backend: u32,
+        now: Instant,
+    ) -> Verdict {
+        let v = &mut self.vips[vip as usize];
+        v.packets += 1;
+        v.bytes += ip.total as u64;
+        let mode = v.mode;
+        let s = &mut self.slots[backend as usize];
+        s.packets += 1;
+        s.bytes += ip.total as u64;
+        let address = s.address;
+        let (hop, mac) = match self.neigh.get(s.neigh) {
+            Some(n) => (n.ip, n.resolved.then_some(n.mac)),
+            None => (address, None),
+        };
+        match mode {
+            Mode::DsrL2 => {
+                let mut eth = EthernetFrame::new_unchecked(&mut buf[head..end]);
+                eth.set_src_addr(EthernetAddress(self.mac));
+                match mac {
+                    Some(mac) => {
+                        eth.set_dst_addr(EthernetAddress(mac));
+                        self.counters.forwarded += 1;
+                        Verdict::Forward {
+                            head,
+                            len: end - head,
+                        }
+                    }
+                    None => self.wait_for_arp(hop, &buf[head..end], now),
+                }
+            }
+            Mode::DsrL3 => self.encapsulate(buf, head, ip, address, hop, mac, now),
+        }
+    }
+
+    fn wait_for_arp(&mut self, hop: Ipv4Addr, frame: &[u8], now: Instant) -> Verdict {
+        if self.neigh.enqueue(hop, frame, now) {
+            self.counters.arp_queued += 1;
+            Verdict::Queued
+        } else {
+            self.drop(DropReason::ArpQueueFull)
+        }
+    }
+
+    fn next_ident(&mut self) -> u16 {
+        self.ident = self.ident.wrapping_add(1);
+        self.ident
+    }
+
+    /// IP-in-IP: write Ethernet + outer IPv4 in front of the untouched inner packet.
+    #[allow(clippy::too_many_arguments)]
+    fn encapsulate(
+        &mut self,
+        buf: &mut [u8],
+        head: usize,
+        ip: Ip,
+        backend: Ipv4Addr,
+        hop: Ipv4Addr,
+        mac: Option<[u8; 6]>,
+        now: Instant,
+    ) -> Verdict {
+        if ip.total + IPV4_LEN > self.mtu {
+            if ip.df {
+                return self.frag_needed(buf, head, ip);
+            }
+            return self.encapsulate_fragmented(buf, head, ip, backend, hop, mac, now);
+        }
+        if head < IPV4_LEN {
+            return self.drop(DropReason::NoHeadroom);
+        }
+        let start = head - IPV4_LEN;
+        let len = ETH_LEN + IPV4_LEN + ip.total;
+        let tos = buf[head + ETH_LEN + 1];
+        let ident = self.next_ident();
+        let frame = &mut buf[start..start + len];
+        self.write_outer(
+            frame,
+            mac,
+            tos,
+            ip.total + IPV4_LEN,
+            ident,
+            ip.df,
+            false,
+            0,
+            backend,
+        );
+        match mac {
+            Some(_) => {
+                self.counters.forwarded += 1;
+                Verdict::Forward { head: start, len }
+            }
+            None => self.wait_for_arp(hop, &buf[start..start + len], now),
+        }
+    }
+
+    /// Ethernet header and outer IPv4 header at the front of `frame`.
+    #[allow(clippy::too_many_arguments)]
+    fn write_outer(
+        &self,
+        frame: &mut [u8],
+        mac: Option<[u8; 6]>,
+        tos: u8,
+        total: usize,
+        ident: u16,
+        df: bool,
+        more_frags: bool,
+        frag_offset: u16,
+        backend: Ipv4Addr,
+    ) {
+        let mut eth = EthernetFrame::new_unchecked(&mut frame[..ETH_LEN]);
+        eth.set_dst_addr(EthernetAddress(mac.unwrap_or([0; 6])));
+        eth.set_src_addr(EthernetAddress(self.mac));
+        eth.set_ethertype(EthernetProtocol::Ipv4);
+        let mut outer = Ipv4Packet::new_unchecked(&mut frame[ETH_LEN..ETH_LEN + IPV4_LEN]);
+        outer.set_version(4);
+        outer.set_header_len(IPV4_LEN as u8);
+        outer.set_dscp(tos >> 2);
+        outer.set_ecn(tos & 3);
+        outer.set_total_len(total as u16);
+        outer.set_ident(ident);
+        outer.clear_flags();
+        outer.set_dont_frag(df);
+        outer.set_more_frags(more_frags);
+        outer.set_frag_offset(frag_offset);
+        outer.set_hop_limit(OUTER_TTL);
+        outer.set_next_header(IpProtocol::Unknown(IPPROTO_IPIP));
+        outer.set_src_addr(self.own);
+        outer.set_dst_addr(backend);
+        outer.fill_checksum();
+    }
+
+    /// Without DF, split the *outer* packet in two (as Linux's ip_fragment does for IPVS): the
+    /// first fragment is the verdict, the second waits in the neighbour queue for `poll`.
+    #[allow(clippy::too_many_arguments)]
+    fn encapsulate_fragmented(
+        &mut self,
+        buf: &mut [u8],
+        head: usize,
+        ip: Ip,
+        backend: Ipv4Addr,
+        hop: Ipv4Addr,
+        mac: Option<[u8; 6]>,
+        now: Instant,
+    ) -> Verdict {
+        let first = (self.mtu - IPV4_LEN) / 8 * 8;
+        let rest = ip.total - first;
+        if rest + IPV4_LEN > self.mtu || ETH_LEN + IPV4_LEN + rest > self.scratch.len() {
+            return self.drop(DropReason::TooBig);
+        }
+        if head < IPV4_LEN {
+            return self.drop(DropReason::NoHeadroom);
+        }
+        let l3 = head + ETH_LEN;
+        let tos = buf[l3 + 1];
+        let ident = self.next_ident();
+        // Second fragment first, while the inner bytes are all still in place.
+        let mut scratch = core::mem::take(&mut self.scratch);
+        let second_len = ETH_LEN + IPV4_LEN + rest;
+        scratch[ETH_LEN + IPV4_LEN..second_len].copy_from_slice(&buf[l3 + first..l3 + ip.total]);
+        self.write_outer(
+            &mut scratch[..second_len],
+            mac,
+            tos,
+            IPV4_LEN + rest,
+            ident,
+            false,
+            false,
+            (first / 8) as u16,
+            backend,
+        );
+        let queued = self.neigh.enqueue(hop, &scratch[..second_len], now);
+        self.scratch = scratch;
+        if !queued {
+            return self.drop(DropReason::ArpQueueFull);
+        }
+        let start = head - IPV4_LEN;
+        let len = ETH_LEN + IPV4_LEN + first;
+        self.write_outer(
+            &mut buf[start..start + len],
+            mac,
+            tos,
+            IPV4_LEN + first,
+            ident,
+            false,
+            true,
+            0,
+            backend,
+        );
+        self.counters.fragmented += 1;
+        match mac {
+            Some(_) => {
+                self.counters.forwarded += 1;
+                Verdict::Forward { head: start, len }
+            }
+            None => self.wait_for_arp(hop, &buf[start..start + len], now),
+        }
+    }
+
+    /// Answer the client with ICMP "fragmentation needed" (type 3 code 4, next-hop MTU =
+    /// MTU - 20) quoting the original IP header and 8 bytes, written in the headroom so that the
+    /// quoted bytes stay where they are.
+    fn frag_needed(&mut self, buf: &mut [u8], head: usize, ip: Ip) -> Verdict {
+        let pre = ETH_LEN + IPV4_LEN + ICMP_LEN - ETH_LEN; // new headers minus the old Ethernet
+        if head < pre {
+            return self.drop(DropReason::NoHeadroom);
+        }
+        let start = head - pre;
+        let quoted = (ip.ihl + 8).min(ip.total);
+        let len = ETH_LEN + IPV4_LEN + ICMP_LEN + quoted;
+        let client_mac = EthernetFrame::new_unchecked(&buf[head..head + ETH_LEN]).src_addr();
+        let frame = &mut buf[start..start + len];
+        let mut eth = EthernetFrame::new_unchecked(&mut frame[..ETH_LEN]);
+        eth.set_dst_addr(client_mac);
+        eth.set_src_addr(EthernetAddress(self.mac));
+        eth.set_ethertype(EthernetProtocol::Ipv4);
+        {
+            let mut icmp = Icmpv4Packet::new_unchecked(&mut frame[ETH_LEN + IPV4_LEN..]);
+            icmp.set_msg_type(Icmpv4Message::DstUnreachable);
+            icmp.set_msg_code(4);
+            let data = icmp.into_inner();
+            data[4..6].copy_from_slice(&[0, 0]);
+            data[6..8].copy_from_slice(&((self.mtu - IPV4_LEN) as u16).to_be_bytes());
+            Icmpv4Packet::new_unchecked(data).fill_checksum();
+        }
+        let ident = self.next_ident();
+        let mut out = Ipv4Packet::new_unchecked(&mut frame[ETH_LEN..ETH_LEN + IPV4_LEN]);
+        out.set_version(4);
+        out.set_header_len(IPV4_LEN as u8);
+        out.set_dscp(0);
+        out.set_ecn(0);
+        out.set_total_len((IPV4_LEN + ICMP_LEN + quoted) as u16);
+        out.set_ident(ident);
+        out.clear_flags();
+        out.set_frag_offset(0);
+        out.set_hop_limit(OUTER_TTL);
+        out.set_next_header(IpProtocol::Icmp);
+        out.set_src_addr(self.own);
+        out.set_dst_addr(Ipv4Addr::from(ip.src));
+        out.fill_checksum();
+        self.counters.icmp_frag_needed += 1;
+        self.counters.drops[DropReason::TooBig.index()] += 1;
+        Verdict::Reply { head: start, len }
+    }
+
+    fn arp(&mut self, buf: &mut [u8], head: usize, end: usize, now: Instant) -> Verdict {
+        let l3 = head + ETH_LEN;
+        let parsed = match ArpPacket::new_checked(&buf[l3..end]) {
+            Ok(p)
+                if p.hardware_type() == ArpHardware::Ethernet
+                    && p.protocol_type() == EthernetProtocol::Ipv4
+                    && p.hardware_len() == 6
+                    && p.protocol_len() == 4 =>
+            {
+                let mut sha = [0u8; 6];
+                sha.copy_from_slice(p.source_hardware_addr());
+                let spa = ip_of(p.source_protocol_addr());
+                let tpa = ip_of(p.target_protocol_addr());
+                Some((p.operation(), sha, spa, tpa))
+            }
+            _ => None,
+        };
+        let Some((op, sha, spa, tpa)) = parsed else {
+            return self.drop(DropReason::Malformed);
+        };
+        self.neigh.learn(spa, sha, now);
+        let ours = tpa == self.own || self.vip_addrs.binary_search(&u32::from(tpa)).is_ok();
+        match op {
+            ArpOperation::Request if ours => {
+                let mut eth = EthernetFrame::new_unchecked(&mut buf[head..end]);
+                eth.set_dst_addr(EthernetAddress(sha));
+                eth.set_src_addr(EthernetAddress(self.mac));
+                let mut p = ArpPacket::new_unchecked(&mut buf[l3..end]);
+                p.set_operation(ArpOperation::Reply);
+                p.set_source_hardware_addr(&self.mac);
+                p.set_source_protocol_addr(&tpa.octets());
+                p.set_target_hardware_addr(&sha);
+                p.set_target_protocol_addr(&spa.octets());
+                self.counters.arp_replies += 1;
+                Verdict::Reply {
+                    head,
+                    len: end - head,
+                }
+            }
+            ArpOperation::Reply if tpa == self.own => {
+                self.counters.local += 1;
+                Verdict::Local
+            }
+            ArpOperation::Request | ArpOperation::Reply => self.drop(DropReason::NotForUs),
+            _ => self.drop(DropReason::Unsupported),
+        }
+    }
+}
+
+fn ip_of(bytes: &[u8]) -> Ipv4Addr {
+    let mut o = [0u8; 4];
+    o.copy_from_slice(&bytes[..4]);
+    Ipv4Addr::from(o)
+}
+
+/// Write a broadcast ARP request for `target` from (`mac`, `own`) into `frame` (60 bytes).
+fn arp_request(frame: &mut [u8; 60], mac: [u8; 6], own: Ipv4Addr, target: Ipv4Addr) {
+    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+    eth.set_dst_addr(EthernetAddress::BROADCAST);
+    eth.set_src_addr(EthernetAddress(mac));
+    eth.set_ethertype(EthernetProtocol::Arp);
+    let mut p = ArpPacket::new_unchecked(&mut frame[ETH_LEN..ETH_LEN + 28]);
+    p.set_hardware_type(ArpHardware::Ethernet);
+    p.set_protocol_type(EthernetProtocol::Ipv4);
+    p.set_hardware_len(6);
+    p.set_protocol_len(4);
+    p.set_operation(ArpOperation::Request);
+    p.set_source_hardware_addr(&mac);
+    p.set_source_protocol_addr(&own.octets());
+    p.set_target_hardware_addr(&[0; 6]);
+    p.set_target_protocol_addr(&target.octets());
+}
+
+/// The flow key of a frame if it is an unfragmented-or-first-fragment TCP/UDP IPv4 packet, for
+/// prefetching only (no checksum check; `process` does the real parsing).
+#[inline(always)]
+fn peek_key(buf: &[u8], head: usize, len: usize) -> Option<FlowKey> {
+    let frame = buf.get(head..head.checked_add(len)?)?;
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    let proto = u8::from(ip.next_header());
+    if ip.frag_offset() != 0 || (proto != 6 && proto != 17) {
+        return None;
+    }
+    let l4 = ip.payload();
+    let ports = l4.get(..4)?;
+    Some(FlowKey::five_tuple(
+        u32::from(ip.src_addr()),
+        u32::from(ip.dst_addr()),
+        u16::from_be_bytes([ports[0], ports[1]]),
+        u16::from_be_bytes([ports[2], ports[3]]),
+        proto,
+    ))
+}

@@ -1,0 +1,299 @@
+//! Neighbours: the MAC addresses of the next hops (backends on the link, and the gateway), and
+//! the frames waiting for them.
+//!
+//! Why the forwarder owns ARP on the data plane: the kernel's smoltcp interface resolves only
+//! for its own sockets, and a DSR balancer must resolve hundreds of next hops per packet with no
+//! allocation and no locking, and must answer ARP for every VIP (which smoltcp knows nothing
+//! about). So the forwarder answers requests for its own address and every VIP in place, learns
+//! from every ARP reply and request sender that is a next hop of ours, asks for next hops it
+//! lacks from [`crate::Forwarder::poll`], and refreshes entries before they age out. ARP replies
+//! addressed to the balancer are *also* handed to smoltcp ([`crate::Verdict::Local`]) so that its
+//! own cache (used for health checks and management) fills too.
+//!
+//! A frame whose next hop is not resolved yet is copied into a small bounded queue
+//! ([`PENDING_MAX`] frames) and released by `poll` once the reply arrives; when the queue is full,
+//! or a frame has waited [`PENDING_TIMEOUT_MS`], it is dropped and counted. The queue's buffers
+//! are allocated once, up front.
+
+use alloc::collections::BTreeMap;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::net::Ipv4Addr;
+
+use crate::time::Instant;
+
+/// Frames that can wait for ARP at once.
+pub const PENDING_MAX: usize = 32;
+/// Longest a frame waits for ARP.
+pub const PENDING_TIMEOUT_MS: u64 = 3_000;
+/// Largest frame that can wait (a 2 KiB packet buffer).
+pub const PENDING_FRAME_MAX: usize = 2048;
+/// A resolved entry is re-confirmed after this long.
+pub const REFRESH_MS: u64 = 60_000;
+/// A resolved entry not re-confirmed within this long after its refresh began is forgotten.
+pub const STALE_GRACE_MS: u64 = 5_000;
+/// Time between requests for one address while it is being resolved or refreshed.
+pub const RETRY_MS: u64 = 1_000;
+/// Time between requests for an address that did not answer its first few.
+pub const BACKOFF_MS: u64 = 10_000;
+/// Neighbours visited per `poll` call, to bound its work.
+pub const POLL_BATCH: usize = 64;
+
+/// One next hop.
+#[derive(Clone, Copy, Debug)]
+pub struct Neighbour {
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Its MAC, meaningful when `resolved`.
+    pub mac: [u8; 6],
+    /// Whether `mac` is known.
+    pub resolved: bool,
+    confirmed: Instant,
+    last_request: Option<Instant>,
+    requests: u8,
+}
+
+/// What `poll` should send: an ARP request for this address.
+pub type Request = Ipv4Addr;
+
+struct Pending {
+    next_hop: Ipv4Addr,
+    queued: Instant,
+    len: usize,
+}
+
+/// The neighbour table and the frames waiting on it.
+pub struct Neighbours {
+    list: Vec<Neighbour>,
+    by_ip: BTreeMap<u32, u32>,
+    cursor: usize,
+    pending: Vec<Option<Pending>>,
+    pending_bufs: Vec<u8>,
+    pending_count: usize,
+}
+
+impl Neighbours {
+    /// An empty table with its queue allocated.
+    pub fn new() -> Neighbours {
+        Neighbours {
+            list: Vec::new(),
+            by_ip: BTreeMap::new(),
+            cursor: 0,
+            pending: (0..PENDING_MAX).map(|_| None).collect(),
+            pending_bufs: vec![0; PENDING_MAX * PENDING_FRAME_MAX],
+            pending_count: 0,
+        }
+    }
+
+    /// Replace the set of next hops by `hops` (deduplicated), keeping what is known about the
+    /// ones that stay. Returns nothing; look indices up with [`index_of`](Self::index_of).
+    pub fn set_hops(&mut self, hops: &[Ipv4Addr]) {
+        let mut list = Vec::with_capacity(hops.len());
+        let mut by_ip = BTreeMap::new();
+        for &ip in hops {
+            let k = u32::from(ip);
+            if by_ip.contains_key(&k) {
+                continue;
+            }
+            let n = match self.by_ip.get(&k) {
+                Some(&i) => self.list[i as usize],
+                None => Neighbour {
+                    ip,
+                    mac: [0; 6],
+                    resolved: false,
+                    confirmed: Instant::ZERO,
+                    last_request: None,
+                    requests: 0,
+                },
+            };
+            by_ip.insert(k, list.len() as u32);
+            list.push(n);
+        }
+        self.list = list;
+        self.by_ip = by_ip;
+        self.cursor = 0;
+    }
+
+    /// The index of next hop `ip`.
+    pub fn index_of(&self, ip: Ipv4Addr) -> Option<u32> {
+        self.by_ip.get(&u32::from(ip)).copied()
+    }
+
+    /// Next hop number `i`.
+    #[inline(always)]
+    pub fn get(&self, i: u32) -> Option<&Neighbour> {
+        self.list.get(i as usize)
+    }
+
+    /// Every next hop.
+    pub fn all(&self) -> &[Neighbour] {
+        &self.list
+    }
+
+    /// Learn `ip` is at `mac` (from an ARP packet) if `ip` is one of our next hops.
+    pub fn learn(&mut self, ip: Ipv4Addr, mac: [u8; 6], now: Instant) -> bool {
+        if mac == [0; 6] || mac[0] & 1 == 1 {
+            return false;
+        }
+        match self.by_ip.get(&u32::from(ip)) {
+            Some(&i) => {
+                let n = &mut self.list[i as usize];
+                n.mac = mac;
+                n.resolved = true;
+                n.confirmed = now;
+                n.requests = 0;
+                n.last_request = None;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Copy `frame` into the queue to wait for `next_hop`; false when the queue is full or the
+    /// frame too large.
+    pub fn enqueue(&mut self, next_hop: Ipv4Addr, frame: &[u8], now: Instant) -> bool {
+        if frame.len() > PENDING_FRAME_MAX {
+            return false;
+        }
+        let Some(i) = self.pending.iter().position(Option::is_none) else {
+            return false;
+        };
+        let base = i * PENDING_FRAME_MAX;
+        self.pending_bufs[base..base + frame.len()].copy_from_slice(frame);
+        self.pending[i] = Some(Pending {
+            next_hop,
+            queued: now,
+            len: frame.len(),
+        });
+        self.pending_count += 1;
+        true
+    }
+
+    /// How many frames wait.
+    pub fn pending_len(&self) -> usize {
+        self.pending_count
+    }
+
+    /// Release waiting frames whose next hop is now resolved (their destination MAC is written
+    /// first) through `emit`, and drop those that waited too long; returns how many were dropped.
+    pub fn release(&mut self, now: Instant, emit: &mut dyn FnMut(&[u8])) -> u64 {
+        if self.pending_count == 0 {
+            return 0;
+        }
+        let mut dropped = 0;
+        for i in 0..PENDING_MAX {
+            let Some(p) = &self.pending[i] else { continue };
+            let mac = self
+                .by_ip
+                .get(&u32::from(p.next_hop))
+                .map(|&n| self.list[n as usize])
+                .filter(|n| n.resolved)
+                .map(|n| n.mac);
+            let base = i * PENDING_FRAME_MAX;
+            let len = p.len;
+            if let Some(mac) = mac {
+                let frame = &mut self.pending_bufs[base..base + len];
+                frame[..6].copy_from_slice(&mac);
+                emit(frame);
+            } else if now.millis_since(p.queued) >= PENDING_TIMEOUT_MS {
+                dropped += 1;
+            } else {
+                continue;
+            }
+            self.pending[i] = None;
+            self.pending_count -= 1;
+        }
+        dropped
+    }
+
+    /// Walk up to [`POLL_BATCH`] neighbours and return (through `request`) those that need an
+    /// ARP request now: unresolved ones every [`RETRY_MS`] (then every [`BACKOFF_MS`] after three
+    /// tries), resolved ones once they are [`REFRESH_MS`] old; a resolved entry that stays
+    /// unconfirmed past its grace period is forgotten.
+    pub fn due_requests(&mut self, now: Instant, request: &mut dyn FnMut(Request)) {
+        let n = self.list.len();
+        for _ in 0..POLL_BATCH.min(n) {
+            let i = self.cursor;
+            self.cursor = if i + 1 >= n { 0 } else { i + 1 };
+            let nb = &mut self.list[i];
+            let age = now.millis_since(nb.confirmed);
+            if nb.resolved && age >= REFRESH_MS + STALE_GRACE_MS {
+                nb.resolved = false;
+                nb.requests = 0;
+            }
+            let wanted = !nb.resolved || age >= REFRESH_MS;
+            if !wanted {
+                continue;
+            }
+            let gap = if nb.requests >= 3 {
+                BACKOFF_MS
+            } else {
+                RETRY_MS
+            };
+            if nb.last_request.is_none_or(|t| now.millis_since(t) >= gap) {
+                nb.last_request = Some(now);
+                nb.requests = nb.requests.saturating_add(1);
+                request(nb.ip);
+            }
+        }
+    }
+}
+
+impl Default for Neighbours {
+    fn default() -> Self {
+        Neighbours::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
+    const B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 6);
+
+    #[test]
+    fn requests_retry_then_back_off_and_refresh() {
+        let mut n = Neighbours::new();
+        n.set_hops(&[A, A]);
+        assert_eq!(n.all().len(), 1);
+        let mut asked = Vec::new();
+        for t in (0..20_000).step_by(500) {
+            n.due_requests(Instant::from_millis(t), &mut |ip| asked.push((t, ip)));
+        }
+        // 0, 1000, 2000 then every 10 s.
+        let times: Vec<u64> = asked.iter().map(|a| a.0).collect();
+        assert_eq!(times, vec![0, 1000, 2000, 12000]);
+        assert!(n.learn(A, [2, 0, 0, 0, 0, 1], Instant::from_millis(20_000)));
+        assert!(!n.learn(B, [2, 0, 0, 0, 0, 1], Instant::from_millis(20_000)));
+        asked.clear();
+        n.due_requests(Instant::from_millis(79_000), &mut |ip| asked.push((0, ip)));
+        assert!(asked.is_empty());
+        n.due_requests(Instant::from_millis(80_000), &mut |ip| asked.push((0, ip)));
+        assert_eq!(asked.len(), 1);
+        assert!(n.get(0).unwrap().resolved);
+        n.due_requests(Instant::from_millis(85_000), &mut |_| {});
+        assert!(!n.get(0).unwrap().resolved);
+    }
+
+    #[test]
+    fn queue_releases_on_resolution_and_times_out() {
+        let mut n = Neighbours::new();
+        n.set_hops(&[A, B]);
+        let frame = [0u8; 60];
+        assert!(n.enqueue(A, &frame, Instant::ZERO));
+        assert!(n.enqueue(B, &frame, Instant::ZERO));
+        for _ in 2..PENDING_MAX {
+            assert!(n.enqueue(B, &frame, Instant::ZERO));
+        }
+        assert!(!n.enqueue(B, &frame, Instant::ZERO));
+        n.learn(A, [2, 1, 2, 3, 4, 5], Instant::ZERO);
+        let mut out = Vec::new();
+        let dropped = n.release(Instant::from_millis(10), &mut |f| out.push(f.to_vec()));
+        assert_eq!((dropped, out.len()), (0, 1));
+        assert_eq!(out[0][..6], [2, 1, 2, 3, 4, 5]);
+        let dropped = n.release(Instant::from_millis(PENDING_TIMEOUT_MS), &mut |_| {});
+        assert_eq!(dropped as usize, PENDING_MAX - 1);
+        assert_eq!(n.pending_len(), 0);
+    }
+}

@@ -1,0 +1,162 @@
+//! Counters the kernel exports as metrics.
+//!
+//! Counting is a plain `u64` increment on the forwarder's own core (the forwarder is owned by one
+//! poll loop), so there is nothing atomic here; the kernel reads them between bursts.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::net::Ipv4Addr;
+
+/// Why a frame was not forwarded. [`DropReason::name`] is a stable Prometheus label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Truncated, bad IHL or total length, bad IP header checksum, inconsistent ARP, ...
+    Malformed,
+    /// Unicast to another MAC, or ARP about an address that is neither ours nor a VIP.
+    NotForUs,
+    /// An ethertype or ARP variant the forwarder does not handle (IPv6, VLAN tags, ...).
+    Unsupported,
+    /// IPv4 that is neither to the balancer's address nor to a VIP (address, port, protocol).
+    NotVip,
+    /// TTL of 0 or 1.
+    Ttl,
+    /// The VIP has no backend that is up with a weight above 0.
+    NoBackend,
+    /// The next hop is unresolved and the ARP queue is full.
+    ArpQueueFull,
+    /// The frame waited for ARP too long.
+    ArpTimeout,
+    /// A non-first fragment whose first fragment was not seen and whose VIP is ambiguous.
+    FragmentUnknown,
+    /// Too big for the MTU after encapsulation with DF set (an ICMP "fragmentation needed" was
+    /// sent back), or too big to fragment.
+    TooBig,
+    /// Less headroom in front of the frame than the rewrite needs (a kernel bug).
+    NoHeadroom,
+    /// Not a dropped packet but a dropped *flow*: a live flow was evicted from the full table.
+    FlowEvicted,
+}
+
+impl DropReason {
+    /// Every reason, in label order.
+    pub const ALL: [DropReason; 12] = [
+        DropReason::Malformed,
+        DropReason::NotForUs,
+        DropReason::Unsupported,
+        DropReason::NotVip,
+        DropReason::Ttl,
+        DropReason::NoBackend,
+        DropReason::ArpQueueFull,
+        DropReason::ArpTimeout,
+        DropReason::FragmentUnknown,
+        DropReason::TooBig,
+        DropReason::NoHeadroom,
+        DropReason::FlowEvicted,
+    ];
+    /// Number of reasons.
+    pub const COUNT: usize = DropReason::ALL.len();
+
+    /// The stable metric label.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::NotForUs => "not_for_us",
+            DropReason::Unsupported => "unsupported",
+            DropReason::NotVip => "not_vip",
+            DropReason::Ttl => "ttl",
+            DropReason::NoBackend => "no_backend",
+            DropReason::ArpQueueFull => "arp_queue_full",
+            DropReason::ArpTimeout => "arp_timeout",
+            DropReason::FragmentUnknown => "fragment_unknown",
+            DropReason::TooBig => "too_big",
+            DropReason::NoHeadroom => "no_headroom",
+            DropReason::FlowEvicted => "flow_evicted",
+        }
+    }
+
+    /// Position in [`DropReason::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Global counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Drops by [`DropReason::index`].
+    pub drops: [u64; DropReason::COUNT],
+    /// Frames forwarded to a backend (from `process`; released ARP waiters count when queued).
+    pub forwarded: u64,
+    /// Frames handed to the kernel's stack.
+    pub local: u64,
+    /// ARP replies written.
+    pub arp_replies: u64,
+    /// ARP requests emitted by `poll`.
+    pub arp_requests: u64,
+    /// Frames queued to wait for ARP.
+    pub arp_queued: u64,
+    /// IP fragments forwarded (first and later ones).
+    pub fragments: u64,
+    /// Encapsulated packets split in two because they exceeded the MTU without DF.
+    pub fragmented: u64,
+    /// ICMP "fragmentation needed" messages sent.
+    pub icmp_frag_needed: u64,
+    /// Flows created.
+    pub flows_created: u64,
+}
+
+impl Counters {
+    /// The drop count for `reason`.
+    pub fn drop_count(&self, reason: DropReason) -> u64 {
+        self.drops[reason.index()]
+    }
+}
+
+/// A backend's state and counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendStats {
+    /// Its name.
+    pub name: String,
+    /// Its address.
+    pub address: Ipv4Addr,
+    /// Its weight.
+    pub weight: u32,
+    /// Whether health checks say it is up.
+    pub up: bool,
+    /// Packets forwarded to it.
+    pub packets: u64,
+    /// IP bytes forwarded to it (before encapsulation).
+    pub bytes: u64,
+    /// Flows in the table that point to it.
+    pub flows_active: u64,
+}
+
+/// A VIP's counters and its backends'.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipStats {
+    /// Its name.
+    pub name: String,
+    /// Packets forwarded.
+    pub packets: u64,
+    /// IP bytes forwarded.
+    pub bytes: u64,
+    /// Flows in the table.
+    pub flows_active: u64,
+    /// Per backend, in config order.
+    pub backends: Vec<BackendStats>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_indices_match() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+            for other in &DropReason::ALL[..i] {
+                assert_ne!(r.name(), other.name());
+            }
+        }
+    }
+}
