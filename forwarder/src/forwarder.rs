@@ -1055,7 +1055,7 @@ impl Forwarder {
             ident,
             false,
             false,
-            (first / 8) as u16,
+            first as u16,
             backend,
         );
         let queued = self.neigh.enqueue(hop, &scratch[..second_len], now);
@@ -1229,3 +1229,6 @@ fn peek_key(buf: &[u8], head: usize, len: usize) -> Option<FlowKey> {
         proto,
     ))
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

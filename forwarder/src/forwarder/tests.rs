@@ -1,0 +1,852 @@
+//! Byte-level tests of every rewrite and decision, on frames built here from literal fields and
+//! parsed back with smoltcp's wire types.
+
+use super::*;
+use crate::config::{Backend, Interface, Limits};
+use alloc::string::ToString;
+use smoltcp::wire::{Icmpv4DstUnreachable, Ipv4Address};
+
+pub(crate) const OUR_MAC: [u8; 6] = [0x02, 0x5e, 0, 0, 0, 1];
+pub(crate) const CLIENT_MAC: [u8; 6] = [0x02, 0xcc, 0, 0, 0, 9];
+pub(crate) const OWN: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+pub(crate) const GW: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+pub(crate) const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
+pub(crate) const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
+pub(crate) const HEAD: usize = 64;
+
+/// The MAC the tests give a host: 02:00 followed by its address.
+pub(crate) fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x00, o[0], o[1], o[2], o[3]]
+}
+
+pub(crate) fn backend_addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, 0, 21 + i as u8)
+}
+
+pub(crate) fn config(mode: Mode, scheduler: Scheduler, weights: &[u32]) -> Config {
+    Config {
+        version: 1,
+        interface: Interface {
+            address: Prefix::parse("10.77.0.2/24").unwrap(),
+            gateway: Some(GW),
+            mtu: 1500,
+            nic: None,
+        },
+        management: None,
+        limits: Limits::default(),
+        vips: vec![crate::config::Vip {
+            name: "web".into(),
+            address: VIP,
+            port: VipPort::One(80),
+            protocol: Protocol::Tcp,
+            mode,
+            scheduler,
+            persistence: None,
+            health: None,
+            backends: weights
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| Backend {
+                    name: alloc::format!("be{i}"),
+                    address: backend_addr(i),
+                    weight: w,
+                })
+                .collect(),
+        }],
+    }
+}
+
+/// An ARP frame in a fresh buffer.
+pub(crate) fn arp_frame(
+    op: ArpOperation,
+    sha: [u8; 6],
+    spa: Ipv4Addr,
+    tha: [u8; 6],
+    tpa: Ipv4Addr,
+) -> (Vec<u8>, usize) {
+    let mut buf = vec![0u8; 2048];
+    let len = 60;
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[HEAD..HEAD + len]);
+    eth.set_dst_addr(if op == ArpOperation::Request {
+        EthernetAddress::BROADCAST
+    } else {
+        EthernetAddress(OUR_MAC)
+    });
+    eth.set_src_addr(EthernetAddress(sha));
+    eth.set_ethertype(EthernetProtocol::Arp);
+    let mut p = ArpPacket::new_unchecked(&mut buf[HEAD + 14..HEAD + 42]);
+    p.set_hardware_type(ArpHardware::Ethernet);
+    p.set_protocol_type(EthernetProtocol::Ipv4);
+    p.set_hardware_len(6);
+    p.set_protocol_len(4);
+    p.set_operation(op);
+    p.set_source_hardware_addr(&sha);
+    p.set_source_protocol_addr(&spa.octets());
+    p.set_target_hardware_addr(&tha);
+    p.set_target_protocol_addr(&tpa.octets());
+    (buf, len)
+}
+
+/// Tell `f` the MAC of every address in `hosts` with ARP replies.
+pub(crate) fn resolve(f: &mut Forwarder, hosts: &[Ipv4Addr]) {
+    for &h in hosts {
+        let (mut buf, len) = arp_frame(ArpOperation::Reply, mac_of(h), h, OUR_MAC, OWN);
+        assert_eq!(
+            f.process(&mut buf, HEAD, len, Instant::ZERO),
+            Verdict::Local
+        );
+    }
+}
+
+/// What goes into an IPv4 test packet.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pkt {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+    /// TCP flags byte (SYN 0x02, ACK 0x10, FIN 0x01, RST 0x04).
+    pub flags: u8,
+    pub payload: usize,
+    pub ttl: u8,
+    pub df: bool,
+    pub ident: u16,
+    /// (more fragments, offset in 8-byte units); a later fragment has no L4 header.
+    pub frag: (bool, u16),
+}
+
+impl Pkt {
+    pub(crate) fn tcp(sport: u16, flags: u8) -> Pkt {
+        Pkt {
+            src: CLIENT,
+            dst: VIP,
+            proto: 6,
+            sport,
+            dport: 80,
+            flags,
+            payload: 0,
+            ttl: 60,
+            df: true,
+            ident: 0x1234,
+            frag: (false, 0),
+        }
+    }
+
+    pub(crate) fn udp(sport: u16, dport: u16) -> Pkt {
+        Pkt {
+            proto: 17,
+            dport,
+            flags: 0,
+            ..Pkt::tcp(sport, 0)
+        }
+    }
+
+    /// The frame in a fresh 2 KiB buffer at [`HEAD`]; returns (buffer, frame length).
+    pub(crate) fn build(&self) -> (Vec<u8>, usize) {
+        let mut buf = vec![0u8; 2048];
+        let l4_hdr = if self.frag.1 != 0 {
+            0
+        } else if self.proto == 6 {
+            20
+        } else {
+            8
+        };
+        let total = 20 + l4_hdr + self.payload;
+        let len = 14 + total;
+        let frame = &mut buf[HEAD..HEAD + len];
+        let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+        eth.set_dst_addr(EthernetAddress(OUR_MAC));
+        eth.set_src_addr(EthernetAddress(CLIENT_MAC));
+        eth.set_ethertype(EthernetProtocol::Ipv4);
+        for (i, b) in frame[14 + 20..].iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(7).wrapping_add(3);
+        }
+        let l4 = &mut frame[34..34 + l4_hdr];
+        if l4_hdr > 0 {
+            l4[0..2].copy_from_slice(&self.sport.to_be_bytes());
+            l4[2..4].copy_from_slice(&self.dport.to_be_bytes());
+            if self.proto == 6 {
+                l4[12] = 5 << 4;
+                l4[13] = self.flags;
+            } else {
+                l4[4..6].copy_from_slice(&((8 + self.payload) as u16).to_be_bytes());
+            }
+        }
+        let mut ip = Ipv4Packet::new_unchecked(&mut frame[14..34]);
+        ip.set_version(4);
+        ip.set_header_len(20);
+        ip.set_dscp(10);
+        ip.set_ecn(1);
+        ip.set_total_len(total as u16);
+        ip.set_ident(self.ident);
+        ip.clear_flags();
+        ip.set_dont_frag(self.df);
+        ip.set_more_frags(self.frag.0);
+        ip.set_frag_offset(self.frag.1 * 8);
+        ip.set_hop_limit(self.ttl);
+        ip.set_next_header(IpProtocol::from(self.proto));
+        ip.set_src_addr(self.src);
+        ip.set_dst_addr(self.dst);
+        ip.fill_checksum();
+        (buf, len)
+    }
+}
+
+/// A forwarder on `config` with every backend and the gateway resolved.
+pub(crate) fn ready(config: &Config) -> Forwarder {
+    let mut f = Forwarder::new(config, OUR_MAC, 1 << 16);
+    let mut hosts: Vec<Ipv4Addr> = config
+        .vips
+        .iter()
+        .flat_map(|v| v.backends.iter().map(|b| b.address))
+        .collect();
+    hosts.push(GW);
+    resolve(&mut f, &hosts);
+    f
+}
+
+/// Send `p` and return the backend index its output went to (by destination MAC), or the
+/// verdict when it was not forwarded.
+pub(crate) fn send(f: &mut Forwarder, p: &Pkt, now: Instant) -> Result<usize, Verdict> {
+    let (mut buf, len) = p.build();
+    match f.process(&mut buf, HEAD, len, now) {
+        Verdict::Forward { head, .. } => {
+            let eth = EthernetFrame::new_unchecked(&buf[head..head + 14]);
+            let mac = eth.dst_addr().0;
+            let ip = Ipv4Addr::new(mac[2], mac[3], mac[4], mac[5]);
+            Ok(usize::from(ip.octets()[3] - 21))
+        }
+        v => Err(v),
+    }
+}
+
+#[test]
+fn l2_rewrites_only_the_ethernet_addresses() {
+    let mut f = ready(&config(Mode::DsrL2, Scheduler::Rr, &[1, 1]));
+    let mut p = Pkt::tcp(40000, 0x02);
+    p.payload = 100;
+    let (mut buf, len) = p.build();
+    let original = buf.clone();
+    let v = f.process(&mut buf, HEAD, len, Instant::ZERO);
+    assert_eq!(v, Verdict::Forward { head: HEAD, len });
+    let eth = EthernetFrame::new_checked(&buf[HEAD..HEAD + len]).unwrap();
+    assert_eq!(eth.dst_addr().0, mac_of(backend_addr(0)));
+    assert_eq!(eth.src_addr().0, OUR_MAC);
+    assert_eq!(eth.ethertype(), EthernetProtocol::Ipv4);
+    assert_eq!(buf[HEAD + 12..HEAD + len], original[HEAD + 12..HEAD + len]);
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert_eq!(ip.hop_limit(), 60, "L2 does not touch the TTL");
+    assert!(ip.verify_checksum());
+    let s = f.stats();
+    assert_eq!(s[0].packets, 1);
+    assert_eq!(s[0].bytes, (len - 14) as u64);
+    assert_eq!(s[0].backends[0].packets, 1);
+    assert_eq!(s[0].flows_active, 1);
+    assert_eq!(f.counters().flows_created, 1);
+}
+
+#[test]
+fn l3_encapsulates_in_place_with_a_correct_outer_header() {
+    let mut f = ready(&config(Mode::DsrL3, Scheduler::Rr, &[1]));
+    let mut p = Pkt::tcp(40000, 0x10);
+    p.payload = 300;
+    let (mut buf, len) = p.build();
+    let inner = buf[HEAD + 14..HEAD + len].to_vec();
+    let v = f.process(&mut buf, HEAD, len, Instant::ZERO);
+    assert_eq!(
+        v,
+        Verdict::Forward {
+            head: HEAD - 20,
+            len: len + 20
+        }
+    );
+    let out = &buf[HEAD - 20..HEAD + len];
+    let eth = EthernetFrame::new_checked(out).unwrap();
+    assert_eq!(
+        eth.dst_addr().0,
+        mac_of(backend_addr(0)),
+        "on-link backend is the next hop"
+    );
+    assert_eq!(eth.src_addr().0, OUR_MAC);
+    assert_eq!(eth.ethertype(), EthernetProtocol::Ipv4);
+    let outer = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert_eq!(outer.version(), 4);
+    assert_eq!(outer.header_len(), 20);
+    assert_eq!(usize::from(outer.total_len()), inner.len() + 20);
+    assert_eq!(u8::from(outer.next_header()), 4);
+    assert_eq!(outer.hop_limit(), 64);
+    assert!(outer.dont_frag(), "DF copied from the inner header");
+    assert!(!outer.more_frags());
+    assert_eq!(outer.frag_offset(), 0);
+    assert_eq!(outer.dscp(), 10);
+    assert_eq!(outer.ecn(), 1);
+    assert_eq!(outer.src_addr(), Ipv4Address::from(OWN));
+    assert_eq!(outer.dst_addr(), Ipv4Address::from(backend_addr(0)));
+    assert!(outer.verify_checksum());
+    assert_eq!(
+        outer.payload(),
+        &inner[..],
+        "inner packet byte-for-byte unchanged"
+    );
+}
+
+#[test]
+fn l3_off_link_backend_goes_through_the_gateway_and_df_is_copied_clear() {
+    let mut c = config(Mode::DsrL3, Scheduler::Rr, &[1]);
+    c.vips[0].backends[0].address = Ipv4Addr::new(172, 16, 5, 5);
+    let mut f = ready(&c);
+    let mut p = Pkt::tcp(1, 0x02);
+    p.df = false;
+    let (mut buf, len) = p.build();
+    let Verdict::Forward { head, len } = f.process(&mut buf, HEAD, len, Instant::ZERO) else {
+        panic!("not forwarded");
+    };
+    let eth = EthernetFrame::new_checked(&buf[head..head + len]).unwrap();
+    assert_eq!(eth.dst_addr().0, mac_of(GW));
+    let outer = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert_eq!(outer.dst_addr(), Ipv4Address::new(172, 16, 5, 5));
+    assert!(!outer.dont_frag());
+}
+
+#[test]
+fn l3_too_big_with_df_answers_frag_needed() {
+    let mut f = ready(&config(Mode::DsrL3, Scheduler::Rr, &[1]));
+    let mut p = Pkt::tcp(40000, 0x10);
+    p.payload = 1500 - 40; // inner total 1500: +20 exceeds the 1500 MTU
+    let (mut buf, len) = p.build();
+    let original_ip = buf[HEAD + 14..HEAD + 14 + 28].to_vec();
+    let Verdict::Reply { head, len } = f.process(&mut buf, HEAD, len, Instant::ZERO) else {
+        panic!("no reply");
+    };
+    let eth = EthernetFrame::new_checked(&buf[head..head + len]).unwrap();
+    assert_eq!(eth.dst_addr().0, CLIENT_MAC);
+    assert_eq!(eth.src_addr().0, OUR_MAC);
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert!(ip.verify_checksum());
+    assert_eq!(ip.src_addr(), Ipv4Address::from(OWN));
+    assert_eq!(ip.dst_addr(), Ipv4Address::from(CLIENT));
+    assert_eq!(ip.next_header(), IpProtocol::Icmp);
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert!(icmp.verify_checksum());
+    assert_eq!(icmp.msg_type(), Icmpv4Message::DstUnreachable);
+    assert_eq!(
+        Icmpv4DstUnreachable::from(icmp.msg_code()),
+        Icmpv4DstUnreachable::FragRequired
+    );
+    let raw = ip.payload();
+    assert_eq!(u16::from_be_bytes([raw[6], raw[7]]), 1480, "next-hop MTU");
+    assert_eq!(
+        &raw[8..],
+        &original_ip[..],
+        "quotes the IP header and 8 bytes"
+    );
+    assert_eq!(f.counters().icmp_frag_needed, 1);
+    assert_eq!(f.counters().drop_count(DropReason::TooBig), 1);
+}
+
+/// Reassemble outer IPIP fragments into the inner packet.
+pub(crate) fn reassemble(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut inner = Vec::new();
+    let mut parts: Vec<(usize, Vec<u8>, bool)> = frames
+        .iter()
+        .map(|f| {
+            let eth = EthernetFrame::new_checked(&f[..]).unwrap();
+            let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+            assert!(ip.verify_checksum());
+            assert_eq!(u8::from(ip.next_header()), 4);
+            (
+                usize::from(ip.frag_offset()),
+                ip.payload().to_vec(),
+                ip.more_frags(),
+            )
+        })
+        .collect();
+    parts.sort_by_key(|p| p.0);
+    for (off, data, _) in &parts {
+        assert_eq!(*off, inner.len());
+        inner.extend_from_slice(data);
+    }
+    assert!(!parts.last().unwrap().2);
+    inner
+}
+
+#[test]
+fn l3_too_big_without_df_fragments_the_outer_packet() {
+    let mut f = ready(&config(Mode::DsrL3, Scheduler::Rr, &[1]));
+    let mut p = Pkt::udp(5000, 80);
+    f.apply_config(
+        &{
+            let mut c = config(Mode::DsrL3, Scheduler::Rr, &[1]);
+            c.vips[0].protocol = Protocol::Udp;
+            c
+        },
+        Instant::ZERO,
+    );
+    p.df = false;
+    p.payload = 1500 - 28;
+    let (mut buf, len) = p.build();
+    let inner = buf[HEAD + 14..HEAD + len].to_vec();
+    let Verdict::Forward { head, len } = f.process(&mut buf, HEAD, len, Instant::ZERO) else {
+        panic!("not forwarded");
+    };
+    assert!(len <= 1514);
+    let mut frames = vec![buf[head..head + len].to_vec()];
+    f.poll(Instant::ZERO, &mut |fr| {
+        if EthernetFrame::new_unchecked(fr).ethertype() == EthernetProtocol::Ipv4 {
+            frames.push(fr.to_vec())
+        }
+    });
+    assert_eq!(frames.len(), 2);
+    for fr in &frames {
+        assert_eq!(
+            EthernetFrame::new_unchecked(&fr[..]).dst_addr().0,
+            mac_of(backend_addr(0))
+        );
+        assert!(fr.len() - 14 <= 1500);
+    }
+    assert_eq!(reassemble(&frames), inner);
+    assert_eq!(f.counters().fragmented, 1);
+}
+
+#[test]
+fn arp_requests_for_own_address_and_vips_are_answered_in_place() {
+    let mut f = Forwarder::new(&config(Mode::DsrL2, Scheduler::Rr, &[1]), OUR_MAC, 1024);
+    let asker = Ipv4Addr::new(10, 77, 0, 50);
+    for target in [OWN, VIP] {
+        let (mut buf, len) = arp_frame(ArpOperation::Request, mac_of(asker), asker, [0; 6], target);
+        assert_eq!(
+            f.process(&mut buf, HEAD, len, Instant::ZERO),
+            Verdict::Reply { head: HEAD, len }
+        );
+        let eth = EthernetFrame::new_checked(&buf[HEAD..HEAD + len]).unwrap();
+        assert_eq!(eth.dst_addr().0, mac_of(asker));
+        assert_eq!(eth.src_addr().0, OUR_MAC);
+        let arp = ArpPacket::new_checked(eth.payload()).unwrap();
+        assert_eq!(arp.operation(), ArpOperation::Reply);
+        assert_eq!(arp.source_hardware_addr(), &OUR_MAC);
+        assert_eq!(arp.source_protocol_addr(), &target.octets());
+        assert_eq!(arp.target_hardware_addr(), &mac_of(asker));
+        assert_eq!(arp.target_protocol_addr(), &asker.octets());
+    }
+    let (mut buf, len) = arp_frame(
+        ArpOperation::Request,
+        mac_of(asker),
+        asker,
+        [0; 6],
+        Ipv4Addr::new(10, 77, 0, 99),
+    );
+    assert_eq!(
+        f.process(&mut buf, HEAD, len, Instant::ZERO),
+        Verdict::Drop(DropReason::NotForUs)
+    );
+    assert_eq!(f.counters().arp_replies, 2);
+}
+
+#[test]
+fn unresolved_backend_asks_queues_and_releases() {
+    let mut f = Forwarder::new(&config(Mode::DsrL2, Scheduler::Rr, &[1]), OUR_MAC, 1024);
+    let mut requests = Vec::new();
+    f.poll(Instant::ZERO, &mut |fr| requests.push(fr.to_vec()));
+    assert_eq!(requests.len(), 1);
+    let eth = EthernetFrame::new_checked(&requests[0][..]).unwrap();
+    assert!(eth.dst_addr().is_broadcast());
+    assert_eq!(eth.ethertype(), EthernetProtocol::Arp);
+    let arp = ArpPacket::new_checked(eth.payload()).unwrap();
+    assert_eq!(arp.operation(), ArpOperation::Request);
+    assert_eq!(arp.source_protocol_addr(), &OWN.octets());
+    assert_eq!(arp.target_protocol_addr(), &backend_addr(0).octets());
+
+    let (mut buf, len) = Pkt::tcp(1000, 0x02).build();
+    let original = buf[HEAD..HEAD + len].to_vec();
+    assert_eq!(
+        f.process(&mut buf, HEAD, len, Instant::ZERO),
+        Verdict::Queued
+    );
+    assert_eq!(f.pending_frames(), 1);
+    // The sender of a request (a backend asking for us) is learned too.
+    let be = backend_addr(0);
+    let (mut buf, alen) = arp_frame(ArpOperation::Request, mac_of(be), be, [0; 6], OWN);
+    assert!(matches!(
+        f.process(&mut buf, HEAD, alen, Instant::ZERO),
+        Verdict::Reply { .. }
+    ));
+    assert_eq!(f.neighbour(be), Some(mac_of(be)));
+    let mut out = Vec::new();
+    f.poll(Instant::from_millis(5), &mut |fr| out.push(fr.to_vec()));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0][..6], mac_of(be));
+    assert_eq!(out[0][6..12], OUR_MAC);
+    assert_eq!(out[0][12..], original[12..]);
+    assert_eq!(f.pending_frames(), 0);
+}
+
+#[test]
+fn queued_frames_time_out_and_a_full_queue_drops() {
+    let mut f = Forwarder::new(&config(Mode::DsrL2, Scheduler::Rr, &[1]), OUR_MAC, 1024);
+    for i in 0..crate::neigh::PENDING_MAX as u16 {
+        let (mut buf, len) = Pkt::tcp(i, 0x02).build();
+        assert_eq!(
+            f.process(&mut buf, HEAD, len, Instant::ZERO),
+            Verdict::Queued
+        );
+    }
+    let (mut buf, len) = Pkt::tcp(999, 0x02).build();
+    assert_eq!(
+        f.process(&mut buf, HEAD, len, Instant::ZERO),
+        Verdict::Drop(DropReason::ArpQueueFull)
+    );
+    f.poll(Instant::from_secs(4), &mut |_| {});
+    assert_eq!(
+        f.counters().drop_count(DropReason::ArpTimeout),
+        crate::neigh::PENDING_MAX as u64
+    );
+}
+
+#[test]
+fn malformed_frames_are_dropped_and_counted() {
+    let mut f = ready(&config(Mode::DsrL2, Scheduler::Rr, &[1]));
+    let p = Pkt::tcp(1, 0x02);
+    let mal = Verdict::Drop(DropReason::Malformed);
+    // Truncated Ethernet, truncated IP.
+    let (mut buf, len) = p.build();
+    assert_eq!(f.process(&mut buf, HEAD, 10, Instant::ZERO), mal);
+    assert_eq!(f.process(&mut buf, HEAD, 30, Instant::ZERO), mal);
+    // Frame beyond the buffer.
+    assert_eq!(f.process(&mut buf, 2040, 60, Instant::ZERO), mal);
+    assert_eq!(f.process(&mut buf, usize::MAX, 60, Instant::ZERO), mal);
+    // Bad checksum.
+    let (mut buf, len2) = p.build();
+    buf[HEAD + 14 + 10] ^= 0xff;
+    assert_eq!(f.process(&mut buf, HEAD, len2, Instant::ZERO), mal);
+    // IHL below 5.
+    let (mut buf, _) = p.build();
+    buf[HEAD + 14] = 0x44;
+    Ipv4Packet::new_unchecked(&mut buf[HEAD + 14..HEAD + 34]).fill_checksum();
+    assert_eq!(f.process(&mut buf, HEAD, len, Instant::ZERO), mal);
+    // Total length beyond the frame.
+    let (mut buf, _) = p.build();
+    let mut ip = Ipv4Packet::new_unchecked(&mut buf[HEAD + 14..HEAD + 34]);
+    ip.set_total_len(1000);
+    ip.fill_checksum();
+    assert_eq!(f.process(&mut buf, HEAD, len, Instant::ZERO), mal);
+    // Truncated TCP header.
+    let (mut buf, _) = p.build();
+    let mut ip = Ipv4Packet::new_unchecked(&mut buf[HEAD + 14..HEAD + 34]);
+    ip.set_total_len(30);
+    ip.fill_checksum();
+    assert_eq!(f.process(&mut buf, HEAD, 44, Instant::ZERO), mal);
+    assert_eq!(f.counters().drop_count(DropReason::Malformed), 8);
+}
+
+#[test]
+fn ttl_non_vip_local_and_foreign_mac() {
+    let mut f = ready(&config(Mode::DsrL2, Scheduler::Rr, &[1]));
+    let mut p = Pkt::tcp(1, 0x02);
+    p.ttl = 1;
+    assert_eq!(
+        send(&mut f, &p, Instant::ZERO),
+        Err(Verdict::Drop(DropReason::Ttl))
+    );
+    p.ttl = 0;
+    assert_eq!(
+        send(&mut f, &p, Instant::ZERO),
+        Err(Verdict::Drop(DropReason::Ttl))
+    );
+    let mut p = Pkt::tcp(1, 0x02);
+    p.dport = 81;
+    assert_eq!(
+        send(&mut f, &p, Instant::ZERO),
+        Err(Verdict::Drop(DropReason::NotVip))
+    );
+    let mut p = Pkt::tcp(1, 0x02);
+    p.dst = OWN;
+    assert_eq!(send(&mut f, &p, Instant::ZERO), Err(Verdict::Local));
+    let p = Pkt::udp(1, 80);
+    assert_eq!(
+        send(&mut f, &p, Instant::ZERO),
+        Err(Verdict::Drop(DropReason::NotVip))
+    );
+    let (mut buf, len) = Pkt::tcp(1, 2).build();
+    buf[HEAD] = 0x04; // another unicast MAC
+    assert_eq!(
+        f.process(&mut buf, HEAD, len, Instant::ZERO),
+        Verdict::Drop(DropReason::NotForUs)
+    );
+    let (mut buf, len) = Pkt::tcp(1, 2).build();
+    buf[HEAD + 12..HEAD + 14].copy_from_slice(&[0x86, 0xdd]);
+    assert_eq!(
+        f.process(&mut buf, HEAD, len, Instant::ZERO),
+        Verdict::Drop(DropReason::Unsupported)
+    );
+}
+
+#[test]
+fn specific_port_vip_wins_over_all_ports() {
+    let mut c = config(Mode::DsrL2, Scheduler::Rr, &[1]);
+    let mut all = c.vips[0].clone();
+    all.name = "all".into();
+    all.port = VipPort::All;
+    all.backends[0].address = backend_addr(5);
+    c.vips.push(all);
+    let mut f = ready(&c);
+    assert_eq!(send(&mut f, &Pkt::tcp(1, 2), Instant::ZERO), Ok(0));
+    let mut p = Pkt::tcp(1, 2);
+    p.dport = 443;
+    assert_eq!(send(&mut f, &p, Instant::ZERO), Ok(5));
+    let s = f.stats();
+    assert_eq!((s[0].packets, s[1].packets), (1, 1));
+}
+
+#[test]
+fn flows_stick_and_rr_spreads_new_ones() {
+    let mut f = ready(&config(Mode::DsrL2, Scheduler::Rr, &[1, 1, 1]));
+    let firsts: Vec<usize> = (0..6)
+        .map(|i| send(&mut f, &Pkt::tcp(1000 + i, 0x02), Instant::ZERO).unwrap())
+        .collect();
+    assert_eq!(firsts, vec![0, 1, 2, 0, 1, 2]);
+    for (i, &b) in firsts.iter().enumerate() {
+        for _ in 0..3 {
+            assert_eq!(
+                send(&mut f, &Pkt::tcp(1000 + i as u16, 0x10), Instant::ZERO),
+                Ok(b)
+            );
+        }
+    }
+}
+
+#[test]
+fn least_connections_counts_flows_and_weights() {
+    let mut f = ready(&config(Mode::DsrL2, Scheduler::Wlc, &[1, 3]));
+    let mut n = [0; 2];
+    for i in 0..40 {
+        n[send(&mut f, &Pkt::tcp(i, 0x02), Instant::ZERO).unwrap()] += 1;
+    }
+    assert_eq!(n, [10, 30]);
+    let mut f = ready(&config(Mode::DsrL2, Scheduler::Lc, &[1, 3]));
+    let mut n = [0; 2];
+    for i in 0..40 {
+        n[send(&mut f, &Pkt::tcp(i, 0x02), Instant::ZERO).unwrap()] += 1;
+    }
+    assert_eq!(n, [20, 20]);
+}
+
+#[test]
+fn drain_and_down_stop_new_flows_only() {
+    let mut c = config(Mode::DsrL2, Scheduler::Rr, &[1, 1]);
+    let mut f = ready(&c);
+    assert_eq!(send(&mut f, &Pkt::tcp(1, 2), Instant::ZERO), Ok(0));
+    assert_eq!(send(&mut f, &Pkt::tcp(2, 2), Instant::ZERO), Ok(1));
+    c.vips[0].backends[0].weight = 0;
+    c.version = 2;
+    f.apply_config(&c, Instant::ZERO);
+    assert_eq!(
+        send(&mut f, &Pkt::tcp(1, 0x10), Instant::ZERO),
+        Ok(0),
+        "drained flow stays"
+    );
+    for i in 10..20 {
+        assert_eq!(send(&mut f, &Pkt::tcp(i, 2), Instant::ZERO), Ok(1));
+    }
+    f.set_backend_up("web", "be1", false).unwrap();
+    assert_eq!(
+        send(&mut f, &Pkt::tcp(30, 2), Instant::ZERO),
+        Err(Verdict::Drop(DropReason::NoBackend))
+    );
+    assert_eq!(
+        send(&mut f, &Pkt::tcp(2, 0x10), Instant::ZERO),
+        Ok(1),
+        "down keeps flows"
+    );
+    assert_eq!(
+        f.set_backend_up("web", "nope", true),
+        Err(ForwarderError::UnknownBackend)
+    );
+    assert_eq!(
+        f.set_backend_up("nope", "be1", true),
+        Err(ForwarderError::UnknownVip)
+    );
+    f.set_backend_up_by_index(0, 1, true).unwrap();
+    assert_eq!(send(&mut f, &Pkt::tcp(30, 2), Instant::ZERO), Ok(1));
+    assert!(!f.stats()[0].backends[0].up || f.stats()[0].backends[0].weight == 0);
+}
+
+#[test]
+fn config_change_keeps_flows_of_kept_backends_and_moves_the_others() {
+    let mut c = config(Mode::DsrL2, Scheduler::Rr, &[1, 1, 1]);
+    let mut f = ready(&c);
+    let owner: Vec<usize> = (0..30)
+        .map(|i| send(&mut f, &Pkt::tcp(i, 2), Instant::ZERO).unwrap())
+        .collect();
+    let before = f.stats()[0].backends[1].packets;
+    // Remove be2 and add a new be9; be0 and be1 stay (and are listed in another order).
+    c.version = 2;
+    c.vips[0].backends.remove(2);
+    c.vips[0].backends.swap(0, 1);
+    c.vips[0].backends.push(Backend {
+        name: "be9".into(),
+        address: backend_addr(9),
+        weight: 1,
+    });
+    f.apply_config(&c, Instant::ZERO);
+    resolve(&mut f, &[backend_addr(9)]);
+    assert_eq!(f.stats()[0].backends[0].name, "be1");
+    assert_eq!(
+        f.stats()[0].backends[0].packets,
+        before,
+        "counters carried over"
+    );
+    for (i, &b) in owner.iter().enumerate() {
+        let now = send(&mut f, &Pkt::tcp(i as u16, 0x10), Instant::ZERO).unwrap();
+        if b == 2 {
+            assert_ne!(now, 2);
+        } else {
+            assert_eq!(now, b, "flow {i} moved");
+        }
+    }
+    assert_eq!(f.stats()[0].flows_active, 30);
+}
+
+#[test]
+fn flow_timeouts_follow_tcp_state() {
+    let mut f = ready(&config(Mode::DsrL2, Scheduler::Rr, &[1, 1]));
+    let t = Instant::from_secs;
+    assert_eq!(send(&mut f, &Pkt::tcp(1, 0x02), t(0)), Ok(0));
+    // SYN only: 60 s. A later packet after that is a new flow (rr moves it).
+    assert_eq!(send(&mut f, &Pkt::tcp(1, 0x10), t(59)), Ok(0));
+    // Established now: 900 s.
+    assert_eq!(send(&mut f, &Pkt::tcp(1, 0x10), t(958)), Ok(0));
+    // FIN: 120 s.
+    assert_eq!(send(&mut f, &Pkt::tcp(1, 0x11), t(959)), Ok(0));
+    assert_eq!(send(&mut f, &Pkt::tcp(1, 0x10), t(1078)), Ok(0));
+    assert_eq!(
+        send(&mut f, &Pkt::tcp(1, 0x10), t(1199)),
+        Ok(1),
+        "expired, rescheduled"
+    );
+    assert_eq!(f.stats()[0].flows_active, 1);
+    // The sweep frees expired flows and their connection counts.
+    let mut c = config(Mode::DsrL2, Scheduler::Rr, &[1]);
+    c.vips[0].protocol = Protocol::Udp;
+    let mut f = ready(&c);
+    assert_eq!(send(&mut f, &Pkt::udp(7, 80), t(0)), Ok(0));
+    assert_eq!(f.stats()[0].flows_active, 1);
+    for _ in 0..100 {
+        f.poll(t(300), &mut |_| {});
+    }
+    assert_eq!(f.stats()[0].flows_active, 0);
+    assert_eq!(f.flow_count(), 0);
+}
+
+#[test]
+fn persistence_keeps_a_source_on_one_backend() {
+    let mut c = config(Mode::DsrL2, Scheduler::Rr, &[1, 1, 1]);
+    c.vips[0].persistence = Some(100);
+    let mut f = ready(&c);
+    for i in 0..10 {
+        assert_eq!(send(&mut f, &Pkt::tcp(100 + i, 2), Instant::ZERO), Ok(0));
+    }
+    let mut other = Pkt::tcp(5, 2);
+    other.src = Ipv4Addr::new(192, 0, 2, 8);
+    assert_eq!(send(&mut f, &other, Instant::ZERO), Ok(1));
+    // After the persistence timeout a new flow is scheduled afresh.
+    assert_eq!(
+        send(&mut f, &Pkt::tcp(500, 2), Instant::from_secs(101)),
+        Ok(2)
+    );
+}
+
+#[test]
+fn source_hash_and_maglev_are_deterministic() {
+    for sched in [Scheduler::Sh, Scheduler::Maglev] {
+        let c = config(Mode::DsrL2, sched, &[1, 1, 1, 1]);
+        let mut a = ready(&c);
+        let mut b = ready(&c);
+        for i in 0..50 {
+            let p = Pkt::tcp(2000 + i, 2);
+            assert_eq!(
+                send(&mut a, &p, Instant::ZERO),
+                send(&mut b, &p, Instant::ZERO)
+            );
+        }
+    }
+    // sh: one source, many ports, one backend.
+    let mut f = ready(&config(Mode::DsrL2, Scheduler::Sh, &[1, 1, 1, 1]));
+    let first = send(&mut f, &Pkt::tcp(1, 2), Instant::ZERO).unwrap();
+    for i in 2..50 {
+        assert_eq!(send(&mut f, &Pkt::tcp(i, 2), Instant::ZERO), Ok(first));
+    }
+}
+
+#[test]
+fn fragments_follow_their_first_fragment() {
+    let mut c = config(Mode::DsrL2, Scheduler::Rr, &[1, 1, 1]);
+    c.vips[0].protocol = Protocol::Udp;
+    let mut f = ready(&c);
+    // Move the rr cursor so that the choice is not trivially backend 0.
+    assert_eq!(send(&mut f, &Pkt::udp(1, 80), Instant::ZERO), Ok(0));
+    let mut first = Pkt::udp(2, 80);
+    first.df = false;
+    first.ident = 77;
+    first.payload = 64;
+    first.frag = (true, 0);
+    let b = send(&mut f, &first, Instant::ZERO).unwrap();
+    assert_eq!(b, 1);
+    let mut later = first;
+    later.frag = (false, 9);
+    later.payload = 40;
+    assert_eq!(send(&mut f, &later, Instant::ZERO), Ok(1));
+    assert_eq!(send(&mut f, &later, Instant::ZERO), Ok(1));
+    // Unknown fragment to a one-port VIP: nowhere to go.
+    later.ident = 78;
+    assert_eq!(
+        send(&mut f, &later, Instant::ZERO),
+        Err(Verdict::Drop(DropReason::FragmentUnknown))
+    );
+    assert_eq!(f.counters().fragments, 3);
+    // With an all-ports VIP, an orphan goes by the 3-tuple hash, the same way every time.
+    c.vips[0].port = VipPort::All;
+    c.version = 2;
+    f.apply_config(&c, Instant::ZERO);
+    let a = send(&mut f, &later, Instant::ZERO);
+    assert!(a.is_ok());
+    assert_eq!(send(&mut f, &later, Instant::ZERO), a);
+}
+
+#[test]
+fn burst_gives_the_same_verdicts_as_single_calls() {
+    let c = config(Mode::DsrL3, Scheduler::Maglev, &[1, 2, 3]);
+    let mut a = ready(&c);
+    let mut b = ready(&c);
+    let pkts: Vec<Pkt> = (0..40).map(|i| Pkt::tcp(i, 2)).collect();
+    let mut bufs: Vec<(Vec<u8>, usize)> = pkts.iter().map(Pkt::build).collect();
+    let mut frames: Vec<RxFrame<'_>> = bufs
+        .iter_mut()
+        .map(|(buf, len)| RxFrame {
+            buf,
+            head: HEAD,
+            len: *len,
+        })
+        .collect();
+    let mut verdicts = vec![Verdict::Local; frames.len()];
+    a.process_burst(&mut frames, &mut verdicts, Instant::ZERO);
+    for (p, v) in pkts.iter().zip(&verdicts) {
+        let (mut buf, len) = p.build();
+        assert_eq!(b.process(&mut buf, HEAD, len, Instant::ZERO), *v);
+    }
+    assert_eq!(a.stats(), b.stats());
+}
+
+#[test]
+fn drop_reason_names_are_labels() {
+    assert_eq!(DropReason::NotVip.name(), "not_vip");
+    assert!(DropReason::ALL.iter().all(|r| r
+        .name()
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b == b'_')));
+    assert_eq!(
+        ForwarderError::UnknownVip.to_string(),
+        "no such VIP in the running config"
+    );
+}
