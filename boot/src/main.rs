@@ -1,1 +1,241 @@
-fn main() {}
+//! `sidestep`: the host tool that checks configs, builds images and boots them.
+
+use boot::qemu::{Firmware, Net, RunOptions};
+use boot::{config_file, image, qemu};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+sidestep: build and run Sidestep DSR load-balancer images
+
+usage:
+  sidestep check FILE                      validate a config file
+  sidestep build --config FILE --out DIR   write DIR/sidestep-bios.img and DIR/sidestep-uefi.img
+  sidestep run (--config FILE | --image FILE) [options]
+        --out DIR          where `run --config` builds (default: out)
+        --uefi             boot the UEFI image with OVMF (default: BIOS)
+        --accel A          kvm | tcg | auto (default: $SIDESTEP_ACCEL or auto:
+                           kvm on a bare-metal host with /dev/kvm, else tcg)
+        --tap NAME         plug the NIC into tap NAME (default: an isolated user network)
+        --mac MAC          the NIC's MAC address
+        --memory MIB       guest memory (default 256)
+  sidestep backend-setup --vip ADDR --mode dsr-l2|dsr-l3 [--local ADDR]
+                                           print what a Linux backend needs
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("check") => check(&args[1..]),
+        Some("build") => build(&args[1..]),
+        Some("run") => run(&args[1..]),
+        Some("backend-setup") => backend_setup(&args[1..]),
+        Some("help") | Some("--help") | Some("-h") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command \"{other}\"\n\n{USAGE}")),
+        None => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sidestep: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Flags of one command: `--name value` pairs, bare `--flag`s and positional words.
+struct Flags {
+    pairs: Vec<(String, String)>,
+    switches: Vec<String>,
+    words: Vec<String>,
+}
+
+fn parse_flags(args: &[String], switches: &[&str]) -> Result<Flags, String> {
+    let mut flags = Flags { pairs: vec![], switches: vec![], words: vec![] };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if let Some(name) = a.strip_prefix("--") {
+            if switches.contains(&name) {
+                flags.switches.push(name.to_string());
+            } else {
+                let value = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
+                flags.pairs.push((name.to_string(), value.clone()));
+            }
+        } else {
+            flags.words.push(a.clone());
+        }
+    }
+    Ok(flags)
+}
+
+impl Flags {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+    fn has(&self, name: &str) -> bool {
+        self.switches.iter().any(|s| s == name)
+    }
+    fn only(&self, allowed: &[&str]) -> Result<(), String> {
+        for (n, _) in &self.pairs {
+            if !allowed.contains(&n.as_str()) {
+                return Err(format!("unknown option --{n}\n\n{USAGE}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check(args: &[String]) -> Result<(), String> {
+    let [file] = args else {
+        return Err(format!("check takes one FILE\n\n{USAGE}"));
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?;
+    let config = config_file::parse(&text).map_err(|e| format!("{file}: {e}"))?;
+    println!("{file}: ok");
+    println!("{}", config.summary());
+    Ok(())
+}
+
+fn build(args: &[String]) -> Result<(), String> {
+    let flags = parse_flags(args, &[])?;
+    flags.only(&["config", "out"])?;
+    let config = flags.get("config").ok_or("build needs --config FILE")?;
+    let out = flags.get("out").ok_or("build needs --out DIR")?;
+    let images = image::build(config.as_ref(), out.as_ref())?;
+    println!("{}", images.bios.display());
+    println!("{}", images.uefi.display());
+    Ok(())
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let flags = parse_flags(args, &["uefi"])?;
+    flags.only(&["config", "image", "out", "accel", "tap", "mac", "memory"])?;
+    let firmware = if flags.has("uefi") { Firmware::Uefi } else { Firmware::Bios };
+    let image = match (flags.get("config"), flags.get("image")) {
+        (Some(config), None) => {
+            let out = flags.get("out").unwrap_or("out");
+            let images = image::build(config.as_ref(), out.as_ref())?;
+            if firmware == Firmware::Uefi { images.uefi } else { images.bios }
+        }
+        (None, Some(image)) => PathBuf::from(image),
+        _ => return Err("run needs exactly one of --config FILE or --image FILE".into()),
+    };
+    let accel = flags
+        .get("accel")
+        .map(str::to_string)
+        .or_else(|| std::env::var("SIDESTEP_ACCEL").ok())
+        .unwrap_or_else(|| "auto".into());
+    let memory_mib = match flags.get("memory") {
+        Some(m) => m.parse().map_err(|_| format!("--memory {m} is not a number of MiB"))?,
+        None => 256,
+    };
+    let opts = RunOptions {
+        image,
+        firmware,
+        accel,
+        memory_mib,
+        net: flags.get("tap").map_or(Net::Isolated, |t| Net::Tap(t.to_string())),
+        mac: flags.get("mac").map(str::to_string),
+        serial_file: None,
+        ovmf_vars: None,
+    };
+    let mut cmd = qemu::qemu_command(&opts)?;
+    eprintln!("sidestep: booting {} under QEMU ({}); Ctrl-C ends it", opts.image.display(), qemu::resolve_accel(&opts.accel));
+    let status = cmd.status().map_err(|e| format!("cannot start qemu-system-x86_64 (install qemu-system-x86): {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("QEMU ended with {status}"))
+    }
+}
+
+fn backend_setup(args: &[String]) -> Result<(), String> {
+    let flags = parse_flags(args, &[])?;
+    flags.only(&["vip", "mode", "local"])?;
+    let vip: std::net::Ipv4Addr = flags
+        .get("vip")
+        .ok_or("backend-setup needs --vip ADDR")?
+        .parse()
+        .map_err(|_| "--vip is not an IPv4 address".to_string())?;
+    let mode = flags.get("mode").ok_or("backend-setup needs --mode dsr-l2|dsr-l3")?;
+    let script = match mode {
+        "dsr-l2" => backend_l2(vip),
+        "dsr-l3" => backend_l3(vip, flags.get("local")),
+        other => return Err(format!("mode \"{other}\" is not one of dsr-l2, dsr-l3")),
+    };
+    print!("{script}");
+    Ok(())
+}
+
+fn backend_l2(vip: std::net::Ipv4Addr) -> String {
+    format!(
+        "# Sidestep dsr-l2 backend for VIP {vip}: run as root on the backend.
+# The balancer rewrites only the Ethernet destination, so the backend must accept packets
+# addressed to the VIP, answer from it, and never answer ARP for it (the balancer does).
+set -e
+ip addr add {vip}/32 dev lo 2>/dev/null || true
+sysctl -w net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
+# Persistent across reboots:
+cat > /etc/sysctl.d/90-sidestep-dsr.conf <<'EOF'
+net.ipv4.conf.all.arp_ignore = 1
+net.ipv4.conf.all.arp_announce = 2
+EOF
+cat > /etc/systemd/system/sidestep-vip-{vip}.service <<'EOF'
+[Unit]
+Description=Sidestep DSR VIP {vip} on lo
+After=network.target
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/sbin/ip addr replace {vip}/32 dev lo
+ExecStop=/sbin/ip addr del {vip}/32 dev lo
+[Install]
+WantedBy=multi-user.target
+EOF
+systemctl daemon-reload && systemctl enable --now sidestep-vip-{vip}.service
+"
+    )
+}
+
+fn backend_l3(vip: std::net::Ipv4Addr, local: Option<&str>) -> String {
+    let local = local.map(|l| format!(" local {l}")).unwrap_or_default();
+    format!(
+        "# Sidestep dsr-l3 backend for VIP {vip}: run as root on the backend.
+# The balancer wraps each packet in an outer IPv4 header (IP-in-IP, protocol 4). The kernel's
+# ipip tunnel takes the outer header off; the VIP sits on the tunnel so the inner packet is
+# accepted, and replies leave by the normal route straight to the client, so reverse-path
+# filtering must not drop the tunnel's packets.
+set -e
+modprobe ipip
+ip link add sidestep0 type ipip{local} 2>/dev/null || true
+ip link set sidestep0 up
+ip addr add {vip}/32 dev sidestep0 2>/dev/null || true
+sysctl -w net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 net.ipv4.conf.sidestep0.rp_filter=0
+sysctl -w net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
+# Persistent across reboots:
+echo ipip > /etc/modules-load.d/sidestep.conf
+cat > /etc/sysctl.d/90-sidestep-dsr.conf <<'EOF'
+net.ipv4.conf.all.rp_filter = 0
+net.ipv4.conf.default.rp_filter = 0
+net.ipv4.conf.all.arp_ignore = 1
+net.ipv4.conf.all.arp_announce = 2
+EOF
+cat > /etc/systemd/system/sidestep-tunnel-{vip}.service <<'EOF'
+[Unit]
+Description=Sidestep DSR IP-in-IP tunnel with VIP {vip}
+After=network.target
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'ip link add sidestep0 type ipip{local} 2>/dev/null; ip link set sidestep0 up; ip addr replace {vip}/32 dev sidestep0; sysctl -w net.ipv4.conf.sidestep0.rp_filter=0'
+ExecStop=/sbin/ip link del sidestep0
+[Install]
+WantedBy=multi-user.target
+EOF
+systemctl daemon-reload && systemctl enable --now sidestep-tunnel-{vip}.service
+"
+    )
+}

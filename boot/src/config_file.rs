@@ -1,0 +1,430 @@
+//! The TOML config file of DESIGN.md, read into the shared model of `forwarder::config`.
+//!
+//! The file is what operators write, so it is read strictly: unknown keys are refused (a typo
+//! must not silently mean "default"), closed sets of names list the valid ones, and a key a
+//! backend cannot have (`port`) says why. After this translation the model's own
+//! [`Config::validate`] checks the cross-field rules, so the host and the image share one rule
+//! book.
+
+use base64::Engine;
+use forwarder::config::{
+    parse_name, Backend, Config, ConfigError, Health, HealthKind, Interface, Limits, Management,
+    Mode, Prefix, Protocol, Scheduler, Vip, VipPort,
+};
+use serde::Deserialize;
+use std::net::Ipv4Addr;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    version: u64,
+    interface: FileInterface,
+    management: Option<FileManagement>,
+    limits: Option<FileLimits>,
+    #[serde(default)]
+    vip: Vec<FileVip>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileInterface {
+    address: String,
+    gateway: Option<String>,
+    mtu: Option<i64>,
+    nic: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileManagement {
+    port: i64,
+    #[serde(default)]
+    allow: Vec<String>,
+    pubkey: Option<String>,
+    fetch: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    flows: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FilePort {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileVip {
+    name: String,
+    address: String,
+    port: FilePort,
+    protocol: Option<String>,
+    mode: Option<String>,
+    scheduler: Option<String>,
+    persistence: Option<i64>,
+    health: Option<FileHealth>,
+    #[serde(default)]
+    backend: Vec<FileBackend>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHealth {
+    kind: Option<String>,
+    port: Option<i64>,
+    interval_ms: Option<i64>,
+    timeout_ms: Option<i64>,
+    rise: Option<i64>,
+    fall: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBackend {
+    name: String,
+    address: String,
+    weight: Option<i64>,
+    /// Never valid: caught to explain why, instead of a bare "unknown field".
+    port: Option<toml::Value>,
+}
+
+fn address(field: &str, text: &str) -> Result<Ipv4Addr, ConfigError> {
+    text.parse().map_err(|_| {
+        ConfigError::new(field, format!("\"{text}\" is not an IPv4 address like 10.77.0.2"))
+    })
+}
+
+fn prefix(field: &str, text: &str) -> Result<Prefix, ConfigError> {
+    Prefix::parse(text).ok_or_else(|| {
+        ConfigError::new(
+            field,
+            format!("\"{text}\" is not an IPv4 prefix like 10.77.0.0/24 (address/0..32)"),
+        )
+    })
+}
+
+fn ranged<T: TryFrom<i64>>(field: &str, v: i64, lo: i64, hi: i64) -> Result<T, ConfigError> {
+    if v < lo || v > hi {
+        return Err(ConfigError::new(field, format!("{v} is out of range {lo}..={hi}")));
+    }
+    T::try_from(v).map_err(|_| ConfigError::new(field, format!("{v} is out of range")))
+}
+
+/// Parse the TOML text of a config file and validate it.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    let file: FileConfig = toml::from_str(text).map_err(|e| {
+        // toml's message names the key and shows the line; keep it whole.
+        ConfigError::new("", e.to_string().trim_end().to_string())
+    })?;
+    let config = translate(file)?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn translate(file: FileConfig) -> Result<Config, ConfigError> {
+    let iface = file.interface;
+    let interface = Interface {
+        address: prefix("interface.address", &iface.address)?,
+        gateway: iface
+            .gateway
+            .map(|g| address("interface.gateway", &g))
+            .transpose()?,
+        mtu: ranged("interface.mtu", iface.mtu.unwrap_or(1500), 0, 65535)?,
+        nic: iface.nic,
+    };
+    let management = file
+        .management
+        .map(|m| -> Result<Management, ConfigError> {
+            let allow = m
+                .allow
+                .iter()
+                .map(|p| prefix("management.allow", p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let pubkey = m.pubkey.map(|k| parse_pubkey(&k)).transpose()?;
+            Ok(Management {
+                port: ranged("management.port", m.port, 1, 65535)?,
+                allow,
+                pubkey,
+                fetch: m.fetch,
+            })
+        })
+        .transpose()?;
+    let limits = Limits {
+        flows: file
+            .limits
+            .and_then(|l| l.flows)
+            .map(|f| ranged("limits.flows", f, 0, i64::from(u32::MAX)))
+            .transpose()?,
+    };
+    let vips = file
+        .vip
+        .into_iter()
+        .map(translate_vip)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Config {
+        version: file.version,
+        interface,
+        management,
+        limits,
+        vips,
+    })
+}
+
+/// Decode a base64 Ed25519 public key (32 bytes).
+pub fn parse_pubkey(text: &str) -> Result<[u8; 32], ConfigError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| ConfigError::new("management.pubkey", format!("is not base64: {e}")))?;
+    bytes.try_into().map_err(|b: Vec<u8>| {
+        ConfigError::new(
+            "management.pubkey",
+            format!("is {} bytes; an Ed25519 public key is 32", b.len()),
+        )
+    })
+}
+
+fn named<T>(field: &str, r: Result<T, String>) -> Result<T, ConfigError> {
+    r.map_err(|m| ConfigError::new(field, m))
+}
+
+fn translate_vip(v: FileVip) -> Result<Vip, ConfigError> {
+    let field = format!("vip \"{}\"", v.name);
+    let f = |name: &str| format!("{field}: {name}");
+    let port = match v.port {
+        FilePort::Text(t) if t == "*" => VipPort::All,
+        FilePort::Text(t) => {
+            return Err(ConfigError::new(
+                f("port"),
+                format!("\"{t}\" is not a port; use 1..=65535, or \"*\" for all ports"),
+            ))
+        }
+        FilePort::Number(n) => VipPort::One(ranged(&f("port"), n, 0, 65535)?),
+    };
+    let health = v
+        .health
+        .map(|h| -> Result<Health, ConfigError> {
+            let d = Health::DEFAULT;
+            let hf = |name: &str| format!("{field}: health.{name}");
+            Ok(Health {
+                kind: match h.kind {
+                    Some(k) => named(&field, parse_name(&HealthKind::ALL, HealthKind::name, "health.kind", &k))?,
+                    None => d.kind,
+                },
+                port: h.port.map(|p| ranged(&hf("port"), p, 0, 65535)).transpose()?,
+                interval_ms: ranged(&hf("interval_ms"), h.interval_ms.unwrap_or(i64::from(d.interval_ms)), 0, i64::from(u32::MAX))?,
+                timeout_ms: ranged(&hf("timeout_ms"), h.timeout_ms.unwrap_or(i64::from(d.timeout_ms)), 0, i64::from(u32::MAX))?,
+                rise: ranged(&hf("rise"), h.rise.unwrap_or(i64::from(d.rise)), 0, 255)?,
+                fall: ranged(&hf("fall"), h.fall.unwrap_or(i64::from(d.fall)), 0, 255)?,
+            })
+        })
+        .transpose()?;
+    let mut backends = Vec::with_capacity(v.backend.len());
+    for b in v.backend {
+        let bfield = format!("{field}: backend \"{}\"", b.name);
+        if b.port.is_some() {
+            return Err(ConfigError::new(
+                format!("{bfield}: port"),
+                "a backend has no port of its own: DSR cannot translate ports, so the \
+                 backend receives the VIP's port (remove this key)",
+            ));
+        }
+        backends.push(Backend {
+            address: address(&format!("{bfield}: address"), &b.address)?,
+            weight: ranged(&format!("{bfield}: weight"), b.weight.unwrap_or(1), 0, i64::from(u32::MAX))?,
+            name: b.name,
+        });
+    }
+    Ok(Vip {
+        address: address(&f("address"), &v.address)?,
+        port,
+        protocol: named(&field, parse_name(&Protocol::ALL, Protocol::name, "protocol", v.protocol.as_deref().unwrap_or("tcp")))?,
+        mode: named(&field, parse_name(&Mode::ALL, Mode::name, "mode", v.mode.as_deref().unwrap_or("dsr-l2")))?,
+        scheduler: named(&field, parse_name(&Scheduler::ALL, Scheduler::name, "scheduler", v.scheduler.as_deref().unwrap_or("wlc")))?,
+        persistence: v.persistence.map(|p| ranged(&f("persistence"), p, 0, i64::from(u32::MAX))).transpose()?,
+        health,
+        backends,
+        name: v.name,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+version = 1
+
+[interface]
+address = "10.77.0.2/24"
+gateway = "10.77.0.1"
+mtu = 1500
+
+[management]
+port = 9100
+allow = ["10.77.0.0/24"]
+pubkey = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+fetch = "http://10.77.0.5:8080/sidestep.cfg"
+
+[[vip]]
+name = "web"
+address = "10.77.0.100"
+port = 80
+protocol = "tcp"
+mode = "dsr-l2"
+scheduler = "wlc"
+persistence = 300
+
+[vip.health]
+kind = "tcp"
+port = 80
+interval_ms = 1000
+timeout_ms = 500
+rise = 2
+fall = 3
+
+[[vip.backend]]
+name = "be1"
+address = "10.77.0.21"
+weight = 1
+
+[[vip.backend]]
+name = "be2"
+address = "10.77.0.22"
+weight = 0
+"#;
+
+    fn refused(edit: impl Fn(&str) -> String) -> String {
+        parse(&edit(EXAMPLE)).expect_err("should be refused").to_string()
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let c = parse(EXAMPLE).unwrap();
+        assert_eq!(c.version, 1);
+        assert_eq!(c.interface.address.to_string(), "10.77.0.2/24");
+        let m = c.management.as_ref().unwrap();
+        assert_eq!(m.port, 9100);
+        assert_eq!(m.pubkey.unwrap()[31], 31);
+        let web = &c.vips[0];
+        assert_eq!((web.port, web.mode, web.scheduler), (VipPort::One(80), Mode::DsrL2, Scheduler::Wlc));
+        assert_eq!(web.persistence, Some(300));
+        assert_eq!(web.health.as_ref().unwrap().fall, 3);
+        assert_eq!(web.backends[1].weight, 0);
+    }
+
+    #[test]
+    fn unknown_mode() {
+        assert_eq!(
+            refused(|t| t.replace("\"dsr-l2\"", "\"dsr-l9\"")),
+            "vip \"web\": mode \"dsr-l9\" is not one of dsr-l2, dsr-l3"
+        );
+    }
+
+    #[test]
+    fn unknown_scheduler() {
+        assert_eq!(
+            refused(|t| t.replace("\"wlc\"", "\"fastest\"")),
+            "vip \"web\": scheduler \"fastest\" is not one of rr, wrr, lc, wlc, sh, maglev"
+        );
+    }
+
+    #[test]
+    fn unknown_protocol() {
+        assert!(refused(|t| t.replace("protocol = \"tcp\"", "protocol = \"sctp\""))
+            .contains("protocol \"sctp\" is not one of tcp, udp"));
+    }
+
+    #[test]
+    fn port_zero_and_port_star() {
+        assert!(refused(|t| t.replace("port = 80\nprotocol", "port = 0\nprotocol"))
+            .starts_with("vip \"web\": port: 0 is not a port"));
+        assert!(refused(|t| t.replace("port = 80\nprotocol", "port = 70000\nprotocol"))
+            .starts_with("vip \"web\": port: 70000 is out of range"));
+        assert!(refused(|t| t.replace("port = 80\nprotocol", "port = \"any\"\nprotocol"))
+            .contains("\"any\" is not a port"));
+        let c = parse(&EXAMPLE.replace("port = 80\nprotocol", "port = \"*\"\nprotocol")).unwrap();
+        assert_eq!(c.vips[0].port, VipPort::All);
+    }
+
+    #[test]
+    fn backend_with_a_port() {
+        let e = refused(|t| t.replace("weight = 1\n", "weight = 1\nport = 8080\n"));
+        assert!(e.starts_with("vip \"web\": backend \"be1\": port: a backend has no port"), "{e}");
+    }
+
+    #[test]
+    fn l2_backend_off_subnet() {
+        let e = refused(|t| t.replace("10.77.0.22", "10.99.0.22"));
+        assert!(e.starts_with("vip \"web\": backend \"be2\": address: 10.99.0.22 is not on the interface subnet"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_names() {
+        assert!(refused(|t| t.replace("\"be2\"", "\"be1\"")).contains("name is used by another backend"));
+        let twice = format!("{EXAMPLE}\n{}", &EXAMPLE[EXAMPLE.find("[[vip]]").unwrap()..].replace("port = 80\nprotocol", "port = 81\nprotocol"));
+        assert!(parse(&twice).unwrap_err().to_string().contains("VIP names must be unique"));
+    }
+
+    #[test]
+    fn duplicate_vip_address_port_protocol() {
+        let second = EXAMPLE[EXAMPLE.find("[[vip]]").unwrap()..].replace("name = \"web\"", "name = \"web2\"");
+        let e = parse(&format!("{EXAMPLE}\n{second}")).unwrap_err().to_string();
+        assert_eq!(e, "vip \"web2\": 10.77.0.100:80/tcp is already served by vip \"web\"");
+    }
+
+    #[test]
+    fn weight_out_of_range() {
+        assert_eq!(
+            refused(|t| t.replace("weight = 1\n", "weight = 20000\n")),
+            "vip \"web\": backend \"be1\": weight: 20000 is out of range 0..=10000"
+        );
+        assert!(refused(|t| t.replace("weight = 1\n", "weight = -1\n")).contains("weight: -1 is out of range"));
+    }
+
+    #[test]
+    fn health_values_out_of_range() {
+        for (from, to, field) in [
+            ("interval_ms = 1000", "interval_ms = 10", "health.interval_ms"),
+            ("timeout_ms = 500", "timeout_ms = 5000", "health.timeout_ms"),
+            ("rise = 2", "rise = 0", "health.rise"),
+            ("fall = 3", "fall = 300", "health.fall"),
+            ("kind = \"tcp\"", "kind = \"icmp\"", "health.kind"),
+        ] {
+            let e = refused(|t| t.replace(from, to));
+            assert!(e.contains(field), "{to}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_cidr_in_allow() {
+        for bad in ["10.77.0.0/33", "10.77.0/24", "ten/8"] {
+            let e = refused(|t| t.replace("\"10.77.0.0/24\"]", &format!("\"{bad}\"]")));
+            assert!(e.starts_with(&format!("management.allow: \"{bad}\" is not an IPv4 prefix")), "{e}");
+        }
+        assert!(refused(|t| t.replace("\"10.77.0.0/24\"]", "\"10.77.0.9/24\"]")).contains("host bits set"));
+    }
+
+    #[test]
+    fn bad_interface_address_and_pubkey() {
+        assert!(refused(|t| t.replace("\"10.77.0.2/24\"", "\"10.77.0.2\"")).starts_with("interface.address:"));
+        assert!(refused(|t| t.replace("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "AAEC"))
+            .starts_with("management.pubkey: is 3 bytes"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = refused(|t| t.replace("scheduler = \"wlc\"", "schedular = \"wlc\""));
+        assert!(e.contains("schedular"), "{e}");
+    }
+
+    #[test]
+    fn missing_required_key_is_named() {
+        let e = refused(|t| t.replace("name = \"web\"\n", ""));
+        assert!(e.contains("name"), "{e}");
+    }
+}

@@ -1,0 +1,99 @@
+//! Building disk images: compile the config to a blob, build the kernel for
+//! `x86_64-unknown-none`, and write BIOS and UEFI images with the blob as the bootloader's
+//! ramdisk.
+//!
+//! The config travels as the ramdisk, not inside the kernel binary, so changing a config only
+//! rewrites the images: the kernel is compiled once and reused.
+
+use crate::config_file;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// The repository root (where the workspace `Cargo.toml` is).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("boot/ has a parent")
+        .to_path_buf()
+}
+
+/// Build (or reuse) the kernel ELF and return its path. `SIDESTEP_KERNEL` names a prebuilt one.
+pub fn build_kernel() -> Result<PathBuf, String> {
+    if let Ok(path) = std::env::var("SIDESTEP_KERNEL") {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("SIDESTEP_KERNEL={} is not a file", path.display()))
+        };
+    }
+    let root = repo_root();
+    let target_dir = root.join("target").join("kernel");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "kernel",
+            "--target",
+            "x86_64-unknown-none",
+        ])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        // Flags meant for the host tool must not leak into the kernel build.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .map_err(|e| format!("cannot run cargo to build the kernel: {e}"))?;
+    if !status.success() {
+        return Err(format!("building the kernel failed ({status})"));
+    }
+    Ok(target_dir.join("x86_64-unknown-none/release/sidestep-kernel"))
+}
+
+/// What `build` wrote.
+pub struct Images {
+    /// The BIOS disk image.
+    pub bios: PathBuf,
+    /// The UEFI disk image.
+    pub uefi: PathBuf,
+    /// The config blob baked into both.
+    pub blob: PathBuf,
+}
+
+/// Check a config file, compile it, and write both images to `out`.
+pub fn build(config_path: &Path, out: &Path) -> Result<Images, String> {
+    let started = Instant::now();
+    eprintln!("[1/4] checking {}", config_path.display());
+    let text = std::fs::read_to_string(config_path)
+        .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
+    let config = config_file::parse(&text).map_err(|e| format!("{}: {e}", config_path.display()))?;
+    eprintln!("      {}", config.summary());
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let blob = out.join("sidestep.cfg");
+    std::fs::write(&blob, config.to_blob())
+        .map_err(|e| format!("cannot write {}: {e}", blob.display()))?;
+    eprintln!("[2/4] building the kernel (cargo build -p kernel --target x86_64-unknown-none)");
+    let kernel = build_kernel()?;
+    let mut builder = bootloader::DiskImageBuilder::new(kernel);
+    builder.set_ramdisk(blob.clone());
+    let mut boot_config = bootloader::BootConfig::default();
+    // Drawing the bootloader's log on the frame buffer halves boot time under TCG.
+    boot_config.frame_buffer_logging = false;
+    boot_config.log_level = bootloader_boot_config::LevelFilter::Warn;
+    builder.set_boot_config(&boot_config);
+    let bios = out.join("sidestep-bios.img");
+    let uefi = out.join("sidestep-uefi.img");
+    eprintln!("[3/4] writing {}", bios.display());
+    builder
+        .create_bios_image(&bios)
+        .map_err(|e| format!("cannot write the BIOS image: {e:#}"))?;
+    eprintln!("[4/4] writing {}", uefi.display());
+    builder
+        .create_uefi_image(&uefi)
+        .map_err(|e| format!("cannot write the UEFI image: {e:#}"))?;
+    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(Images { bios, uefi, blob })
+}
