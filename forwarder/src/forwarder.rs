@@ -1232,3 +1232,6 @@ fn peek_key(buf: &[u8], head: usize, len: usize) -> Option<FlowKey> {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+#[cfg(test)]
+mod props;
