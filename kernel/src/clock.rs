@@ -45,7 +45,8 @@ fn measure(ms: u64) -> u64 {
             }
         }
         let end = rdtsc();
-        gate.write(gate.read() & !0x01);
+        let g = gate.read();
+        gate.write(g & !0x01);
         (end - start) * 1000 / ms
     }
 }
@@ -61,10 +62,9 @@ pub fn init() -> u64 {
 
 /// Whether the CPU says its TSC runs at a constant rate in every power state (CPUID 0x80000007).
 pub fn invariant_tsc() -> bool {
-    // Safety: CPUID is available on every x86_64 CPU; leaf 0x80000007 is valid when the maximum
-    // extended leaf covers it, which is checked first.
-    let max = unsafe { core::arch::x86_64::__cpuid(0x8000_0000) }.eax;
-    max >= 0x8000_0007 && unsafe { core::arch::x86_64::__cpuid(0x8000_0007) }.edx & (1 << 8) != 0
+    // Leaf 0x80000007 is valid only when the maximum extended leaf covers it.
+    let max = core::arch::x86_64::__cpuid(0x8000_0000).eax;
+    max >= 0x8000_0007 && core::arch::x86_64::__cpuid(0x8000_0007).edx & (1 << 8) != 0
 }
 
 /// TSC ticks per second (0 before `init`).
