@@ -11,6 +11,7 @@ extern crate alloc;
 mod clock;
 mod hal;
 mod memory;
+mod net;
 mod serial;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
@@ -68,10 +69,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     };
     info!("{}", config.summary());
 
-    info!("ready: no NIC driver yet");
-    loop {
-        x86_64::instructions::hlt();
-    }
+    net::run(&config, &functions, mem.heap)
 }
 
 /// The config blob the image builder placed as the bootloader's ramdisk.

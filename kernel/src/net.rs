@@ -1,0 +1,244 @@
+//! The data NIC and the poll loop: receive a burst, let the forwarder decide, transmit a burst.
+//!
+//! Who answers what on the wire:
+//! - **ARP belongs to the forwarder.** It answers requests for the balancer's address and every
+//!   VIP, resolves backends and the gateway, and hands ARP replies to smoltcp as well, so the
+//!   local stack (which only resolves for its own sockets) learns its neighbours from them.
+//! - **Everything addressed to the balancer itself** (ICMP echo, later management and health
+//!   checks) goes to a smoltcp `Interface` through [`LocalDevice`]. That path is rare, so it
+//!   copies frames in and out of small queues instead of lending pool buffers to smoltcp.
+//! - VIP traffic never leaves the fast path: it is rewritten in the buffer it arrived in and
+//!   transmitted from that same buffer.
+
+use crate::clock;
+use crate::hal::KernelHal;
+use crate::memory;
+use alloc::collections::VecDeque;
+use alloc::vec;
+use alloc::vec::Vec;
+use drivers::pci::{PciFunction, PortConfigSpace};
+use drivers::{Burst, Nic, PacketPool, VirtioNet, BUF_SIZE, HEADROOM};
+use forwarder::config::Config;
+use forwarder::{Forwarder, Instant, Verdict};
+use log::{info, warn};
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
+
+/// Bytes of packet buffers (2 KiB each) given to the NIC.
+const POOL_BYTES: usize = 8 << 20;
+/// Most frames waiting for the local stack; more are dropped (the local path is not a fast path).
+const LOCAL_QUEUE: usize = 256;
+/// Flow-table entries when the config does not say, at most.
+const DEFAULT_FLOWS_MAX: usize = 4 << 20;
+
+/// smoltcp's view of the NIC: queues of copied frames.
+pub struct LocalDevice {
+    rx: VecDeque<Vec<u8>>,
+    tx: VecDeque<Vec<u8>>,
+    mtu: usize,
+}
+
+/// Hands one received frame to smoltcp.
+pub struct LocalRx(Vec<u8>);
+/// Lets smoltcp write one frame into the transmit queue.
+pub struct LocalTx<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl RxToken for LocalRx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl TxToken for LocalTx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = vec![0u8; len];
+        let r = f(&mut frame);
+        if self.0.len() < LOCAL_QUEUE {
+            self.0.push_back(frame);
+        }
+        r
+    }
+}
+
+impl Device for LocalDevice {
+    type RxToken<'a> = LocalRx;
+    type TxToken<'a> = LocalTx<'a>;
+
+    fn receive(
+        &mut self,
+        _timestamp: smoltcp::time::Instant,
+    ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let frame = self.rx.pop_front()?;
+        Some((LocalRx(frame), LocalTx(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _timestamp: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
+        Some(LocalTx(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = self.mtu + 14;
+        caps.max_burst_size = Some(drivers::BURST_SIZE);
+        caps
+    }
+}
+
+/// Choose the data NIC: the one the config names, else the first virtio-net.
+fn choose_nic<'a>(config: &Config, functions: &'a [PciFunction]) -> Option<&'a PciFunction> {
+    let wanted = config.interface.nic.as_deref();
+    functions.iter().find(|f| match wanted {
+        None | Some("virtio") => f.kind() == "virtio-net",
+        Some(addr) => forwarder::config::parse_pci_address(addr)
+            == Some((f.address.bus, f.address.device, f.address.function)),
+    })
+}
+
+/// Flow-table size: the config's, else a quarter of the heap at 32 bytes a flow (capped).
+fn flow_capacity(config: &Config, heap_bytes: u64) -> usize {
+    match config.limits.flows {
+        Some(n) => n as usize,
+        None => ((heap_bytes / 4 / 32) as usize).clamp(1024, DEFAULT_FLOWS_MAX),
+    }
+}
+
+fn now() -> Instant {
+    Instant::from_nanos(clock::nanos_since_boot())
+}
+
+/// Bring up the data NIC and forward forever.
+pub fn run(config: &Config, functions: &[PciFunction], heap_bytes: u64) -> ! {
+    let Some(function) = choose_nic(config, functions) else {
+        panic!(
+            "no data NIC: none of the PCI devices is {}",
+            config.interface.nic.as_deref().unwrap_or("a virtio-net NIC")
+        );
+    };
+    let Some((phys, virt)) = memory::alloc_dma(POOL_BYTES) else {
+        panic!("cannot allocate {} MiB of packet buffers", POOL_BYTES >> 20);
+    };
+    // Safety: the region comes from `alloc_dma`: physically contiguous, page-aligned, mapped
+    // read-write, used for nothing else, and never freed (the NIC lives as long as the image).
+    let pool = match unsafe { PacketPool::new(virt, phys, POOL_BYTES) } {
+        Ok(p) => p,
+        Err(e) => panic!("packet pool: {e:?}"),
+    };
+    let mut nic = match VirtioNet::<KernelHal>::new(&PortConfigSpace, function.address, pool) {
+        Ok(n) => n,
+        Err(e) => panic!("virtio-net at {}: {e}", function.address),
+    };
+    let mac = nic.mac_address();
+    let capacity = flow_capacity(config, heap_bytes);
+    let mut fwd = Forwarder::new(config, mac, capacity);
+    info!(
+        "nic: virtio-net at {} mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, link {}, {} packet buffers",
+        function.address,
+        mac[0], mac[1], mac[2], mac[3], mac[4], mac[5],
+        if nic.link_up() { "up" } else { "down" },
+        nic.pool().capacity()
+    );
+    info!(
+        "forwarder: {} flows capacity ({} MiB)",
+        fwd.flow_capacity(),
+        (fwd.flow_capacity() * 32) >> 20
+    );
+
+    let own = config.interface.address;
+    let mut device = LocalDevice {
+        rx: VecDeque::new(),
+        tx: VecDeque::new(),
+        mtu: usize::from(config.interface.mtu),
+    };
+    let mut iface_config = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+    iface_config.random_seed = clock::rdtsc();
+    let mut iface = Interface::new(iface_config, &mut device, smoltcp_now());
+    iface.update_ip_addrs(|addrs| {
+        let _ = addrs.push(IpCidr::new(own.address.into(), own.len));
+    });
+    if let Some(gw) = config.interface.gateway {
+        let _ = iface.routes_mut().add_default_ipv4_route(Ipv4Address::from(gw));
+    }
+    let mut sockets = SocketSet::new(vec![]);
+
+    let mut rx = Burst::new();
+    let mut tx = Burst::new();
+    info!(
+        "ready: forwarding on {} as {} ({} VIPs)",
+        function.address,
+        own,
+        config.vips.len()
+    );
+    loop {
+        let now = now();
+        nic.rx_burst(&mut rx);
+        while let Some(mut pkt) = rx.pop_front() {
+            let (head, len) = (pkt.head(), pkt.len());
+            let verdict = fwd.process(nic.pool_mut().buffer_mut(&pkt), head, len, now);
+            match verdict {
+                Verdict::Forward { head, len } | Verdict::Reply { head, len } => {
+                    if pkt.set_frame(head, len).is_err() {
+                        nic.recycle(pkt);
+                        continue;
+                    }
+                    if tx.is_full() {
+                        nic.tx_burst(&mut tx);
+                    }
+                    if let Err(pkt) = tx.push_back(pkt) {
+                        nic.recycle(pkt);
+                    }
+                }
+                Verdict::Local => {
+                    if device.rx.len() < LOCAL_QUEUE {
+                        device.rx.push_back(nic.pool().frame(&pkt).to_vec());
+                    }
+                    nic.recycle(pkt);
+                }
+                Verdict::Queued | Verdict::Drop(_) => nic.recycle(pkt),
+            }
+        }
+        fwd.poll(now, &mut |frame| send_copy(&mut nic, &mut tx, frame));
+        if !device.rx.is_empty() || iface.poll_delay(smoltcp_now(), &sockets).is_some_and(|d| d.total_millis() == 0) {
+            iface.poll(smoltcp_now(), &mut device, &mut sockets);
+        }
+        while let Some(frame) = device.tx.pop_front() {
+            send_copy(&mut nic, &mut tx, &frame);
+        }
+        if !tx.is_empty() {
+            nic.tx_burst(&mut tx);
+            if tx.is_full() {
+                // The TX ring stayed full for a whole round: shed rather than stall receive.
+                warn!("tx ring full; dropping {} frames", tx.len());
+                while let Some(p) = tx.pop_front() {
+                    nic.recycle(p);
+                }
+            }
+        }
+    }
+}
+
+fn smoltcp_now() -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros(clock::micros_since_boot() as i64)
+}
+
+/// Copy a frame made elsewhere (ARP request, local stack reply) into a pool buffer and queue it.
+fn send_copy(nic: &mut VirtioNet<KernelHal>, tx: &mut Burst, frame: &[u8]) {
+    if frame.len() > BUF_SIZE - HEADROOM {
+        return;
+    }
+    let Some(mut pkt) = nic.pool_mut().alloc() else {
+        return;
+    };
+    nic.pool_mut().buffer_mut(&pkt)[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
+    if pkt.set_frame(HEADROOM, frame.len()).is_err() {
+        nic.recycle(pkt);
+        return;
+    }
+    if tx.is_full() {
+        nic.tx_burst(tx);
+    }
+    if let Err(pkt) = tx.push_back(pkt) {
+        nic.recycle(pkt);
+    }
+}
