@@ -785,7 +785,18 @@ impl DemoNet {
             fs::File::create(&log).map_err(|e| Error(format!("cannot create a log: {e}")))?;
         let file_arg = file.to_string_lossy().into_owned();
         let mut argv = vec![
-            "tcpdump", "-i", iface, "-n", "-U", "-s", "256", "-Z", "root", "-w", &file_arg,
+            "tcpdump",
+            "-i",
+            iface,
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-s",
+            "256",
+            "-Z",
+            "root",
+            "-w",
+            &file_arg,
         ];
         argv.extend(filter.split_whitespace());
         let mut child = self
@@ -881,6 +892,7 @@ impl Capture {
         }
         Ok(Captured {
             what: self.what.clone(),
+            file: self.file.clone(),
             lines: String::from_utf8_lossy(&out.stdout)
                 .lines()
                 .map(str::to_owned)
@@ -903,8 +915,41 @@ impl Drop for Capture {
 pub struct Captured {
     /// Interface, namespace and filter, for messages.
     pub what: String,
+    file: PathBuf,
     /// One line per packet.
     pub lines: Vec<String>,
+}
+
+impl Captured {
+    /// The packets (lines) that also match the tcpdump filter `filter`.
+    pub fn matching(&self, filter: &str) -> Result<Vec<String>> {
+        let out = Command::new("tcpdump")
+            .args(["-n", "-e", "-r"])
+            .arg(&self.file)
+            .args(filter.split_whitespace())
+            .output()
+            .map_err(|e| Error(format!("cannot run tcpdump -r: {e}")))?;
+        if !out.status.success() {
+            return err(format!(
+                "cannot filter the capture of {} with {filter:?}: {}",
+                self.what,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+/// A tcpdump filter matching packets whose IPv4 destination is any of `addrs`.
+pub fn to_any(addrs: &[Ipv4Addr]) -> String {
+    addrs
+        .iter()
+        .map(|a| format!("dst host {a}"))
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 /// A tcpdump filter matching packets whose IPv4 source is any of `addrs`.

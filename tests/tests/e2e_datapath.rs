@@ -13,8 +13,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use tests::netns::{
-    self, Captured, DemoNet, Host, BALANCER, BALANCER_MAC, BIG_FILE_LEN, BIG_FILE_PATH, UDP_PORT,
-    UNUSED, VIPS, VIP_ANY, VIP_DNS, VIP_WEB, VIP_WEB3,
+    self, DemoNet, Host, BALANCER, BALANCER_MAC, BIG_FILE_LEN, BIG_FILE_PATH, UDP_PORT, UNUSED,
+    VIPS, VIP_ANY, VIP_DNS, VIP_WEB, VIP_WEB3,
 };
 
 /// Stand-in for `tests::qemu` (being written): the shape the real one will have.
@@ -204,21 +204,28 @@ impl Fixture {
     fn no_response_crosses_balancer(&self, traffic: impl FnOnce()) {
         let cap = self
             .net
-            .capture(Host::Lb, "tap0", &netns::from_any(&VIPS))
+            .capture(Host::Lb, "tap0", "ip")
             .expect("capture the tap");
         traffic();
         let seen = cap.finish().expect("read the capture");
-        assert_none(&seen, "a response crossed the balancer");
+        // The capture must have seen the requests, or it proves nothing.
+        let requests = seen.matching(&netns::to_any(&VIPS)).expect("filter");
+        assert!(
+            !requests.is_empty(),
+            "the capture on {} saw no request",
+            seen.what
+        );
+        let responses = seen.matching(&netns::from_any(&VIPS)).expect("filter");
+        assert_none(&seen.what, &responses, "a response crossed the balancer");
     }
 }
 
-fn assert_none(seen: &Captured, why: &str) {
+fn assert_none(what: &str, lines: &[String], why: &str) {
     assert!(
-        seen.lines.is_empty(),
-        "{why}: {} packets on {}:\n{}",
-        seen.lines.len(),
-        seen.what,
-        seen.lines
+        lines.is_empty(),
+        "{why}: {} packets on {what}:\n{}",
+        lines.len(),
+        lines
             .iter()
             .take(20)
             .cloned()
@@ -390,19 +397,10 @@ fn check_nothing_else_forwarded(f: &Fixture) {
         "dst host {UNUSED} or (dst host {VIP_WEB} and not tcp dst port 80) \
          or (dst host {VIP_DNS} and not udp dst port {UDP_PORT}) or (dst host {VIP_ANY} and not tcp)"
     );
-    let caps: Vec<_> = [Host::Be1, Host::Be2]
+    let l3_filter = format!("ip proto 4 or dst host {UNUSED}");
+    let caps: Vec<_> = ["v-be1", "v-be2", "v-rt"]
         .iter()
-        .map(|h| {
-            let port = h.bridge_port().expect("on the segment");
-            net.capture(Host::Lb, &port, &l2_filter).expect("capture")
-        })
-        .chain([net
-            .capture(
-                Host::Lb,
-                "v-rt",
-                &format!("ip proto 4 or dst host {UNUSED}"),
-            )
-            .expect("capture")])
+        .map(|port| net.capture(Host::Lb, port, "ip").expect("capture"))
         .collect();
 
     let unused = UNUSED.to_string();
@@ -416,11 +414,32 @@ fn check_nothing_else_forwarded(f: &Fixture) {
     let _ = net.udp_ask(VIP_DNS, 5354, 2);
     let _ = net.udp_ask(VIP_ANY, 80, 2);
     let _ = net.udp_ask(UNUSED, UDP_PORT, 2);
+    // The control: what must be forwarded does show up in these captures.
+    let be = backend_of(&http_get(f, VIP_WEB, 80, "/")).to_owned();
 
+    let mut control = 0;
     for cap in caps {
         let seen = cap.finish().expect("read a capture");
-        assert_none(&seen, "the balancer forwarded what it must not");
+        let filter = if seen.what.starts_with("v-rt") {
+            &l3_filter
+        } else {
+            &l2_filter
+        };
+        let wrong = seen.matching(filter).expect("filter");
+        assert_none(
+            &seen.what,
+            &wrong,
+            "the balancer forwarded what it must not",
+        );
+        control += seen
+            .matching(&format!("dst host {VIP_WEB} and tcp dst port 80"))
+            .expect("filter")
+            .len();
     }
+    assert!(
+        control > 0,
+        "the backend-side captures missed the request {be} answered"
+    );
 }
 
 fn check_survives_malformed_frames(f: &Fixture) {
