@@ -77,8 +77,17 @@ pub fn build(config_path: &Path, out: &Path) -> Result<Images, String> {
         .map_err(|e| format!("cannot write {}: {e}", blob.display()))?;
     eprintln!("[2/4] building the kernel (cargo build -p kernel --target x86_64-unknown-none)");
     let kernel = build_kernel()?;
-    let mut builder = bootloader::DiskImageBuilder::new(kernel);
-    builder.set_ramdisk(blob.clone());
+    let (bios, uefi) = write_images(&kernel, &blob, out)?;
+    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(Images { bios, uefi, blob })
+}
+
+/// Write `out/sidestep-bios.img` and `out/sidestep-uefi.img` from a kernel ELF and a blob (the
+/// ramdisk). The blob is not checked here: `build` checks it, and tests use this to bake in
+/// deliberately broken ones.
+pub fn write_images(kernel: &Path, blob: &Path, out: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let mut builder = bootloader::DiskImageBuilder::new(kernel.to_path_buf());
+    builder.set_ramdisk(blob.to_path_buf());
     let mut boot_config = bootloader::BootConfig::default();
     // Drawing the bootloader's log on the frame buffer halves boot time under TCG.
     boot_config.frame_buffer_logging = false;
@@ -94,6 +103,5 @@ pub fn build(config_path: &Path, out: &Path) -> Result<Images, String> {
     builder
         .create_uefi_image(&uefi)
         .map_err(|e| format!("cannot write the UEFI image: {e:#}"))?;
-    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
-    Ok(Images { bios, uefi, blob })
+    Ok((bios, uefi))
 }

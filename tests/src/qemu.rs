@@ -1,1 +1,176 @@
-//! Building images and running them under QEMU.
+//! Building images and running them under QEMU, for tests.
+//!
+//! Images are built in-process with the same library the `sidestep` tool uses (so a test boots
+//! exactly what an operator would), and QEMU is started with the same command line as
+//! `sidestep run`, only with the serial console in a file the test reads. A [`Vm`] owns its QEMU
+//! process and kills it by PID when dropped, also when the test fails.
+
+use boot::qemu::{qemu_command, Firmware, Net, RunOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Images built from one config file.
+pub struct Image {
+    /// The BIOS image.
+    pub bios: PathBuf,
+    /// The UEFI image.
+    pub uefi: PathBuf,
+    /// Where they were written.
+    pub dir: PathBuf,
+}
+
+impl Image {
+    /// Build both images for `config` into a directory of the test's own (named after the
+    /// config file) under `target/test-images/`.
+    pub fn build(config: &Path) -> Result<Image, String> {
+        let stem = config
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "image".into());
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/test-images")
+            .join(stem);
+        let images = boot::image::build(config, &dir)?;
+        Ok(Image { bios: images.bios, uefi: images.uefi, dir })
+    }
+}
+
+/// The accelerator tests use: `SIDESTEP_ACCEL`, else TCG (nested KVM on CI machines is slower
+/// than TCG for this guest; see ENVIRONMENT.md).
+pub fn test_accel() -> String {
+    std::env::var("SIDESTEP_ACCEL").unwrap_or_else(|_| "tcg".into())
+}
+
+/// A running QEMU, killed by PID on drop.
+pub struct Vm {
+    child: Child,
+    serial: PathBuf,
+    started: Instant,
+    /// Time from QEMU start to the `ready` line.
+    pub boot_time: Duration,
+}
+
+/// How long a boot under TCG may take before a test gives up.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Vm {
+    /// Boot `image` with `firmware` on `net`; if `netns` is given, QEMU runs inside that network
+    /// namespace (so its tap is created there). Waits for `ready` on the serial console.
+    pub fn start(
+        image: &Image,
+        firmware: Firmware,
+        net: Net,
+        mac: Option<&str>,
+        netns: Option<&str>,
+    ) -> Result<Vm, String> {
+        let mut vm = Vm::spawn(image, firmware, net, mac, netns)?;
+        vm.wait_for("ready", BOOT_TIMEOUT)?;
+        vm.boot_time = vm.started.elapsed();
+        Ok(vm)
+    }
+
+    /// Start QEMU without waiting for anything.
+    pub fn spawn(
+        image: &Image,
+        firmware: Firmware,
+        net: Net,
+        mac: Option<&str>,
+        netns: Option<&str>,
+    ) -> Result<Vm, String> {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let serial = image.dir.join(format!("serial-{}-{n}.log", std::process::id()));
+        let _ = std::fs::remove_file(&serial);
+        let opts = RunOptions {
+            image: match firmware {
+                Firmware::Bios => image.bios.clone(),
+                Firmware::Uefi => image.uefi.clone(),
+            },
+            firmware,
+            accel: test_accel(),
+            memory_mib: 256,
+            net,
+            mac: mac.map(str::to_string),
+            serial_file: Some(serial.clone()),
+            ovmf_vars: Some(image.dir.join(format!("ovmf-vars-{}-{n}.fd", std::process::id()))),
+        };
+        let qemu = qemu_command(&opts)?;
+        let mut cmd = match netns {
+            Some(ns) => {
+                // `ip netns exec` execs QEMU in place, so the child's PID is QEMU's.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(qemu.get_program()).args(qemu.get_args());
+                c
+            }
+            None => qemu,
+        };
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
+        Ok(Vm { child, serial, started: Instant::now(), boot_time: Duration::ZERO })
+    }
+
+    /// Wait until the serial console shows `needle`; fail if QEMU ends or time runs out.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.serial_log().contains(needle) {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                return Err(format!(
+                    "QEMU ended ({status}) before \"{needle}\"\n--- stderr ---\n{err}\n--- serial ---\n{}",
+                    self.serial_log()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "no \"{needle}\" within {timeout:?}\n--- serial ---\n{}",
+                    self.serial_log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Wait for QEMU to end by itself; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<i32>, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Ok(status.code());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("QEMU still running after {timeout:?}\n{}", self.serial_log()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// QEMU's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The serial console so far.
+    pub fn serial_log(&self) -> String {
+        std::fs::read_to_string(&self.serial).unwrap_or_default()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // Our own child, by PID (Child::kill sends SIGKILL to exactly this process).
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

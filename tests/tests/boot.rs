@@ -1,0 +1,85 @@
+//! Boot tests: build both images from a config and boot each under QEMU (TCG) to `ready`,
+//! checking that the image logged what was baked into it; and check that a broken config blob
+//! ends the image with a panic that QEMU reports as a failure.
+
+use boot::qemu::{debug_exit_status, Firmware, Net};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+use tests::qemu::{Image, Vm};
+
+fn config_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/boot.toml")
+}
+
+fn image() -> &'static Image {
+    static IMAGE: OnceLock<Image> = OnceLock::new();
+    IMAGE.get_or_init(|| Image::build(&config_path()).expect("sidestep build"))
+}
+
+/// The summary the image must log: computed on the host from the same file.
+fn expected_summary() -> String {
+    let text = std::fs::read_to_string(config_path()).unwrap();
+    boot::config_file::parse(&text).unwrap().summary()
+}
+
+fn boots_to_ready(firmware: Firmware) {
+    let image = image();
+    let vm = Vm::start(image, firmware, Net::Isolated, None, None)
+        .unwrap_or_else(|e| panic!("{firmware:?} image did not boot: {e}"));
+    let log = vm.serial_log();
+    eprintln!("{firmware:?}: ready {:.1} s after QEMU started", vm.boot_time.as_secs_f64());
+    // The summary line, exactly as the host computes it from the file...
+    let summary = expected_summary();
+    assert!(log.contains(&summary), "summary missing; want\n{summary}\nlog:\n{log}");
+    // ...and, independently of that code, the facts of the literal file.
+    for fact in [
+        "config v7: interface 10.66.0.2/24, 3 vips, 5 backends",
+        "web 10.66.0.100:80/tcp dsr-l2 wlc [be1 10.66.0.21 w3, be2 10.66.0.22 w0]",
+        "dns 10.66.0.101:53/udp dsr-l2 sh [ns1 10.66.0.31 w1]",
+        "remote 10.66.0.102:*/tcp dsr-l3 maglev [far1 10.99.0.41 w1, far2 10.99.0.42 w2]",
+    ] {
+        assert!(log.contains(fact), "missing \"{fact}\" in:\n{log}");
+    }
+    assert!(log.contains("clock: TSC "), "no clock line:\n{log}");
+    assert!(log.contains("virtio-net"), "the PCI scan did not list the NIC:\n{log}");
+    assert!(log.contains("forwarder: 65536 flows capacity"), "limits.flows not applied:\n{log}");
+    let ready = log.lines().find(|l| l.contains("ready")).unwrap();
+    assert!(ready.contains("10.66.0.2/24"), "{ready}");
+    assert!(!log.contains("PANIC"), "{log}");
+}
+
+#[test]
+fn bios_image_boots_to_ready() {
+    boots_to_ready(Firmware::Bios);
+}
+
+#[test]
+fn uefi_image_boots_to_ready() {
+    boots_to_ready(Firmware::Uefi);
+}
+
+#[test]
+fn a_broken_config_blob_panics_with_a_failure_status() {
+    // Bake a blob whose body is damaged (the host tool would refuse to, so write the images
+    // directly with the builder's lower half).
+    let image = image();
+    let dir = image.dir.join("broken");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut blob = std::fs::read(image.dir.join("sidestep.cfg")).unwrap();
+    let n = blob.len();
+    blob[n - 3] ^= 0xff;
+    blob.truncate(n - 1);
+    let blob_path = dir.join("broken.cfg");
+    std::fs::write(&blob_path, &blob).unwrap();
+    let kernel = boot::image::build_kernel().unwrap();
+    let (bios, uefi) = boot::image::write_images(&kernel, &blob_path, &dir).unwrap();
+    let broken = Image { bios, uefi, dir };
+    let mut vm = Vm::spawn(&broken, Firmware::Bios, Net::Isolated, None, None).unwrap();
+    let code = vm.wait_exit(Duration::from_secs(120)).unwrap();
+    let log = vm.serial_log();
+    assert_eq!(code, Some(debug_exit_status(1)), "{log}");
+    assert!(log.contains("PANIC at kernel/src/main.rs"), "{log}");
+    assert!(log.contains("config: blob:"), "{log}");
+    assert!(!log.contains("ready"), "{log}");
+}
