@@ -271,9 +271,13 @@ impl FlowTable {
     /// burst before looking anything up, so the misses overlap).
     #[inline(always)]
     pub fn prefetch(&self, hash: u64) {
-        // A plain load whose value is kept alive: no `unsafe` intrinsic is needed, and the
-        // out-of-order core issues the loads of a whole burst without waiting for any of them.
         let b = &self.buckets[self.bucket_of(hash)];
+        // A real prefetch instruction retires at once, so a whole burst's misses overlap. It is
+        // a safe (unstable) hint on the pinned nightly; without the `prefetch` feature a plain
+        // load whose value is kept alive stands in (weaker: it holds up retirement).
+        #[cfg(feature = "prefetch")]
+        core::hint::prefetch_read(b as *const Bucket, core::hint::Locality::L1);
+        #[cfg(not(feature = "prefetch"))]
         core::hint::black_box(b.0[0].rest);
     }
 

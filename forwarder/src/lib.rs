@@ -8,6 +8,7 @@
 //! [`Forwarder::apply_config`] for a new config, [`Forwarder::set_backend_up`] for health, and
 //! [`Forwarder::counters`] / [`Forwarder::stats`] for metrics.
 #![cfg_attr(not(test), no_std)]
+#![cfg_attr(feature = "prefetch", feature(hint_prefetch))]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -282,8 +282,8 @@ fn l3_encapsulates_in_place_with_a_correct_outer_header() {
     assert_eq!(outer.frag_offset(), 0);
     assert_eq!(outer.dscp(), 10);
     assert_eq!(outer.ecn(), 1);
-    assert_eq!(outer.src_addr(), Ipv4Address::from(OWN));
-    assert_eq!(outer.dst_addr(), Ipv4Address::from(backend_addr(0)));
+    assert_eq!(outer.src_addr(), OWN);
+    assert_eq!(outer.dst_addr(), backend_addr(0));
     assert!(outer.verify_checksum());
     assert_eq!(
         outer.payload(),
@@ -325,8 +325,8 @@ fn l3_too_big_with_df_answers_frag_needed() {
     assert_eq!(eth.src_addr().0, OUR_MAC);
     let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
     assert!(ip.verify_checksum());
-    assert_eq!(ip.src_addr(), Ipv4Address::from(OWN));
-    assert_eq!(ip.dst_addr(), Ipv4Address::from(CLIENT));
+    assert_eq!(ip.src_addr(), OWN);
+    assert_eq!(ip.dst_addr(), CLIENT);
     assert_eq!(ip.next_header(), IpProtocol::Icmp);
     let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
     assert!(icmp.verify_checksum());
@@ -849,4 +849,46 @@ fn drop_reason_names_are_labels() {
         ForwarderError::UnknownVip.to_string(),
         "no such VIP in the running config"
     );
+}
+
+/// Writes the fuzz seed corpora (`fuzz/seeds/`): run by hand with
+/// `cargo test -p forwarder --lib write_fuzz_seeds -- --ignored` after changing frame shapes.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let process = root.join("process");
+    let blob = root.join("config_blob");
+    std::fs::create_dir_all(&process).unwrap();
+    std::fs::create_dir_all(&blob).unwrap();
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    let mut big = Pkt::tcp(7, 0x18);
+    big.payload = 700;
+    let mut frag = Pkt::udp(9, 53);
+    frag.frag = (false, 3);
+    frag.df = false;
+    for p in [
+        Pkt::tcp(1, 2),
+        Pkt::tcp(1, 0x11),
+        Pkt::udp(5, 53),
+        big,
+        frag,
+    ] {
+        let (buf, len) = p.build();
+        frames.push(buf[HEAD..HEAD + len].to_vec());
+    }
+    let (buf, len) = arp_frame(ArpOperation::Request, CLIENT_MAC, GW, [0; 6], VIP);
+    frames.push(buf[HEAD..HEAD + len].to_vec());
+    let (buf, len) = arp_frame(ArpOperation::Reply, mac_of(GW), GW, OUR_MAC, OWN);
+    frames.push(buf[HEAD..HEAD + len].to_vec());
+    for (i, fr) in frames.iter().enumerate() {
+        let mut seed = vec![64u8];
+        seed.extend_from_slice(fr);
+        std::fs::write(process.join(alloc::format!("frame{i}")), seed).unwrap();
+    }
+    let mut c = config(Mode::DsrL3, Scheduler::Maglev, &[1, 2]);
+    std::fs::write(blob.join("l3"), c.to_blob()).unwrap();
+    c.vips[0].persistence = Some(30);
+    c.vips[0].mode = Mode::DsrL2;
+    std::fs::write(blob.join("l2"), c.to_blob()).unwrap();
 }
