@@ -204,6 +204,7 @@ pub enum Displaced {
 }
 
 /// A fixed-capacity, set-associative flow table.
+#[derive(Clone)]
 pub struct FlowTable {
     buckets: Vec<Bucket>,
     seed: u64,

@@ -134,6 +134,7 @@ struct Slot {
     bytes: u64,
 }
 
+#[derive(Clone)]
 struct VipRt {
     name: String,
     mode: Mode,
@@ -147,6 +148,7 @@ struct VipRt {
 }
 
 /// (address, port or 0 for all ports, protocol) -> VIP index; open addressing, O(1).
+#[derive(Clone)]
 struct VipIndex {
     keys: Vec<u64>,
     vips: Vec<u32>,
@@ -228,6 +230,7 @@ struct Ip {
 }
 
 /// Sidestep's data path: VIPs, schedulers, flows, neighbours and counters.
+#[derive(Clone)]
 pub struct Forwarder {
     mac: [u8; 6],
     own: Ipv4Addr,

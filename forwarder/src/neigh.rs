@@ -56,6 +56,7 @@ pub struct Neighbour {
 /// What `poll` should send: an ARP request for this address.
 pub type Request = Ipv4Addr;
 
+#[derive(Clone)]
 struct Pending {
     next_hop: Ipv4Addr,
     queued: Instant,
@@ -63,6 +64,7 @@ struct Pending {
 }
 
 /// The neighbour table and the frames waiting on it.
+#[derive(Clone)]
 pub struct Neighbours {
     list: Vec<Neighbour>,
     by_ip: BTreeMap<u32, u32>,

@@ -3,6 +3,7 @@
 #![no_main]
 
 use std::net::Ipv4Addr;
+use std::sync::OnceLock;
 
 use forwarder::config::{
     Backend, Config, Interface, Limits, Mode, Prefix, Protocol, Scheduler, Vip, VipPort,
