@@ -12,129 +12,16 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
+use boot::qemu::{Firmware, Net};
+use tests::qemu::{Image, Vm};
 use tests::netns::{
     self, DemoNet, Host, BALANCER, BALANCER_MAC, BIG_FILE_LEN, BIG_FILE_PATH, UDP_PORT, UNUSED,
     VIPS, VIP_ANY, VIP_DNS, VIP_WEB, VIP_WEB3,
 };
 
-/// Stand-in for `tests::qemu` (being written): the shape the real one will have.
-mod vm {
-    use std::fs;
-    use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
-
-    /// A built image.
-    pub struct Image {
-        pub bios: PathBuf,
-    }
-
-    impl Image {
-        /// `sidestep build --config FILE --out DIR`.
-        pub fn build(config: &Path) -> Result<Image, String> {
-            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-image");
-            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .current_dir(&workspace)
-                .args([
-                    "run",
-                    "--release",
-                    "-p",
-                    "boot",
-                    "--bin",
-                    "sidestep",
-                    "--",
-                    "build",
-                ])
-                .arg("--config")
-                .arg(config)
-                .arg("--out")
-                .arg(&out)
-                .status()
-                .map_err(|e| format!("cannot run cargo: {e}"))?;
-            if !status.success() {
-                return Err(format!("building the image failed ({status})"));
-            }
-            Ok(Image {
-                bios: out.join("sidestep-bios.img"),
-            })
-        }
-    }
-
-    /// A running QEMU, killed by PID on drop.
-    pub struct Vm {
-        child: Child,
-        serial: PathBuf,
-    }
-
-    impl Vm {
-        /// Boots `image` in `netns` on the existing TAP `tap` with NIC MAC `mac`, and waits
-        /// for `ready` on the serial console.
-        pub fn start_in_netns(
-            image: &Image,
-            netns: &str,
-            tap: &str,
-            mac: &str,
-        ) -> Result<Vm, String> {
-            let serial = std::env::temp_dir().join(format!("{netns}-serial.log"));
-            let accel = std::env::var("SIDESTEP_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
-            let child = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    netns,
-                    "qemu-system-x86_64",
-                    "-accel",
-                    &accel,
-                ])
-                .args([
-                    "-machine", "q35", "-m", "256", "-vga", "std", "-display", "none",
-                ])
-                .arg("-serial")
-                .arg(format!("file:{}", serial.display()))
-                .arg("-drive")
-                .arg(format!("format=raw,file={}", image.bios.display()))
-                .arg("-device")
-                .arg(format!("virtio-net-pci,netdev=n0,mac={mac}"))
-                .arg("-netdev")
-                .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"))
-                .arg("-no-reboot")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("cannot start qemu: {e}"))?;
-            let mut vm = Vm { child, serial };
-            let deadline = Instant::now() + Duration::from_secs(120);
-            loop {
-                if vm.serial_log().contains("ready") {
-                    return Ok(vm);
-                }
-                if matches!(vm.child.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
-                    return Err(format!("the image did not get ready:\n{}", vm.serial_log()));
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-
-        /// The serial console so far.
-        pub fn serial_log(&self) -> String {
-            fs::read_to_string(&self.serial).unwrap_or_default()
-        }
-    }
-
-    impl Drop for Vm {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            let _ = fs::remove_file(&self.serial);
-        }
-    }
-}
-
 /// What sits in the balancer's place.
 enum Balancer {
-    Image(vm::Vm),
+    Image(Vm),
     Stub,
 }
 
@@ -156,9 +43,9 @@ fn config_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/e2e.toml")
 }
 
-fn image() -> &'static vm::Image {
-    static IMAGE: OnceLock<vm::Image> = OnceLock::new();
-    IMAGE.get_or_init(|| vm::Image::build(&config_path()).expect("build the e2e image"))
+fn image() -> &'static Image {
+    static IMAGE: OnceLock<Image> = OnceLock::new();
+    IMAGE.get_or_init(|| Image::build(&config_path()).expect("build the e2e image"))
 }
 
 impl Fixture {
@@ -169,7 +56,13 @@ impl Fixture {
         let net = DemoNet::create(tests::helper_bins!()).expect("build the e2e network");
         net.add_tap("tap0", BALANCER_MAC)
             .expect("add the balancer's tap");
-        let vm = vm::Vm::start_in_netns(image, &net.lb_netns(), "tap0", BALANCER_MAC)
+        let vm = Vm::start(
+            image,
+            Firmware::Bios,
+            Net::Tap("tap0".into()),
+            Some(BALANCER_MAC),
+            Some(&net.lb_netns()),
+        )
             .expect("boot the image");
         Fixture {
             balancer: Balancer::Image(vm),
