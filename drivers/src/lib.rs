@@ -69,11 +69,13 @@
 //! - Single-threaded use: the driver is `&mut self` everywhere and does no locking.
 #![cfg_attr(not(test), no_std)]
 
+pub mod ixgbe;
 pub mod nic;
 pub mod pci;
 pub mod pool;
 pub mod virtio_net;
 
+pub use ixgbe::{Ixgbe, IxgbeConfig, IxgbeError, MmioRegisters};
 pub use nic::{Burst, Nic, NicStats, BURST_SIZE};
 pub use pool::{PacketBuf, PacketPool, BUF_SIZE, HEADROOM};
 pub use virtio_drivers::Hal;
