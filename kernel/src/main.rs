@@ -69,7 +69,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     };
     info!("{}", config.summary());
 
-    net::run(&config, &functions, mem.heap)
+    net::start(&config, &functions, mem.heap)
 }
 
 /// The config blob the image builder placed as the bootloader's ramdisk.

@@ -108,8 +108,8 @@ fn now() -> Instant {
     Instant::from_nanos(clock::nanos_since_boot())
 }
 
-/// Bring up the data NIC and forward forever.
-pub fn run(config: &Config, functions: &[PciFunction], heap_bytes: u64) -> ! {
+/// Bring up the data NIC the config asks for (or the first usable one) and forward forever.
+pub fn start(config: &Config, functions: &[PciFunction], heap_bytes: u64) -> ! {
     let Some(function) = choose_nic(config, functions) else {
         panic!(
             "no data NIC: none of the PCI devices is {}",
@@ -125,16 +125,21 @@ pub fn run(config: &Config, functions: &[PciFunction], heap_bytes: u64) -> ! {
         Ok(p) => p,
         Err(e) => panic!("packet pool: {e:?}"),
     };
-    let mut nic = match VirtioNet::<KernelHal>::new(&PortConfigSpace, function.address, pool) {
+    let nic = match VirtioNet::<KernelHal>::new(&PortConfigSpace, function.address, pool) {
         Ok(n) => n,
         Err(e) => panic!("virtio-net at {}: {e}", function.address),
     };
+    info!("nic: virtio-net at {}", function.address);
+    run(nic, config, heap_bytes)
+}
+
+/// The poll loop over any NIC: receive a burst, decide, transmit a burst.
+pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
     let mac = nic.mac_address();
     let capacity = flow_capacity(config, heap_bytes);
     let mut fwd = Forwarder::new(config, mac, capacity);
     info!(
-        "nic: virtio-net at {} mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, link {}, {} packet buffers",
-        function.address,
+        "nic: mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, link {}, {} packet buffers",
         mac[0], mac[1], mac[2], mac[3], mac[4], mac[5],
         if nic.link_up() { "up" } else { "down" },
         nic.pool().capacity()
@@ -162,11 +167,11 @@ pub fn run(config: &Config, functions: &[PciFunction], heap_bytes: u64) -> ! {
     }
     let mut sockets = SocketSet::new(vec![]);
 
+    let mut stats = StatsLog::default();
     let mut rx = Burst::new();
     let mut tx = Burst::new();
     info!(
-        "ready: forwarding on {} as {} ({} VIPs)",
-        function.address,
+        "ready: forwarding as {} ({} VIPs)",
         own,
         config.vips.len()
     );
@@ -205,6 +210,7 @@ pub fn run(config: &Config, functions: &[PciFunction], heap_bytes: u64) -> ! {
         while let Some(frame) = device.tx.pop_front() {
             send_copy(&mut nic, &mut tx, &frame);
         }
+        stats.maybe_log(now, &fwd, &nic);
         if !tx.is_empty() {
             nic.tx_burst(&mut tx);
             if tx.is_full() {
@@ -223,7 +229,7 @@ fn smoltcp_now() -> smoltcp::time::Instant {
 }
 
 /// Copy a frame made elsewhere (ARP request, local stack reply) into a pool buffer and queue it.
-fn send_copy(nic: &mut VirtioNet<KernelHal>, tx: &mut Burst, frame: &[u8]) {
+fn send_copy<N: Nic>(nic: &mut N, tx: &mut Burst, frame: &[u8]) {
     if frame.len() > BUF_SIZE - HEADROOM {
         return;
     }
@@ -240,5 +246,48 @@ fn send_copy(nic: &mut VirtioNet<KernelHal>, tx: &mut Burst, frame: &[u8]) {
     }
     if let Err(pkt) = tx.push_back(pkt) {
         nic.recycle(pkt);
+    }
+}
+
+/// A periodic one-line summary of the counters on the console, when they changed: the operator's
+/// view until a management port is configured.
+#[derive(Default)]
+struct StatsLog {
+    next: u64,
+    last: u64,
+}
+
+/// Seconds between two stats lines at most.
+const STATS_EVERY_MS: u64 = 5_000;
+
+impl StatsLog {
+    fn maybe_log<N: Nic>(&mut self, now: Instant, fwd: &Forwarder, nic: &N) {
+        if now.millis() < self.next {
+            return;
+        }
+        self.next = now.millis() + STATS_EVERY_MS;
+        let c = fwd.counters();
+        let n = nic.stats();
+        let total = n.rx_packets + n.tx_packets;
+        if total == self.last {
+            return;
+        }
+        self.last = total;
+        let mut drops = alloc::string::String::new();
+        for reason in forwarder::DropReason::ALL {
+            let count = c.drop_count(reason);
+            if count > 0 {
+                drops.push_str(&alloc::format!(" {}={}", reason.name(), count));
+            }
+        }
+        info!(
+            "stats: rx={} tx={} forwarded={} local={} flows={} drops:{}",
+            n.rx_packets,
+            n.tx_packets,
+            c.forwarded,
+            c.local,
+            fwd.flow_count(),
+            if drops.is_empty() { " none" } else { &drops }
+        );
     }
 }

@@ -386,7 +386,29 @@ fn nothing_but_vip_traffic_is_forwarded() {
 
 #[test]
 fn malformed_frames_leave_it_forwarding() {
-    check_survives_malformed_frames(&Fixture::image());
+    let f = Fixture::image();
+    check_survives_malformed_frames(&f);
+    // The drops are counted: the image logs its counters every 5 s when they change.
+    let Balancer::Image(vm) = &f.balancer else { unreachable!() };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let malformed = loop {
+        let log = vm.serial_log();
+        let last = log.lines().filter(|l| l.contains("stats: ")).last().unwrap_or("").to_owned();
+        let count = last
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("malformed="))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(n) = count.filter(|&n| n >= 1000) {
+            break n;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no stats line counting the malformed frames; last: {last:?}\n{}",
+            f.diagnostics()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    eprintln!("malformed frames counted: {malformed}");
 }
 
 /// Proves the network, servers, decapsulation and assertions with `stub-lb` in the balancer's
