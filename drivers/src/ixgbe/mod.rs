@@ -1,7 +1,7 @@
 //! Intel 82599 (ixgbe) 10 GbE, polled, in bursts, zero copy: one receive and one transmit queue
 //! whose buffers are pool buffers.
 //!
-//! **Verified only against a model of the 82599 ([`model`], host tests), never on hardware.** QEMU
+//! **Verified only against a model of the 82599 (`model.rs`, host tests), never on hardware.** QEMU
 //! does not emulate this NIC and none was available. The model implements the datasheet
 //! behaviour the driver relies on (self-clearing reset, EEPROM and DMA init flags, link after
 //! auto-negotiation, queue enable handshakes, head/tail ring ownership, advanced descriptor
