@@ -439,6 +439,9 @@ impl<H: Hal, R: Registers> Ixgbe<H, R> {
         for n in 1..8 {
             r.write(regs::rxpbsize(n), 0);
         }
+        // 4.6.3.2: "FCRTH[n].RTH fields must be set by default regardless if flow control is
+        // enabled or not", typically RXPBSIZE[n] - 0x6000 (flow control itself stays off).
+        r.write(regs::fcrth(0), (512 << 10) - 0x6000);
 
         // The ring: every descriptor gets a buffer, in advanced read format (7.1.6.1):
         // packet address, header address 0 (which also clears DD).

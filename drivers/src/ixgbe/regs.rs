@@ -180,6 +180,11 @@ pub const RXCTRL_RXEN: u32 = 1 << 0;
 pub const fn rxpbsize(n: u32) -> u32 {
     0x0_3C00 + 4 * n
 }
+/// Flow Control Receive Threshold High, packet buffer `n` (8.2.3.3.4): a byte count, 32-byte
+/// granular (bits 18:5).
+pub const fn fcrth(n: u32) -> u32 {
+    0x0_3260 + 4 * n
+}
 /// Security Rx Control (8.2.3.12.5).
 pub const SECRXCTRL: u32 = 0x0_8D00;
 /// SECRXCTRL: halt the receive data path.

@@ -243,6 +243,7 @@ fn init_follows_the_datasheet_sequence() {
     assert_eq!(model.peek(DCA_RXCTRL) & DCA_RXCTRL_BIT12, 0);
     assert_ne!(model.peek(CTRL_EXT) & CTRL_EXT_NS_DIS, 0);
     assert_eq!(model.peek(rxpbsize(1)), 0);
+    assert_eq!(model.peek(fcrth(0)), 0x7_A000);
     // The leftover count from before the reset is gone; the driver's counters start at zero.
     assert_eq!(nic.device_counters(), DeviceCounters::default());
     assert_eq!(nic.pool().available(), 1024 - RX_RING_SIZE);
