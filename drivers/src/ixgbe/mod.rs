@@ -20,7 +20,7 @@
 //! | read every clear-on-read counter | 4.6.5 |
 //! | MAC from RAL/RAH\[0\] (loaded from the EEPROM), MTA zeroed, FCTRL.BAM | 4.6.7, 8.2.3.7.9 |
 //! | HLREG0.RXCRCSTRP + RDRXCTL.CRCSTRIP, RSCFRSTSIZE=0, RSCACKC, FCOE_WRFIX | 4.6.7, 8.2.3.8.8 |
-//! | RXPBSIZE\[0\]=512 KiB, others 0 (DCB off, VT off) | 4.6.11.3.4 |
+//! | RXPBSIZE\[0\]=512 KiB, others 0 (DCB off, VT off); FCRTH\[0\] = 512 KiB - 0x6000 | 4.6.11.3.4, 4.6.3.2 |
 //! | RX queue 0: RDBAL/RDBAH/RDLEN, SRRCTL (advanced one buffer, 2 KiB, drop), RXDCTL.ENABLE + poll, RDT = len-1 | 4.6.7 |
 //! | RXCTRL.RXEN between SECRXCTRL.RX_DIS / SECRXSTAT.SECRX_RDY and clearing RX_DIS; CTRL_EXT.NS_DIS; DCA_RXCTRL bit 12 | 4.6.7 |
 //! | HLREG0.TXCRCEN/TXPADEN; RTTDCS.ARBDIS around DTXMXSZRQ, TXPBSIZE, MTQC | 4.6.8, 4.6.11.3.4 |
