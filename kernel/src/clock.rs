@@ -86,3 +86,13 @@ pub fn nanos_since_boot() -> u64 {
 pub fn micros_since_boot() -> u64 {
     nanos_since_boot() / 1000
 }
+
+/// Busy-wait at least `us` microseconds (device bring-up delays).
+pub fn delay_us(us: u32) {
+    let hz = tsc_hz().max(1_000_000);
+    let ticks = u64::from(us) * (hz / 1_000_000);
+    let start = rdtsc();
+    while rdtsc().wrapping_sub(start) < ticks {
+        core::hint::spin_loop();
+    }
+}

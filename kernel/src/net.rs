@@ -17,7 +17,7 @@ use alloc::collections::VecDeque;
 use alloc::vec;
 use alloc::vec::Vec;
 use drivers::pci::{PciFunction, PortConfigSpace};
-use drivers::{Burst, Nic, PacketPool, VirtioNet, BUF_SIZE, HEADROOM};
+use drivers::{ixgbe, Burst, Ixgbe, IxgbeConfig, MmioRegisters, Nic, PacketPool, VirtioNet, BUF_SIZE, HEADROOM};
 use forwarder::config::Config;
 use forwarder::{Forwarder, Instant, Verdict};
 use log::{info, warn};
@@ -86,13 +86,30 @@ impl Device for LocalDevice {
     }
 }
 
-/// Choose the data NIC: the one the config names, else the first virtio-net.
-fn choose_nic<'a>(config: &Config, functions: &'a [PciFunction]) -> Option<&'a PciFunction> {
+/// Which driver a PCI function needs, if it is a NIC Sidestep drives.
+fn driver_of(f: &PciFunction) -> Option<&'static str> {
+    match f.kind() {
+        "virtio-net" => Some("virtio"),
+        "82599 (ixgbe)" => Some("ixgbe"),
+        _ => None,
+    }
+}
+
+/// Choose the data NIC: the one the config names (driver or PCI address), else the first NIC
+/// Sidestep has a driver for.
+fn choose_nic<'a>(config: &Config, functions: &'a [PciFunction]) -> Option<(&'a PciFunction, &'static str)> {
     let wanted = config.interface.nic.as_deref();
-    functions.iter().find(|f| match wanted {
-        None | Some("virtio") => f.kind() == "virtio-net",
-        Some(addr) => forwarder::config::parse_pci_address(addr)
-            == Some((f.address.bus, f.address.device, f.address.function)),
+    functions.iter().find_map(|f| {
+        let driver = driver_of(f)?;
+        let chosen = match wanted {
+            None => true,
+            Some(name @ ("virtio" | "ixgbe")) => name == driver,
+            Some(addr) => {
+                forwarder::config::parse_pci_address(addr)
+                    == Some((f.address.bus, f.address.device, f.address.function))
+            }
+        };
+        chosen.then_some((f, driver))
     })
 }
 
@@ -110,10 +127,10 @@ fn now() -> Instant {
 
 /// Bring up the data NIC the config asks for (or the first usable one) and forward forever.
 pub fn start(config: &Config, functions: &[PciFunction], heap_bytes: u64) -> ! {
-    let Some(function) = choose_nic(config, functions) else {
+    let Some((function, driver)) = choose_nic(config, functions) else {
         panic!(
-            "no data NIC: none of the PCI devices is {}",
-            config.interface.nic.as_deref().unwrap_or("a virtio-net NIC")
+            "no data NIC: no PCI device is {} (Sidestep drives virtio-net and the Intel 82599)",
+            config.interface.nic.as_deref().unwrap_or("a NIC it has a driver for")
         );
     };
     let Some((phys, virt)) = memory::alloc_dma(POOL_BYTES) else {
@@ -125,12 +142,27 @@ pub fn start(config: &Config, functions: &[PciFunction], heap_bytes: u64) -> ! {
         Ok(p) => p,
         Err(e) => panic!("packet pool: {e:?}"),
     };
-    let nic = match VirtioNet::<KernelHal>::new(&PortConfigSpace, function.address, pool) {
-        Ok(n) => n,
+    info!("nic: {driver} at {}", function.address);
+    if driver == "ixgbe" {
+        let bar = match ixgbe::pci_bring_up(&PortConfigSpace, function.address) {
+            Ok(b) => b,
+            Err(e) => panic!("82599 at {}: {e}", function.address),
+        };
+        let Some(regs) = memory::map_mmio(bar.phys, bar.size as usize) else {
+            panic!("82599 at {}: cannot map BAR0 at {:#x}", function.address, bar.phys);
+        };
+        // Safety: `regs` maps exactly BAR0 of this 82599, uncached, for the image's lifetime,
+        // and nothing else accesses it.
+        let regs = unsafe { MmioRegisters::new(regs, bar.size as usize) };
+        match Ixgbe::<KernelHal>::new(regs, pool, IxgbeConfig::new(clock::delay_us)) {
+            Ok(nic) => run(nic, config, heap_bytes),
+            Err(e) => panic!("82599 at {}: {e}", function.address),
+        }
+    }
+    match VirtioNet::<KernelHal>::new(&PortConfigSpace, function.address, pool) {
+        Ok(nic) => run(nic, config, heap_bytes),
         Err(e) => panic!("virtio-net at {}: {e}", function.address),
-    };
-    info!("nic: virtio-net at {}", function.address);
-    run(nic, config, heap_bytes)
+    }
 }
 
 /// The poll loop over any NIC: receive a burst, decide, transmit a burst.
