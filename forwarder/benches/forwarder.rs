@@ -191,15 +191,16 @@ fn established(c: &mut Criterion) {
                     for (l, &k) in ks.iter().enumerate() {
                         pool.aim(l, k);
                     }
-                    let mut frames: Vec<RxFrame<'_>> = Vec::with_capacity(LANES);
-                    for (l, lane) in pool.frames.iter_mut().enumerate() {
-                        let buf = &mut lane[(ks[l] >> 16) as usize % SRCS];
-                        frames.push(RxFrame {
-                            buf,
-                            head: HEAD,
-                            len: FRAME_LEN,
-                        });
-                    }
+                    // On the stack, as the kernel's receive loop would hold them.
+                    let mut lanes = pool.frames.iter_mut();
+                    let mut frames: [RxFrame<'_>; LANES] = std::array::from_fn(|l| RxFrame {
+                        buf: lanes
+                            .next()
+                            .map(|lane| &mut lane[(ks[l] >> 16) as usize % SRCS][..])
+                            .unwrap_or_default(),
+                        head: HEAD,
+                        len: FRAME_LEN,
+                    });
                     f.process_burst(&mut frames, &mut verdicts, Instant::ZERO);
                     black_box(&verdicts);
                 })

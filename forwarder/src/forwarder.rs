@@ -229,6 +229,36 @@ struct Ip {
     df: bool,
 }
 
+/// A TCP or UDP packet (or first fragment) to a VIP, with its flow key hashed: what
+/// [`Forwarder::classify`] hands on to the flow table.
+#[derive(Clone, Copy)]
+struct FlowPacket {
+    ip: Ip,
+    more_frags: bool,
+    ident: u16,
+    syn: bool,
+    ack: bool,
+    fin: bool,
+    vip: u32,
+    key: FlowKey,
+    hash: u64,
+}
+
+/// What a frame is, decided from its bytes and the config alone (no flow or neighbour state).
+#[derive(Clone, Copy)]
+enum Class {
+    /// A packet of a VIP's flow.
+    Flow(FlowPacket),
+    /// Drop for this reason (not counted yet).
+    Drop(DropReason),
+    /// IPv4 to the balancer's own address.
+    Local,
+    /// An ARP frame.
+    Arp,
+    /// A TCP or UDP fragment other than the first.
+    LaterFragment { ip: Ip, ttl: u8, ident: u16 },
+}
+
 /// Sidestep's data path: VIPs, schedulers, flows, neighbours and counters.
 #[derive(Clone)]
 pub struct Forwarder {
@@ -593,48 +623,63 @@ impl Forwarder {
     /// packet buffer and `head` must leave at least [`HEADROOM`] bytes in front for encapsulation
     /// and replies. Never panics, whatever the bytes.
     pub fn process(&mut self, buf: &mut [u8], head: usize, len: usize, now: Instant) -> Verdict {
-        let Some(end) = head.checked_add(len).filter(|&e| e <= buf.len()) else {
-            return self.drop(DropReason::Malformed);
-        };
-        if len < ETH_LEN {
-            return self.drop(DropReason::Malformed);
-        }
-        let (dst, ethertype) = {
-            let eth = EthernetFrame::new_unchecked(&buf[head..end]);
-            (eth.dst_addr(), eth.ethertype())
-        };
-        if dst.0 != self.mac && !dst.is_broadcast() && !dst.is_multicast() {
-            return self.drop(DropReason::NotForUs);
-        }
-        match ethertype {
-            EthernetProtocol::Ipv4 => self.ipv4(buf, head, end, now),
-            EthernetProtocol::Arp => self.arp(buf, head, end, now),
-            _ => self.drop(DropReason::Unsupported),
-        }
+        let class = self.classify(buf, head, len);
+        self.act(buf, head, len, class, now)
     }
 
     /// [`process`](Self::process) for a burst, writing one verdict per frame into `verdicts`
-    /// (which must be at least as long). Flow-table buckets of up to [`BURST`] frames are
-    /// prefetched before any is looked up, so their cache misses overlap.
+    /// (which must be at least as long). Up to [`BURST`] frames are classified (parsed, checked,
+    /// matched to a VIP and their flow hashed) and their flow-table buckets prefetched before any
+    /// is looked up, so the cache misses overlap; each frame is parsed and hashed once.
     pub fn process_burst(
         &mut self,
         frames: &mut [RxFrame<'_>],
         verdicts: &mut [Verdict],
         now: Instant,
     ) {
+        let mut classes = [Class::Local; BURST];
         for (chunk, out) in frames.chunks_mut(BURST).zip(verdicts.chunks_mut(BURST)) {
-            for f in chunk.iter() {
-                if let Some(key) = peek_key(f.buf, f.head, f.len) {
-                    self.flows.prefetch(self.flows.hash(key));
+            // Classifying reads only the frame and the config, never flow or neighbour state, so
+            // doing it ahead for the whole chunk decides nothing differently.
+            for (f, c) in chunk.iter().zip(classes.iter_mut()) {
+                *c = self.classify(f.buf, f.head, f.len);
+                if let Class::Flow(p) = c {
+                    self.flows.prefetch(p.hash);
                 }
             }
-            for (f, v) in chunk.iter_mut().zip(out.iter_mut()) {
-                *v = self.process(f.buf, f.head, f.len, now);
+            for ((f, v), &c) in chunk.iter_mut().zip(out.iter_mut()).zip(classes.iter()) {
+                *v = self.act(f.buf, f.head, f.len, c, now);
             }
         }
     }
 
-    fn ipv4(&mut self, buf: &mut [u8], head: usize, end: usize, now: Instant) -> Verdict {
+    /// Everything that can be known about a frame from its bytes and the config alone: the
+    /// first half of [`process`](Self::process), split off so that the burst path can do it
+    /// (and hash the flow) while prefetching.
+    #[inline(always)]
+    fn classify(&self, buf: &[u8], head: usize, len: usize) -> Class {
+        let Some(end) = head.checked_add(len).filter(|&e| e <= buf.len()) else {
+            return Class::Drop(DropReason::Malformed);
+        };
+        if len < ETH_LEN {
+            return Class::Drop(DropReason::Malformed);
+        }
+        let (dst, ethertype) = {
+            let eth = EthernetFrame::new_unchecked(&buf[head..end]);
+            (eth.dst_addr(), eth.ethertype())
+        };
+        if dst.0 != self.mac && !dst.is_broadcast() && !dst.is_multicast() {
+            return Class::Drop(DropReason::NotForUs);
+        }
+        match ethertype {
+            EthernetProtocol::Ipv4 => self.classify_ipv4(buf, head, end),
+            EthernetProtocol::Arp => Class::Arp,
+            _ => Class::Drop(DropReason::Unsupported),
+        }
+    }
+
+    #[inline(always)]
+    fn classify_ipv4(&self, buf: &[u8], head: usize, end: usize) -> Class {
         let l3 = head + ETH_LEN;
         let parsed = {
             match Ipv4Packet::new_checked(&buf[l3..end]) {
@@ -656,17 +701,16 @@ impl Forwarder {
             }
         };
         let Some((ip, ttl, more_frags, frag_offset, ident)) = parsed else {
-            return self.drop(DropReason::Malformed);
+            return Class::Drop(DropReason::Malformed);
         };
         if ip.dst == u32::from(self.own) {
-            self.counters.local += 1;
-            return Verdict::Local;
+            return Class::Local;
         }
         if ip.proto != 6 && ip.proto != 17 {
-            return self.drop(DropReason::NotVip);
+            return Class::Drop(DropReason::NotVip);
         }
         if frag_offset != 0 {
-            return self.later_fragment(buf, head, end, ip, ttl, ident, now);
+            return Class::LaterFragment { ip, ttl, ident };
         }
         let l4 = &buf[l3 + ip.ihl..l3 + ip.total];
         // (source port, destination port, SYN, ACK, FIN or RST)
@@ -692,16 +736,75 @@ impl Forwarder {
                 .map(|u| (u.src_port(), u.dst_port(), false, false, false))
         };
         let Some((sport, dport, syn, ack, fin)) = ports else {
-            return self.drop(DropReason::Malformed);
+            return Class::Drop(DropReason::Malformed);
         };
         let Some(vip) = self.index.lookup(ip.dst, dport, ip.proto) else {
-            return self.drop(DropReason::NotVip);
+            return Class::Drop(DropReason::NotVip);
         };
         if ttl <= 1 {
-            return self.drop(DropReason::Ttl);
+            return Class::Drop(DropReason::Ttl);
         }
         let key = FlowKey::five_tuple(ip.src, ip.dst, sport, dport, ip.proto);
-        let hash = self.flows.hash(key);
+        Class::Flow(FlowPacket {
+            ip,
+            more_frags,
+            ident,
+            syn,
+            ack,
+            fin,
+            vip,
+            key,
+            hash: self.flows.hash(key),
+        })
+    }
+
+    /// The second half of [`process`](Self::process): act on a frame classified as `class`.
+    #[inline(always)]
+    fn act(
+        &mut self,
+        buf: &mut [u8],
+        head: usize,
+        len: usize,
+        class: Class,
+        now: Instant,
+    ) -> Verdict {
+        // `classify` returned a class other than `Drop` only for `head + len <= buf.len()`.
+        let end = head.wrapping_add(len);
+        match class {
+            Class::Flow(p) => self.flow_packet(buf, head, end, p, now),
+            Class::Drop(reason) => self.drop(reason),
+            Class::Local => {
+                self.counters.local += 1;
+                Verdict::Local
+            }
+            Class::Arp => self.arp(buf, head, end, now),
+            Class::LaterFragment { ip, ttl, ident } => {
+                self.later_fragment(buf, head, end, ip, ttl, ident, now)
+            }
+        }
+    }
+
+    /// A TCP or UDP packet (or first fragment) to a VIP: find or make its flow, and forward.
+    #[inline(always)]
+    fn flow_packet(
+        &mut self,
+        buf: &mut [u8],
+        head: usize,
+        end: usize,
+        p: FlowPacket,
+        now: Instant,
+    ) -> Verdict {
+        let FlowPacket {
+            ip,
+            more_frags,
+            ident,
+            syn,
+            ack,
+            fin,
+            vip,
+            key,
+            hash,
+        } = p;
         let now_s = now.secs32();
         let slot = self.flows.find(hash, key);
         let backend = if let Some(fs) = slot.filter(|&fs| {
@@ -1206,31 +1309,6 @@ fn arp_request(frame: &mut [u8; 60], mac: [u8; 6], own: Ipv4Addr, target: Ipv4Ad
     p.set_source_protocol_addr(&own.octets());
     p.set_target_hardware_addr(&[0; 6]);
     p.set_target_protocol_addr(&target.octets());
-}
-
-/// The flow key of a frame if it is an unfragmented-or-first-fragment TCP/UDP IPv4 packet, for
-/// prefetching only (no checksum check; `process` does the real parsing).
-#[inline(always)]
-fn peek_key(buf: &[u8], head: usize, len: usize) -> Option<FlowKey> {
-    let frame = buf.get(head..head.checked_add(len)?)?;
-    let eth = EthernetFrame::new_checked(frame).ok()?;
-    if eth.ethertype() != EthernetProtocol::Ipv4 {
-        return None;
-    }
-    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-    let proto = u8::from(ip.next_header());
-    if ip.frag_offset() != 0 || (proto != 6 && proto != 17) {
-        return None;
-    }
-    let l4 = ip.payload();
-    let ports = l4.get(..4)?;
-    Some(FlowKey::five_tuple(
-        u32::from(ip.src_addr()),
-        u32::from(ip.dst_addr()),
-        u16::from_be_bytes([ports[0], ports[1]]),
-        u16::from_be_bytes([ports[2], ports[3]]),
-        proto,
-    ))
 }
 
 #[cfg(test)]
