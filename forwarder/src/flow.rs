@@ -273,7 +273,12 @@ impl FlowTable {
     /// burst before looking anything up, so the misses overlap).
     #[inline(always)]
     pub fn prefetch(&self, hash: u64) {
-        let b = &self.buckets[self.bucket_of(hash)];
+        self.prefetch_bucket(self.bucket_of(hash));
+    }
+
+    #[inline(always)]
+    fn prefetch_bucket(&self, b: usize) {
+        let b = &self.buckets[b];
         // A real prefetch instruction retires at once, so a whole burst's misses overlap. It is
         // a safe (unstable) hint on the pinned nightly; without the `prefetch` feature a plain
         // load whose value is kept alive stands in (weaker: it holds up retirement).
@@ -368,19 +373,29 @@ impl FlowTable {
         if best.1 .0 == 1 {
             return (best.0, Displaced::Expired(old));
         }
+        // Each of the eight lives in one of its two buckets; find the other one, and start
+        // fetching all eight at once (in a large table each is a cache miss of its own).
+        let mut moves = [(0usize, 0usize); 2 * WAYS];
+        for (i, m) in moves.iter_mut().enumerate() {
+            let b = if i < WAYS { b1 } else { b2 };
+            let e = self.buckets[b].0[i % WAYS];
+            let h = self.hash(FlowKey {
+                addrs: e.addrs,
+                rest: e.rest,
+            });
+            let primary = self.bucket_of(h);
+            let other = if primary == b {
+                self.alt_bucket_of(h)
+            } else {
+                primary
+            };
+            self.prefetch_bucket(other);
+            *m = (primary, other);
+        }
         for b in [b1, b2] {
             for w in 0..WAYS {
                 let e = self.buckets[b].0[w];
-                let h = self.hash(FlowKey {
-                    addrs: e.addrs,
-                    rest: e.rest,
-                });
-                let primary = self.bucket_of(h);
-                let other = if primary == b {
-                    self.alt_bucket_of(h)
-                } else {
-                    primary
-                };
+                let (primary, other) = moves[if b == b1 { w } else { WAYS + w }];
                 if other == b {
                     continue;
                 }
