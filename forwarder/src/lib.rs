@@ -17,6 +17,7 @@ extern crate alloc;
 pub mod config;
 pub mod flow;
 pub mod forwarder;
+pub mod mgmt;
 pub mod neigh;
 pub mod sched;
 pub mod stats;

@@ -11,7 +11,10 @@ extern crate alloc;
 mod clock;
 mod hal;
 mod memory;
+mod fetch;
+mod health;
 mod net;
+mod server;
 mod serial;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};

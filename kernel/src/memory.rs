@@ -50,11 +50,11 @@ pub struct MemoryInfo {
 #[derive(Debug)]
 pub enum MemoryError {
     /// The bootloader did not map physical memory (the kernel's boot config asks it to).
-    NoPhysicalMapping,
+    PhysicalMemoryUnmapped,
     /// No usable region in the memory map.
-    NoUsableMemory,
+    UsableMemoryMissing,
     /// No free top-level page-table slot for device mappings.
-    NoVirtualSpace,
+    VirtualSpaceExhausted,
 }
 
 /// Build the heap on the largest usable region and prepare device mappings.
@@ -62,7 +62,7 @@ pub fn init(
     physical_memory_offset: Option<u64>,
     regions: &MemoryRegions,
 ) -> Result<MemoryInfo, MemoryError> {
-    let offset = physical_memory_offset.ok_or(MemoryError::NoPhysicalMapping)?;
+    let offset = physical_memory_offset.ok_or(MemoryError::PhysicalMemoryUnmapped)?;
     PHYS_OFFSET.store(offset, Ordering::Relaxed);
     let usable = regions
         .iter()
@@ -73,7 +73,7 @@ pub fn init(
         .iter()
         .filter(|r| r.kind == MemoryRegionKind::Usable)
         .max_by_key(|r| r.end - r.start)
-        .ok_or(MemoryError::NoUsableMemory)?;
+        .ok_or(MemoryError::UsableMemoryMissing)?;
     let start = offset + largest.start;
     let size = largest.end - largest.start;
     // Safety: the region is usable RAM according to the bootloader's memory map, nothing else
@@ -90,7 +90,7 @@ pub fn init(
     // A free upper-half slot (index 256..512) gives 512 GiB of virtual space for devices.
     let slot = (256..512)
         .find(|&i| table[i].is_unused())
-        .ok_or(MemoryError::NoVirtualSpace)?;
+        .ok_or(MemoryError::VirtualSpaceExhausted)?;
     let base = 0xffff_0000_0000_0000u64 | ((slot as u64) << 39);
     // Safety: the complete physical memory is mapped at `offset`, as `OffsetPageTable` requires.
     let mapper = unsafe { OffsetPageTable::new(table, VirtAddr::new(offset)) };

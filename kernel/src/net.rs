@@ -1,29 +1,51 @@
-//! The data NIC and the poll loop: receive a burst, let the forwarder decide, transmit a burst.
+//! The data NIC and the poll loop: receive a burst, let the forwarder decide, transmit a burst;
+//! between bursts, the balancer's own traffic (management API, health checks, config fetch).
 //!
 //! Who answers what on the wire:
 //! - **ARP belongs to the forwarder.** It answers requests for the balancer's address and every
 //!   VIP, resolves backends and the gateway, and hands ARP replies to smoltcp as well, so the
 //!   local stack (which only resolves for its own sockets) learns its neighbours from them.
-//! - **Everything addressed to the balancer itself** (ICMP echo, later management and health
-//!   checks) goes to a smoltcp `Interface` through [`LocalDevice`]. That path is rare, so it
-//!   copies frames in and out of small queues instead of lending pool buffers to smoltcp.
+//!   smoltcp must also learn who asked for *our* address, or its first answer to a new peer
+//!   waits for an ARP round trip of its own (and a SYN-ACK or echo reply is lost to it). So an
+//!   ARP request for the balancer's address is copied to smoltcp before the forwarder turns it
+//!   into its reply; smoltcp fills its neighbour cache from it and writes a reply of its own,
+//!   which [`is_arp_reply`] drops on the way out: one reply per request, the forwarder's.
+//!   The kernel sends gratuitous ARP for the balancer's address and every VIP at start and
+//!   whenever the set of addresses changes.
+//! - **Everything addressed to the balancer itself** (ICMP echo, the management API, health
+//!   checks' and the fetch's answers) goes to a smoltcp `Interface` through [`LocalDevice`]. That
+//!   path is rare, so it copies frames in and out of small queues instead of lending pool buffers
+//!   to smoltcp. TCP to the management port from a source outside `[management] allow` is dropped
+//!   before smoltcp sees it (counted as `mgmt_denied`): such a client gets no answer at all.
 //! - VIP traffic never leaves the fast path: it is rewritten in the buffer it arrived in and
 //!   transmitted from that same buffer.
+//!
+//! A new config (pushed with `PUT /config`, or fetched at boot) is applied between two bursts;
+//! the management port, allow list, health checks and the interface address follow it.
 
 use crate::clock;
+use crate::fetch::{Fetch, Outcome};
 use crate::hal::KernelHal;
+use crate::health::Checker;
 use crate::memory;
+use crate::server::Server;
 use alloc::collections::VecDeque;
+use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::net::Ipv4Addr;
 use drivers::pci::{PciFunction, PortConfigSpace};
 use drivers::{ixgbe, Burst, Ixgbe, IxgbeConfig, MmioRegisters, Nic, PacketPool, VirtioNet, BUF_SIZE, HEADROOM};
-use forwarder::config::Config;
-use forwarder::{Forwarder, Instant, Verdict};
+use forwarder::config::{Config, Prefix};
+use forwarder::mgmt::{self, Endpoint, Request, Response, Snapshot};
+use forwarder::{DropReason, Forwarder, Instant, Verdict};
 use log::{info, warn};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, HardwareAddress, IpCidr, IpProtocol, Ipv4Packet, TcpPacket,
+};
 
 /// Bytes of packet buffers (2 KiB each) given to the NIC.
 const POOL_BYTES: usize = 8 << 20;
@@ -182,7 +204,6 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
         (fwd.flow_capacity() * 32) >> 20
     );
 
-    let own = config.interface.address;
     let mut device = LocalDevice {
         rx: VecDeque::new(),
         tx: VecDeque::new(),
@@ -191,27 +212,33 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
     let mut iface_config = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     iface_config.random_seed = clock::rdtsc();
     let mut iface = Interface::new(iface_config, &mut device, smoltcp_now());
-    iface.update_ip_addrs(|addrs| {
-        let _ = addrs.push(IpCidr::new(own.address.into(), own.len));
-    });
-    if let Some(gw) = config.interface.gateway {
-        let _ = iface.routes_mut().add_default_ipv4_route(Ipv4Address::from(gw));
-    }
+    set_interface(&mut iface, config);
     let mut sockets = SocketSet::new(vec![]);
+    let mut ctl = Control::new(config, &mut fwd, &mut sockets, now_ms());
 
     let mut stats = StatsLog::default();
     let mut rx = Burst::new();
     let mut tx = Burst::new();
+    for addr in announced(config) {
+        send_copy(&mut nic, &mut tx, &garp(mac, addr));
+    }
     info!(
-        "ready: forwarding as {} ({} VIPs)",
-        own,
-        config.vips.len()
+        "ready: forwarding as {} ({} VIPs){}",
+        config.interface.address,
+        config.vips.len(),
+        match &config.management {
+            Some(m) => alloc::format!(", management on port {}", m.port),
+            None => String::new(),
+        }
     );
     loop {
         let now = now();
         nic.rx_burst(&mut rx);
         while let Some(mut pkt) = rx.pop_front() {
             let (head, len) = (pkt.head(), pkt.len());
+            if is_arp_request_for(nic.pool().frame(&pkt), ctl.own) && device.rx.len() < LOCAL_QUEUE {
+                device.rx.push_back(nic.pool().frame(&pkt).to_vec());
+            }
             let verdict = fwd.process(nic.pool_mut().buffer_mut(&pkt), head, len, now);
             match verdict {
                 Verdict::Forward { head, len } | Verdict::Reply { head, len } => {
@@ -227,8 +254,11 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
                     }
                 }
                 Verdict::Local => {
-                    if device.rx.len() < LOCAL_QUEUE {
-                        device.rx.push_back(nic.pool().frame(&pkt).to_vec());
+                    let frame = nic.pool().frame(&pkt);
+                    if ctl.denied(frame) {
+                        ctl.mgmt_denied += 1;
+                    } else if device.rx.len() < LOCAL_QUEUE {
+                        device.rx.push_back(frame.to_vec());
                     }
                     nic.recycle(pkt);
                 }
@@ -239,8 +269,22 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
         if !device.rx.is_empty() || iface.poll_delay(smoltcp_now(), &sockets).is_some_and(|d| d.total_millis() == 0) {
             iface.poll(smoltcp_now(), &mut device, &mut sockets);
         }
+        let counts = NicCounts {
+            rx: nic.stats().rx_packets,
+            tx: nic.stats().tx_packets,
+        };
+        let (touched, announce) = ctl.poll(now, &mut fwd, &mut iface, &mut sockets, counts);
+        if touched {
+            iface.poll(smoltcp_now(), &mut device, &mut sockets);
+        }
+        for addr in announce {
+            send_copy(&mut nic, &mut tx, &garp(mac, addr));
+        }
         while let Some(frame) = device.tx.pop_front() {
-            send_copy(&mut nic, &mut tx, &frame);
+            // The forwarder answers ARP requests; smoltcp's own replies are redundant.
+            if !is_arp_reply(&frame) {
+                send_copy(&mut nic, &mut tx, &frame);
+            }
         }
         stats.maybe_log(now, &fwd, &nic);
         if !tx.is_empty() {
@@ -258,6 +302,304 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
 
 fn smoltcp_now() -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros(clock::micros_since_boot() as i64)
+}
+
+fn now_ms() -> u64 {
+    clock::micros_since_boot() / 1000
+}
+
+/// Give smoltcp the config's interface address and default route.
+fn set_interface(iface: &mut Interface, config: &Config) {
+    let own = config.interface.address;
+    iface.update_ip_addrs(|addrs| {
+        addrs.clear();
+        let _ = addrs.push(IpCidr::new(own.address.into(), own.len));
+    });
+    iface.routes_mut().remove_default_ipv4_route();
+    if let Some(gw) = config.interface.gateway {
+        let _ = iface.routes_mut().add_default_ipv4_route(gw);
+    }
+}
+
+/// The addresses the balancer answers ARP for: its own, then every VIP's (sorted, unique).
+fn announced(config: &Config) -> Vec<Ipv4Addr> {
+    let mut vips: Vec<Ipv4Addr> = config.vips.iter().map(|v| v.address).collect();
+    vips.sort_unstable();
+    vips.dedup();
+    let mut all = vec![config.interface.address.address];
+    all.extend(vips.into_iter().filter(|a| *a != config.interface.address.address));
+    all
+}
+
+/// A gratuitous ARP for `addr`: a broadcast request with sender = target = `addr`.
+fn garp(mac: [u8; 6], addr: Ipv4Addr) -> [u8; 60] {
+    let mut frame = [0u8; 60];
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(mac),
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    };
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: EthernetAddress(mac),
+        source_protocol_addr: addr,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: addr,
+    };
+    let mut f = EthernetFrame::new_unchecked(&mut frame[..]);
+    eth.emit(&mut f);
+    arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
+    frame
+}
+
+/// An ARP request whose target is `own`.
+fn is_arp_request_for(frame: &[u8], own: Ipv4Addr) -> bool {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    if eth.ethertype() != EthernetProtocol::Arp {
+        return false;
+    }
+    ArpPacket::new_checked(eth.payload()).is_ok_and(|a| {
+        a.operation() == ArpOperation::Request && a.target_protocol_addr() == own.octets()
+    })
+}
+
+/// An ARP reply (smoltcp's, on its way out).
+fn is_arp_reply(frame: &[u8]) -> bool {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    eth.ethertype() == EthernetProtocol::Arp
+        && ArpPacket::new_checked(eth.payload()).is_ok_and(|a| a.operation() == ArpOperation::Reply)
+}
+
+/// Whether `frame` (already classified as the balancer's own) is TCP to the management port
+/// from a source outside the allow list.
+fn mgmt_denied(frame: &[u8], port: u16, allow: &[Prefix]) -> bool {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return false;
+    }
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+        return false;
+    };
+    if ip.next_header() != IpProtocol::Tcp {
+        return false;
+    }
+    // A later fragment has no ports; the forwarder's own traffic is never fragmented, so a
+    // fragment to us from outside the allow list is dropped too.
+    let src = ip.src_addr();
+    if allow.iter().any(|p| p.contains(src)) {
+        return false;
+    }
+    if ip.frag_offset() != 0 {
+        return true;
+    }
+    TcpPacket::new_checked(ip.payload()).is_ok_and(|t| t.dst_port() == port)
+}
+
+/// NIC frame counts for metrics.
+#[derive(Clone, Copy)]
+struct NicCounts {
+    rx: u64,
+    tx: u64,
+}
+
+/// Local ports for the balancer's own connections: 49152..=65535 in turn, skipping the
+/// management port.
+pub struct Ports {
+    next: u16,
+    avoid: u16,
+}
+
+impl Ports {
+    /// The next port to connect from.
+    pub fn next(&mut self) -> u16 {
+        loop {
+            let p = self.next;
+            self.next = if p == u16::MAX { 49152 } else { p + 1 };
+            if p != self.avoid {
+                return p;
+            }
+        }
+    }
+}
+
+/// The balancer's own side: the running config, the management server, health checks, the
+/// boot-time fetch, and the kernel's own counters.
+struct Control {
+    config: Config,
+    own: Ipv4Addr,
+    server: Server,
+    health: Checker,
+    fetch: Option<Fetch>,
+    ports: Ports,
+    mgmt_denied: u64,
+    booted_ms: u64,
+}
+
+impl Control {
+    fn new(config: &Config, fwd: &mut Forwarder, sockets: &mut SocketSet<'static>, now_ms: u64) -> Control {
+        let port = config.management.as_ref().map(|m| m.port);
+        let mut health = Checker::default();
+        health.configure(config, fwd, sockets, now_ms);
+        let fetch = match config.management.as_ref().and_then(|m| m.fetch.as_deref()) {
+            Some(url) => match Fetch::new(url, sockets, now_ms) {
+                Ok(f) => {
+                    info!("fetch: getting a signed config from {url}; forwarding with the baked v{} meanwhile", config.version);
+                    Some(f)
+                }
+                Err(e) => {
+                    warn!("fetch: keeping the baked config v{}: {e}", config.version);
+                    None
+                }
+            },
+            None => None,
+        };
+        Control {
+            config: config.clone(),
+            own: config.interface.address.address,
+            server: Server::new(sockets, port),
+            health,
+            fetch,
+            ports: Ports {
+                next: 49152 + (clock::rdtsc() % 16384) as u16,
+                avoid: port.unwrap_or(0),
+            },
+            mgmt_denied: 0,
+            booted_ms: 0,
+        }
+    }
+
+    /// Whether a frame for the balancer must not reach smoltcp (management from outside `allow`).
+    fn denied(&self, frame: &[u8]) -> bool {
+        match &self.config.management {
+            Some(m) => mgmt_denied(frame, m.port, &m.allow),
+            None => false,
+        }
+    }
+
+    /// Serve the management API, run health checks and the fetch, apply a new config. Returns
+    /// whether smoltcp has something to send, and addresses to announce with gratuitous ARP.
+    fn poll(
+        &mut self,
+        now: Instant,
+        fwd: &mut Forwarder,
+        iface: &mut Interface,
+        sockets: &mut SocketSet<'static>,
+        nic: NicCounts,
+    ) -> (bool, Vec<Ipv4Addr>) {
+        let ms = now.millis();
+        let mut touched = self.health.poll(ms, iface, sockets, &mut self.ports, fwd);
+
+        let mut accepted: Option<Config> = None;
+        {
+            let (config, health, denied, booted) = (&self.config, &self.health, self.mgmt_denied, self.booted_ms);
+            let fwd_ref: &Forwarder = fwd;
+            let mut handler = |request: Request| -> Response {
+                match mgmt::route(&request.method, &request.path) {
+                    Err(r) => r,
+                    Ok(Endpoint::Config) => {
+                        let running = accepted.as_ref().unwrap_or(config);
+                        let pubkey = running.management.as_ref().and_then(|m| m.pubkey.as_ref());
+                        match mgmt::check_signed_config(&request.body, pubkey, running.version) {
+                            Ok(new) => {
+                                let body = alloc::format!("applied config v{}\n", new.version);
+                                accepted = Some(new);
+                                Response::text(200, body)
+                            }
+                            Err(r) => {
+                                info!(
+                                    "config: refused a push ({}: {})",
+                                    r.status,
+                                    core::str::from_utf8(&r.body).unwrap_or("").trim_end()
+                                );
+                                r
+                            }
+                        }
+                    }
+                    Ok(endpoint) => {
+                        let vips = fwd_ref.stats();
+                        let counters = fwd_ref.counters();
+                        let mut drops: Vec<(&str, u64)> = DropReason::ALL
+                            .iter()
+                            .map(|r| (r.name(), counters.drop_count(*r)))
+                            .collect();
+                        drops.push(("mgmt_denied", denied));
+                        let transitions = health.transitions();
+                        let snapshot = Snapshot {
+                            config,
+                            uptime_ms: ms.saturating_sub(booted),
+                            flows_capacity: fwd_ref.flow_capacity() as u64,
+                            drops: &drops,
+                            vips: &vips,
+                            transitions: &transitions,
+                            nic_rx_packets: nic.rx,
+                            nic_tx_packets: nic.tx,
+                        };
+                        if endpoint == Endpoint::Metrics {
+                            Response::with(200, mgmt::PROMETHEUS, mgmt::render_metrics(&snapshot))
+                        } else {
+                            Response::with(200, "application/json", mgmt::render_status(&snapshot))
+                        }
+                    }
+                }
+            };
+            touched |= self.server.poll(sockets, ms, &mut handler);
+        }
+
+        if let Some(fetch) = &mut self.fetch {
+            let (outcome, t) = fetch.poll(ms, iface, sockets, &mut self.ports);
+            touched |= t;
+            if let Some(outcome) = outcome {
+                if let Some(f) = self.fetch.take() {
+                    f.release(sockets);
+                }
+                let baked = self.config.version;
+                match outcome {
+                    Outcome::Failed(why) => warn!("fetch: keeping the baked config v{baked}: {why}"),
+                    Outcome::Blob(blob) => {
+                        let pubkey = self.config.management.as_ref().and_then(|m| m.pubkey.as_ref());
+                        match mgmt::check_signed_config(&blob, pubkey, fwd.config_version()) {
+                            Ok(new) => {
+                                info!("fetch: got config v{}", new.version);
+                                accepted = Some(new);
+                            }
+                            Err(r) => warn!(
+                                "fetch: keeping the baked config v{baked}: {}",
+                                core::str::from_utf8(&r.body).unwrap_or("refused").trim_end()
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+
+        let mut announce = Vec::new();
+        if let Some(new) = accepted {
+            let before = announced(&self.config);
+            fwd.apply_config(&new, now);
+            info!("config applied: {}", new.summary());
+            if new.interface != self.config.interface {
+                set_interface(iface, &new);
+            }
+            let port = new.management.as_ref().map(|m| m.port);
+            self.server.set_port(port);
+            self.ports.avoid = port.unwrap_or(0);
+            self.own = new.interface.address.address;
+            self.health.configure(&new, fwd, sockets, ms);
+            let after = announced(&new);
+            if after != before {
+                announce = after;
+            }
+            self.config = new;
+            touched = true;
+        }
+        (touched, announce)
+    }
 }
 
 /// Copy a frame made elsewhere (ARP request, local stack reply) into a pool buffer and queue it.
