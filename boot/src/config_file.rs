@@ -366,7 +366,7 @@ weight = 0
     #[test]
     fn duplicate_names() {
         assert!(refused(|t| t.replace("\"be2\"", "\"be1\"")).contains("name is used by another backend"));
-        let twice = format!("{EXAMPLE}\n{}", &EXAMPLE[EXAMPLE.find("[[vip]]").unwrap()..].replace("port = 80\nprotocol", "port = 81\nprotocol"));
+        let twice = format!("{EXAMPLE}\n{}", EXAMPLE[EXAMPLE.find("[[vip]]").unwrap()..].replace("port = 80\nprotocol", "port = 81\nprotocol"));
         assert!(parse(&twice).unwrap_err().to_string().contains("VIP names must be unique"));
     }
 

@@ -1,6 +1,10 @@
 //! The library behind the `sidestep` host tool: reading config files, building images, running
-//! them under QEMU. The end-to-end tests use it too, so they boot images exactly as operators do.
+//! them under QEMU, signing configs and talking to a running image's management API. The
+//! end-to-end tests use it too, so they boot, push to and read images exactly as operators do.
 
+pub mod client;
 pub mod config_file;
 pub mod image;
 pub mod qemu;
+pub mod signing;
+pub mod status;

@@ -1,8 +1,11 @@
 //! `sidestep`: the host tool that checks configs, builds images and boots them.
 
 use boot::qemu::{Firmware, Net, RunOptions};
-use boot::{config_file, image, qemu};
-use std::path::PathBuf;
+use boot::signing::{self, SigningKey};
+use boot::status::{self, Status};
+use boot::{client, config_file, image, qemu};
+use forwarder::config::Config;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const USAGE: &str = "\
@@ -21,6 +24,16 @@ usage:
         --memory MIB       guest memory (default 256)
   sidestep backend-setup --vip ADDR --mode dsr-l2|dsr-l3 [--local ADDR]
                                            print what a Linux backend needs
+  sidestep keygen --out FILE [--force]     new signing key: private key to FILE (mode 0600),
+                                           public key (for [management] pubkey) printed last
+  sidestep sign --key FILE [--out OUT] CONFIG
+                                           check CONFIG and write its signed blob to OUT
+                                           (default: CONFIG with the extension .signed)
+  sidestep push --key FILE --to HOST:PORT CONFIG
+                                           sign CONFIG and PUT it to a running image
+                                           (CONFIG may be a .signed file; then --key is optional)
+  sidestep stats --from HOST:PORT [--json] [--watch SECS]
+                                           a running image's VIPs, backends and counters
 ";
 
 fn main() -> ExitCode {
@@ -30,6 +43,10 @@ fn main() -> ExitCode {
         Some("build") => build(&args[1..]),
         Some("run") => run(&args[1..]),
         Some("backend-setup") => backend_setup(&args[1..]),
+        Some("keygen") => keygen(&args[1..]),
+        Some("sign") => sign(&args[1..]),
+        Some("push") => push(&args[1..]),
+        Some("stats") => stats(&args[1..]),
         Some("help") | Some("--help") | Some("-h") => {
             print!("{USAGE}");
             Ok(())
@@ -54,7 +71,11 @@ struct Flags {
 }
 
 fn parse_flags(args: &[String], switches: &[&str]) -> Result<Flags, String> {
-    let mut flags = Flags { pairs: vec![], switches: vec![], words: vec![] };
+    let mut flags = Flags {
+        pairs: vec![],
+        switches: vec![],
+        words: vec![],
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if let Some(name) = a.strip_prefix("--") {
@@ -73,7 +94,11 @@ fn parse_flags(args: &[String], switches: &[&str]) -> Result<Flags, String> {
 
 impl Flags {
     fn get(&self, name: &str) -> Option<&str> {
-        self.pairs.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
     fn has(&self, name: &str) -> bool {
         self.switches.iter().any(|s| s == name)
@@ -88,12 +113,17 @@ impl Flags {
     }
 }
 
+/// Read and validate a config file, naming the file in errors.
+fn read_config(file: &str) -> Result<Config, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?;
+    config_file::parse(&text).map_err(|e| format!("{file}: {e}"))
+}
+
 fn check(args: &[String]) -> Result<(), String> {
     let [file] = args else {
         return Err(format!("check takes one FILE\n\n{USAGE}"));
     };
-    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?;
-    let config = config_file::parse(&text).map_err(|e| format!("{file}: {e}"))?;
+    let config = read_config(file)?;
     println!("{file}: ok");
     println!("{}", config.summary());
     Ok(())
@@ -113,12 +143,20 @@ fn build(args: &[String]) -> Result<(), String> {
 fn run(args: &[String]) -> Result<(), String> {
     let flags = parse_flags(args, &["uefi"])?;
     flags.only(&["config", "image", "out", "accel", "tap", "mac", "memory"])?;
-    let firmware = if flags.has("uefi") { Firmware::Uefi } else { Firmware::Bios };
+    let firmware = if flags.has("uefi") {
+        Firmware::Uefi
+    } else {
+        Firmware::Bios
+    };
     let image = match (flags.get("config"), flags.get("image")) {
         (Some(config), None) => {
             let out = flags.get("out").unwrap_or("out");
             let images = image::build(config.as_ref(), out.as_ref())?;
-            if firmware == Firmware::Uefi { images.uefi } else { images.bios }
+            if firmware == Firmware::Uefi {
+                images.uefi
+            } else {
+                images.bios
+            }
         }
         (None, Some(image)) => PathBuf::from(image),
         _ => return Err("run needs exactly one of --config FILE or --image FILE".into()),
@@ -129,7 +167,9 @@ fn run(args: &[String]) -> Result<(), String> {
         .or_else(|| std::env::var("SIDESTEP_ACCEL").ok())
         .unwrap_or_else(|| "auto".into());
     let memory_mib = match flags.get("memory") {
-        Some(m) => m.parse().map_err(|_| format!("--memory {m} is not a number of MiB"))?,
+        Some(m) => m
+            .parse()
+            .map_err(|_| format!("--memory {m} is not a number of MiB"))?,
         None => 256,
     };
     let opts = RunOptions {
@@ -137,14 +177,22 @@ fn run(args: &[String]) -> Result<(), String> {
         firmware,
         accel,
         memory_mib,
-        net: flags.get("tap").map_or(Net::Isolated, |t| Net::Tap(t.to_string())),
+        net: flags
+            .get("tap")
+            .map_or(Net::Isolated, |t| Net::Tap(t.to_string())),
         mac: flags.get("mac").map(str::to_string),
         serial_file: None,
         ovmf_vars: None,
     };
     let mut cmd = qemu::qemu_command(&opts)?;
-    eprintln!("sidestep: booting {} under QEMU ({}); Ctrl-C ends it", opts.image.display(), qemu::resolve_accel(&opts.accel));
-    let status = cmd.status().map_err(|e| format!("cannot start qemu-system-x86_64 (install qemu-system-x86): {e}"))?;
+    eprintln!(
+        "sidestep: booting {} under QEMU ({}); Ctrl-C ends it",
+        opts.image.display(),
+        qemu::resolve_accel(&opts.accel)
+    );
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot start qemu-system-x86_64 (install qemu-system-x86): {e}"))?;
     if status.success() {
         Ok(())
     } else {
@@ -160,7 +208,9 @@ fn backend_setup(args: &[String]) -> Result<(), String> {
         .ok_or("backend-setup needs --vip ADDR")?
         .parse()
         .map_err(|_| "--vip is not an IPv4 address".to_string())?;
-    let mode = flags.get("mode").ok_or("backend-setup needs --mode dsr-l2|dsr-l3")?;
+    let mode = flags
+        .get("mode")
+        .ok_or("backend-setup needs --mode dsr-l2|dsr-l3")?;
     let script = match mode {
         "dsr-l2" => backend_l2(vip),
         "dsr-l3" => backend_l3(vip, flags.get("local")),
@@ -168,6 +218,151 @@ fn backend_setup(args: &[String]) -> Result<(), String> {
     };
     print!("{script}");
     Ok(())
+}
+
+fn keygen(args: &[String]) -> Result<(), String> {
+    let flags = parse_flags(args, &["force"])?;
+    flags.only(&["out"])?;
+    if !flags.words.is_empty() {
+        return Err(format!(
+            "keygen takes no FILE argument; use --out FILE\n\n{USAGE}"
+        ));
+    }
+    let out = flags
+        .get("out")
+        .ok_or("keygen needs --out FILE (where the private key goes)")?;
+    let key = SigningKey::generate();
+    key.save(out.as_ref(), flags.has("force"))?;
+    println!("private key written to {out} (mode 0600): keep it secret, keep a backup");
+    println!("public key, for the config's [management] pubkey:");
+    println!("{}", key.public_base64());
+    Ok(())
+}
+
+/// The one positional CONFIG argument of `sign` and `push`.
+fn one_config<'a>(flags: &'a Flags, command: &str) -> Result<&'a str, String> {
+    match flags.words.as_slice() {
+        [config] => Ok(config),
+        [] => Err(format!("{command} needs a CONFIG file\n\n{USAGE}")),
+        _ => Err(format!(
+            "{command} takes one CONFIG file, not {}\n\n{USAGE}",
+            flags.words.join(" ")
+        )),
+    }
+}
+
+/// Check `file`, sign it with `key`, and warn (on stderr) if the result would lock the
+/// operator out. The config and its signed envelope.
+fn sign_file(file: &str, key: &SigningKey) -> Result<(Config, Vec<u8>), String> {
+    let config = read_config(file)?;
+    if let Some(warning) = signing::lockout_warning(&config, key) {
+        eprintln!("sidestep: warning: {warning}");
+    }
+    let signed = key.sign(&config);
+    Ok((config, signed))
+}
+
+fn sign(args: &[String]) -> Result<(), String> {
+    let flags = parse_flags(args, &[])?;
+    flags.only(&["key", "out"])?;
+    let file = one_config(&flags, "sign")?;
+    let key = SigningKey::load(flags.get("key").ok_or("sign needs --key FILE")?.as_ref())?;
+    let (config, signed) = sign_file(file, &key)?;
+    let out = flags
+        .get("out")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(file).with_extension("signed"));
+    std::fs::write(&out, &signed).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    println!(
+        "{}: config v{} signed ({} bytes)",
+        out.display(),
+        config.version,
+        signed.len()
+    );
+    Ok(())
+}
+
+fn push(args: &[String]) -> Result<(), String> {
+    let flags = parse_flags(args, &[])?;
+    flags.only(&["key", "to"])?;
+    let file = one_config(&flags, "push")?;
+    let to = flags
+        .get("to")
+        .ok_or("push needs --to HOST:PORT (the image's address and [management] port)")?;
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {file}: {e}"))?;
+    let (version, signed) = if signing::is_signed(&bytes) {
+        // Already signed: sent as it is; the key, if given, only checks it.
+        let config = signing::peek_signed(&bytes).map_err(|e| format!("{file}: {e}"))?;
+        if let Some(path) = flags.get("key") {
+            let key = SigningKey::load(path.as_ref())?;
+            forwarder::config::verify_signed(&bytes, &key.public())
+                .map_err(|e| format!("{file}: {e} (it was not signed with {path})"))?;
+        }
+        (config.version, bytes)
+    } else {
+        let key = SigningKey::load(
+            flags
+                .get("key")
+                .ok_or("push needs --key FILE to sign CONFIG")?
+                .as_ref(),
+        )?;
+        let (config, signed) = sign_file(file, &key)?;
+        (config.version, signed)
+    };
+    let response = client::push(to, &signed).map_err(|e| e.to_string())?;
+    println!("{} {}", response.status, response.reason);
+    if !response.body.trim().is_empty() {
+        println!("{}", response.body.trim_end());
+    }
+    match client::push_refusal(&response, Some(version)) {
+        None => Ok(()),
+        Some(why) => Err(why),
+    }
+}
+
+fn stats(args: &[String]) -> Result<(), String> {
+    let flags = parse_flags(args, &["json"])?;
+    flags.only(&["from", "watch"])?;
+    if !flags.words.is_empty() {
+        return Err(format!(
+            "stats takes no argument {}\n\n{USAGE}",
+            flags.words.join(" ")
+        ));
+    }
+    let from = flags
+        .get("from")
+        .ok_or("stats needs --from HOST:PORT (the image's address and [management] port)")?;
+    let watch = flags
+        .get("watch")
+        .map(|s| match s.parse::<f64>() {
+            Ok(secs) if secs > 0.0 && secs.is_finite() => {
+                Ok(std::time::Duration::from_secs_f64(secs))
+            }
+            _ => Err(format!("--watch {s} is not a positive number of seconds")),
+        })
+        .transpose()?;
+    let show = || -> Result<String, String> {
+        let json = client::status(from)?;
+        if flags.has("json") {
+            return Ok(format!("{}\n", json.trim_end()));
+        }
+        Ok(status::render(&Status::parse(&json)?))
+    };
+    let Some(every) = watch else {
+        print!("{}", show()?);
+        return Ok(());
+    };
+    // Until Ctrl-C: the default SIGINT action ends the process, which is all that is needed.
+    loop {
+        let page = show().unwrap_or_else(|e| format!("sidestep: {e}\n"));
+        use std::io::Write as _;
+        print!(
+            "\x1b[2J\x1b[H{from}, every {}s\n\n{page}",
+            every.as_secs_f64()
+        );
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(every);
+    }
 }
 
 fn backend_l2(vip: std::net::Ipv4Addr) -> String {
