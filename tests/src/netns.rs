@@ -470,9 +470,7 @@ impl DemoNet {
             .map_err(|e| Error(format!("cannot create {}: {e}", big.display())))?;
         file.write_all(&big_file_content())
             .map_err(|e| Error(format!("cannot write {}: {e}", big.display())))?;
-        let script = self.dir.join("server.py");
-        self.write_file(&script, SERVER_PY.as_bytes())?;
-        let script = script.to_string_lossy().into_owned();
+        self.write_file(&self.dir.join("server.py"), SERVER_PY.as_bytes())?;
 
         for be in [Host::Be1, Host::Be2, Host::Be3] {
             let root = self.dir.join(format!("www-{}", be.name()));
@@ -484,12 +482,7 @@ impl DemoNet {
             )?;
             std::os::unix::fs::symlink(&big, root.join("big.bin"))
                 .map_err(|e| Error(format!("cannot link the big file: {e}")))?;
-            let root = root.to_string_lossy().into_owned();
-            self.spawn(
-                be,
-                &format!("http-{}", be.name()),
-                &["python3", &script, be.name(), &root, "80", "8080"],
-            )?;
+            self.spawn_http(be)?;
         }
         for be in [Host::Be1, Host::Be2] {
             let udp_echo = self.bins.udp_echo.to_string_lossy().into_owned();
@@ -511,27 +504,181 @@ impl DemoNet {
         self.wait_for_log("ipip-decap", "ready", Duration::from_secs(10))?;
 
         for be in [Host::Be1, Host::Be2, Host::Be3] {
-            for port in [80, 8080] {
-                let url = format!("http://127.0.0.1:{port}/");
-                let deadline = Instant::now() + Duration::from_secs(20);
-                loop {
-                    let out = self.run(be, &["curl", "-sS", "--max-time", "2", &url])?;
-                    if out.success && out.stdout == format!("backend={}\n", be.name()) {
-                        break;
-                    }
-                    if Instant::now() > deadline {
-                        return err(format!(
-                            "the HTTP server on {} port {port} did not answer: {}\nserver log:\n{}",
-                            be.name(),
-                            out.stderr.trim(),
-                            self.log(&format!("http-{}", be.name()))
-                        ));
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
+            self.wait_http(be)?;
+        }
+        Ok(())
+    }
+
+    /// Starts `be`'s HTTP server (ports 80 and 8080, web root `www-NAME` of [`DemoNet::dir`])
+    /// as the process labelled `http-NAME`.
+    fn spawn_http(&self, be: Host) -> Result<u32> {
+        let script = self.dir.join("server.py").to_string_lossy().into_owned();
+        let root = self
+            .dir
+            .join(format!("www-{}", be.name()))
+            .to_string_lossy()
+            .into_owned();
+        self.spawn(
+            be,
+            &format!("http-{}", be.name()),
+            &["python3", &script, be.name(), &root, "80", "8080"],
+        )
+    }
+
+    /// Waits up to 20 s until `be`'s HTTP server answers on both ports.
+    fn wait_http(&self, be: Host) -> Result<()> {
+        for port in [80, 8080] {
+            let url = format!("http://127.0.0.1:{port}/");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let out = self.run(be, &["curl", "-sS", "--max-time", "2", &url])?;
+                if out.success && out.stdout == format!("backend={}\n", be.name()) {
+                    break;
                 }
+                if Instant::now() > deadline {
+                    return err(format!(
+                        "the HTTP server on {} port {port} did not answer: {}\nserver log:\n{}",
+                        be.name(),
+                        out.stderr.trim(),
+                        self.log(&format!("http-{}", be.name()))
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
         }
         Ok(())
+    }
+
+    /// Stops `be`'s HTTP server (both ports), as a crashed or stopped service would: its
+    /// process is killed by PID and connections to it are refused from then on.
+    pub fn stop_http(&self, be: Host) -> Result<()> {
+        self.stop(&format!("http-{}", be.name()))
+    }
+
+    /// Starts `be`'s HTTP server again after [`DemoNet::stop_http`] and waits until it answers.
+    pub fn start_http(&self, be: Host) -> Result<()> {
+        self.spawn_http(be)?;
+        self.wait_http(be)
+    }
+
+    /// Ends the process started as `label` (by PID) and forgets it. Its log stays.
+    pub fn stop(&self, label: &str) -> Result<()> {
+        let owned = {
+            let mut procs = self.processes.lock().unwrap_or_else(|p| p.into_inner());
+            let i = procs
+                .iter()
+                .position(|p| p.label == label)
+                .ok_or_else(|| Error(format!("no process {label} is running")))?;
+            procs.remove(i)
+        };
+        let mut child = owned.child;
+        // Child::kill signals exactly this PID (our own child, not yet reaped).
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the process started as `label` to end by itself, forgets it,
+    /// and returns its exit code (`None` if a signal ended it).
+    pub fn wait(&self, label: &str, timeout: Duration) -> Result<Option<i32>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let mut procs = self.processes.lock().unwrap_or_else(|p| p.into_inner());
+                let i = procs
+                    .iter()
+                    .position(|p| p.label == label)
+                    .ok_or_else(|| Error(format!("no process {label} is running")))?;
+                match procs[i].child.try_wait() {
+                    Ok(Some(status)) => {
+                        procs.remove(i);
+                        return Ok(status.code());
+                    }
+                    Ok(None) => {}
+                    Err(e) => return err(format!("cannot wait for {label}: {e}")),
+                }
+            }
+            if Instant::now() > deadline {
+                return err(format!(
+                    "{label} still running after {timeout:?}; its log:\n{}",
+                    self.log(label)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Serves the files of `root` over HTTP on `host`'s address, port `port` (Python's
+    /// `http.server`), as the process labelled `files-HOST-PORT`; waits until it answers.
+    /// Returns the label (for [`DemoNet::stop`] and [`DemoNet::log`]).
+    pub fn serve_files(&self, host: Host, port: u16, root: &Path) -> Result<String> {
+        let addr = host
+            .addr()
+            .ok_or_else(|| Error(format!("{} has no address to serve on", host.name())))?
+            .to_string();
+        let label = format!("files-{}-{port}", host.name());
+        let root = root.to_string_lossy().into_owned();
+        self.spawn(
+            host,
+            &label,
+            &[
+                "python3",
+                "-m",
+                "http.server",
+                "--bind",
+                &addr,
+                "--directory",
+                &root,
+                &port.to_string(),
+            ],
+        )?;
+        let url = format!("http://{addr}:{port}/");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.run(
+                host,
+                &["curl", "-sS", "-o", "/dev/null", "--max-time", "2", &url],
+            )?;
+            if out.success {
+                return Ok(label);
+            }
+            if Instant::now() > deadline {
+                return err(format!(
+                    "the file server on {addr}:{port} did not answer: {}\nits log:\n{}",
+                    out.stderr.trim(),
+                    self.log(&label)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs `f` on a thread of its own that has joined `host`'s network namespace, so sockets
+    /// it opens (say, the `sidestep` library's HTTP client) live in that host. Only that thread
+    /// moves; the test's own threads stay where they are.
+    pub fn in_netns<T: Send>(&self, host: Host, f: impl FnOnce() -> T + Send) -> Result<T> {
+        use std::os::fd::AsRawFd as _;
+        let path = format!("/run/netns/{}", self.ns(host));
+        let ns = fs::File::open(&path).map_err(|e| Error(format!("cannot open {path}: {e}")))?;
+        std::thread::scope(|scope| {
+            let joined = scope
+                .spawn(|| {
+                    // Safety: setns(2) with a namespace file we hold open; CLONE_NEWNET moves
+                    // only the calling thread, which is this scoped thread and ends below.
+                    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                        return err(format!(
+                            "cannot join {path}: {}",
+                            std::io::Error::last_os_error()
+                        ));
+                    }
+                    Ok(f())
+                })
+                .join();
+            match joined {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
     }
 
     /// A command that runs `argv` in `host`'s namespace.

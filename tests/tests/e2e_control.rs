@@ -1,0 +1,750 @@
+//! End-to-end tests of the control plane: the image's management API (`/metrics`, `/status`,
+//! `PUT /config`), its health checks and its boot-time fetch, on the namespace network of
+//! `tests::netns` with real Linux clients and backends.
+//!
+//! The config is written at run time, because it must carry the public key of a key pair made
+//! for this run (by the same code as `sidestep keygen`): the datapath config of
+//! `tests/configs/e2e.toml`, plus a management port that the client and the router may reach
+//! and be1 may not, plus health checks on the L2 web VIP. Pushes and status reads go through the
+//! `sidestep` tool's own library (`boot::client`), run on a thread inside the client's network
+//! namespace; `curl` does the rest, as an operator's scripts would.
+//!
+//! Tests run one at a time (each boots its own balancer under TCG) and every namespace, tap and
+//! QEMU process is owned by a guard, so a failing test cleans up too.
+
+use boot::client::{ClientError, Response};
+use boot::forwarder::config::{Config, VipPort};
+use boot::qemu::{Firmware, Net};
+use boot::signing::SigningKey;
+use boot::status::Status;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+use tests::netns::{
+    self, DemoNet, Host, BALANCER, BALANCER_MAC, BIG_FILE_LEN, BIG_FILE_PATH, GATEWAY, VIP_WEB,
+};
+use tests::qemu::{Image, Vm};
+
+/// The management port of the test config.
+const MGMT_PORT: u16 = 9100;
+/// Health checks of the web VIP: every 500 ms, down after 2 failures, up after 2 successes.
+const HEALTH_INTERVAL_MS: u64 = 500;
+const HEALTH_FALL: u64 = 2;
+const HEALTH_RISE: u64 = 2;
+/// Extra time a health transition may take under TCG (an emulated guest's timers are late).
+const HEALTH_SLACK: Duration = Duration::from_secs(5);
+/// Where the fetching image looks for its config: the router, port 8080.
+const FETCH_PORT: u16 = 8080;
+const FETCH_PATH: &str = "/sidestep.cfg";
+
+/// The management API's address as `sidestep push --to` / `stats --from` take it.
+fn mgmt_addr() -> String {
+    format!("{BALANCER}:{MGMT_PORT}")
+}
+
+/// The config file of this test run: the datapath services plus management and health checks.
+/// `version` and `fetch` vary between the configs the tests need.
+fn config_text(pubkey: &str, version: u64, fetch: Option<&str>) -> String {
+    let datapath =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/e2e.toml"))
+            .expect("read tests/configs/e2e.toml");
+    let fetch = fetch
+        .map(|url| format!("fetch = \"{url}\"\n"))
+        .unwrap_or_default();
+    let management = format!(
+        "[management]\nport = {MGMT_PORT}\nallow = [\"{}/32\", \"{GATEWAY}/32\"]\npubkey = \"{pubkey}\"\n{fetch}\n",
+        Host::Client.addr().expect("has one")
+    );
+    let health = format!(
+        "[vip.health]\nkind = \"tcp\"\nport = 80\ninterval_ms = {HEALTH_INTERVAL_MS}\ntimeout_ms = 300\nrise = {HEALTH_RISE}\nfall = {HEALTH_FALL}\n\n"
+    );
+    // Management goes before the first [[vip]]; health checks into the first VIP (web, dsr-l2),
+    // before its first backend.
+    let text = datapath
+        .replacen("version = 1", &format!("version = {version}"), 1)
+        .replacen("[[vip]]", &format!("{management}[[vip]]"), 1)
+        .replacen("[[vip.backend]]", &format!("{health}[[vip.backend]]"), 1);
+    assert!(
+        text.contains("[vip.health]") && text.contains("[management]"),
+        "tests/configs/e2e.toml changed shape"
+    );
+    text
+}
+
+/// What every test of one run shares: the key pair, the configs and the images built from them.
+struct Setup {
+    dir: PathBuf,
+    key: SigningKey,
+    /// The config baked into `image` (v1, no fetch).
+    config: Config,
+    image: Image,
+    /// The same, but fetching its config from the router at boot.
+    fetch_image: Image,
+}
+
+fn setup() -> &'static Setup {
+    static SETUP: OnceLock<Setup> = OnceLock::new();
+    SETUP.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("sidestep-e2e-control-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the test's directory");
+        // As `sidestep keygen --out DIR/operator.key` does.
+        let key = SigningKey::generate();
+        key.save(&dir.join("operator.key"), false)
+            .expect("write the key");
+        let key = SigningKey::load(&dir.join("operator.key")).expect("read the key back");
+        let pubkey = key.public_base64();
+
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, &text).expect("write a config");
+            let config =
+                boot::config_file::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
+            (path, config)
+        };
+        let (path, config) = write("e2e-control.toml", config_text(&pubkey, 1, None));
+        let url = format!("http://{GATEWAY}:{FETCH_PORT}{FETCH_PATH}");
+        let (fetch_path, _) = write(
+            "e2e-control-fetch.toml",
+            config_text(&pubkey, 1, Some(&url)),
+        );
+        let image = Image::build(&path).expect("build the control image");
+        let fetch_image = Image::build(&fetch_path).expect("build the fetching image");
+        Setup {
+            dir,
+            key,
+            config,
+            image,
+            fetch_image,
+        }
+    })
+}
+
+/// The network with a booted image; fields drop in order: the VM, the network, the lock.
+struct Fixture {
+    vm: Vm,
+    net: DemoNet,
+    _one_at_a_time: MutexGuard<'static, ()>,
+}
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Fixture {
+    /// The network, `before_boot` run on it (e.g. to start a config server), then `image` booted
+    /// in the balancer's place.
+    fn boot(image: &Image, before_boot: impl FnOnce(&DemoNet)) -> Fixture {
+        let lock = one_at_a_time();
+        let net = DemoNet::create(tests::helper_bins!()).expect("build the e2e network");
+        before_boot(&net);
+        net.add_tap("tap0", BALANCER_MAC)
+            .expect("add the balancer's tap");
+        let vm = Vm::start(
+            image,
+            Firmware::Bios,
+            Net::Tap("tap0".into()),
+            Some(BALANCER_MAC),
+            Some(&net.lb_netns()),
+        )
+        .expect("boot the image");
+        let f = Fixture {
+            vm,
+            net,
+            _one_at_a_time: lock,
+        };
+        // The management server is up soon after `ready`; wait for its first answer.
+        f.eventually(
+            "the management API answers",
+            Duration::from_secs(20),
+            || f.try_status().ok(),
+        );
+        f
+    }
+
+    /// Serial console and helper logs, for failure messages.
+    fn diagnostics(&self) -> String {
+        format!(
+            "--- serial console ---\n{}\n{}",
+            self.vm.serial_log(),
+            self.net.all_logs()
+        )
+    }
+
+    /// Polls `probe` every 100 ms until it gives `Some`, failing after `timeout`.
+    fn eventually<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut probe: impl FnMut() -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = probe() {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {timeout:?}\n{}",
+                self.diagnostics()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `GET /status` with the `sidestep` library, from the client.
+    fn try_status(&self) -> Result<Status, String> {
+        let json = self
+            .net
+            .in_netns(Host::Client, || boot::client::status(&mgmt_addr()))
+            .map_err(|e| e.to_string())??;
+        Status::parse(&json)
+    }
+
+    fn status(&self) -> Status {
+        self.try_status()
+            .unwrap_or_else(|e| panic!("GET /status: {e}\n{}", self.diagnostics()))
+    }
+
+    /// `GET /metrics` with curl, from the client.
+    fn metrics(&self) -> String {
+        self.net
+            .curl(10, &[&format!("http://{}/metrics", mgmt_addr())])
+            .unwrap_or_else(|e| panic!("GET /metrics: {e}\n{}", self.diagnostics()))
+    }
+
+    /// `PUT /config` with the `sidestep` library from `host`.
+    fn push_from(&self, host: Host, signed: &[u8]) -> Result<Response, ClientError> {
+        self.net
+            .in_netns(host, || boot::client::push(&mgmt_addr(), signed))
+            .expect("join a namespace")
+    }
+
+    fn push(&self, signed: &[u8]) -> Response {
+        self.push_from(Host::Client, signed)
+            .unwrap_or_else(|e| panic!("push: {e}\n{}", self.diagnostics()))
+    }
+
+    /// `GET /` on the web VIP from the client: the backend that answered.
+    fn backend_answering(&self) -> String {
+        let url = format!("http://{VIP_WEB}/");
+        let body = self
+            .net
+            .curl(10, &[&url])
+            .unwrap_or_else(|e| panic!("GET {url}: {e}\n{}", self.diagnostics()));
+        body.trim()
+            .strip_prefix("backend=")
+            .unwrap_or_else(|| panic!("not a backend page: {body:?}"))
+            .to_owned()
+    }
+
+    /// `count` new connections to the web VIP; who answered each.
+    fn backends_answering(&self, count: usize) -> Vec<String> {
+        (0..count).map(|_| self.backend_answering()).collect()
+    }
+}
+
+/// The value of the sample `series` (name and labels exactly as printed) in Prometheus text.
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or_else(|| panic!("no sample {series} in /metrics:\n{text}"))
+}
+
+fn web(status: &Status) -> &boot::status::VipStatus {
+    status
+        .vip("web")
+        .unwrap_or_else(|| panic!("no VIP web in /status: {status:?}"))
+}
+
+fn backend_up(status: &Status, name: &str) -> bool {
+    web(status)
+        .backend(name)
+        .unwrap_or_else(|| panic!("no backend {name} of web: {status:?}"))
+        .up
+}
+
+/// The IP length of each packet of a `tcpdump -e` listing (the frame length less 14).
+fn ip_bytes(lines: &[String]) -> u64 {
+    lines
+        .iter()
+        .map(|l| {
+            let frame = l
+                .split(", length ")
+                .nth(1)
+                .and_then(|rest| rest.split(':').next())
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no frame length in {l:?}"));
+            frame - 14
+        })
+        .sum()
+}
+
+#[test]
+fn counters_match_the_traffic() {
+    let f = Fixture::boot(&setup().image, |_| {});
+    let before = f.status();
+    let metrics_before = f.metrics();
+    let series = "sidestep_vip_packets_total{vip=\"web\"}";
+
+    // Count exactly what reaches the balancer for the web VIP. In DSR only client -> VIP
+    // packets pass it; the responses go straight back from the backends.
+    let filter = format!("dst host {VIP_WEB} and tcp dst port 80");
+    let cap = f
+        .net
+        .capture(Host::Lb, "tap0", &filter)
+        .expect("capture the tap");
+    let requests = 10;
+    let seen = f.backends_answering(requests);
+    let captured = cap.finish().expect("read the capture");
+    let sent = captured.lines.len() as u64;
+    let sent_bytes = ip_bytes(&captured.lines);
+    assert!(
+        sent >= 3 * requests as u64,
+        "the capture saw only {sent} packets for {requests} connections"
+    );
+    assert!(seen.iter().all(|b| b == "be1" || b == "be2"), "{seen:?}");
+
+    let after = f.eventually(
+        "the counters catch up with the capture",
+        Duration::from_secs(5),
+        || {
+            let s = f.status();
+            (web(&s).packets - web(&before).packets >= sent).then_some(s)
+        },
+    );
+    let metrics_after = f.metrics();
+    eprintln!("{}", boot::status::render(&after));
+    let (w0, w1) = (web(&before), web(&after));
+    eprintln!(
+        "captured {sent} packets ({sent_bytes} IP bytes) to web; /status grew by {} packets, {} bytes; \
+         /metrics by {}",
+        w1.packets - w0.packets,
+        w1.bytes - w0.bytes,
+        metric(&metrics_after, series) - metric(&metrics_before, series)
+    );
+    assert!(
+        w1.bytes - w0.bytes >= sent_bytes,
+        "bytes grew by {} < {sent_bytes} captured",
+        w1.bytes - w0.bytes
+    );
+    assert!(
+        metric(&metrics_after, series) - metric(&metrics_before, series) >= sent,
+        "{series} grew by less than the {sent} packets captured"
+    );
+    // The VIP's counters are the sum of its backends', in /status and in /metrics.
+    let sum = |vip: &boot::status::VipStatus| -> (u64, u64) {
+        vip.backends
+            .iter()
+            .fold((0, 0), |(p, b), be| (p + be.packets, b + be.bytes))
+    };
+    assert_eq!(
+        sum(w1),
+        (w1.packets, w1.bytes),
+        "backend counters do not add up to the VIP's: {w1:?}"
+    );
+    let m = f.metrics();
+    let backends: u64 = ["be1", "be2"]
+        .iter()
+        .map(|b| {
+            metric(
+                &m,
+                &format!("sidestep_backend_packets_total{{vip=\"web\",backend=\"{b}\"}}"),
+            )
+        })
+        .sum();
+    assert_eq!(
+        backends,
+        metric(&m, series),
+        "/metrics: backend packets do not add up to the VIP's"
+    );
+    for name in ["be1", "be2"] {
+        assert!(
+            w1.backend(name).unwrap().packets > w0.backend(name).unwrap().packets,
+            "{name} answered ({seen:?}) but its packet counter did not grow"
+        );
+    }
+    assert_eq!(metric(&m, "sidestep_config_version"), 1);
+}
+
+#[test]
+fn health_checks_take_a_stopped_backend_out_and_back() {
+    let f = Fixture::boot(&setup().image, |_| {});
+    let rise = Duration::from_millis(HEALTH_INTERVAL_MS * HEALTH_RISE) + HEALTH_SLACK;
+    let fall = Duration::from_millis(HEALTH_INTERVAL_MS * HEALTH_FALL) + HEALTH_SLACK;
+    f.eventually("both backends up", rise, || {
+        let s = f.status();
+        (backend_up(&s, "be1") && backend_up(&s, "be2")).then_some(())
+    });
+
+    f.net.stop_http(Host::Be1).expect("stop be1's HTTP server");
+    let stopped = Instant::now();
+    f.eventually("be1 down in /status after its server stopped", fall, || {
+        (!backend_up(&f.status(), "be1")).then_some(())
+    });
+    eprintln!(
+        "be1 went down {:?} after its server stopped (interval x fall = {} ms)",
+        stopped.elapsed(),
+        HEALTH_INTERVAL_MS * HEALTH_FALL
+    );
+    assert!(backend_up(&f.status(), "be2"), "be2 went down too");
+    assert_eq!(
+        metric(
+            &f.metrics(),
+            "sidestep_backend_up{vip=\"web\",backend=\"be1\"}"
+        ),
+        0
+    );
+    let seen = f.backends_answering(8);
+    assert!(
+        seen.iter().all(|b| b == "be2"),
+        "with be1 down every request must go to be2: {seen:?}"
+    );
+
+    f.net
+        .start_http(Host::Be1)
+        .expect("start be1's HTTP server again");
+    let started = Instant::now();
+    f.eventually("be1 up again in /status", rise, || {
+        backend_up(&f.status(), "be1").then_some(())
+    });
+    eprintln!(
+        "be1 came back up {:?} after its server started",
+        started.elapsed()
+    );
+    assert_eq!(
+        metric(
+            &f.metrics(),
+            "sidestep_backend_up{vip=\"web\",backend=\"be1\"}"
+        ),
+        1
+    );
+    let seen = f.backends_answering(8);
+    assert!(
+        seen.iter().any(|b| b == "be1"),
+        "be1 is up again but gets no requests: {seen:?}"
+    );
+}
+
+/// A copy of the running config with `version` and `edit` applied.
+fn edited(version: u64, edit: impl FnOnce(&mut Config)) -> Config {
+    let mut c = setup().config.clone();
+    c.version = version;
+    edit(&mut c);
+    c
+}
+
+fn set_weight(c: &mut Config, backend: &str, weight: u32) {
+    let web = c.vips.iter_mut().find(|v| v.name == "web").expect("web");
+    web.backends
+        .iter_mut()
+        .find(|b| b.name == backend)
+        .expect("backend")
+        .weight = weight;
+}
+
+#[test]
+fn a_signed_push_drains_a_backend_and_spares_its_transfers() {
+    let s = setup();
+    let f = Fixture::boot(&s.image, |_| {});
+    let download = f.net.dir().join("long-download.bin");
+    let _ = std::fs::remove_file(&download);
+
+    // rr over two backends: right after a connection to be1, the next new one goes to be2.
+    f.eventually("a request answered by be1", Duration::from_secs(10), || {
+        (f.backend_answering() == "be1").then_some(())
+    });
+    let url = format!("http://{VIP_WEB}{BIG_FILE_PATH}");
+    let out = download.to_string_lossy().into_owned();
+    // 24 MiB at 3 MiB/s: about 8 s, long enough to push a config in the middle.
+    f.net
+        .spawn(
+            Host::Client,
+            "long-download",
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "120",
+                "--limit-rate",
+                "3M",
+                "-o",
+                &out,
+                &url,
+            ],
+        )
+        .expect("start the long download");
+    f.eventually("the download under way", Duration::from_secs(10), || {
+        std::fs::metadata(&download)
+            .ok()
+            .filter(|m| m.len() > 0)
+            .map(drop)
+    });
+    assert!(
+        f.net
+            .log("http-be2")
+            .contains(&format!("GET {BIG_FILE_PATH}")),
+        "the long download did not go to be2:\n{}",
+        f.net.log("http-be2")
+    );
+    std::thread::sleep(Duration::from_secs(1));
+
+    let v2 = edited(2, |c| set_weight(c, "be2", 0));
+    let response = f.push(&s.key.sign(&v2));
+    let in_flight = std::fs::metadata(&download).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(response.status, 200, "{response:?}\n{}", f.diagnostics());
+    assert!(
+        (in_flight as usize) < BIG_FILE_LEN,
+        "the download finished before the push; nothing was in flight"
+    );
+    eprintln!(
+        "pushed v2 (be2 weight 0) with {in_flight} of {BIG_FILE_LEN} bytes downloaded: {}",
+        response.body.trim()
+    );
+
+    let status = f.status();
+    assert_eq!(status.version, 2);
+    assert_eq!(web(&status).backend("be2").unwrap().weight, 0);
+    let seen = f.backends_answering(8);
+    assert!(
+        seen.iter().all(|b| b == "be1"),
+        "be2 drains: new requests go to be1 only: {seen:?}"
+    );
+
+    let code = f
+        .net
+        .wait("long-download", Duration::from_secs(120))
+        .expect("the download ends");
+    assert_eq!(
+        code,
+        Some(0),
+        "curl of the long download failed: {}",
+        f.net.log("long-download")
+    );
+    let got = std::fs::read(&download).expect("read the download");
+    assert_eq!(got.len(), BIG_FILE_LEN, "the download through be2 was cut");
+    assert!(
+        got == netns::big_file_content(),
+        "the download through be2 differs from the file"
+    );
+}
+
+#[test]
+fn refused_pushes_change_nothing() {
+    let s = setup();
+    let f = Fixture::boot(&s.image, |_| {});
+    let good = s.key.sign(&edited(2, |c| set_weight(c, "be2", 0)));
+    let unchanged = |after: &str| {
+        let status = f.status();
+        assert_eq!(
+            status.version, 1,
+            "after {after}: the running config changed"
+        );
+        assert_eq!(
+            web(&status).backend("be2").unwrap().weight,
+            1,
+            "after {after}"
+        );
+    };
+
+    // Signed with another key.
+    let stranger = SigningKey::generate();
+    let r = f.push(&stranger.sign(&edited(2, |c| set_weight(c, "be2", 0))));
+    assert_eq!(r.status, 403, "{r:?}");
+    let why = boot::client::push_refusal(&r, Some(2)).unwrap();
+    assert!(why.starts_with("signature refused"), "{why}");
+    unchanged("a push with a bad signature");
+
+    // Correctly signed, but invalid: the TOML layer would refuse it, so build it in Rust.
+    let invalid = edited(2, |c| c.vips[0].port = VipPort::One(0));
+    assert!(invalid.validate().is_err());
+    let r = f.push(&s.key.sign(&invalid));
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(
+        r.body.contains("vip \"web\": port"),
+        "the refusal does not name the field: {:?}",
+        r.body
+    );
+    unchanged("an invalid config");
+
+    // Not newer than the running one.
+    let r = f.push(&s.key.sign(&edited(1, |c| set_weight(c, "be2", 0))));
+    assert_eq!(r.status, 409, "{r:?}");
+    unchanged("an old version");
+
+    // From be1, outside [management] allow: no answer at all, neither to curl nor to the tool.
+    let payload = f.net.dir().join("good.signed");
+    std::fs::write(&payload, &good).expect("write the envelope");
+    let out = f
+        .net
+        .run(
+            Host::Be1,
+            &[
+                "curl",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--connect-timeout",
+                "4",
+                "--max-time",
+                "6",
+                "-X",
+                "PUT",
+                "--data-binary",
+                &format!("@{}", payload.display()),
+                &format!("http://{}/config", mgmt_addr()),
+            ],
+        )
+        .expect("run curl on be1");
+    assert!(!out.success, "be1 got an answer: {out:?}");
+    assert_eq!(out.stdout.trim(), "000", "be1 got an HTTP status: {out:?}");
+    assert!(
+        out.stderr.contains("timed out")
+            || out.stderr.contains("Timeout")
+            || out.stderr.contains("Failed to connect"),
+        "{out:?}"
+    );
+    match f.push_from(Host::Be1, &good) {
+        Err(e @ ClientError::NoAnswer(_)) => eprintln!("push from be1: {e}"),
+        other => panic!("a push from be1 (outside allow) must get no answer: {other:?}"),
+    }
+    unchanged("pushes from outside allow");
+    let seen = f.backends_answering(6);
+    for be in ["be1", "be2"] {
+        assert!(
+            seen.iter().any(|b| b == be),
+            "{be} no longer answers after refused pushes: {seen:?}"
+        );
+    }
+
+    // The control: the same good envelope from the client is applied.
+    let r = f.push(&good);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(f.status().version, 2);
+}
+
+/// The config a fetching image gets from the router: v5, with a different set of VIPs.
+fn fetched_config() -> Config {
+    edited(5, |c| {
+        c.vips.retain(|v| v.name == "web");
+        c.vips[0].backends.retain(|b| b.name == "be2");
+        if let Some(m) = c.management.as_mut() {
+            m.fetch = None;
+        }
+    })
+}
+
+#[test]
+fn fetch_at_boot_takes_a_newer_signed_config() {
+    let s = setup();
+    let root = s.dir.join("config-server");
+    std::fs::create_dir_all(&root).expect("create the config server's root");
+    std::fs::write(
+        root.join(FETCH_PATH.trim_start_matches('/')),
+        s.key.sign(&fetched_config()),
+    )
+    .expect("write the envelope");
+    let f = Fixture::boot(&s.fetch_image, |net| {
+        net.serve_files(Host::Rt, FETCH_PORT, &root)
+            .expect("serve the config from the router");
+    });
+    let status = f.eventually(
+        "/status shows the fetched v5",
+        Duration::from_secs(30),
+        || {
+            let st = f.status();
+            (st.version == 5).then_some(st)
+        },
+    );
+    eprintln!("{}", boot::status::render(&status));
+    let names: Vec<&str> = status.vips.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["web"], "the fetched VIP set");
+    assert!(
+        f.vm.serial_log().contains("fetch: got config v5"),
+        "{}",
+        f.diagnostics()
+    );
+    assert!(f
+        .net
+        .log(&format!("files-rt-{FETCH_PORT}"))
+        .contains(&format!("GET {FETCH_PATH}")));
+    let seen = f.backends_answering(4);
+    assert!(
+        seen.iter().all(|b| b == "be2"),
+        "v5 has only be2 behind web: {seen:?}"
+    );
+}
+
+#[test]
+fn fetch_without_a_server_keeps_the_baked_config() {
+    let f = Fixture::boot(&setup().fetch_image, |_| {});
+    // Nothing listens on the router's port 8080: each try is refused, then the image gives up.
+    let line = f.eventually(
+        "a log line saying why the fetch was given up",
+        Duration::from_secs(60),
+        || {
+            f.vm.serial_log()
+                .lines()
+                .find(|l| l.contains("fetch: keeping the baked config v1"))
+                .map(str::to_owned)
+        },
+    );
+    eprintln!("{line}");
+    assert_eq!(f.status().version, 1);
+    let seen = f.backends_answering(6);
+    for be in ["be1", "be2"] {
+        assert!(
+            seen.iter().any(|b| b == be),
+            "the baked config serves both backends: {seen:?}"
+        );
+    }
+}
+
+#[test]
+fn the_management_port_is_not_served_to_be1_even_for_reads() {
+    let f = Fixture::boot(&setup().image, |_| {});
+    let out = f
+        .net
+        .run(
+            Host::Be1,
+            &[
+                "curl",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--connect-timeout",
+                "3",
+                "--max-time",
+                "4",
+                &format!("http://{}/status", mgmt_addr()),
+            ],
+        )
+        .expect("run curl on be1");
+    assert_eq!(out.stdout.trim(), "000", "be1 read /status: {out:?}");
+    // The router may.
+    let out = f
+        .net
+        .run(
+            Host::Rt,
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                &format!("http://{}/status", mgmt_addr()),
+            ],
+        )
+        .expect("run curl on the router");
+    assert!(out.success, "{out:?}");
+    assert_eq!(Status::parse(&out.stdout).expect("JSON").version, 1);
+}
