@@ -155,11 +155,17 @@ impl Fixture {
             _one_at_a_time: lock,
         };
         // The management server is up soon after `ready`; wait for its first answer.
-        f.eventually(
-            "the management API answers",
-            Duration::from_secs(20),
-            || f.try_status().ok(),
-        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Err(e) = f.try_status() {
+            if Instant::now() > deadline {
+                let curl = f.net.curl(5, &[&format!("http://{}/status", mgmt_addr())]);
+                panic!(
+                    "the management API does not answer: {e}\ncurl from the client: {curl:?}\n{}",
+                    f.diagnostics()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
         f
     }
 
