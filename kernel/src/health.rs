@@ -28,6 +28,8 @@ struct Check {
     vip: String,
     backend: String,
     address: Ipv4Addr,
+    /// The backend itself when on the interface's subnet, else the gateway.
+    next_hop: Option<Ipv4Addr>,
     port: u16,
     interval_ms: u64,
     timeout_ms: u64,
@@ -92,10 +94,12 @@ impl Checker {
                 // Spread the first checks over the interval rather than firing all at once.
                 let interval_ms = u64::from(health.interval_ms);
                 let first = now_ms + (i as u64 * 97) % interval_ms;
+                let on_link = config.interface.address.contains(b.address);
                 self.checks.push(Check {
                     vip: vip.name.clone(),
                     backend: b.name.clone(),
                     address: b.address,
+                    next_hop: if on_link { Some(b.address) } else { config.interface.gateway },
                     port,
                     interval_ms,
                     timeout_ms: u64::from(health.timeout_ms),
@@ -117,6 +121,12 @@ impl Checker {
     }
 
     /// Run due checks and collect finished ones. Returns whether any socket changed.
+    ///
+    /// A check starts only when the forwarder has resolved the backend's next hop, and that
+    /// neighbour goes to `hints` for smoltcp's cache: smoltcp then never has to ARP for a
+    /// backend. (Its ARP requests are rate-limited for the whole interface, so a dead backend
+    /// asked for over and over would starve every other lookup, live backends included.) An
+    /// unresolved next hop counts as a failed check.
     pub fn poll(
         &mut self,
         now_ms: u64,
@@ -124,6 +134,7 @@ impl Checker {
         sockets: &mut SocketSet<'static>,
         ports: &mut Ports,
         fwd: &mut Forwarder,
+        hints: &mut Vec<(Ipv4Addr, [u8; 6])>,
     ) -> bool {
         let mut touched = false;
         for c in &mut self.checks {
@@ -131,6 +142,15 @@ impl Checker {
             let Some(started) = c.started_ms else {
                 if now_ms >= c.next_ms {
                     c.next_ms = now_ms + c.interval_ms;
+                    let Some(hop) = c.next_hop else {
+                        c.result(Err(String::from("no route (no interface.gateway)")), fwd);
+                        continue;
+                    };
+                    let Some(mac) = fwd.neighbour(hop) else {
+                        c.result(Err(format!("no ARP reply from {hop}")), fwd);
+                        continue;
+                    };
+                    hints.push((hop, mac));
                     let remote = IpEndpoint::new(IpAddress::Ipv4(c.address), c.port);
                     match s.connect(iface.context(), remote, ports.next()) {
                         Ok(()) => c.started_ms = Some(now_ms),

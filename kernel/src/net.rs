@@ -10,6 +10,12 @@
 //!   ARP request for the balancer's address is copied to smoltcp before the forwarder turns it
 //!   into its reply; smoltcp fills its neighbour cache from it and writes a reply of its own,
 //!   which [`is_arp_reply`] drops on the way out: one reply per request, the forwarder's.
+//!   A peer that already knows our MAC does not ask, so the kernel also *tells* smoltcp about
+//!   neighbours with a synthesized ARP reply addressed to it ([`neighbour_hint`]): the Ethernet
+//!   source of an on-link peer's TCP SYN or ICMP echo request, and, before each health check,
+//!   the backend's next hop as the forwarder resolved it. smoltcp then ARPs only for peers
+//!   nobody told it about (the fetch server), and a dead backend never occupies its
+//!   interface-wide ARP rate limit.
 //!   The kernel sends gratuitous ARP for the balancer's address and every VIP at start and
 //!   whenever the set of addresses changes.
 //! - **Everything addressed to the balancer itself** (ICMP echo, the management API, health
@@ -257,7 +263,10 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
                     let frame = nic.pool().frame(&pkt);
                     if ctl.denied(frame) {
                         ctl.mgmt_denied += 1;
-                    } else if device.rx.len() < LOCAL_QUEUE {
+                    } else if device.rx.len() + 1 < LOCAL_QUEUE {
+                        if let Some((ip, peer)) = first_packet_peer(frame, ctl.subnet) {
+                            device.rx.push_back(neighbour_hint(mac, ctl.own, ip, peer).to_vec());
+                        }
                         device.rx.push_back(frame.to_vec());
                     }
                     nic.recycle(pkt);
@@ -273,8 +282,12 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
             rx: nic.stats().rx_packets,
             tx: nic.stats().tx_packets,
         };
-        let (touched, announce) = ctl.poll(now, &mut fwd, &mut iface, &mut sockets, counts);
-        if touched {
+        let mut hints = Vec::new();
+        let (touched, announce) = ctl.poll(now, &mut fwd, &mut iface, &mut sockets, counts, &mut hints);
+        for (ip, peer) in hints {
+            device.rx.push_back(neighbour_hint(mac, ctl.own, ip, peer).to_vec());
+        }
+        if touched || !device.rx.is_empty() {
             iface.poll(smoltcp_now(), &mut device, &mut sockets);
         }
         for addr in announce {
@@ -350,6 +363,48 @@ fn garp(mac: [u8; 6], addr: Ipv4Addr) -> [u8; 60] {
     eth.emit(&mut f);
     arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
     frame
+}
+
+/// An ARP reply from `peer` (`ip`) to us: how the kernel tells smoltcp a neighbour it knows.
+fn neighbour_hint(mac: [u8; 6], own: Ipv4Addr, ip: Ipv4Addr, peer: [u8; 6]) -> [u8; 60] {
+    let mut frame = [0u8; 60];
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(peer),
+        dst_addr: EthernetAddress(mac),
+        ethertype: EthernetProtocol::Arp,
+    };
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Reply,
+        source_hardware_addr: EthernetAddress(peer),
+        source_protocol_addr: ip,
+        target_hardware_addr: EthernetAddress(mac),
+        target_protocol_addr: own,
+    };
+    let mut f = EthernetFrame::new_unchecked(&mut frame[..]);
+    eth.emit(&mut f);
+    arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
+    frame
+}
+
+/// The on-link sender of a frame that opens a conversation with us (a TCP SYN or an ICMP echo
+/// request), with its MAC: smoltcp's answer must not wait for an ARP round trip.
+fn first_packet_peer(frame: &[u8], subnet: Prefix) -> Option<(Ipv4Addr, [u8; 6])> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    let src = ip.src_addr();
+    if !subnet.contains(src) || ip.frag_offset() != 0 {
+        return None;
+    }
+    let opens = match ip.next_header() {
+        IpProtocol::Tcp => TcpPacket::new_checked(ip.payload()).is_ok_and(|t| t.syn() && !t.ack()),
+        IpProtocol::Icmp => ip.payload().first() == Some(&8),
+        _ => false,
+    };
+    let src_mac = eth.src_addr();
+    (opens && src_mac.is_unicast()).then_some((src, src_mac.0))
 }
 
 /// An ARP request whose target is `own`.
@@ -433,6 +488,7 @@ impl Ports {
 struct Control {
     config: Config,
     own: Ipv4Addr,
+    subnet: Prefix,
     server: Server,
     health: Checker,
     fetch: Option<Fetch>,
@@ -462,6 +518,7 @@ impl Control {
         Control {
             config: config.clone(),
             own: config.interface.address.address,
+            subnet: config.interface.address,
             server: Server::new(sockets, port),
             health,
             fetch,
@@ -491,9 +548,10 @@ impl Control {
         iface: &mut Interface,
         sockets: &mut SocketSet<'static>,
         nic: NicCounts,
+        hints: &mut Vec<(Ipv4Addr, [u8; 6])>,
     ) -> (bool, Vec<Ipv4Addr>) {
         let ms = now.millis();
-        let mut touched = self.health.poll(ms, iface, sockets, &mut self.ports, fwd);
+        let mut touched = self.health.poll(ms, iface, sockets, &mut self.ports, fwd, hints);
 
         let mut accepted: Option<Config> = None;
         {
@@ -590,6 +648,7 @@ impl Control {
             self.server.set_port(port);
             self.ports.avoid = port.unwrap_or(0);
             self.own = new.interface.address.address;
+            self.subnet = new.interface.address;
             self.health.configure(&new, fwd, sockets, ms);
             let after = announced(&new);
             if after != before {

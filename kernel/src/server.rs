@@ -161,7 +161,12 @@ impl Conn {
                 Parse::Error(e) => return self.respond(s, e.response(), now_ms),
             }
         }
-        if !s.may_recv() || !s.is_open() {
+        let gone = match s.state() {
+            State::SynReceived | State::Established | State::FinWait1 | State::FinWait2 => false,
+            State::CloseWait => !s.can_recv(),
+            _ => true,
+        };
+        if gone {
             // The client closed or reset before a whole request arrived.
             s.abort();
             self.finish();
