@@ -267,7 +267,10 @@ fn parse_head(head: &[u8]) -> Result<Head, HttpError> {
             if value.eq_ignore_ascii_case("100-continue") {
                 expect_continue = true;
             } else {
-                return Err(HttpError::new(417, "only Expect: 100-continue is understood"));
+                return Err(HttpError::new(
+                    417,
+                    "only Expect: 100-continue is understood",
+                ));
             }
         }
     }
@@ -489,31 +492,85 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 /// The Prometheus text exposition of `s`.
 pub fn render_metrics(s: &Snapshot<'_>) -> String {
     let mut o = String::new();
-    family(&mut o, "sidestep_config_version", "gauge", "Version of the running config.");
+    family(
+        &mut o,
+        "sidestep_config_version",
+        "gauge",
+        "Version of the running config.",
+    );
     let _ = writeln!(o, "sidestep_config_version {}", s.config.version);
-    family(&mut o, "sidestep_uptime_seconds", "gauge", "Seconds since the image booted.");
+    family(
+        &mut o,
+        "sidestep_uptime_seconds",
+        "gauge",
+        "Seconds since the image booted.",
+    );
     let _ = writeln!(
         o,
         "sidestep_uptime_seconds {}.{:03}",
         s.uptime_ms / 1000,
         s.uptime_ms % 1000
     );
-    family(&mut o, "sidestep_flows_capacity", "gauge", "Capacity of the flow table.");
+    family(
+        &mut o,
+        "sidestep_flows_capacity",
+        "gauge",
+        "Capacity of the flow table.",
+    );
     let _ = writeln!(o, "sidestep_flows_capacity {}", s.flows_capacity);
-    family(&mut o, "sidestep_nic_rx_packets_total", "counter", "Frames received by the data NIC.");
+    family(
+        &mut o,
+        "sidestep_nic_rx_packets_total",
+        "counter",
+        "Frames received by the data NIC.",
+    );
     let _ = writeln!(o, "sidestep_nic_rx_packets_total {}", s.nic_rx_packets);
-    family(&mut o, "sidestep_nic_tx_packets_total", "counter", "Frames sent by the data NIC.");
+    family(
+        &mut o,
+        "sidestep_nic_tx_packets_total",
+        "counter",
+        "Frames sent by the data NIC.",
+    );
     let _ = writeln!(o, "sidestep_nic_tx_packets_total {}", s.nic_tx_packets);
-    family(&mut o, "sidestep_drops_total", "counter", "Frames not forwarded, by reason.");
+    family(
+        &mut o,
+        "sidestep_drops_total",
+        "counter",
+        "Frames not forwarded, by reason.",
+    );
     for (reason, n) in s.drops {
-        let _ = writeln!(o, "sidestep_drops_total{{reason=\"{}\"}} {n}", label(reason));
+        let _ = writeln!(
+            o,
+            "sidestep_drops_total{{reason=\"{}\"}} {n}",
+            label(reason)
+        );
     }
 
-    type VipMetric = (&'static str, &'static str, &'static str, fn(&VipStats) -> u64);
+    type VipMetric = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&VipStats) -> u64,
+    );
     let vip_metrics: [VipMetric; 3] = [
-        ("sidestep_vip_packets_total", "counter", "Packets forwarded for the VIP.", |v| v.packets),
-        ("sidestep_vip_bytes_total", "counter", "IP bytes forwarded for the VIP.", |v| v.bytes),
-        ("sidestep_flows_active", "gauge", "Flows of the VIP in the flow table.", |v| v.flows_active),
+        (
+            "sidestep_vip_packets_total",
+            "counter",
+            "Packets forwarded for the VIP.",
+            |v| v.packets,
+        ),
+        (
+            "sidestep_vip_bytes_total",
+            "counter",
+            "IP bytes forwarded for the VIP.",
+            |v| v.bytes,
+        ),
+        (
+            "sidestep_flows_active",
+            "gauge",
+            "Flows of the VIP in the flow table.",
+            |v| v.flows_active,
+        ),
     ];
     for (name, kind, help, get) in vip_metrics {
         family(&mut o, name, kind, help);
@@ -528,9 +585,24 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
         fn(&crate::stats::BackendStats) -> u64,
     );
     let backend_metrics: [BackendMetric; 3] = [
-        ("sidestep_backend_packets_total", "counter", "Packets forwarded to the backend.", |b| b.packets),
-        ("sidestep_backend_bytes_total", "counter", "IP bytes forwarded to the backend.", |b| b.bytes),
-        ("sidestep_backend_up", "gauge", "1 if the backend is up (health checks), else 0.", |b| u64::from(b.up)),
+        (
+            "sidestep_backend_packets_total",
+            "counter",
+            "Packets forwarded to the backend.",
+            |b| b.packets,
+        ),
+        (
+            "sidestep_backend_bytes_total",
+            "counter",
+            "IP bytes forwarded to the backend.",
+            |b| b.bytes,
+        ),
+        (
+            "sidestep_backend_up",
+            "gauge",
+            "1 if the backend is up (health checks), else 0.",
+            |b| u64::from(b.up),
+        ),
     ];
     for (name, kind, help, get) in backend_metrics {
         family(&mut o, name, kind, help);
@@ -757,7 +829,8 @@ mod tests {
         }
         // A client that did not wait: the body is already there.
         let mut p = RequestParser::new();
-        match p.push(b"PUT /config HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nxyz")
+        match p
+            .push(b"PUT /config HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nxyz")
         {
             Parse::Done(r) => assert_eq!(r.body, b"xyz"),
             other => panic!("{other:?}"),
@@ -777,7 +850,10 @@ mod tests {
         assert_eq!(status_of(b"GET metrics HTTP/1.1\r\n\r\n"), 400);
         assert_eq!(status_of(b"GET /x HTTP/2.0\r\n\r\n"), 505);
         assert_eq!(status_of(b"GET /x HTTP/1.1\r\nNoColon\r\n\r\n"), 400);
-        assert_eq!(status_of(b"PUT /config HTTP/1.1\r\nContent-Length: -1\r\n\r\n"), 400);
+        assert_eq!(
+            status_of(b"PUT /config HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
+            400
+        );
         assert_eq!(
             status_of(b"PUT /config HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
             400
@@ -802,7 +878,8 @@ mod tests {
 
     #[test]
     fn body_of_exactly_the_limit() {
-        let mut req = format!("PUT /config HTTP/1.1\r\nContent-Length: {MAX_BODY}\r\n\r\n").into_bytes();
+        let mut req =
+            format!("PUT /config HTTP/1.1\r\nContent-Length: {MAX_BODY}\r\n\r\n").into_bytes();
         req.resize(req.len() + MAX_BODY, 7);
         let mut p = RequestParser::new();
         let mut result = Parse::NeedMore;
@@ -824,7 +901,10 @@ mod tests {
         let r = route("POST", "/config").unwrap_err();
         assert_eq!(r.status, 405);
         let bytes = String::from_utf8(r.to_bytes()).unwrap();
-        assert!(bytes.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{bytes}");
+        assert!(
+            bytes.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{bytes}"
+        );
         assert!(bytes.contains("\r\nAllow: PUT\r\n"), "{bytes}");
     }
 
@@ -838,7 +918,9 @@ mod tests {
     }
 
     fn config() -> Config {
-        use crate::config::{Backend, Interface, Limits, Mode, Prefix, Protocol, Scheduler, Vip, VipPort};
+        use crate::config::{
+            Backend, Interface, Limits, Mode, Prefix, Protocol, Scheduler, Vip, VipPort,
+        };
         let backend = |name: &str, address: &str, weight| Backend {
             name: name.into(),
             address: address.parse().unwrap(),
@@ -863,7 +945,10 @@ mod tests {
                 scheduler: Scheduler::Rr,
                 persistence: None,
                 health: None,
-                backends: vec![backend("be1", "10.77.0.21", 1), backend("be2", "10.77.0.22", 2)],
+                backends: vec![
+                    backend("be1", "10.77.0.21", 1),
+                    backend("be2", "10.77.0.22", 2),
+                ],
             }],
         };
         config.validate().unwrap();
@@ -984,14 +1069,27 @@ mod tests {
         let blob = config().to_blob();
         let sign = |k: &KeyPair, b: &[u8]| signed_envelope(b, &k.sk.sign(b, None));
         let good = sign(&kp, &blob);
-        assert_eq!(check_signed_config(&good, Some(&pk), 6).map(|c| c.version), Ok(7));
-        assert_eq!(check_signed_config(&good, Some(&pk), 7).unwrap_err().status, 409);
+        assert_eq!(
+            check_signed_config(&good, Some(&pk), 6).map(|c| c.version),
+            Ok(7)
+        );
+        assert_eq!(
+            check_signed_config(&good, Some(&pk), 7).unwrap_err().status,
+            409
+        );
         assert_eq!(check_signed_config(&good, None, 1).unwrap_err().status, 403);
         assert_eq!(
-            check_signed_config(&sign(&other, &blob), Some(&pk), 1).unwrap_err().status,
+            check_signed_config(&sign(&other, &blob), Some(&pk), 1)
+                .unwrap_err()
+                .status,
             403
         );
-        assert_eq!(check_signed_config(b"junk", Some(&pk), 1).unwrap_err().status, 400);
+        assert_eq!(
+            check_signed_config(b"junk", Some(&pk), 1)
+                .unwrap_err()
+                .status,
+            400
+        );
         let mut bad = config();
         bad.vips[0].backends[0].weight = 100_000;
         let r = check_signed_config(&sign(&kp, &bad.to_blob()), Some(&pk), 1).unwrap_err();

@@ -180,7 +180,11 @@ impl Fetch {
                 self.tries, TRIES, backoff
             );
         }
-        self.next_ms = if self.tries < TRIES { now_ms + backoff } else { now_ms };
+        self.next_ms = if self.tries < TRIES {
+            now_ms + backoff
+        } else {
+            now_ms
+        };
         self.last_error = why;
     }
 

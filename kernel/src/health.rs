@@ -99,7 +99,11 @@ impl Checker {
                     vip: vip.name.clone(),
                     backend: b.name.clone(),
                     address: b.address,
-                    next_hop: if on_link { Some(b.address) } else { config.interface.gateway },
+                    next_hop: if on_link {
+                        Some(b.address)
+                    } else {
+                        config.interface.gateway
+                    },
                     port,
                     interval_ms,
                     timeout_ms: u64::from(health.timeout_ms),
@@ -227,7 +231,10 @@ impl Check {
         self.up = up;
         self.transitions += 1;
         if let Err(e) = fwd.set_backend_up(&self.vip, &self.backend, up) {
-            warn!("health: vip \"{}\" backend \"{}\": {e}", self.vip, self.backend);
+            warn!(
+                "health: vip \"{}\" backend \"{}\": {e}",
+                self.vip, self.backend
+            );
         }
     }
 }

@@ -41,7 +41,9 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 use drivers::pci::{PciFunction, PortConfigSpace};
-use drivers::{ixgbe, Burst, Ixgbe, IxgbeConfig, MmioRegisters, Nic, PacketPool, VirtioNet, BUF_SIZE, HEADROOM};
+use drivers::{
+    ixgbe, Burst, Ixgbe, IxgbeConfig, MmioRegisters, Nic, PacketPool, VirtioNet, BUF_SIZE, HEADROOM,
+};
 use forwarder::config::{Config, Prefix};
 use forwarder::mgmt::{self, Endpoint, Request, Response, Snapshot};
 use forwarder::{DropReason, Forwarder, Instant, Verdict};
@@ -125,7 +127,10 @@ fn driver_of(f: &PciFunction) -> Option<&'static str> {
 
 /// Choose the data NIC: the one the config names (driver or PCI address), else the first NIC
 /// Sidestep has a driver for.
-fn choose_nic<'a>(config: &Config, functions: &'a [PciFunction]) -> Option<(&'a PciFunction, &'static str)> {
+fn choose_nic<'a>(
+    config: &Config,
+    functions: &'a [PciFunction],
+) -> Option<(&'a PciFunction, &'static str)> {
     let wanted = config.interface.nic.as_deref();
     functions.iter().find_map(|f| {
         let driver = driver_of(f)?;
@@ -158,7 +163,11 @@ pub fn start(config: &Config, functions: &[PciFunction], heap_bytes: u64) -> ! {
     let Some((function, driver)) = choose_nic(config, functions) else {
         panic!(
             "no data NIC: no PCI device is {} (Sidestep drives virtio-net and the Intel 82599)",
-            config.interface.nic.as_deref().unwrap_or("a NIC it has a driver for")
+            config
+                .interface
+                .nic
+                .as_deref()
+                .unwrap_or("a NIC it has a driver for")
         );
     };
     let Some((phys, virt)) = memory::alloc_dma(POOL_BYTES) else {
@@ -177,7 +186,10 @@ pub fn start(config: &Config, functions: &[PciFunction], heap_bytes: u64) -> ! {
             Err(e) => panic!("82599 at {}: {e}", function.address),
         };
         let Some(regs) = memory::map_mmio(bar.phys, bar.size as usize) else {
-            panic!("82599 at {}: cannot map BAR0 at {:#x}", function.address, bar.phys);
+            panic!(
+                "82599 at {}: cannot map BAR0 at {:#x}",
+                function.address, bar.phys
+            );
         };
         // Safety: `regs` maps exactly BAR0 of this 82599, uncached, for the image's lifetime,
         // and nothing else accesses it.
@@ -200,7 +212,12 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
     let mut fwd = Forwarder::new(config, mac, capacity);
     info!(
         "nic: mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, link {}, {} packet buffers",
-        mac[0], mac[1], mac[2], mac[3], mac[4], mac[5],
+        mac[0],
+        mac[1],
+        mac[2],
+        mac[3],
+        mac[4],
+        mac[5],
         if nic.link_up() { "up" } else { "down" },
         nic.pool().capacity()
     );
@@ -242,7 +259,8 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
         nic.rx_burst(&mut rx);
         while let Some(mut pkt) = rx.pop_front() {
             let (head, len) = (pkt.head(), pkt.len());
-            if is_arp_request_for(nic.pool().frame(&pkt), ctl.own) && device.rx.len() < LOCAL_QUEUE {
+            if is_arp_request_for(nic.pool().frame(&pkt), ctl.own) && device.rx.len() < LOCAL_QUEUE
+            {
                 device.rx.push_back(nic.pool().frame(&pkt).to_vec());
             }
             let verdict = fwd.process(nic.pool_mut().buffer_mut(&pkt), head, len, now);
@@ -265,7 +283,9 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
                         ctl.mgmt_denied += 1;
                     } else if device.rx.len() + 1 < LOCAL_QUEUE {
                         if let Some((ip, peer)) = first_packet_peer(frame, ctl.subnet) {
-                            device.rx.push_back(neighbour_hint(mac, ctl.own, ip, peer).to_vec());
+                            device
+                                .rx
+                                .push_back(neighbour_hint(mac, ctl.own, ip, peer).to_vec());
                         }
                         device.rx.push_back(frame.to_vec());
                     }
@@ -275,7 +295,11 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
             }
         }
         fwd.poll(now, &mut |frame| send_copy(&mut nic, &mut tx, frame));
-        if !device.rx.is_empty() || iface.poll_delay(smoltcp_now(), &sockets).is_some_and(|d| d.total_millis() == 0) {
+        if !device.rx.is_empty()
+            || iface
+                .poll_delay(smoltcp_now(), &sockets)
+                .is_some_and(|d| d.total_millis() == 0)
+        {
             iface.poll(smoltcp_now(), &mut device, &mut sockets);
         }
         let counts = NicCounts {
@@ -283,9 +307,12 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
             tx: nic.stats().tx_packets,
         };
         let mut hints = Vec::new();
-        let (touched, announce) = ctl.poll(now, &mut fwd, &mut iface, &mut sockets, counts, &mut hints);
+        let (touched, announce) =
+            ctl.poll(now, &mut fwd, &mut iface, &mut sockets, counts, &mut hints);
         for (ip, peer) in hints {
-            device.rx.push_back(neighbour_hint(mac, ctl.own, ip, peer).to_vec());
+            device
+                .rx
+                .push_back(neighbour_hint(mac, ctl.own, ip, peer).to_vec());
         }
         if touched || !device.rx.is_empty() {
             iface.poll(smoltcp_now(), &mut device, &mut sockets);
@@ -340,7 +367,10 @@ fn announced(config: &Config) -> Vec<Ipv4Addr> {
     vips.sort_unstable();
     vips.dedup();
     let mut all = vec![config.interface.address.address];
-    all.extend(vips.into_iter().filter(|a| *a != config.interface.address.address));
+    all.extend(
+        vips.into_iter()
+            .filter(|a| *a != config.interface.address.address),
+    );
     all
 }
 
@@ -498,7 +528,12 @@ struct Control {
 }
 
 impl Control {
-    fn new(config: &Config, fwd: &mut Forwarder, sockets: &mut SocketSet<'static>, now_ms: u64) -> Control {
+    fn new(
+        config: &Config,
+        fwd: &mut Forwarder,
+        sockets: &mut SocketSet<'static>,
+        now_ms: u64,
+    ) -> Control {
         let port = config.management.as_ref().map(|m| m.port);
         let mut health = Checker::default();
         health.configure(config, fwd, sockets, now_ms);
@@ -551,11 +586,14 @@ impl Control {
         hints: &mut Vec<(Ipv4Addr, [u8; 6])>,
     ) -> (bool, Vec<Ipv4Addr>) {
         let ms = now.millis();
-        let mut touched = self.health.poll(ms, iface, sockets, &mut self.ports, fwd, hints);
+        let mut touched = self
+            .health
+            .poll(ms, iface, sockets, &mut self.ports, fwd, hints);
 
         let mut accepted: Option<Config> = None;
         {
-            let (config, health, denied, booted) = (&self.config, &self.health, self.mgmt_denied, self.booted_ms);
+            let (config, health, denied, booted) =
+                (&self.config, &self.health, self.mgmt_denied, self.booted_ms);
             let fwd_ref: &Forwarder = fwd;
             let mut handler = |request: Request| -> Response {
                 match mgmt::route(&request.method, &request.path) {
@@ -618,9 +656,15 @@ impl Control {
                 }
                 let baked = self.config.version;
                 match outcome {
-                    Outcome::Failed(why) => warn!("fetch: keeping the baked config v{baked}: {why}"),
+                    Outcome::Failed(why) => {
+                        warn!("fetch: keeping the baked config v{baked}: {why}")
+                    }
                     Outcome::Blob(blob) => {
-                        let pubkey = self.config.management.as_ref().and_then(|m| m.pubkey.as_ref());
+                        let pubkey = self
+                            .config
+                            .management
+                            .as_ref()
+                            .and_then(|m| m.pubkey.as_ref());
                         match mgmt::check_signed_config(&blob, pubkey, fwd.config_version()) {
                             Ok(new) => {
                                 info!("fetch: got config v{}", new.version);
@@ -628,7 +672,9 @@ impl Control {
                             }
                             Err(r) => warn!(
                                 "fetch: keeping the baked config v{baked}: {}",
-                                core::str::from_utf8(&r.body).unwrap_or("refused").trim_end()
+                                core::str::from_utf8(&r.body)
+                                    .unwrap_or("refused")
+                                    .trim_end()
                             ),
                         }
                     }

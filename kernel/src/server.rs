@@ -83,7 +83,12 @@ impl Server {
     ) -> bool {
         let mut touched = false;
         for conn in &mut self.conns {
-            touched |= conn.poll(sockets.get_mut::<Socket>(conn.handle), self.port, now_ms, handler);
+            touched |= conn.poll(
+                sockets.get_mut::<Socket>(conn.handle),
+                self.port,
+                now_ms,
+                handler,
+            );
         }
         touched
     }
