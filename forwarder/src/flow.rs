@@ -259,14 +259,13 @@ impl FlowTable {
 
     #[inline(always)]
     fn scan(&self, b: usize, key: FlowKey) -> Option<usize> {
-        // Compare all four ways without branching and pick the first hit: which way holds a
-        // flow is random, so an early-exit loop mispredicts on nearly every lookup.
         let bucket = &self.buckets[b].0;
-        let mut hits = 0u32;
         for (w, e) in bucket.iter().enumerate() {
-            hits |= u32::from((e.rest == key.rest) & (e.addrs == key.addrs)) << w;
+            if e.rest == key.rest && e.addrs == key.addrs {
+                return Some(b * WAYS + w);
+            }
         }
-        (hits != 0).then(|| b * WAYS + hits.trailing_zeros() as usize)
+        None
     }
 
     /// Start fetching the bucket of `hash` into the cache (the burst path calls this for a whole
