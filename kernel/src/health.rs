@@ -24,6 +24,9 @@ use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
+/// Delay of a new backend's first check.
+const FIRST_CHECK_MS: u64 = 500;
+
 struct Check {
     vip: String,
     backend: String,
@@ -91,9 +94,10 @@ impl Checker {
                         SocketBuffer::new(alloc::vec![0; 64]),
                     )),
                 };
-                // Spread the first checks over the interval rather than firing all at once.
+                // Leave the forwarder a moment to resolve the next hop (an unresolved one fails
+                // a check), and spread the first checks over the interval.
                 let interval_ms = u64::from(health.interval_ms);
-                let first = now_ms + (i as u64 * 97) % interval_ms;
+                let first = now_ms + FIRST_CHECK_MS + (i as u64 * 97) % interval_ms;
                 let on_link = config.interface.address.contains(b.address);
                 self.checks.push(Check {
                     vip: vip.name.clone(),
