@@ -25,8 +25,11 @@
 //!   Backends are kept in *slots* identified by (VIP name, backend address); a slot that survives
 //!   a change keeps its flows, counters and health state. A flow whose slot was removed is
 //!   rescheduled on its next packet. A slot is reused only once no flow points to it.
-//! - **Health.** Backends start up. Down (or weight 0) removes a backend from scheduling only; its
-//!   existing flows stay (moving them is a later policy).
+//! - **Health.** Backends start up. Weight 0 (drain) removes a backend from scheduling only: its
+//!   existing flows stay. Down (failed health checks) also moves its existing flows: each is
+//!   rescheduled on its next packet to a backend that is up, as IPVS's `expire_nodest_conn` does
+//!   for a removed destination (a TCP connection moved mid-stream is reset by its new backend;
+//!   the client reconnects instead of waiting on a dead server).
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -483,7 +486,7 @@ impl Forwarder {
     }
 
     /// Mark backend number `backend` (config order) of VIP number `vip` up or down. Down means
-    /// no new flows; existing flows stay.
+    /// no new flows, and its existing flows move to live backends on their next packet.
     pub fn set_backend_up_by_index(
         &mut self,
         vip: usize,
@@ -810,7 +813,9 @@ impl Forwarder {
         let backend = if let Some(fs) = slot.filter(|&fs| {
             let e = self.flows.entry(fs);
             let s = &self.slots[e.backend as usize];
-            s.live && s.vip == vip && e.expires > now_s
+            // A backend marked down by health checks loses its flows too: they are rescheduled
+            // here, on their next packet. A drained one (weight 0) keeps them.
+            s.live && s.up && s.vip == vip && e.expires > now_s
         }) {
             let e = self.flows.entry_mut(fs);
             let state = if ip.proto == 6 {

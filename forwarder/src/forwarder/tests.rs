@@ -656,8 +656,8 @@ fn drain_and_down_stop_new_flows_only() {
     );
     assert_eq!(
         send(&mut f, &Pkt::tcp(2, 0x10), Instant::ZERO),
-        Ok(1),
-        "down keeps flows"
+        Err(Verdict::Drop(DropReason::NoBackend)),
+        "a down backend loses its flows, and the only other one is drained"
     );
     assert_eq!(
         f.set_backend_up("web", "nope", true),
@@ -670,6 +670,39 @@ fn drain_and_down_stop_new_flows_only() {
     f.set_backend_up_by_index(0, 1, true).unwrap();
     assert_eq!(send(&mut f, &Pkt::tcp(30, 2), Instant::ZERO), Ok(1));
     assert!(!f.stats()[0].backends[0].up || f.stats()[0].backends[0].weight == 0);
+}
+
+#[test]
+fn down_moves_existing_flows_to_live_backends_and_only_those() {
+    let mut f = ready(&config(Mode::DsrL2, Scheduler::Rr, &[1, 1, 1]));
+    let owner: Vec<usize> = (0..30)
+        .map(|i| send(&mut f, &Pkt::tcp(i, 2), Instant::ZERO).unwrap())
+        .collect();
+    // Backends are named be0, be1, be2 in config order: be1 is index 1.
+    f.set_backend_up("web", "be1", false).unwrap();
+    for (i, &b) in owner.iter().enumerate() {
+        let now = send(&mut f, &Pkt::tcp(i as u16, 0x10), Instant::ZERO).unwrap();
+        if b == 1 {
+            assert_ne!(now, 1, "flow {i} stayed on the down backend");
+        } else {
+            assert_eq!(now, b, "flow {i} on a live backend moved");
+        }
+        // Once moved, a flow stays where it went.
+        assert_eq!(send(&mut f, &Pkt::tcp(i as u16, 0x10), Instant::ZERO), Ok(now));
+    }
+    let stats = f.stats();
+    assert_eq!(stats[0].backends[1].flows_active, 0);
+    assert_eq!(
+        stats[0].backends.iter().map(|b| b.flows_active).sum::<u64>(),
+        30
+    );
+    // Back up: new flows reach it again; the moved ones stay where they are.
+    f.set_backend_up("web", "be1", true).unwrap();
+    let mut seen = [0; 3];
+    for i in 100..130 {
+        seen[send(&mut f, &Pkt::tcp(i, 2), Instant::ZERO).unwrap()] += 1;
+    }
+    assert!(seen[1] > 0, "{seen:?}");
 }
 
 #[test]
