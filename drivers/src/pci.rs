@@ -89,9 +89,16 @@ impl PciFunction {
         match (self.vendor, self.device) {
             (0x1af4, 0x1000) | (0x1af4, 0x1041) => "virtio-net",
             (0x1af4, _) => "virtio",
-            (0x8086, 0x10fb) | (0x8086, 0x10fc) | (0x8086, 0x1557) | (0x8086, 0x10f7)
-            | (0x8086, 0x1514) | (0x8086, 0x1517) | (0x8086, 0x10f8) | (0x8086, 0x10f9)
-            | (0x8086, 0x151c) | (0x8086, 0x154d) => "82599 (ixgbe)",
+            (0x8086, 0x10fb)
+            | (0x8086, 0x10fc)
+            | (0x8086, 0x1557)
+            | (0x8086, 0x10f7)
+            | (0x8086, 0x1514)
+            | (0x8086, 0x1517)
+            | (0x8086, 0x10f8)
+            | (0x8086, 0x10f9)
+            | (0x8086, 0x151c)
+            | (0x8086, 0x154d) => "82599 (ixgbe)",
             _ => match self.class.0 {
                 0x01 => "storage",
                 0x02 => "network",
@@ -108,7 +115,12 @@ impl fmt::Display for PciFunction {
         write!(
             f,
             "{} {:04x}:{:04x} class {:02x}{:02x}{:02x} {}",
-            self.address, self.vendor, self.device, self.class.0, self.class.1, self.class.2,
+            self.address,
+            self.vendor,
+            self.device,
+            self.class.0,
+            self.class.1,
+            self.class.2,
             self.kind()
         )
     }
@@ -118,14 +130,22 @@ impl fmt::Display for PciFunction {
 pub fn scan(cs: &impl ConfigSpace, mut visit: impl FnMut(PciFunction)) {
     for bus in 0..=255u8 {
         for device in 0..32u8 {
-            let first = PciAddress { bus, device, function: 0 };
+            let first = PciAddress {
+                bus,
+                device,
+                function: 0,
+            };
             if vendor_of(cs, first).is_none() {
                 continue;
             }
             let multi = (cs.read(first, 0x0c) >> 16) & 0x80 != 0;
             let functions = if multi { 8 } else { 1 };
             for function in 0..functions {
-                let address = PciAddress { bus, device, function };
+                let address = PciAddress {
+                    bus,
+                    device,
+                    function,
+                };
                 if let Some(f) = probe(cs, address) {
                     visit(f);
                 }
@@ -233,12 +253,18 @@ mod tests {
         let mut bar_sizes = HashMap::new();
         bar_sizes.insert((0, 3, 0, 0x20), 0xffffc00c); // 16 KiB
         bar_sizes.insert((0, 3, 0, 0x24), 0xffff_ffff);
-        let bus = FakeBus { regs: RefCell::new(regs), bar_sizes };
+        let bus = FakeBus {
+            regs: RefCell::new(regs),
+            bar_sizes,
+        };
         let mut found = Vec::new();
         scan(&bus, |f| found.push(f));
         assert_eq!(found.len(), 2);
         assert_eq!(found[1].kind(), "virtio-net");
-        assert_eq!(found[1].to_string(), "00:03.0 1af4:1041 class 020000 virtio-net");
+        assert_eq!(
+            found[1].to_string(),
+            "00:03.0 1af4:1041 class 020000 virtio-net"
+        );
         let a = found[1].address;
         assert_eq!(memory_bar(&bus, a, 4), Some((0x1_fe00_0000, 0x4000)));
         // Sizing restored the BAR.

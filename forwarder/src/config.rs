@@ -466,7 +466,11 @@ impl Config {
             if !net.contains(gw) {
                 return Err(ConfigError::new(
                     "interface.gateway",
-                    format!("{gw} is not on the interface subnet {}/{}", net.network(), net.len),
+                    format!(
+                        "{gw} is not on the interface subnet {}/{}",
+                        net.network(),
+                        net.len
+                    ),
                 ));
             }
             if gw == net.address {
@@ -479,7 +483,10 @@ impl Config {
         if !(MTU_RANGE.0..=MTU_RANGE.1).contains(&iface.mtu) {
             return Err(ConfigError::new(
                 "interface.mtu",
-                format!("{} is out of range {}..={}", iface.mtu, MTU_RANGE.0, MTU_RANGE.1),
+                format!(
+                    "{} is out of range {}..={}",
+                    iface.mtu, MTU_RANGE.0, MTU_RANGE.1
+                ),
             ));
         }
         if let Some(nic) = &iface.nic {
@@ -515,7 +522,11 @@ impl Config {
             if p.address != p.network() {
                 return Err(ConfigError::new(
                     "management.allow",
-                    format!("{p} has host bits set; did you mean {}/{}?", p.network(), p.len),
+                    format!(
+                        "{p} has host bits set; did you mean {}/{}?",
+                        p.network(),
+                        p.len
+                    ),
                 ));
             }
         }
@@ -593,7 +604,10 @@ impl Config {
         if vip.backends.len() > BACKENDS_MAX {
             return Err(ConfigError::new(
                 field,
-                format!("{} backends given; at most {BACKENDS_MAX}", vip.backends.len()),
+                format!(
+                    "{} backends given; at most {BACKENDS_MAX}",
+                    vip.backends.len()
+                ),
             ));
         }
         for (i, be) in vip.backends.iter().enumerate() {
@@ -780,10 +794,10 @@ pub fn split_signed(signed: &[u8]) -> Result<(&[u8], &[u8]), SignedError> {
 /// Verify a signed envelope with `pubkey`, then decode and validate the config inside.
 pub fn verify_signed(signed: &[u8], pubkey: &[u8; 32]) -> Result<Config, SignedError> {
     let (signature, blob) = split_signed(signed)?;
-    let key = ed25519_compact::PublicKey::from_slice(pubkey)
-        .map_err(|_| SignedError::BadSignature)?;
-    let signature = ed25519_compact::Signature::from_slice(signature)
-        .map_err(|_| SignedError::BadSignature)?;
+    let key =
+        ed25519_compact::PublicKey::from_slice(pubkey).map_err(|_| SignedError::BadSignature)?;
+    let signature =
+        ed25519_compact::Signature::from_slice(signature).map_err(|_| SignedError::BadSignature)?;
     key.verify(blob, &signature)
         .map_err(|_| SignedError::BadSignature)?;
     Config::from_blob(blob).map_err(SignedError::Invalid)
@@ -917,7 +931,9 @@ mod tests {
     }
 
     fn refused(c: &Config) -> String {
-        c.validate().expect_err("config should be refused").to_string()
+        c.validate()
+            .expect_err("config should be refused")
+            .to_string()
     }
 
     #[test]
@@ -933,14 +949,20 @@ mod tests {
     #[test]
     fn blob_damage_is_reported() {
         let blob = example().to_blob();
-        assert!(Config::from_blob(&blob[..10]).unwrap_err().to_string().starts_with("blob:"));
+        assert!(Config::from_blob(&blob[..10])
+            .unwrap_err()
+            .to_string()
+            .starts_with("blob:"));
         assert!(Config::from_blob(&blob[..blob.len() - 1])
             .unwrap_err()
             .message
             .contains("bytes follow"));
         let mut bad = blob.clone();
         bad[8] = 9;
-        assert!(Config::from_blob(&bad).unwrap_err().message.contains("format 9"));
+        assert!(Config::from_blob(&bad)
+            .unwrap_err()
+            .message
+            .contains("format 9"));
         let mut bad = blob.clone();
         bad[0] = b'X';
         assert!(Config::from_blob(&bad).is_err());
@@ -1062,16 +1084,28 @@ mod tests {
     fn prefix_parsing() {
         assert_eq!(
             Prefix::parse("10.0.0.0/8"),
-            Some(Prefix { address: Ipv4Addr::new(10, 0, 0, 0), len: 8 })
+            Some(Prefix {
+                address: Ipv4Addr::new(10, 0, 0, 0),
+                len: 8
+            })
         );
-        for bad in ["10.0.0.0/33", "10.0.0/8", "10.0.0.0", "10.0.0.0/", "10.0.0.0/+8", "x/8"] {
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "10.0.0.0",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "x/8",
+        ] {
             assert_eq!(Prefix::parse(bad), None, "{bad}");
         }
         let p = Prefix::parse("10.77.0.2/24").unwrap();
         assert!(p.contains(Ipv4Addr::new(10, 77, 0, 200)));
         assert!(!p.contains(Ipv4Addr::new(10, 77, 1, 2)));
         assert_eq!(p.broadcast(), Ipv4Addr::new(10, 77, 0, 255));
-        assert!(Prefix::parse("0.0.0.0/0").unwrap().contains(Ipv4Addr::new(1, 2, 3, 4)));
+        assert!(Prefix::parse("0.0.0.0/0")
+            .unwrap()
+            .contains(Ipv4Addr::new(1, 2, 3, 4)));
     }
 
     #[test]
@@ -1124,7 +1158,10 @@ mod tests {
 
     #[test]
     fn names_parse_with_the_list_in_the_message() {
-        assert_eq!(parse_name(&Mode::ALL, Mode::name, "mode", "dsr-l3"), Ok(Mode::DsrL3));
+        assert_eq!(
+            parse_name(&Mode::ALL, Mode::name, "mode", "dsr-l3"),
+            Ok(Mode::DsrL3)
+        );
         assert_eq!(
             parse_name(&Mode::ALL, Mode::name, "mode", "dsr-l9"),
             Err("mode \"dsr-l9\" is not one of dsr-l2, dsr-l3".into())
@@ -1146,12 +1183,21 @@ mod tests {
         let signed = signed_envelope(&blob, &sig);
         assert_eq!(verify_signed(&signed, &pair.pk), Ok(example()));
         // Another key, a flipped bit in the blob, a truncated envelope.
-        assert_eq!(verify_signed(&signed, &[9; 32]), Err(SignedError::BadSignature));
+        assert_eq!(
+            verify_signed(&signed, &[9; 32]),
+            Err(SignedError::BadSignature)
+        );
         let mut bad = signed.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert_eq!(verify_signed(&bad, &pair.pk), Err(SignedError::BadSignature));
-        assert!(matches!(verify_signed(&signed[..40], &pair.pk), Err(SignedError::Malformed(_))));
+        assert_eq!(
+            verify_signed(&bad, &pair.pk),
+            Err(SignedError::BadSignature)
+        );
+        assert!(matches!(
+            verify_signed(&signed[..40], &pair.pk),
+            Err(SignedError::Malformed(_))
+        ));
         // Signed but invalid: refused naming the field.
         let mut c = example();
         c.vips[0].port = VipPort::One(0);

@@ -32,7 +32,11 @@ impl Image {
             .join("../target/test-images")
             .join(stem);
         let images = boot::image::build(config, &dir)?;
-        Ok(Image { bios: images.bios, uefi: images.uefi, dir })
+        Ok(Image {
+            bios: images.bios,
+            uefi: images.uefi,
+            dir,
+        })
     }
 }
 
@@ -80,7 +84,9 @@ impl Vm {
     ) -> Result<Vm, String> {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let serial = image.dir.join(format!("serial-{}-{n}.log", std::process::id()));
+        let serial = image
+            .dir
+            .join(format!("serial-{}-{n}.log", std::process::id()));
         let _ = std::fs::remove_file(&serial);
         let opts = RunOptions {
             image: match firmware {
@@ -93,14 +99,20 @@ impl Vm {
             net,
             mac: mac.map(str::to_string),
             serial_file: Some(serial.clone()),
-            ovmf_vars: Some(image.dir.join(format!("ovmf-vars-{}-{n}.fd", std::process::id()))),
+            ovmf_vars: Some(
+                image
+                    .dir
+                    .join(format!("ovmf-vars-{}-{n}.fd", std::process::id())),
+            ),
         };
         let qemu = qemu_command(&opts)?;
         let mut cmd = match netns {
             Some(ns) => {
                 // `ip netns exec` execs QEMU in place, so the child's PID is QEMU's.
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(qemu.get_program()).args(qemu.get_args());
+                c.args(["netns", "exec", ns])
+                    .arg(qemu.get_program())
+                    .args(qemu.get_args());
                 c
             }
             None => qemu,
@@ -111,7 +123,12 @@ impl Vm {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
-        Ok(Vm { child, serial, started: Instant::now(), boot_time: Duration::ZERO })
+        Ok(Vm {
+            child,
+            serial,
+            started: Instant::now(),
+            boot_time: Duration::ZERO,
+        })
     }
 
     /// Wait until the serial console shows `needle`; fail if QEMU ends or time runs out.
@@ -150,7 +167,10 @@ impl Vm {
                 return Ok(status.code());
             }
             if Instant::now() > deadline {
-                return Err(format!("QEMU still running after {timeout:?}\n{}", self.serial_log()));
+                return Err(format!(
+                    "QEMU still running after {timeout:?}\n{}",
+                    self.serial_log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -28,10 +28,16 @@ fn boots_to_ready(firmware: Firmware) {
     let vm = Vm::start(image, firmware, Net::Isolated, None, None)
         .unwrap_or_else(|e| panic!("{firmware:?} image did not boot: {e}"));
     let log = vm.serial_log();
-    eprintln!("{firmware:?}: ready {:.1} s after QEMU started", vm.boot_time.as_secs_f64());
+    eprintln!(
+        "{firmware:?}: ready {:.1} s after QEMU started",
+        vm.boot_time.as_secs_f64()
+    );
     // The summary line, exactly as the host computes it from the file...
     let summary = expected_summary();
-    assert!(log.contains(&summary), "summary missing; want\n{summary}\nlog:\n{log}");
+    assert!(
+        log.contains(&summary),
+        "summary missing; want\n{summary}\nlog:\n{log}"
+    );
     // ...and, independently of that code, the facts of the literal file.
     for fact in [
         "config v7: interface 10.66.0.2/24, 3 vips, 5 backends",
@@ -42,8 +48,14 @@ fn boots_to_ready(firmware: Firmware) {
         assert!(log.contains(fact), "missing \"{fact}\" in:\n{log}");
     }
     assert!(log.contains("clock: TSC "), "no clock line:\n{log}");
-    assert!(log.contains("virtio-net"), "the PCI scan did not list the NIC:\n{log}");
-    assert!(log.contains("forwarder: 65536 flows capacity"), "limits.flows not applied:\n{log}");
+    assert!(
+        log.contains("virtio-net"),
+        "the PCI scan did not list the NIC:\n{log}"
+    );
+    assert!(
+        log.contains("forwarder: 65536 flows capacity"),
+        "limits.flows not applied:\n{log}"
+    );
     let ready = log.lines().find(|l| l.contains("ready")).unwrap();
     assert!(ready.contains("10.66.0.2/24"), "{ready}");
     assert!(!log.contains("PANIC"), "{log}");

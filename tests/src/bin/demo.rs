@@ -50,7 +50,8 @@ fn demo() -> Result<(), String> {
     let image = Image::build(&config)?;
     println!("== building the demo network in namespaces");
     let net = DemoNet::create(helper_bins()?).map_err(|e| e.to_string())?;
-    net.add_tap("tap0", BALANCER_MAC).map_err(|e| e.to_string())?;
+    net.add_tap("tap0", BALANCER_MAC)
+        .map_err(|e| e.to_string())?;
     println!("== booting {} under QEMU", image.bios.display());
     let vm = Vm::start(
         &image,
@@ -59,29 +60,50 @@ fn demo() -> Result<(), String> {
         Some(BALANCER_MAC),
         Some(&net.lb_netns()),
     )?;
-    println!("   ready after {:.1} s; the console says:", vm.boot_time.as_secs_f64());
-    for line in vm.serial_log().lines().filter(|l| l.contains("config v") || l.contains("ready")) {
+    println!(
+        "   ready after {:.1} s; the console says:",
+        vm.boot_time.as_secs_f64()
+    );
+    for line in vm
+        .serial_log()
+        .lines()
+        .filter(|l| l.contains("config v") || l.contains("ready"))
+    {
         println!("   | {line}");
     }
 
     let capture = net
         .capture(Host::Lb, "tap0", &netns::from_any(&VIPS))
         .map_err(|e| e.to_string())?;
-    println!("\n== client {} -> http://{WEB}/ (dsr-l2, round robin over be1 and be2)", Host::Client.addr().unwrap());
+    println!(
+        "\n== client {} -> http://{WEB}/ (dsr-l2, round robin over be1 and be2)",
+        Host::Client.addr().unwrap()
+    );
     for i in 1..=6 {
-        let body = net.curl(5, &[&format!("http://{WEB}/")]).map_err(|e| e.to_string())?;
+        let body = net
+            .curl(5, &[&format!("http://{WEB}/")])
+            .map_err(|e| e.to_string())?;
         println!("   request {i}: answered by {}", backend_of(&body));
     }
     println!("\n== client -> http://{WEB_L3}/ (dsr-l3: IP-in-IP to be3 behind the router)");
     for i in 1..=3 {
-        let body = net.curl(5, &[&format!("http://{WEB_L3}/")]).map_err(|e| e.to_string())?;
+        let body = net
+            .curl(5, &[&format!("http://{WEB_L3}/")])
+            .map_err(|e| e.to_string())?;
         println!("   request {i}: answered by {}", backend_of(&body));
     }
     println!("\n== client -> ping {BALANCER} (the balancer itself)");
     let ping = net
-        .run(Host::Client, &["ping", "-c", "2", "-W", "1", &BALANCER.to_string()])
+        .run(
+            Host::Client,
+            &["ping", "-c", "2", "-W", "1", &BALANCER.to_string()],
+        )
         .map_err(|e| e.to_string())?;
-    if let Some(line) = ping.stdout.lines().find(|l| l.contains("packets transmitted")) {
+    if let Some(line) = ping
+        .stdout
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+    {
         println!("   {line}");
     }
     let seen = capture.finish().map_err(|e| e.to_string())?;
@@ -90,11 +112,19 @@ fn demo() -> Result<(), String> {
         seen.lines.len()
     );
     std::thread::sleep(std::time::Duration::from_secs(5));
-    if let Some(line) = vm.serial_log().lines().filter(|l| l.contains("stats:")).last() {
+    if let Some(line) = vm
+        .serial_log()
+        .lines()
+        .filter(|l| l.contains("stats:"))
+        .last()
+    {
         println!("   | {line}");
     }
     if wait {
-        println!("\nThe network is up (namespaces {}*). Press Enter to tear it down.", net.ns(Host::Client).trim_end_matches("client"));
+        println!(
+            "\nThe network is up (namespaces {}*). Press Enter to tear it down.",
+            net.ns(Host::Client).trim_end_matches("client")
+        );
         let mut line = String::new();
         let _ = std::io::stdin().read_line(&mut line);
     }
