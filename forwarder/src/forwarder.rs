@@ -828,7 +828,14 @@ impl Forwarder {
             }
             e.backend
         } else {
-            // New flow, or an entry that expired or whose backend left the config.
+            // New flow, or an entry that expired, whose backend left the config or went down.
+            if let Some(fs) = slot {
+                let e = self.flows.entry(fs);
+                let s = &self.slots[e.backend as usize];
+                if s.live && !s.up && s.vip == vip && e.expires > now_s {
+                    self.counters.flows_rescheduled += 1;
+                }
+            }
             let Some(b) = self.schedule(vip as usize, key, ip.src, now_s) else {
                 if let Some(fs) = slot {
                     let old = self.flows.remove(fs);

@@ -450,6 +450,8 @@ pub struct Snapshot<'a> {
     pub nic_rx_packets: u64,
     /// Frames sent by the NIC.
     pub nic_tx_packets: u64,
+    /// Flows moved off backends that went down.
+    pub flows_rescheduled: u64,
 }
 
 /// Escape a Prometheus label value.
@@ -532,6 +534,13 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
         "Frames sent by the data NIC.",
     );
     let _ = writeln!(o, "sidestep_nic_tx_packets_total {}", s.nic_tx_packets);
+    family(
+        &mut o,
+        "sidestep_flows_rescheduled_total",
+        "counter",
+        "Flows moved off a backend that health checks marked down.",
+    );
+    let _ = writeln!(o, "sidestep_flows_rescheduled_total {}", s.flows_rescheduled);
     family(
         &mut o,
         "sidestep_drops_total",
@@ -998,6 +1007,7 @@ mod tests {
             transitions: &[],
             nic_rx_packets: 0,
             nic_tx_packets: 0,
+            flows_rescheduled: 0,
         };
         assert_eq!(
             render_status(&s),
@@ -1030,6 +1040,7 @@ mod tests {
             transitions: &transitions,
             nic_rx_packets: 5,
             nic_tx_packets: 6,
+            flows_rescheduled: 4,
         };
         let m = render_metrics(&s);
         for line in [
@@ -1048,6 +1059,7 @@ mod tests {
             "sidestep_backend_up{vip=\"web\",backend=\"be\\\"2\"} 0",
             "sidestep_health_transitions_total{vip=\"web\",backend=\"be1\"} 2",
             "sidestep_nic_rx_packets_total 5",
+            "sidestep_flows_rescheduled_total 4",
             "sidestep_flows_capacity 1024",
         ] {
             assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");

@@ -103,6 +103,8 @@ pub struct Counters {
     pub icmp_frag_needed: u64,
     /// Flows created.
     pub flows_created: u64,
+    /// Flows moved off a backend that health checks marked down (on their next packet).
+    pub flows_rescheduled: u64,
 }
 
 impl Counters {

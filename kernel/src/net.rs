@@ -635,6 +635,7 @@ impl Control {
                             transitions: &transitions,
                             nic_rx_packets: nic.rx,
                             nic_tx_packets: nic.tx,
+                            flows_rescheduled: counters.flows_rescheduled,
                         };
                         if endpoint == Endpoint::Metrics {
                             Response::with(200, mgmt::PROMETHEUS, mgmt::render_metrics(&snapshot))
