@@ -300,8 +300,9 @@ fn counters_match_the_traffic() {
     let series = "sidestep_vip_packets_total{vip=\"web\"}";
 
     // Count exactly what reaches the balancer for the web VIP. In DSR only client -> VIP
-    // packets pass it; the responses go straight back from the backends.
-    let filter = format!("dst host {VIP_WEB} and tcp dst port 80");
+    // packets pass it; the responses go straight back from the backends. The tap also carries
+    // the balancer's forwarded copies (to a backend's MAC): only frames to its own MAC count.
+    let filter = format!("ether dst {BALANCER_MAC} and dst host {VIP_WEB} and tcp dst port 80");
     let cap = f
         .net
         .capture(Host::Lb, "tap0", &filter)
@@ -317,12 +318,25 @@ fn counters_match_the_traffic() {
     );
     assert!(seen.iter().all(|b| b == "be1" || b == "be2"), "{seen:?}");
 
+    let mut last = None;
     let after = f.eventually(
         "the counters catch up with the capture",
         Duration::from_secs(5),
         || {
             let s = f.status();
-            (web(&s).packets - web(&before).packets >= sent).then_some(s)
+            let grown = web(&s).packets - web(&before).packets;
+            if grown >= sent {
+                return Some(s);
+            }
+            if last != Some(grown) {
+                eprintln!(
+                    "/status web packets grew by {grown}, the capture saw {sent}:\n{}\n{}",
+                    boot::status::render(&s),
+                    captured.lines.join("\n")
+                );
+                last = Some(grown);
+            }
+            None
         },
     );
     let metrics_after = f.metrics();
@@ -377,6 +391,12 @@ fn counters_match_the_traffic() {
         );
     }
     assert_eq!(metric(&m, "sidestep_config_version"), 1);
+    assert!(
+        after.uptime_ms > before.uptime_ms && after.uptime_ms > 0,
+        "uptime_ms does not grow: {} then {}",
+        before.uptime_ms,
+        after.uptime_ms
+    );
 }
 
 #[test]
