@@ -95,7 +95,10 @@ struct FileBackend {
 
 fn address(field: &str, text: &str) -> Result<Ipv4Addr, ConfigError> {
     text.parse().map_err(|_| {
-        ConfigError::new(field, format!("\"{text}\" is not an IPv4 address like 10.77.0.2"))
+        ConfigError::new(
+            field,
+            format!("\"{text}\" is not an IPv4 address like 10.77.0.2"),
+        )
     })
 }
 
@@ -110,7 +113,10 @@ fn prefix(field: &str, text: &str) -> Result<Prefix, ConfigError> {
 
 fn ranged<T: TryFrom<i64>>(field: &str, v: i64, lo: i64, hi: i64) -> Result<T, ConfigError> {
     if v < lo || v > hi {
-        return Err(ConfigError::new(field, format!("{v} is out of range {lo}..={hi}")));
+        return Err(ConfigError::new(
+            field,
+            format!("{v} is out of range {lo}..={hi}"),
+        ));
     }
     T::try_from(v).map_err(|_| ConfigError::new(field, format!("{v} is out of range")))
 }
@@ -212,12 +218,28 @@ fn translate_vip(v: FileVip) -> Result<Vip, ConfigError> {
             let hf = |name: &str| format!("{field}: health.{name}");
             Ok(Health {
                 kind: match h.kind {
-                    Some(k) => named(&field, parse_name(&HealthKind::ALL, HealthKind::name, "health.kind", &k))?,
+                    Some(k) => named(
+                        &field,
+                        parse_name(&HealthKind::ALL, HealthKind::name, "health.kind", &k),
+                    )?,
                     None => d.kind,
                 },
-                port: h.port.map(|p| ranged(&hf("port"), p, 0, 65535)).transpose()?,
-                interval_ms: ranged(&hf("interval_ms"), h.interval_ms.unwrap_or(i64::from(d.interval_ms)), 0, i64::from(u32::MAX))?,
-                timeout_ms: ranged(&hf("timeout_ms"), h.timeout_ms.unwrap_or(i64::from(d.timeout_ms)), 0, i64::from(u32::MAX))?,
+                port: h
+                    .port
+                    .map(|p| ranged(&hf("port"), p, 0, 65535))
+                    .transpose()?,
+                interval_ms: ranged(
+                    &hf("interval_ms"),
+                    h.interval_ms.unwrap_or(i64::from(d.interval_ms)),
+                    0,
+                    i64::from(u32::MAX),
+                )?,
+                timeout_ms: ranged(
+                    &hf("timeout_ms"),
+                    h.timeout_ms.unwrap_or(i64::from(d.timeout_ms)),
+                    0,
+                    i64::from(u32::MAX),
+                )?,
                 rise: ranged(&hf("rise"), h.rise.unwrap_or(i64::from(d.rise)), 0, 255)?,
                 fall: ranged(&hf("fall"), h.fall.unwrap_or(i64::from(d.fall)), 0, 255)?,
             })
@@ -235,17 +257,49 @@ fn translate_vip(v: FileVip) -> Result<Vip, ConfigError> {
         }
         backends.push(Backend {
             address: address(&format!("{bfield}: address"), &b.address)?,
-            weight: ranged(&format!("{bfield}: weight"), b.weight.unwrap_or(1), 0, i64::from(u32::MAX))?,
+            weight: ranged(
+                &format!("{bfield}: weight"),
+                b.weight.unwrap_or(1),
+                0,
+                i64::from(u32::MAX),
+            )?,
             name: b.name,
         });
     }
     Ok(Vip {
         address: address(&f("address"), &v.address)?,
         port,
-        protocol: named(&field, parse_name(&Protocol::ALL, Protocol::name, "protocol", v.protocol.as_deref().unwrap_or("tcp")))?,
-        mode: named(&field, parse_name(&Mode::ALL, Mode::name, "mode", v.mode.as_deref().unwrap_or("dsr-l2")))?,
-        scheduler: named(&field, parse_name(&Scheduler::ALL, Scheduler::name, "scheduler", v.scheduler.as_deref().unwrap_or("wlc")))?,
-        persistence: v.persistence.map(|p| ranged(&f("persistence"), p, 0, i64::from(u32::MAX))).transpose()?,
+        protocol: named(
+            &field,
+            parse_name(
+                &Protocol::ALL,
+                Protocol::name,
+                "protocol",
+                v.protocol.as_deref().unwrap_or("tcp"),
+            ),
+        )?,
+        mode: named(
+            &field,
+            parse_name(
+                &Mode::ALL,
+                Mode::name,
+                "mode",
+                v.mode.as_deref().unwrap_or("dsr-l2"),
+            ),
+        )?,
+        scheduler: named(
+            &field,
+            parse_name(
+                &Scheduler::ALL,
+                Scheduler::name,
+                "scheduler",
+                v.scheduler.as_deref().unwrap_or("wlc"),
+            ),
+        )?,
+        persistence: v
+            .persistence
+            .map(|p| ranged(&f("persistence"), p, 0, i64::from(u32::MAX)))
+            .transpose()?,
         health,
         backends,
         name: v.name,
@@ -299,7 +353,9 @@ weight = 0
 "#;
 
     fn refused(edit: impl Fn(&str) -> String) -> String {
-        parse(&edit(EXAMPLE)).expect_err("should be refused").to_string()
+        parse(&edit(EXAMPLE))
+            .expect_err("should be refused")
+            .to_string()
     }
 
     #[test]
@@ -311,7 +367,10 @@ weight = 0
         assert_eq!(m.port, 9100);
         assert_eq!(m.pubkey.unwrap()[31], 31);
         let web = &c.vips[0];
-        assert_eq!((web.port, web.mode, web.scheduler), (VipPort::One(80), Mode::DsrL2, Scheduler::Wlc));
+        assert_eq!(
+            (web.port, web.mode, web.scheduler),
+            (VipPort::One(80), Mode::DsrL2, Scheduler::Wlc)
+        );
         assert_eq!(web.persistence, Some(300));
         assert_eq!(web.health.as_ref().unwrap().fall, 3);
         assert_eq!(web.backends[1].weight, 0);
@@ -335,18 +394,26 @@ weight = 0
 
     #[test]
     fn unknown_protocol() {
-        assert!(refused(|t| t.replace("protocol = \"tcp\"", "protocol = \"sctp\""))
-            .contains("protocol \"sctp\" is not one of tcp, udp"));
+        assert!(
+            refused(|t| t.replace("protocol = \"tcp\"", "protocol = \"sctp\""))
+                .contains("protocol \"sctp\" is not one of tcp, udp")
+        );
     }
 
     #[test]
     fn port_zero_and_port_star() {
-        assert!(refused(|t| t.replace("port = 80\nprotocol", "port = 0\nprotocol"))
-            .starts_with("vip \"web\": port: 0 is not a port"));
-        assert!(refused(|t| t.replace("port = 80\nprotocol", "port = 70000\nprotocol"))
-            .starts_with("vip \"web\": port: 70000 is out of range"));
-        assert!(refused(|t| t.replace("port = 80\nprotocol", "port = \"any\"\nprotocol"))
-            .contains("\"any\" is not a port"));
+        assert!(
+            refused(|t| t.replace("port = 80\nprotocol", "port = 0\nprotocol"))
+                .starts_with("vip \"web\": port: 0 is not a port")
+        );
+        assert!(
+            refused(|t| t.replace("port = 80\nprotocol", "port = 70000\nprotocol"))
+                .starts_with("vip \"web\": port: 70000 is out of range")
+        );
+        assert!(
+            refused(|t| t.replace("port = 80\nprotocol", "port = \"any\"\nprotocol"))
+                .contains("\"any\" is not a port")
+        );
         let c = parse(&EXAMPLE.replace("port = 80\nprotocol", "port = \"*\"\nprotocol")).unwrap();
         assert_eq!(c.vips[0].port, VipPort::All);
     }
@@ -354,27 +421,49 @@ weight = 0
     #[test]
     fn backend_with_a_port() {
         let e = refused(|t| t.replace("weight = 1\n", "weight = 1\nport = 8080\n"));
-        assert!(e.starts_with("vip \"web\": backend \"be1\": port: a backend has no port"), "{e}");
+        assert!(
+            e.starts_with("vip \"web\": backend \"be1\": port: a backend has no port"),
+            "{e}"
+        );
     }
 
     #[test]
     fn l2_backend_off_subnet() {
         let e = refused(|t| t.replace("10.77.0.22", "10.99.0.22"));
-        assert!(e.starts_with("vip \"web\": backend \"be2\": address: 10.99.0.22 is not on the interface subnet"), "{e}");
+        assert!(
+            e.starts_with(
+                "vip \"web\": backend \"be2\": address: 10.99.0.22 is not on the interface subnet"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
     fn duplicate_names() {
-        assert!(refused(|t| t.replace("\"be2\"", "\"be1\"")).contains("name is used by another backend"));
-        let twice = format!("{EXAMPLE}\n{}", EXAMPLE[EXAMPLE.find("[[vip]]").unwrap()..].replace("port = 80\nprotocol", "port = 81\nprotocol"));
-        assert!(parse(&twice).unwrap_err().to_string().contains("VIP names must be unique"));
+        assert!(refused(|t| t.replace("\"be2\"", "\"be1\""))
+            .contains("name is used by another backend"));
+        let twice = format!(
+            "{EXAMPLE}\n{}",
+            EXAMPLE[EXAMPLE.find("[[vip]]").unwrap()..]
+                .replace("port = 80\nprotocol", "port = 81\nprotocol")
+        );
+        assert!(parse(&twice)
+            .unwrap_err()
+            .to_string()
+            .contains("VIP names must be unique"));
     }
 
     #[test]
     fn duplicate_vip_address_port_protocol() {
-        let second = EXAMPLE[EXAMPLE.find("[[vip]]").unwrap()..].replace("name = \"web\"", "name = \"web2\"");
-        let e = parse(&format!("{EXAMPLE}\n{second}")).unwrap_err().to_string();
-        assert_eq!(e, "vip \"web2\": 10.77.0.100:80/tcp is already served by vip \"web\"");
+        let second = EXAMPLE[EXAMPLE.find("[[vip]]").unwrap()..]
+            .replace("name = \"web\"", "name = \"web2\"");
+        let e = parse(&format!("{EXAMPLE}\n{second}"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "vip \"web2\": 10.77.0.100:80/tcp is already served by vip \"web\""
+        );
     }
 
     #[test]
@@ -383,13 +472,18 @@ weight = 0
             refused(|t| t.replace("weight = 1\n", "weight = 20000\n")),
             "vip \"web\": backend \"be1\": weight: 20000 is out of range 0..=10000"
         );
-        assert!(refused(|t| t.replace("weight = 1\n", "weight = -1\n")).contains("weight: -1 is out of range"));
+        assert!(refused(|t| t.replace("weight = 1\n", "weight = -1\n"))
+            .contains("weight: -1 is out of range"));
     }
 
     #[test]
     fn health_values_out_of_range() {
         for (from, to, field) in [
-            ("interval_ms = 1000", "interval_ms = 10", "health.interval_ms"),
+            (
+                "interval_ms = 1000",
+                "interval_ms = 10",
+                "health.interval_ms",
+            ),
             ("timeout_ms = 500", "timeout_ms = 5000", "health.timeout_ms"),
             ("rise = 2", "rise = 0", "health.rise"),
             ("fall = 3", "fall = 300", "health.fall"),
@@ -404,16 +498,27 @@ weight = 0
     fn bad_cidr_in_allow() {
         for bad in ["10.77.0.0/33", "10.77.0/24", "ten/8"] {
             let e = refused(|t| t.replace("\"10.77.0.0/24\"]", &format!("\"{bad}\"]")));
-            assert!(e.starts_with(&format!("management.allow: \"{bad}\" is not an IPv4 prefix")), "{e}");
+            assert!(
+                e.starts_with(&format!(
+                    "management.allow: \"{bad}\" is not an IPv4 prefix"
+                )),
+                "{e}"
+            );
         }
-        assert!(refused(|t| t.replace("\"10.77.0.0/24\"]", "\"10.77.0.9/24\"]")).contains("host bits set"));
+        assert!(
+            refused(|t| t.replace("\"10.77.0.0/24\"]", "\"10.77.0.9/24\"]"))
+                .contains("host bits set")
+        );
     }
 
     #[test]
     fn bad_interface_address_and_pubkey() {
-        assert!(refused(|t| t.replace("\"10.77.0.2/24\"", "\"10.77.0.2\"")).starts_with("interface.address:"));
-        assert!(refused(|t| t.replace("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "AAEC"))
-            .starts_with("management.pubkey: is 3 bytes"));
+        assert!(refused(|t| t.replace("\"10.77.0.2/24\"", "\"10.77.0.2\""))
+            .starts_with("interface.address:"));
+        assert!(
+            refused(|t| t.replace("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "AAEC"))
+                .starts_with("management.pubkey: is 3 bytes")
+        );
     }
 
     #[test]

@@ -69,7 +69,8 @@ pub fn build(config_path: &Path, out: &Path) -> Result<Images, String> {
     eprintln!("[1/4] checking {}", config_path.display());
     let text = std::fs::read_to_string(config_path)
         .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
-    let config = config_file::parse(&text).map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let config =
+        config_file::parse(&text).map_err(|e| format!("{}: {e}", config_path.display()))?;
     eprintln!("      {}", config.summary());
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let blob = out.join("sidestep.cfg");

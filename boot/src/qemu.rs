@@ -53,7 +53,10 @@ pub fn resolve_accel(accel: &str) -> String {
     }
     let kvm = Path::new("/dev/kvm").exists();
     let nested = std::fs::read_to_string("/proc/cpuinfo")
-        .map(|c| c.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "hypervisor")))
+        .map(|c| {
+            c.lines()
+                .any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "hypervisor"))
+        })
         .unwrap_or(true);
     if kvm && !nested { "kvm" } else { "tcg" }.to_string()
 }
@@ -67,7 +70,9 @@ pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 pub fn qemu_command(opts: &RunOptions) -> Result<Command, String> {
     let accel = resolve_accel(&opts.accel);
     if accel != "kvm" && accel != "tcg" {
-        return Err(format!("accelerator \"{accel}\" is not one of kvm, tcg, auto"));
+        return Err(format!(
+            "accelerator \"{accel}\" is not one of kvm, tcg, auto"
+        ));
     }
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-accel", &accel]);
@@ -103,7 +108,8 @@ pub fn qemu_command(opts: &RunOptions) -> Result<Command, String> {
         .as_ref()
         .map(|m| format!(",mac={m}"))
         .unwrap_or_default();
-    cmd.arg("-device").arg(format!("virtio-net-pci,netdev=n0{mac}"));
+    cmd.arg("-device")
+        .arg(format!("virtio-net-pci,netdev=n0{mac}"));
     match &opts.net {
         Net::Tap(name) => cmd
             .arg("-netdev")
