@@ -393,7 +393,7 @@ fn malformed_frames_leave_it_forwarding() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let malformed = loop {
         let log = vm.serial_log();
-        let last = log.lines().filter(|l| l.contains("stats: ")).last().unwrap_or("").to_owned();
+        let last = log.lines().rfind(|l| l.contains("stats: ")).unwrap_or("").to_owned();
         let count = last
             .split_whitespace()
             .find_map(|w| w.strip_prefix("malformed="))

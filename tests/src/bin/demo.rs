@@ -112,12 +112,7 @@ fn demo() -> Result<(), String> {
         seen.lines.len()
     );
     std::thread::sleep(std::time::Duration::from_secs(5));
-    if let Some(line) = vm
-        .serial_log()
-        .lines()
-        .filter(|l| l.contains("stats:"))
-        .last()
-    {
+    if let Some(line) = vm.serial_log().lines().rfind(|l| l.contains("stats:")) {
         println!("   | {line}");
     }
     if wait {
