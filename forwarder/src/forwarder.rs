@@ -151,11 +151,18 @@ struct VipRt {
 }
 
 /// (address, port or 0 for all ports, protocol) -> VIP index; open addressing, O(1).
+///
+/// A lookup probes the specific port, then the all-ports entry; a config that has only one kind
+/// of VIP (the usual case) skips the other probe.
 #[derive(Clone)]
 struct VipIndex {
     keys: Vec<u64>,
     vips: Vec<u32>,
     mask: usize,
+    /// Some VIP takes one port.
+    has_specific: bool,
+    /// Some VIP takes all ports.
+    has_all: bool,
 }
 
 impl VipIndex {
@@ -174,6 +181,8 @@ impl VipIndex {
             keys: vec![0; size],
             vips: vec![0; size],
             mask: size - 1,
+            has_specific: entries.iter().any(|e| e.1 != 0),
+            has_all: entries.iter().any(|e| e.1 == 0),
         };
         for &(addr, port, proto, vip) in entries {
             let k = Self::key(addr, port, proto);
@@ -206,8 +215,15 @@ impl VipIndex {
     /// A specific-port VIP wins over an all-ports VIP on the same address and protocol.
     #[inline(always)]
     fn lookup(&self, addr: u32, port: u16, proto: u8) -> Option<u32> {
-        self.get(addr, port, proto)
-            .or_else(|| self.get(addr, 0, proto))
+        if self.has_specific {
+            if let Some(v) = self.get(addr, port, proto) {
+                return Some(v);
+            }
+        }
+        if self.has_all {
+            return self.get(addr, 0, proto);
+        }
+        None
     }
 }
 

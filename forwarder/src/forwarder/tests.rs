@@ -688,14 +688,21 @@ fn down_moves_existing_flows_to_live_backends_and_only_those() {
             assert_eq!(now, b, "flow {i} on a live backend moved");
         }
         // Once moved, a flow stays where it went.
-        assert_eq!(send(&mut f, &Pkt::tcp(i as u16, 0x10), Instant::ZERO), Ok(now));
+        assert_eq!(
+            send(&mut f, &Pkt::tcp(i as u16, 0x10), Instant::ZERO),
+            Ok(now)
+        );
     }
     let moved = owner.iter().filter(|&&b| b == 1).count() as u64;
     assert_eq!(f.counters().flows_rescheduled, moved);
     let stats = f.stats();
     assert_eq!(stats[0].backends[1].flows_active, 0);
     assert_eq!(
-        stats[0].backends.iter().map(|b| b.flows_active).sum::<u64>(),
+        stats[0]
+            .backends
+            .iter()
+            .map(|b| b.flows_active)
+            .sum::<u64>(),
         30
     );
     // Back up: new flows reach it again; the moved ones stay where they are.
