@@ -544,20 +544,8 @@ impl Config {
                 ));
             }
         }
-        for vip in &self.vips {
-            if vip.address == self.interface.address.address
-                && vip.protocol == Protocol::Tcp
-                && matches!(vip.port, VipPort::All)
-                || vip.port == VipPort::One(m.port)
-                    && vip.protocol == Protocol::Tcp
-                    && vip.address == self.interface.address.address
-            {
-                return Err(ConfigError::new(
-                    "management.port",
-                    format!("{} is taken by vip \"{}\"", m.port, vip.name),
-                ));
-            }
-        }
+        // No VIP can collide with the management port: a VIP on the interface address is
+        // refused by `validate_vip`.
         Ok(())
     }
 

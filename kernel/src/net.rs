@@ -272,12 +272,7 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
                         nic.recycle(pkt);
                         continue;
                     }
-                    if tx.is_full() {
-                        nic.tx_burst(&mut tx);
-                    }
-                    if let Err(pkt) = tx.push_back(pkt) {
-                        nic.recycle(pkt);
-                    }
+                    queue_tx(&mut nic, &mut tx, pkt);
                 }
                 Verdict::Local => {
                     let frame = nic.pool().frame(&pkt);
@@ -723,6 +718,12 @@ fn send_copy<N: Nic>(nic: &mut N, tx: &mut Burst, frame: &[u8]) {
         nic.recycle(pkt);
         return;
     }
+    queue_tx(nic, tx, pkt);
+}
+
+/// Queue `pkt` for transmission, sending the burst first if it is full; a frame that still finds
+/// no room goes back to the pool.
+pub(crate) fn queue_tx<N: Nic>(nic: &mut N, tx: &mut Burst, pkt: drivers::PacketBuf) {
     if tx.is_full() {
         nic.tx_burst(tx);
     }
@@ -795,12 +796,7 @@ mod ceiling {
             let frame = nic.pool_mut().frame_mut(&pkt);
             frame[..6].copy_from_slice(&SINK_MAC);
             frame[6..12].copy_from_slice(&mac);
-            if tx.is_full() {
-                nic.tx_burst(tx);
-            }
-            if let Err(pkt) = tx.push_back(pkt) {
-                nic.recycle(pkt);
-            }
+            super::queue_tx(nic, tx, pkt);
         }
     }
 }
