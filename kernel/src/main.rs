@@ -5,6 +5,7 @@
 //! concurrently and no locks are held across packets.
 #![no_std]
 #![no_main]
+#![feature(abi_x86_interrupt)]
 
 extern crate alloc;
 
@@ -13,6 +14,7 @@ mod hal;
 mod memory;
 mod fetch;
 mod health;
+mod idle;
 mod net;
 mod server;
 mod serial;

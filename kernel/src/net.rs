@@ -33,6 +33,7 @@ use crate::clock;
 use crate::fetch::{Fetch, Outcome};
 use crate::hal::KernelHal;
 use crate::health::Checker;
+use crate::idle::{Idle, Mode as IdleMode};
 use crate::memory;
 use crate::server::Server;
 use alloc::collections::VecDeque;
@@ -254,9 +255,10 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
             None => String::new(),
         }
     );
+    let mut idle = Idle::init();
     loop {
         let now = now();
-        nic.rx_burst(&mut rx);
+        let received = nic.rx_burst(&mut rx);
         #[cfg(feature = "ceiling")]
         ceiling::bounce(&mut nic, &mut rx, &mut tx, mac);
         while let Some(mut pkt) = rx.pop_front() {
@@ -323,8 +325,14 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
                 send_copy(&mut nic, &mut tx, &frame);
             }
         }
-        stats.maybe_log(now, &fwd, &nic);
-        if !tx.is_empty() {
+        stats.maybe_log(now, &fwd, &nic, &idle);
+        let sent = !tx.is_empty();
+        if received > 0 || sent {
+            idle.worked(clock::rdtsc(), received);
+        } else {
+            idle.nothing(clock::rdtsc());
+        }
+        if sent {
             nic.tx_burst(&mut tx);
             if tx.is_full() {
                 // The TX ring stayed full for a whole round: shed rather than stall receive.
@@ -738,17 +746,25 @@ pub(crate) fn queue_tx<N: Nic>(nic: &mut N, tx: &mut Burst, pkt: drivers::Packet
 struct StatsLog {
     next: u64,
     last: u64,
+    /// `Idle::napped_cycles` and the TSC at the last line.
+    napped_cycles: u64,
+    tsc: u64,
 }
 
 /// Seconds between two stats lines at most.
 const STATS_EVERY_MS: u64 = 5_000;
 
 impl StatsLog {
-    fn maybe_log<N: Nic>(&mut self, now: Instant, fwd: &Forwarder, nic: &N) {
+    fn maybe_log<N: Nic>(&mut self, now: Instant, fwd: &Forwarder, nic: &N, idle: &Idle) {
         if now.millis() < self.next {
             return;
         }
         self.next = now.millis() + STATS_EVERY_MS;
+        // Share of the interval spent napping (only when the idle policy naps).
+        let napped = idle.napped_cycles - self.napped_cycles;
+        let elapsed = clock::rdtsc().wrapping_sub(self.tsc).max(1);
+        self.napped_cycles = idle.napped_cycles;
+        self.tsc = clock::rdtsc();
         let c = fwd.counters();
         let n = nic.stats();
         let total = n.rx_packets + n.tx_packets;
@@ -763,13 +779,18 @@ impl StatsLog {
                 drops.push_str(&alloc::format!(" {}={}", reason.name(), count));
             }
         }
+        let napping = match idle.mode() {
+            IdleMode::Nap => alloc::format!(" napping={}%", napped * 100 / elapsed),
+            IdleMode::Busy => String::new(),
+        };
         info!(
-            "stats: rx={} tx={} forwarded={} local={} flows={} drops:{}",
+            "stats: rx={} tx={} forwarded={} local={} flows={}{} drops:{}",
             n.rx_packets,
             n.tx_packets,
             c.forwarded,
             c.local,
             fwd.flow_count(),
+            napping,
             if drops.is_empty() { " none" } else { &drops }
         );
     }

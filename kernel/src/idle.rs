@@ -1,0 +1,279 @@
+//! What the poll loop does when there is nothing to do: spin (busy polling) or nap.
+//!
+//! On a dedicated machine the loop owns its core and busy polling gives the lowest latency: a
+//! frame is picked up the moment the NIC writes it. Under a hypervisor the core is a host thread
+//! that competes with the threads emulating the NIC (QEMU's main loop reads the tap, fills the
+//! receive ring and writes what we transmit). A guest that spins while its rings are empty takes
+//! CPU time from exactly the thread that would fill them. `qemu/bench` measured this on a 2-core
+//! host: renicing the spinning vCPU thread to 19 raised the forwarding rate from 97 k to 158 k
+//! frames/s, with nothing else changed.
+//!
+//! So when the loop has found no work for [`Idle::SPIN_US`], it naps: it arms the local APIC
+//! timer in one-shot mode (20 us to 1 ms, adapted to the traffic) and halts. The NIC keeps receiving into its ring
+//! meanwhile (256 descriptors hold more than a millisecond at 200 k frames/s), and the next
+//! round takes the frames that arrived as one burst. `Polling::Auto` naps under a hypervisor
+//! (CPUID leaf 1, ECX bit 31) and spins on bare metal.
+//!
+//! Interrupts are enabled only inside `sti; hlt` (atomic: an interrupt that is already pending
+//! ends the `hlt`), so no handler ever runs in the middle of the loop. Every vector from 32 up
+//! has a handler that acknowledges the local APIC and returns; the legacy PICs are remapped
+//! above the exceptions and masked, and LINT0/LINT1 are masked, so only our timer can fire.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
+use x86_64::instructions::interrupts;
+use x86_64::instructions::port::Port;
+use x86_64::registers::model_specific::Msr;
+use x86_64::structures::idt::{InterruptDescriptorTable, InterruptStackFrame};
+
+use crate::clock;
+
+/// The vector of our timer.
+const TIMER_VECTOR: u8 = 0xf0;
+/// Spurious-interrupt vector (its handler must not send EOI; ours only returns).
+const SPURIOUS_VECTOR: u8 = 0xff;
+
+const IA32_APIC_BASE: u32 = 0x1b;
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+const APIC_BASE_X2APIC: u64 = 1 << 10;
+
+// Local APIC register offsets (xAPIC MMIO; the x2APIC MSR is 0x800 + offset / 16).
+const REG_EOI: u32 = 0xb0;
+const REG_SVR: u32 = 0xf0;
+const REG_LVT_TIMER: u32 = 0x320;
+const REG_LVT_LINT0: u32 = 0x350;
+const REG_LVT_LINT1: u32 = 0x360;
+const REG_LVT_ERROR: u32 = 0x370;
+const REG_TIMER_INITIAL: u32 = 0x380;
+const REG_TIMER_CURRENT: u32 = 0x390;
+const REG_TIMER_DIVIDE: u32 = 0x3e0;
+const LVT_MASKED: u32 = 1 << 16;
+
+/// Where the xAPIC registers are mapped (0: x2APIC, or not set up). Read by the handlers.
+static XAPIC: AtomicU64 = AtomicU64::new(0);
+
+static IDT: spin::Once<InterruptDescriptorTable> = spin::Once::new();
+
+/// How the poll loop waits; see the module documentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Never stop polling.
+    Busy,
+    /// Halt for a short while after a stretch without work.
+    Nap,
+}
+
+/// The idle policy and its bookkeeping.
+pub struct Idle {
+    mode: Mode,
+    /// Local APIC timer ticks per microsecond (divide by 1).
+    ticks_per_us: u64,
+    spin_cycles: u64,
+    last_work: u64,
+    /// Length of the next nap, adapted between [`Idle::NAP_MIN_US`] and [`Idle::NAP_MAX_US`].
+    nap_us: u64,
+    /// Frames received since the last nap ended.
+    since_nap: u64,
+    /// TSC cycles spent halted, and naps taken: for the stats line.
+    pub napped_cycles: u64,
+    pub naps: u64,
+}
+
+impl Idle {
+    /// Work-free time after which the loop naps.
+    pub const SPIN_US: u64 = 10;
+    /// Shortest and longest nap. A nap that was followed by no frame at all doubles the next
+    /// one (an idle balancer wakes about 1 000 times a second); one after which more frames
+    /// were waiting than [`Idle::BACKLOG`] halves it, so the receive ring (256 descriptors)
+    /// never fills while we sleep.
+    pub const NAP_MIN_US: u64 = 20;
+    pub const NAP_MAX_US: u64 = 1000;
+    pub const BACKLOG: u64 = 64;
+
+    /// Choose the mode (`Nap` under a hypervisor, `Busy` on bare metal) and, for `Nap`, set up
+    /// the interrupt table and the local APIC timer. Falls back to `Busy` if the APIC is off.
+    pub fn init() -> Idle {
+        let mut idle = Idle {
+            mode: Mode::Busy,
+            ticks_per_us: 0,
+            spin_cycles: Self::SPIN_US * clock::tsc_hz() / 1_000_000,
+            last_work: clock::rdtsc(),
+            nap_us: Self::NAP_MIN_US,
+            since_nap: 0,
+            napped_cycles: 0,
+            naps: 0,
+        };
+        if !under_hypervisor() {
+            log::info!("idle: busy polling (bare metal)");
+            return idle;
+        }
+        match setup_apic() {
+            Ok(ticks_per_us) => {
+                idle.ticks_per_us = ticks_per_us;
+                idle.mode = Mode::Nap;
+                log::info!(
+                    "idle: under a hypervisor: nap {}..{} us after {} us without work (APIC timer {} MHz)",
+                    Self::NAP_MIN_US,
+                    Self::NAP_MAX_US,
+                    Self::SPIN_US,
+                    ticks_per_us
+                );
+            }
+            Err(why) => log::warn!("idle: busy polling ({why})"),
+        }
+        idle
+    }
+
+    /// The loop did something this round: received `frames`, or transmitted.
+    #[inline]
+    pub fn worked(&mut self, tsc: u64, frames: usize) {
+        self.last_work = tsc;
+        self.since_nap += frames as u64;
+    }
+
+    /// The loop found nothing to do this round: nap if that has lasted long enough.
+    #[inline]
+    pub fn nothing(&mut self, tsc: u64) {
+        if self.mode == Mode::Nap && tsc.wrapping_sub(self.last_work) > self.spin_cycles {
+            self.nap();
+        }
+    }
+
+    fn nap(&mut self) {
+        if self.naps > 0 {
+            self.nap_us = if self.since_nap == 0 {
+                (self.nap_us * 2).min(Self::NAP_MAX_US)
+            } else if self.since_nap > Self::BACKLOG {
+                (self.nap_us / 2).max(Self::NAP_MIN_US)
+            } else {
+                self.nap_us
+            };
+        }
+        let start = clock::rdtsc();
+        let count = (self.nap_us * self.ticks_per_us).clamp(1, u64::from(u32::MAX)) as u32;
+        // One-shot, unmasked; the count starts it. Interrupts stay disabled until `sti; hlt`, so
+        // an expiry before the `hlt` stays pending and ends it at once.
+        apic_write(REG_LVT_TIMER, u32::from(TIMER_VECTOR));
+        apic_write(REG_TIMER_INITIAL, count);
+        interrupts::enable_and_hlt();
+        interrupts::disable();
+        // Woken early by something else: stop the timer so it cannot fire outside a nap.
+        apic_write(REG_TIMER_INITIAL, 0);
+        let end = clock::rdtsc();
+        self.napped_cycles += end.wrapping_sub(start);
+        self.naps += 1;
+        self.since_nap = 0;
+        // A nap is not work, but the spin interval restarts: the frames that arrived meanwhile
+        // are taken by the next round, and only if that round is empty do we nap again.
+        self.last_work = end;
+    }
+
+    /// The mode in effect.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+}
+
+/// CPUID leaf 1, ECX bit 31: set by hypervisors (KVM, QEMU TCG, Hyper-V, VMware, Xen HVM).
+fn under_hypervisor() -> bool {
+    let ecx = core::arch::x86_64::__cpuid(1).ecx;
+    ecx & (1 << 31) != 0
+}
+
+/// Interrupt table, PICs, local APIC and its timer; returns timer ticks per microsecond.
+fn setup_apic() -> Result<u64, &'static str> {
+    interrupts::disable();
+    let idt = IDT.call_once(|| {
+        let mut idt = InterruptDescriptorTable::new();
+        for entry in idt.slice_mut(32..=255) {
+            entry.set_handler_fn(acknowledge);
+        }
+        idt[SPURIOUS_VECTOR].set_handler_fn(spurious);
+        idt
+    });
+    idt.load();
+    mask_pics();
+    let base_msr = Msr::new(IA32_APIC_BASE);
+    // Safety: IA32_APIC_BASE exists on every x86_64 CPU (the APIC is architectural there).
+    let base = unsafe { base_msr.read() };
+    if base & APIC_BASE_ENABLE == 0 {
+        return Err("the local APIC is disabled in IA32_APIC_BASE");
+    }
+    if base & APIC_BASE_X2APIC == 0 {
+        let phys = base & 0x000f_ffff_ffff_f000;
+        let regs: NonNull<u8> =
+            crate::memory::map_mmio(phys, 4096).ok_or("cannot map the local APIC")?;
+        XAPIC.store(regs.as_ptr() as u64, Ordering::Relaxed);
+    }
+    apic_write(REG_LVT_LINT0, LVT_MASKED);
+    apic_write(REG_LVT_LINT1, LVT_MASKED);
+    apic_write(REG_LVT_ERROR, LVT_MASKED);
+    apic_write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    apic_write(REG_SVR, (1 << 8) | u32::from(SPURIOUS_VECTOR));
+    apic_write(REG_TIMER_DIVIDE, 0b1011); // divide by 1
+    // Calibrate against the TSC over 10 ms (the timer runs while masked).
+    apic_write(REG_TIMER_INITIAL, u32::MAX);
+    clock::delay_us(10_000);
+    let left = apic_read(REG_TIMER_CURRENT);
+    apic_write(REG_TIMER_INITIAL, 0);
+    let ticks = u64::from(u32::MAX - left);
+    if ticks < 10_000 {
+        return Err("the local APIC timer does not count");
+    }
+    // Send any EOI a firmware interrupt might still be waiting for.
+    apic_write(REG_EOI, 0);
+    Ok((ticks / 10_000).max(1))
+}
+
+/// Remap the two 8259s to vectors 0x20..0x2f (away from the exceptions) and mask every line.
+fn mask_pics() {
+    let mut cmd1 = Port::<u8>::new(0x20);
+    let mut data1 = Port::<u8>::new(0x21);
+    let mut cmd2 = Port::<u8>::new(0xa0);
+    let mut data2 = Port::<u8>::new(0xa1);
+    // Safety: the PC's legacy interrupt controllers; the standard ICW1..ICW4 sequence, then
+    // OCW1 masking all lines. Nothing else in the image uses them.
+    unsafe {
+        cmd1.write(0x11);
+        cmd2.write(0x11);
+        data1.write(0x20);
+        data2.write(0x28);
+        data1.write(0x04);
+        data2.write(0x02);
+        data1.write(0x01);
+        data2.write(0x01);
+        data1.write(0xff);
+        data2.write(0xff);
+    }
+}
+
+fn apic_write(reg: u32, value: u32) {
+    let base = XAPIC.load(Ordering::Relaxed);
+    if base != 0 {
+        // Safety: `base` maps the xAPIC's 4 KiB register page uncached; `reg` is one of the
+        // 16-byte-aligned 32-bit registers above.
+        unsafe { ((base + u64::from(reg)) as *mut u32).write_volatile(value) };
+    } else {
+        let mut msr = Msr::new(0x800 + (reg >> 4));
+        // Safety: in x2APIC mode the register is this MSR; writing it has the same effect.
+        unsafe { msr.write(u64::from(value)) };
+    }
+}
+
+fn apic_read(reg: u32) -> u32 {
+    let base = XAPIC.load(Ordering::Relaxed);
+    if base != 0 {
+        // Safety: as in `apic_write`.
+        unsafe { ((base + u64::from(reg)) as *const u32).read_volatile() }
+    } else {
+        let msr = Msr::new(0x800 + (reg >> 4));
+        // Safety: as in `apic_write`.
+        unsafe { msr.read() as u32 }
+    }
+}
+
+extern "x86-interrupt" fn acknowledge(_frame: InterruptStackFrame) {
+    apic_write(REG_EOI, 0);
+}
+
+extern "x86-interrupt" fn spurious(_frame: InterruptStackFrame) {}
