@@ -256,6 +256,8 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
         }
     );
     let mut idle = Idle::init();
+    let housekeeping_cycles = HOUSEKEEPING_US * clock::tsc_hz() / 1_000_000;
+    let mut last_housekeeping = 0u64;
     loop {
         let now = now();
         let received = nic.rx_burst(&mut rx);
@@ -293,36 +295,44 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
                 Verdict::Queued | Verdict::Drop(_) => nic.recycle(pkt),
             }
         }
-        fwd.poll(now, &mut |frame| send_copy(&mut nic, &mut tx, frame));
-        if !device.rx.is_empty()
-            || iface
-                .poll_delay(smoltcp_now(), &sockets)
-                .is_some_and(|d| d.total_millis() == 0)
-        {
-            iface.poll(smoltcp_now(), &mut device, &mut sockets);
-        }
-        let counts = NicCounts {
-            rx: nic.stats().rx_packets,
-            tx: nic.stats().tx_packets,
-        };
-        let mut hints = Vec::new();
-        let (touched, announce) =
-            ctl.poll(now, &mut fwd, &mut iface, &mut sockets, counts, &mut hints);
-        for (ip, peer) in hints {
-            device
-                .rx
-                .push_back(neighbour_hint(mac, ctl.own, ip, peer).to_vec());
-        }
-        if touched || !device.rx.is_empty() {
-            iface.poll(smoltcp_now(), &mut device, &mut sockets);
-        }
-        for addr in announce {
-            send_copy(&mut nic, &mut tx, &garp(mac, addr));
-        }
-        while let Some(frame) = device.tx.pop_front() {
-            // The forwarder answers ARP requests; smoltcp's own replies are redundant.
-            if !is_arp_reply(&frame) {
-                send_copy(&mut nic, &mut tx, &frame);
+        // Housekeeping (neighbour timers, the local stack, management, health checks, fetch)
+        // runs at most every HOUSEKEEPING_US, or at once when a frame for the local stack
+        // arrived: its timers are milliseconds, and running it on every round of the loop
+        // made each round several times dearer than the forwarding it serves.
+        let tsc = clock::rdtsc();
+        if !device.rx.is_empty() || tsc.wrapping_sub(last_housekeeping) >= housekeeping_cycles {
+            last_housekeeping = tsc;
+            fwd.poll(now, &mut |frame| send_copy(&mut nic, &mut tx, frame));
+            if !device.rx.is_empty()
+                || iface
+                    .poll_delay(smoltcp_now(), &sockets)
+                    .is_some_and(|d| d.total_millis() == 0)
+            {
+                iface.poll(smoltcp_now(), &mut device, &mut sockets);
+            }
+            let counts = NicCounts {
+                rx: nic.stats().rx_packets,
+                tx: nic.stats().tx_packets,
+            };
+            let mut hints = Vec::new();
+            let (touched, announce) =
+                ctl.poll(now, &mut fwd, &mut iface, &mut sockets, counts, &mut hints);
+            for (ip, peer) in hints {
+                device
+                    .rx
+                    .push_back(neighbour_hint(mac, ctl.own, ip, peer).to_vec());
+            }
+            if touched || !device.rx.is_empty() {
+                iface.poll(smoltcp_now(), &mut device, &mut sockets);
+            }
+            for addr in announce {
+                send_copy(&mut nic, &mut tx, &garp(mac, addr));
+            }
+            while let Some(frame) = device.tx.pop_front() {
+                // The forwarder answers ARP requests; smoltcp's own replies are redundant.
+                if !is_arp_reply(&frame) {
+                    send_copy(&mut nic, &mut tx, &frame);
+                }
             }
         }
         stats.maybe_log(now, &fwd, &nic, &idle);
@@ -344,6 +354,9 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
         }
     }
 }
+
+/// Longest interval between two rounds of housekeeping in the poll loop.
+const HOUSEKEEPING_US: u64 = 100;
 
 fn smoltcp_now() -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros(clock::micros_since_boot() as i64)
