@@ -309,6 +309,36 @@ fn new_flows(c: &mut Criterion) {
                 black_box(f.process(buf, HEAD, FRAME_LEN, Instant::ZERO))
             })
         });
+        let evicted_single = f.counters().drop_count(forwarder::DropReason::FlowEvicted);
+        g.throughput(Throughput::Elements(LANES as u64));
+        g.bench_function(BenchmarkId::new("maglev_burst32", n), |b| {
+            let mut verdicts = [Verdict::Local; LANES];
+            b.iter(|| {
+                // 32 never-seen 5-tuples: a new (source, source port, destination port) each.
+                let mut lanes = pool.frames.iter_mut();
+                let mut frames: [RxFrame<'_>; LANES] = std::array::from_fn(|_| {
+                    k += 1;
+                    let buf = lanes
+                        .next()
+                        .map(|lane| &mut lane[(k >> 32) as usize % SRCS][..])
+                        .unwrap_or_default();
+                    buf[HEAD..HEAD + 14].copy_from_slice(&pool.eth);
+                    buf[HEAD + 34..HEAD + 36].copy_from_slice(&(k as u16).to_be_bytes());
+                    buf[HEAD + 36..HEAD + 38].copy_from_slice(&((k >> 16) as u16).to_be_bytes());
+                    RxFrame {
+                        buf,
+                        head: HEAD,
+                        len: FRAME_LEN,
+                    }
+                });
+                f.process_burst(&mut frames, &mut verdicts, Instant::ZERO);
+                black_box(&verdicts);
+            })
+        });
+        println!(
+            "new flows on {n} (burst): {} evictions",
+            f.counters().drop_count(forwarder::DropReason::FlowEvicted) - evicted_single
+        );
         println!(
             "new flows on {n}: {} created, {} evictions",
             f.counters().flows_created,
