@@ -27,6 +27,10 @@ use alloc::vec::Vec;
 /// Ways per bucket.
 pub const WAYS: usize = 4;
 
+/// Tables of fewer buckets (1 MiB, twice this machine's L2) skip
+/// [`FlowTable::prefetch_room`].
+const PREFETCH_ROOM_MIN_BUCKETS: usize = (1 << 20) / 128;
+
 /// Connection state as far as a one-way (DSR) observer can tell; it selects the timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -207,6 +211,10 @@ pub enum Displaced {
 #[derive(Clone)]
 pub struct FlowTable {
     buckets: Vec<Bucket>,
+    /// One bit per bucket, set while all its ways are in use (1/256 of the table's size): the
+    /// cuckoo step of [`make_room`](Self::make_room) reads only buckets that have room, which
+    /// in a nearly full table is almost none.
+    full: Vec<u64>,
     seed: u64,
     used: usize,
     sweep_cursor: usize,
@@ -218,6 +226,7 @@ impl FlowTable {
         let n = capacity.div_ceil(WAYS).max(1);
         FlowTable {
             buckets: vec![Bucket([FlowEntry::FREE; WAYS]); n],
+            full: vec![0; n.div_ceil(64)],
             seed,
             used: 0,
             sweep_cursor: 0,
@@ -237,6 +246,26 @@ impl FlowTable {
     /// Whether no entry is in use.
     pub fn is_empty(&self) -> bool {
         self.used == 0
+    }
+
+    /// Whether every way of bucket `b` is in use (from the bitmap).
+    #[inline(always)]
+    fn is_full(&self, b: usize) -> bool {
+        (self.full[b / 64] >> (b % 64)) & 1 != 0
+    }
+
+    /// Bring bucket `b`'s bit up to date after a way of it was filled.
+    #[inline(always)]
+    fn note_filled(&mut self, b: usize) {
+        if self.buckets[b].0.iter().all(|e| e.is_used()) {
+            self.full[b / 64] |= 1 << (b % 64);
+        }
+    }
+
+    /// Bucket `b` has a free way now.
+    #[inline(always)]
+    fn note_freed(&mut self, b: usize) {
+        self.full[b / 64] &= !(1 << (b % 64));
     }
 
     /// The hash of `key` under this table's seed.
@@ -275,16 +304,82 @@ impl FlowTable {
         self.prefetch_bucket(self.bucket_of(hash));
     }
 
+    /// Start fetching both candidate buckets of `hash`: for a packet that may start a flow,
+    /// whose insertion looks at the second bucket whenever the first is full.
+    #[inline(always)]
+    pub fn prefetch_both(&self, hash: u64) {
+        self.prefetch_bucket(self.bucket_of(hash));
+        self.prefetch_bucket(self.alt_bucket_of(hash));
+    }
+
+    /// For a key about to be inserted (its two buckets fetched already, by
+    /// [`prefetch_both`](Self::prefetch_both)): when both buckets are full of live entries, start
+    /// fetching what [`insert`](Self::insert)'s cuckoo step will read, the other bucket of each
+    /// of the eight, so that across a burst these misses overlap too. A hint only: it changes
+    /// nothing, and a wrong guess (the key is present after all, or an earlier packet of the
+    /// burst changed the buckets) costs a few useless prefetches.
+    #[inline]
+    pub fn prefetch_room(&self, hash: u64, now: u32) {
+        // A table that fits in the caches gains nothing and would pay eight extra hashes; in a
+        // table without a free way the cuckoo step is skipped (see `make_room`).
+        if self.buckets.len() < PREFETCH_ROOM_MIN_BUCKETS || self.used == self.capacity() {
+            return;
+        }
+        let full = |b: usize| {
+            self.buckets[b]
+                .0
+                .iter()
+                .all(|e| e.is_used() && e.expires > now)
+        };
+        let b1 = self.bucket_of(hash);
+        if !full(b1) {
+            return;
+        }
+        let b2 = self.alt_bucket_of(hash);
+        if !full(b2) {
+            return;
+        }
+        for b in [b1, b2] {
+            for e in &self.buckets[b].0 {
+                let (_, other) = self.buckets_of_entry(e, b);
+                if !self.is_full(other) {
+                    self.prefetch_bucket(other);
+                }
+            }
+        }
+    }
+
+    /// The two buckets of an entry found in bucket `b`: (its first choice, the one it is not in).
+    #[inline(always)]
+    fn buckets_of_entry(&self, e: &FlowEntry, b: usize) -> (usize, usize) {
+        let h = self.hash(FlowKey {
+            addrs: e.addrs,
+            rest: e.rest,
+        });
+        let primary = self.bucket_of(h);
+        let other = if primary == b {
+            self.alt_bucket_of(h)
+        } else {
+            primary
+        };
+        (primary, other)
+    }
+
     #[inline(always)]
     fn prefetch_bucket(&self, b: usize) {
         let b = &self.buckets[b];
         // A real prefetch instruction retires at once, so a whole burst's misses overlap. It is
         // a safe (unstable) hint on the pinned nightly; without the `prefetch` feature a plain
         // load whose value is kept alive stands in (weaker: it holds up retirement).
+        // Both cache lines: the adjacent-line prefetcher does not fetch the second one (a profile
+        // of a full table shows the scan of ways 2 and 3 missing after a prefetch of way 0).
         #[cfg(feature = "prefetch")]
-        core::hint::prefetch_read(b as *const Bucket, core::hint::Locality::L1);
+        {
+            core::hint::prefetch_read(&b.0[0] as *const FlowEntry, core::hint::Locality::L1);
+            core::hint::prefetch_read(&b.0[2] as *const FlowEntry, core::hint::Locality::L1);
+        }
         #[cfg(not(feature = "prefetch"))]
-        core::hint::black_box(b.0[0].rest);
+        core::hint::black_box((b.0[0].rest, b.0[2].rest));
     }
 
     /// The slot (index) of `key`'s entry, if present (expired or not: the caller decides).
@@ -347,6 +442,9 @@ impl FlowTable {
             bucket_flags: e.bucket_flags,
             ..FlowEntry::FREE
         };
+        if displaced == Displaced::Nothing {
+            self.note_filled(slot / WAYS);
+        }
         (slot, displaced)
     }
 
@@ -372,22 +470,18 @@ impl FlowTable {
         if best.1 .0 == 1 {
             return (best.0, Displaced::Expired(old));
         }
+        // Every way of the table is in use (`used` counts exactly the used ways): no other
+        // bucket has room for a cuckoo move, so skip reading eight of them. This is the steady
+        // state of a table that has filled up, e.g. under a SYN flood.
+        if self.used == self.capacity() {
+            return (best.0, Displaced::Evicted(old));
+        }
         // Each of the eight lives in one of its two buckets; find the other one, and start
         // fetching all eight at once (in a large table each is a cache miss of its own).
         let mut moves = [(0usize, 0usize); 2 * WAYS];
         for (i, m) in moves.iter_mut().enumerate() {
             let b = if i < WAYS { b1 } else { b2 };
-            let e = self.buckets[b].0[i % WAYS];
-            let h = self.hash(FlowKey {
-                addrs: e.addrs,
-                rest: e.rest,
-            });
-            let primary = self.bucket_of(h);
-            let other = if primary == b {
-                self.alt_bucket_of(h)
-            } else {
-                primary
-            };
+            let (primary, other) = self.buckets_of_entry(&self.buckets[b].0[i % WAYS], b);
             self.prefetch_bucket(other);
             *m = (primary, other);
         }
@@ -395,7 +489,7 @@ impl FlowTable {
             for w in 0..WAYS {
                 let e = self.buckets[b].0[w];
                 let (primary, other) = moves[if b == b1 { w } else { WAYS + w }];
-                if other == b {
+                if other == b || self.is_full(other) {
                     continue;
                 }
                 if let Some(w2) = self.buckets[other].0.iter().position(|x| !x.is_used()) {
@@ -407,6 +501,7 @@ impl FlowTable {
                     if other != primary {
                         self.buckets[primary].0[0].bucket_flags |= OVERFLOWED;
                     }
+                    self.note_filled(other);
                     // The moved entry filled a free way; `insert` counts the new entry.
                     return (b * WAYS + w, Displaced::Nothing);
                 }
@@ -425,6 +520,7 @@ impl FlowTable {
         };
         if old.is_used() {
             self.used -= 1;
+            self.note_freed(slot / WAYS);
         }
         old
     }
@@ -436,6 +532,7 @@ impl FlowTable {
         for _ in 0..buckets.min(n) {
             let b = self.sweep_cursor;
             self.sweep_cursor = if b + 1 == n { 0 } else { b + 1 };
+            let mut any = false;
             for e in self.buckets[b].0.iter_mut() {
                 if e.is_used() && e.expires <= now {
                     freed(e);
@@ -444,7 +541,11 @@ impl FlowTable {
                         ..FlowEntry::FREE
                     };
                     self.used -= 1;
+                    any = true;
                 }
+            }
+            if any {
+                self.note_freed(b);
             }
         }
     }
@@ -462,6 +563,49 @@ impl FlowTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl FlowTable {
+        /// The full-bucket bitmap agrees with the buckets.
+        fn check_full_bits(&self) {
+            for (b, bucket) in self.buckets.iter().enumerate() {
+                assert_eq!(
+                    self.is_full(b),
+                    bucket.0.iter().all(|e| e.is_used()),
+                    "bucket {b}"
+                );
+            }
+        }
+    }
+
+    /// Filling a small table past full (evictions, cuckoo moves), removing and sweeping keeps
+    /// the bitmap exact.
+    #[test]
+    fn full_bits_follow_the_buckets() {
+        let mut t = FlowTable::new(256, 99);
+        let mut slots = Vec::new();
+        for i in 0..600u32 {
+            let k = FlowKey::five_tuple(i, 7, i as u16, 80, 6);
+            let h = t.hash(k);
+            if t.find(h, k).is_some() {
+                continue;
+            }
+            let (s, _) = t.insert(h, k, i);
+            t.entry_mut(s)
+                .touch(FlowState::Established, i, if i % 3 == 0 { 5 } else { 900 });
+            slots.push(s);
+            if i % 7 == 0 {
+                t.remove(slots[(i as usize * 31) % slots.len()]);
+            }
+            t.check_full_bits();
+        }
+        assert_eq!(t.len(), {
+            let mut n = 0;
+            t.for_each(|_| n += 1);
+            n
+        });
+        t.sweep(1000, 500, |_| {});
+        t.check_full_bits();
+    }
 
     #[test]
     fn entry_is_32_bytes_and_bucket_two_lines() {
@@ -553,6 +697,7 @@ mod tests {
             let mut found = 0;
             t.for_each(|_| found += 1);
             assert_eq!(found, t.len());
+            t.check_full_bits();
         }
     }
 

@@ -263,6 +263,15 @@ struct FlowPacket {
     hash: u64,
 }
 
+impl FlowPacket {
+    /// A TCP SYN (without ACK): most likely the first packet of a flow, so worth fetching what
+    /// an insertion reads. (UDP gives no such hint; its first packets take the plain path.)
+    #[inline(always)]
+    fn opens(&self) -> bool {
+        self.syn && !self.ack
+    }
+}
+
 /// What a frame is, decided from its bytes and the config alone (no flow or neighbour state).
 #[derive(Clone, Copy)]
 enum Class {
@@ -657,13 +666,32 @@ impl Forwarder {
         now: Instant,
     ) {
         let mut classes = [Class::Local; BURST];
+        let now_s = now.secs32();
         for (chunk, out) in frames.chunks_mut(BURST).zip(verdicts.chunks_mut(BURST)) {
             // Classifying reads only the frame and the config, never flow or neighbour state, so
             // doing it ahead for the whole chunk decides nothing differently.
+            let mut syns = false;
             for (f, c) in chunk.iter().zip(classes.iter_mut()) {
                 *c = self.classify(f.buf, f.head, f.len);
                 if let Class::Flow(p) = c {
-                    self.flows.prefetch(p.hash);
+                    if p.opens() {
+                        // Its insertion reads the second bucket too when the first is full.
+                        self.flows.prefetch_both(p.hash);
+                        syns = true;
+                    } else {
+                        self.flows.prefetch(p.hash);
+                    }
+                }
+            }
+            // A second pass for the SYNs only, once their buckets have arrived: where both are
+            // full, fetch what making room will read.
+            if syns {
+                for c in &classes[..chunk.len()] {
+                    if let Class::Flow(p) = c {
+                        if p.opens() {
+                            self.flows.prefetch_room(p.hash, now_s);
+                        }
+                    }
                 }
             }
             for ((f, v), &c) in chunk.iter_mut().zip(out.iter_mut()).zip(classes.iter()) {
