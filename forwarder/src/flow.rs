@@ -477,12 +477,15 @@ impl FlowTable {
             return (best.0, Displaced::Evicted(old));
         }
         // Each of the eight lives in one of its two buckets; find the other one, and start
-        // fetching all eight at once (in a large table each is a cache miss of its own).
+        // fetching at once those that have room (in a large table each is a cache miss of its
+        // own; the bitmap says which, and a full one would not be read).
         let mut moves = [(0usize, 0usize); 2 * WAYS];
         for (i, m) in moves.iter_mut().enumerate() {
             let b = if i < WAYS { b1 } else { b2 };
             let (primary, other) = self.buckets_of_entry(&self.buckets[b].0[i % WAYS], b);
-            self.prefetch_bucket(other);
+            if !self.is_full(other) {
+                self.prefetch_bucket(other);
+            }
             *m = (primary, other);
         }
         for b in [b1, b2] {
