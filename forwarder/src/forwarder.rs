@@ -243,9 +243,23 @@ struct Ip {
     src: u32,
     dst: u32,
     proto: u8,
-    ihl: usize,
-    total: usize,
+    /// Header length in bytes (20..=60).
+    ihl: u8,
+    /// Total length (header and payload) in bytes.
+    total: u16,
     df: bool,
+}
+
+impl Ip {
+    #[inline(always)]
+    fn ihl(&self) -> usize {
+        usize::from(self.ihl)
+    }
+
+    #[inline(always)]
+    fn total(&self) -> usize {
+        usize::from(self.total)
+    }
 }
 
 /// A TCP or UDP packet (or first fragment) to a VIP, with its flow key hashed: what
@@ -259,7 +273,8 @@ struct FlowPacket {
     ack: bool,
     fin: bool,
     vip: u32,
-    key: FlowKey,
+    sport: u16,
+    dport: u16,
     hash: u64,
 }
 
@@ -270,9 +285,23 @@ impl FlowPacket {
     fn opens(&self) -> bool {
         self.syn && !self.ack
     }
+
+    /// The flow key (rebuilt from the header fields: cheaper than carrying 16 bytes through the
+    /// burst's array of classes).
+    #[inline(always)]
+    fn key(&self) -> FlowKey {
+        FlowKey::five_tuple(
+            self.ip.src,
+            self.ip.dst,
+            self.sport,
+            self.dport,
+            self.ip.proto,
+        )
+    }
 }
 
 /// What a frame is, decided from its bytes and the config alone (no flow or neighbour state).
+/// [`Forwarder::process_burst`] keeps one per frame of a round, so it is kept small.
 #[derive(Clone, Copy)]
 enum Class {
     /// A packet of a VIP's flow.
@@ -286,6 +315,9 @@ enum Class {
     /// A TCP or UDP fragment other than the first.
     LaterFragment { ip: Ip, ttl: u8, ident: u16 },
 }
+
+// 40 bytes today (80 before the ports replaced the 16-byte key and the lengths became u8/u16).
+const _: () = assert!(core::mem::size_of::<Class>() <= 48);
 
 /// Sidestep's data path: VIPs, schedulers, flows, neighbours and counters.
 #[derive(Clone)]
@@ -735,8 +767,8 @@ impl Forwarder {
                         src: u32::from(p.src_addr()),
                         dst: u32::from(p.dst_addr()),
                         proto: u8::from(p.next_header()),
-                        ihl: usize::from(p.header_len()),
-                        total: usize::from(p.total_len()),
+                        ihl: p.header_len(),
+                        total: p.total_len(),
                         df: p.dont_frag(),
                     },
                     p.hop_limit(),
@@ -759,7 +791,7 @@ impl Forwarder {
         if frag_offset != 0 {
             return Class::LaterFragment { ip, ttl, ident };
         }
-        let l4 = &buf[l3 + ip.ihl..l3 + ip.total];
+        let l4 = &buf[l3 + ip.ihl()..l3 + ip.total()];
         // (source port, destination port, SYN, ACK, FIN or RST)
         let ports = if ip.proto == 6 {
             TcpPacket::new_checked(l4).ok().map(|t| {
@@ -800,7 +832,8 @@ impl Forwarder {
             ack,
             fin,
             vip,
-            key,
+            sport,
+            dport,
             hash: self.flows.hash(key),
         })
     }
@@ -849,9 +882,10 @@ impl Forwarder {
             ack,
             fin,
             vip,
-            key,
             hash,
+            ..
         } = p;
+        let key = p.key();
         let now_s = now.secs32();
         let slot = self.flows.find(hash, key);
         let backend = if let Some(fs) = slot.filter(|&fs| {
@@ -1055,11 +1089,11 @@ impl Forwarder {
     ) -> Verdict {
         let v = &mut self.vips[vip as usize];
         v.packets += 1;
-        v.bytes += ip.total as u64;
+        v.bytes += u64::from(ip.total);
         let mode = v.mode;
         let s = &mut self.slots[backend as usize];
         s.packets += 1;
-        s.bytes += ip.total as u64;
+        s.bytes += u64::from(ip.total);
         let address = s.address;
         let (hop, mac) = match self.neigh.get(s.neigh) {
             Some(n) => (n.ip, n.resolved.then_some(n.mac)),
@@ -1111,7 +1145,7 @@ impl Forwarder {
         mac: Option<[u8; 6]>,
         now: Instant,
     ) -> Verdict {
-        if ip.total + IPV4_LEN > self.mtu {
+        if ip.total() + IPV4_LEN > self.mtu {
             if ip.df {
                 return self.frag_needed(buf, head, ip);
             }
@@ -1121,7 +1155,7 @@ impl Forwarder {
             return self.drop(DropReason::NoHeadroom);
         }
         let start = head - IPV4_LEN;
-        let len = ETH_LEN + IPV4_LEN + ip.total;
+        let len = ETH_LEN + IPV4_LEN + ip.total();
         let tos = buf[head + ETH_LEN + 1];
         let ident = self.next_ident();
         let frame = &mut buf[start..start + len];
@@ -1129,7 +1163,7 @@ impl Forwarder {
             frame,
             mac,
             tos,
-            ip.total + IPV4_LEN,
+            ip.total() + IPV4_LEN,
             ident,
             ip.df,
             false,
@@ -1195,7 +1229,7 @@ impl Forwarder {
         now: Instant,
     ) -> Verdict {
         let first = (self.mtu - IPV4_LEN) / 8 * 8;
-        let rest = ip.total - first;
+        let rest = ip.total() - first;
         if rest + IPV4_LEN > self.mtu || ETH_LEN + IPV4_LEN + rest > self.scratch.len() {
             return self.drop(DropReason::TooBig);
         }
@@ -1208,7 +1242,7 @@ impl Forwarder {
         // Second fragment first, while the inner bytes are all still in place.
         let mut scratch = core::mem::take(&mut self.scratch);
         let second_len = ETH_LEN + IPV4_LEN + rest;
-        scratch[ETH_LEN + IPV4_LEN..second_len].copy_from_slice(&buf[l3 + first..l3 + ip.total]);
+        scratch[ETH_LEN + IPV4_LEN..second_len].copy_from_slice(&buf[l3 + first..l3 + ip.total()]);
         self.write_outer(
             &mut scratch[..second_len],
             mac,
@@ -1257,7 +1291,7 @@ impl Forwarder {
             return self.drop(DropReason::NoHeadroom);
         }
         let start = head - pre;
-        let quoted = (ip.ihl + 8).min(ip.total);
+        let quoted = (ip.ihl() + 8).min(ip.total());
         let len = ETH_LEN + IPV4_LEN + ICMP_LEN + quoted;
         let client_mac = EthernetFrame::new_unchecked(&buf[head..head + ETH_LEN]).src_addr();
         let frame = &mut buf[start..start + len];
