@@ -228,6 +228,45 @@ impl PacketPool {
         }
     }
 
+    /// The buffers behind several handles at once, in order, e.g. to hand a received burst to
+    /// the forwarder in one call. `None` if two handles name the same buffer (only possible with
+    /// a handle of another pool, whose index this pool clamps into its own range), because two
+    /// `&mut` to one buffer must never exist.
+    pub fn buffers_mut<'p, 'h, const N: usize>(
+        &'p mut self,
+        bufs: impl Iterator<Item = &'h PacketBuf> + Clone,
+    ) -> Option<heapless::Vec<&'p mut [u8], N>> {
+        // Distinctness: a 1024-bit filter on the low index bits, and an exact pairwise check
+        // only for the (rare) handles whose bit was already set.
+        let mut seen = [0u64; 16];
+        for (i, buf) in bufs.clone().enumerate() {
+            let index = self.checked_index(buf);
+            let (word, bit) = ((index >> 6) & 15, 1u64 << (index & 63));
+            if seen[word] & bit != 0
+                && bufs
+                    .clone()
+                    .take(i)
+                    .any(|other| self.checked_index(other) == index)
+            {
+                return None;
+            }
+            seen[word] |= bit;
+        }
+        let mut out = heapless::Vec::new();
+        for buf in bufs {
+            let index = self.checked_index(buf);
+            // Safety: the index is in range, so the 2 KiB lie inside the region; the indices are
+            // pairwise distinct (checked above), so the slices do not overlap; each handle is
+            // held by the caller, so no device or other handle uses its buffer; and `&'p mut
+            // self` prevents any other borrow through the pool while these live.
+            let slice = unsafe {
+                core::slice::from_raw_parts_mut(self.virt.add(index * BUF_SIZE).as_ptr(), BUF_SIZE)
+            };
+            out.push(slice).ok()?;
+        }
+        Some(out)
+    }
+
     /// The whole 2 KiB buffer behind a handle, read-only.
     pub fn buffer(&self, buf: &PacketBuf) -> &[u8] {
         let index = self.checked_index(buf);
@@ -304,6 +343,38 @@ pub(crate) mod tests {
             pool.free(b);
         }
         assert_eq!(pool.available(), 2);
+    }
+
+    #[test]
+    fn several_buffers_at_once_are_the_right_ones_and_never_aliased() {
+        let mut pool = host_pool(1100);
+        let bufs: Vec<_> = (0..1100).map(|_| pool.alloc().unwrap()).collect();
+        // Indices 3, 1027 and 7 share low bits in the filter (1027 = 3 + 1024) yet are distinct.
+        let picked = [&bufs[3], &bufs[1027], &bufs[7]];
+        {
+            let mut slices = pool.buffers_mut::<4>(picked.iter().copied()).unwrap();
+            assert_eq!(slices.len(), 3);
+            for (k, s) in slices.iter_mut().enumerate() {
+                assert_eq!(s.len(), BUF_SIZE);
+                s[0] = 0xa0 + k as u8;
+            }
+        }
+        assert_eq!(pool.buffer(&bufs[3])[0], 0xa0);
+        assert_eq!(pool.buffer(&bufs[1027])[0], 0xa1);
+        assert_eq!(pool.buffer(&bufs[7])[0], 0xa2);
+        // More handles than the result holds: refused, not truncated.
+        assert!(pool.buffers_mut::<2>(picked.iter().copied()).is_none());
+        // A handle of another pool that clamps onto a buffer already in the list: refused.
+        let mut small = host_pool(1100);
+        let foreign: Vec<_> = (0..1100).map(|_| small.alloc().unwrap()).collect();
+        let clash = [&bufs[5], &foreign[5]];
+        assert!(pool.buffers_mut::<4>(clash.iter().copied()).is_none());
+        for b in foreign {
+            small.free(b);
+        }
+        for b in bufs {
+            pool.free(b);
+        }
     }
 
     #[test]

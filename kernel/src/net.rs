@@ -47,7 +47,7 @@ use drivers::{
 };
 use forwarder::config::{Config, Prefix};
 use forwarder::mgmt::{self, Endpoint, Request, Response, Snapshot};
-use forwarder::{DropReason, Forwarder, Instant, Verdict};
+use forwarder::{DropReason, Forwarder, Instant, RxFrame, Verdict};
 use log::{info, warn};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
@@ -263,13 +263,49 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
         let received = nic.rx_burst(&mut rx);
         #[cfg(feature = "ceiling")]
         ceiling::bounce(&mut nic, &mut rx, &mut tx, mac);
-        while let Some(mut pkt) = rx.pop_front() {
-            let (head, len) = (pkt.head(), pkt.len());
-            if is_arp_request_for(nic.pool().frame(&pkt), ctl.own) && device.rx.len() < LOCAL_QUEUE
-            {
-                device.rx.push_back(nic.pool().frame(&pkt).to_vec());
+        // ARP requests for the balancer's own address go to smoltcp too (so it learns its
+        // neighbours): copy them before the forwarder answers them in place.
+        for pkt in rx.iter() {
+            let frame = nic.pool().frame(pkt);
+            if is_arp_request_for(frame, ctl.own) && device.rx.len() < LOCAL_QUEUE {
+                device.rx.push_back(frame.to_vec());
             }
-            let verdict = fwd.process(nic.pool_mut().buffer_mut(&pkt), head, len, now);
+        }
+        // The whole burst in one call: the forwarder classifies every frame and prefetches
+        // their flow-table buckets before it looks any of them up.
+        let count = rx.len();
+        let mut verdicts = [Verdict::Queued; drivers::BURST_SIZE];
+        let (first, second) = rx.as_slices();
+        let batched = match nic
+            .pool_mut()
+            .buffers_mut::<{ drivers::BURST_SIZE }>(first.iter().chain(second))
+        {
+            Some(bufs) => {
+                let mut frames: heapless::Vec<RxFrame<'_>, { drivers::BURST_SIZE }> = bufs
+                    .into_iter()
+                    .zip(rx.iter())
+                    .map(|(buf, p)| RxFrame {
+                        buf,
+                        head: p.head(),
+                        len: p.len(),
+                    })
+                    .collect();
+                fwd.process_burst(&mut frames, &mut verdicts[..count], now);
+                true
+            }
+            None => false,
+        };
+        if !batched {
+            // Two handles on one buffer cannot happen with the NIC's own pool; stay correct
+            // anyway, one frame at a time.
+            for (v, p) in verdicts.iter_mut().zip(rx.iter()) {
+                *v = fwd.process(nic.pool_mut().buffer_mut(p), p.head(), p.len(), now);
+            }
+        }
+        for &verdict in &verdicts[..count] {
+            let Some(mut pkt) = rx.pop_front() else {
+                break;
+            };
             match verdict {
                 Verdict::Forward { head, len } | Verdict::Reply { head, len } => {
                     if pkt.set_frame(head, len).is_err() {
