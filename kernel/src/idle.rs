@@ -210,7 +210,8 @@ fn setup_apic() -> Result<u64, &'static str> {
     apic_write(REG_LVT_ERROR, LVT_MASKED);
     apic_write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
     apic_write(REG_SVR, (1 << 8) | u32::from(SPURIOUS_VECTOR));
-    apic_write(REG_TIMER_DIVIDE, 0b1011); // divide by 1
+    // Divide by 1: the timer counts at the APIC's bus clock.
+    apic_write(REG_TIMER_DIVIDE, 0b1011);
     // Calibrate against the TSC over 10 ms (the timer runs while masked).
     apic_write(REG_TIMER_INITIAL, u32::MAX);
     clock::delay_us(10_000);
