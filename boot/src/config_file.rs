@@ -9,7 +9,7 @@
 use base64::Engine;
 use forwarder::config::{
     parse_name, Backend, Config, ConfigError, Health, HealthKind, Interface, Limits, Management,
-    Mode, Prefix, Protocol, Scheduler, Vip, VipPort,
+    Mode, Polling, Prefix, Protocol, Scheduler, Vip, VipPort,
 };
 use serde::Deserialize;
 use std::net::Ipv4Addr;
@@ -32,6 +32,7 @@ struct FileInterface {
     gateway: Option<String>,
     mtu: Option<i64>,
     nic: Option<String>,
+    poll: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -142,6 +143,15 @@ fn translate(file: FileConfig) -> Result<Config, ConfigError> {
             .transpose()?,
         mtu: ranged("interface.mtu", iface.mtu.unwrap_or(1500), 0, 65535)?,
         nic: iface.nic,
+        poll: named(
+            "interface.poll",
+            parse_name(
+                &Polling::ALL,
+                Polling::name,
+                "poll",
+                iface.poll.as_deref().unwrap_or("auto"),
+            ),
+        )?,
     };
     let management = file
         .management
@@ -389,6 +399,17 @@ weight = 0
         assert_eq!(
             refused(|t| t.replace("\"wlc\"", "\"fastest\"")),
             "vip \"web\": scheduler \"fastest\" is not one of rr, wrr, lc, wlc, sh, maglev"
+        );
+    }
+
+    #[test]
+    fn poll_policy_defaults_to_auto_and_is_checked() {
+        assert_eq!(parse(EXAMPLE).unwrap().interface.poll, Polling::Auto);
+        let busy = parse(&EXAMPLE.replace("mtu = 1500", "mtu = 1500\npoll = \"busy\"")).unwrap();
+        assert_eq!(busy.interface.poll, Polling::Busy);
+        assert_eq!(
+            refused(|t| t.replace("mtu = 1500", "mtu = 1500\npoll = \"sometimes\"")),
+            "interface.poll: poll \"sometimes\" is not one of auto, busy, nap"
         );
     }
 

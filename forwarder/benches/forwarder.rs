@@ -105,6 +105,7 @@ fn config(mode: Mode) -> Config {
             gateway: Some(Ipv4Addr::new(10, 77, 0, 1)),
             mtu: 1500,
             nic: None,
+            poll: Default::default(),
         },
         management: None,
         limits: Limits::default(),

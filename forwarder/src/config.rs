@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 /// The first bytes of every config blob.
 pub const BLOB_MAGIC: [u8; 8] = *b"SIDESTEP";
 /// The layout of the encoded blob; bumped whenever the model's fields change.
-pub const BLOB_FORMAT: u16 = 1;
+pub const BLOB_FORMAT: u16 = 2;
 /// Largest blob the image accepts (a config of many VIPs and backends stays far below it).
 pub const BLOB_MAX: usize = 1 << 20;
 
@@ -64,6 +64,34 @@ pub struct Interface {
     /// Which NIC carries data: `None` takes the first usable one; else a driver name
     /// (`"virtio"`, `"ixgbe"`) or a PCI address `"bus:device.function"` in hex (`"00:03.0"`).
     pub nic: Option<String>,
+    /// What the poll loop does while there is no traffic.
+    pub poll: Polling,
+}
+
+/// What the poll loop does while there is no traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Polling {
+    /// `Nap` under a hypervisor, `Busy` on bare metal.
+    #[default]
+    Auto,
+    /// Poll without pause: the lowest latency, a whole core always busy.
+    Busy,
+    /// Halt for 20 us to 1 ms (adapted to the traffic) after 10 us without work, giving the
+    /// core back to the host (under QEMU: to the thread that emulates the NIC).
+    Nap,
+}
+
+impl Polling {
+    /// The name used in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Polling::Auto => "auto",
+            Polling::Busy => "busy",
+            Polling::Nap => "nap",
+        }
+    }
+    /// Every policy, for parsing and messages.
+    pub const ALL: [Polling; 3] = [Polling::Auto, Polling::Busy, Polling::Nap];
 }
 
 /// An IPv4 prefix, e.g. `10.77.0.0/24`; for the interface the address part is the host's own.
@@ -885,6 +913,7 @@ mod tests {
                 gateway: Some(Ipv4Addr::new(10, 77, 0, 1)),
                 mtu: 1500,
                 nic: None,
+                poll: Polling::Auto,
             },
             management: Some(Management {
                 port: 9100,

@@ -942,6 +942,7 @@ mod tests {
                 gateway: None,
                 mtu: 1500,
                 nic: None,
+                poll: Default::default(),
             },
             management: None,
             limits: Limits::default(),

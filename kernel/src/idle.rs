@@ -11,8 +11,9 @@
 //! So when the loop has found no work for [`Idle::SPIN_US`], it naps: it arms the local APIC
 //! timer in one-shot mode (20 us to 1 ms, adapted to the traffic) and halts. The NIC keeps receiving into its ring
 //! meanwhile (256 descriptors hold more than a millisecond at 200 k frames/s), and the next
-//! round takes the frames that arrived as one burst. `Polling::Auto` naps under a hypervisor
-//! (CPUID leaf 1, ECX bit 31) and spins on bare metal.
+//! round takes the frames that arrived as one burst. The config's `interface.poll` chooses:
+//! `busy`, `nap`, or `auto` (the default), which naps under a hypervisor (CPUID leaf 1, ECX
+//! bit 31) and spins on bare metal.
 //!
 //! Interrupts are enabled only inside `sti; hlt` (atomic: an interrupt that is already pending
 //! ends the `hlt`), so no handler ever runs in the middle of the loop. Every vector from 32 up
@@ -27,6 +28,7 @@ use x86_64::registers::model_specific::Msr;
 use x86_64::structures::idt::{InterruptDescriptorTable, InterruptStackFrame};
 
 use crate::clock;
+use forwarder::config::Polling;
 
 /// The vector of our timer.
 const TIMER_VECTOR: u8 = 0xf0;
@@ -90,9 +92,10 @@ impl Idle {
     pub const NAP_MAX_US: u64 = 1000;
     pub const BACKLOG: u64 = 64;
 
-    /// Choose the mode (`Nap` under a hypervisor, `Busy` on bare metal) and, for `Nap`, set up
-    /// the interrupt table and the local APIC timer. Falls back to `Busy` if the APIC is off.
-    pub fn init() -> Idle {
+    /// Choose the mode from the config's `interface.poll` (`auto`: `Nap` under a hypervisor,
+    /// `Busy` on bare metal) and, for `Nap`, set up the interrupt table and the local APIC
+    /// timer. Falls back to `Busy` if the APIC cannot be used.
+    pub fn init(policy: Polling) -> Idle {
         let mut idle = Idle {
             mode: Mode::Busy,
             ticks_per_us: 0,
@@ -103,16 +106,28 @@ impl Idle {
             napped_cycles: 0,
             naps: 0,
         };
-        if !under_hypervisor() {
-            log::info!("idle: busy polling (bare metal)");
-            return idle;
+        match policy {
+            Polling::Busy => {
+                log::info!("idle: busy polling (interface.poll = \"busy\")");
+                return idle;
+            }
+            Polling::Auto if !under_hypervisor() => {
+                log::info!("idle: busy polling (bare metal; interface.poll = \"nap\" to nap)");
+                return idle;
+            }
+            Polling::Auto | Polling::Nap => {}
         }
         match setup_apic() {
             Ok(ticks_per_us) => {
                 idle.ticks_per_us = ticks_per_us;
                 idle.mode = Mode::Nap;
                 log::info!(
-                    "idle: under a hypervisor: nap {}..{} us after {} us without work (APIC timer {} MHz)",
+                    "idle: {}: nap {}..{} us after {} us without work (APIC timer {} MHz)",
+                    if policy == Polling::Nap {
+                        "interface.poll = \"nap\""
+                    } else {
+                        "under a hypervisor"
+                    },
                     Self::NAP_MIN_US,
                     Self::NAP_MAX_US,
                     Self::SPIN_US,

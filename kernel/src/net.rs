@@ -255,7 +255,7 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
             None => String::new(),
         }
     );
-    let mut idle = Idle::init();
+    let mut idle = Idle::init(config.interface.poll);
     let housekeeping_cycles = HOUSEKEEPING_US * clock::tsc_hz() / 1_000_000;
     let mut last_housekeeping = 0u64;
     loop {

@@ -36,6 +36,7 @@ fn config() -> Config {
             gateway: Some(Ipv4Addr::new(10, 77, 0, 1)),
             mtu: 576,
             nic: None,
+            poll: Default::default(),
         },
         management: None,
         limits: Limits::default(),

@@ -32,6 +32,7 @@ pub(crate) fn config(mode: Mode, scheduler: Scheduler, weights: &[u32]) -> Confi
             gateway: Some(GW),
             mtu: 1500,
             nic: None,
+            poll: Default::default(),
         },
         management: None,
         limits: Limits::default(),
