@@ -76,9 +76,10 @@ pub struct Idle {
     nap_us: u64,
     /// Frames received since the last nap ended.
     since_nap: u64,
-    /// TSC cycles spent halted, and naps taken: for the stats line.
+    /// TSC cycles spent halted: for the stats line.
     pub napped_cycles: u64,
-    pub naps: u64,
+    /// Naps taken (the first one has no previous nap to adapt from).
+    naps: u64,
 }
 
 impl Idle {

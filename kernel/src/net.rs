@@ -335,6 +335,7 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
         // runs at most every HOUSEKEEPING_US, or at once when a frame for the local stack
         // arrived: its timers are milliseconds, and running it on every round of the loop
         // made each round several times dearer than the forwarding it serves.
+        // This round's time for the housekeeping and idle decisions (one read of the TSC).
         let tsc = clock::rdtsc();
         if !device.rx.is_empty() || tsc.wrapping_sub(last_housekeeping) >= housekeeping_cycles {
             last_housekeeping = tsc;
@@ -374,9 +375,9 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
         stats.maybe_log(now, &fwd, &nic, &idle);
         let sent = !tx.is_empty();
         if received > 0 || sent {
-            idle.worked(clock::rdtsc(), received);
+            idle.worked(tsc, received);
         } else {
-            idle.nothing(clock::rdtsc());
+            idle.nothing(tsc);
         }
         if sent {
             nic.tx_burst(&mut tx);
@@ -811,9 +812,10 @@ impl StatsLog {
         self.next = now.millis() + STATS_EVERY_MS;
         // Share of the interval spent napping (only when the idle policy naps).
         let napped = idle.napped_cycles - self.napped_cycles;
-        let elapsed = clock::rdtsc().wrapping_sub(self.tsc).max(1);
+        let tsc = clock::rdtsc();
+        let elapsed = tsc.wrapping_sub(self.tsc).max(1);
         self.napped_cycles = idle.napped_cycles;
-        self.tsc = clock::rdtsc();
+        self.tsc = tsc;
         let c = fwd.counters();
         let n = nic.stats();
         let total = n.rx_packets + n.tx_packets;
