@@ -334,19 +334,18 @@ struct Walk {
     inverse: u32,
 }
 
+/// A backend's Maglev permutation `(offset + k * skip) mod M`, from a hash of its stable id:
+/// `(offset, skip)` with `offset < M` and `1 <= skip < M`.
+fn permutation(id: u32) -> (u32, u32) {
+    let m = u64::from(M);
+    let h1 = fold_mul(u64::from(id) ^ 0x5851_F42D_4C95_7F2D, 0x9E37_79B9_7F4A_7C15);
+    let h2 = fold_mul(u64::from(id) ^ 0x1405_7B7E_F767_814F, 0xC2B2_AE3D_27D4_EB4F);
+    ((h1 % m) as u32, (h2 % (m - 1) + 1) as u32)
+}
+
 impl Walk {
     fn new(c: &Candidate) -> Walk {
-        let m = u64::from(M);
-        let h1 = fold_mul(
-            u64::from(c.id) ^ 0x5851_F42D_4C95_7F2D,
-            0x9E37_79B9_7F4A_7C15,
-        );
-        let h2 = fold_mul(
-            u64::from(c.id) ^ 0x1405_7B7E_F767_814F,
-            0xC2B2_AE3D_27D4_EB4F,
-        );
-        let offset = (h1 % m) as u32;
-        let skip = (h2 % (m - 1) + 1) as u32;
+        let (offset, skip) = permutation(c.id);
         Walk {
             next: offset,
             skip,
@@ -579,16 +578,9 @@ mod tests {
         let mut pos: Vec<u64> = Vec::with_capacity(eligible.len());
         let mut skip: Vec<u64> = Vec::with_capacity(eligible.len());
         for c in eligible {
-            let h1 = fold_mul(
-                u64::from(c.id) ^ 0x5851_F42D_4C95_7F2D,
-                0x9E37_79B9_7F4A_7C15,
-            );
-            let h2 = fold_mul(
-                u64::from(c.id) ^ 0x1405_7B7E_F767_814F,
-                0xC2B2_AE3D_27D4_EB4F,
-            );
-            pos.push(h1 % m);
-            skip.push(h2 % (m - 1) + 1);
+            let (offset, step) = permutation(c.id);
+            pos.push(u64::from(offset));
+            skip.push(u64::from(step));
         }
         let max_w = u64::from(eligible.iter().map(|c| c.weight).max().unwrap_or(1).max(1));
         let mut credit = vec![0u64; eligible.len()];
