@@ -7,3 +7,13 @@
 pub mod netns;
 pub mod qemu;
 pub mod rawio;
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Held by a test for as long as its network and VM live, so that the tests of one binary run
+/// one at a time (each boots QEMU on a namespace network; two at once would share the CPUs).
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    // A panicking test poisons the lock; the next one must still run.
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}

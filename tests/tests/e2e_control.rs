@@ -18,7 +18,7 @@ use boot::qemu::{Firmware, Net};
 use boot::signing::SigningKey;
 use boot::status::Status;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tests::netns::{
     self, DemoNet, Host, BALANCER, BALANCER_MAC, BIG_FILE_LEN, BIG_FILE_PATH, GATEWAY, VIP_WEB,
@@ -127,16 +127,11 @@ struct Fixture {
     _one_at_a_time: MutexGuard<'static, ()>,
 }
 
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Fixture {
     /// The network, `before_boot` run on it (e.g. to start a config server), then `image` booted
     /// in the balancer's place.
     fn boot(image: &Image, before_boot: impl FnOnce(&DemoNet)) -> Fixture {
-        let lock = one_at_a_time();
+        let lock = tests::one_at_a_time();
         let net = DemoNet::create(tests::helper_bins!()).expect("build the e2e network");
         before_boot(&net);
         net.add_tap("tap0", BALANCER_MAC)

@@ -11,7 +11,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{MutexGuard, OnceLock};
 use boot::qemu::{Firmware, Net};
 use tests::qemu::{Image, Vm};
 use tests::netns::{
@@ -33,12 +33,6 @@ struct Fixture {
     _one_at_a_time: MutexGuard<'static, ()>,
 }
 
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    // A panicking test poisons the lock; the next one must still run.
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn config_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/e2e.toml")
 }
@@ -51,7 +45,7 @@ fn image() -> &'static Image {
 impl Fixture {
     /// The network with the image booted in the balancer's place.
     fn image() -> Fixture {
-        let lock = one_at_a_time();
+        let lock = tests::one_at_a_time();
         let image = image();
         let net = DemoNet::create(tests::helper_bins!()).expect("build the e2e network");
         net.add_tap("tap0", BALANCER_MAC)
@@ -73,7 +67,7 @@ impl Fixture {
 
     /// The network with `stub-lb` in the balancer's place.
     fn stub() -> Fixture {
-        let lock = one_at_a_time();
+        let lock = tests::one_at_a_time();
         let net = DemoNet::create(tests::helper_bins!()).expect("build the e2e network");
         net.start_stub_balancer().expect("start stub-lb");
         Fixture {
