@@ -228,14 +228,18 @@ impl PacketPool {
         }
     }
 
-    /// The buffers behind several handles at once, in order, e.g. to hand a received burst to
-    /// the forwarder in one call. `None` if two handles name the same buffer (only possible with
-    /// a handle of another pool, whose index this pool clamps into its own range), because two
-    /// `&mut` to one buffer must never exist.
-    pub fn buffers_mut<'p, 'h, const N: usize>(
+    /// The buffers behind several handles at once, e.g. to hand a received burst to the
+    /// forwarder in one call: `each` gets every handle's whole buffer, in order, and may keep
+    /// them all (for `'p`). Nothing is lent and `false` is returned if two handles name the same
+    /// buffer (only possible with a handle of another pool, whose index this pool clamps into
+    /// its own range), because two `&mut` to one buffer must never exist. Lending through a
+    /// closure rather than returning a collection spares the caller a copy of it: under
+    /// emulation (QEMU TCG) a 0.5 KiB `memcpy` per burst was measurable.
+    pub fn buffers_mut<'p, 'h>(
         &'p mut self,
         bufs: impl Iterator<Item = &'h PacketBuf> + Clone,
-    ) -> Option<heapless::Vec<&'p mut [u8], N>> {
+        mut each: impl FnMut(&'p mut [u8], &'h PacketBuf),
+    ) -> bool {
         // Distinctness: a 1024-bit filter on the low index bits, and an exact pairwise check
         // only for the (rare) handles whose bit was already set.
         let mut seen = [0u64; 16];
@@ -248,11 +252,10 @@ impl PacketPool {
                     .take(i)
                     .any(|other| self.checked_index(other) == index)
             {
-                return None;
+                return false;
             }
             seen[word] |= bit;
         }
-        let mut out = heapless::Vec::new();
         for buf in bufs {
             let index = self.checked_index(buf);
             // Safety: the index is in range, so the 2 KiB lie inside the region; the indices are
@@ -262,9 +265,9 @@ impl PacketPool {
             let slice = unsafe {
                 core::slice::from_raw_parts_mut(self.virt.add(index * BUF_SIZE).as_ptr(), BUF_SIZE)
             };
-            out.push(slice).ok()?;
+            each(slice, buf);
         }
-        Some(out)
+        true
     }
 
     /// The whole 2 KiB buffer behind a handle, read-only.
@@ -291,9 +294,16 @@ impl PacketPool {
     }
 
     /// The buffer index, clamped into range so that a handle from another pool cannot reach
-    /// outside this one (handles from this pool are always in range).
+    /// outside this one (handles from this pool are always in range). The division only for
+    /// such a stray handle: this runs several times per frame, and under QEMU TCG a `div` is a
+    /// call into the emulator.
+    #[inline]
     fn checked_index(&self, buf: &PacketBuf) -> usize {
-        (buf.index % self.count) as usize
+        if buf.index < self.count {
+            buf.index as usize
+        } else {
+            (buf.index % self.count) as usize
+        }
     }
 }
 
@@ -352,9 +362,14 @@ pub(crate) mod tests {
         // Indices 3, 1027 and 7 share low bits in the filter (1027 = 3 + 1024) yet are distinct.
         let picked = [&bufs[3], &bufs[1027], &bufs[7]];
         {
-            let mut slices = pool.buffers_mut::<4>(picked.iter().copied()).unwrap();
+            let mut slices = Vec::new();
+            assert!(pool.buffers_mut(picked.iter().copied(), |s, h| slices.push((s, h.index()))));
             assert_eq!(slices.len(), 3);
-            for (k, s) in slices.iter_mut().enumerate() {
+            assert_eq!(
+                slices.iter().map(|(_, i)| *i).collect::<Vec<_>>(),
+                [3, 1027, 7]
+            );
+            for (k, (s, _)) in slices.iter_mut().enumerate() {
                 assert_eq!(s.len(), BUF_SIZE);
                 s[0] = 0xa0 + k as u8;
             }
@@ -362,13 +377,14 @@ pub(crate) mod tests {
         assert_eq!(pool.buffer(&bufs[3])[0], 0xa0);
         assert_eq!(pool.buffer(&bufs[1027])[0], 0xa1);
         assert_eq!(pool.buffer(&bufs[7])[0], 0xa2);
-        // More handles than the result holds: refused, not truncated.
-        assert!(pool.buffers_mut::<2>(picked.iter().copied()).is_none());
-        // A handle of another pool that clamps onto a buffer already in the list: refused.
+        // A handle of another pool that clamps onto a buffer already in the list: refused, and
+        // nothing lent.
         let mut small = host_pool(1100);
         let foreign: Vec<_> = (0..1100).map(|_| small.alloc().unwrap()).collect();
         let clash = [&bufs[5], &foreign[5]];
-        assert!(pool.buffers_mut::<4>(clash.iter().copied()).is_none());
+        let mut lent = 0;
+        assert!(!pool.buffers_mut(clash.iter().copied(), |_, _| lent += 1));
+        assert_eq!(lent, 0);
         for b in foreign {
             small.free(b);
         }
