@@ -725,6 +725,33 @@ impl DemoNet {
         self.run_ok(Host::Client, &argv)
     }
 
+    /// `curl -sS -o /dev/null -w %{http_code} --connect-timeout CONNECT --max-time SECS ARGS...`
+    /// on `host`, whatever its exit status: stdout is the HTTP status code, `000` when nothing
+    /// answered.
+    pub fn curl_status(
+        &self,
+        host: Host,
+        connect: u32,
+        secs: u32,
+        args: &[&str],
+    ) -> Result<Output> {
+        let (connect, secs) = (connect.to_string(), secs.to_string());
+        let mut argv = vec![
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--connect-timeout",
+            &connect,
+            "--max-time",
+            &secs,
+        ];
+        argv.extend_from_slice(args);
+        self.run(host, &argv)
+    }
+
     /// `udp-echo ask ADDR:PORT COUNT` from the client: one line per request (`timeout` for
     /// an unanswered one; only a reply from exactly ADDR:PORT counts).
     pub fn udp_ask(&self, addr: Ipv4Addr, port: u16, count: u32) -> Result<Vec<String>> {

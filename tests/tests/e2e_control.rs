@@ -604,19 +604,11 @@ fn refused_pushes_change_nothing() {
     std::fs::write(&payload, &good).expect("write the envelope");
     let out = f
         .net
-        .run(
+        .curl_status(
             Host::Be1,
+            4,
+            6,
             &[
-                "curl",
-                "-sS",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--connect-timeout",
-                "4",
-                "--max-time",
-                "6",
                 "-X",
                 "PUT",
                 "--data-binary",
@@ -734,21 +726,11 @@ fn the_management_port_is_not_served_to_be1_even_for_reads() {
     let f = Fixture::boot(&setup().image, |_| {});
     let out = f
         .net
-        .run(
+        .curl_status(
             Host::Be1,
-            &[
-                "curl",
-                "-sS",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--connect-timeout",
-                "3",
-                "--max-time",
-                "4",
-                &format!("http://{}/status", mgmt_addr()),
-            ],
+            3,
+            4,
+            &[&format!("http://{}/status", mgmt_addr())],
         )
         .expect("run curl on be1");
     assert_eq!(out.stdout.trim(), "000", "be1 read /status: {out:?}");

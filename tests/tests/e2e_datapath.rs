@@ -9,15 +9,15 @@
 //! Every check that sends traffic also captures the balancer's TAP and asserts that no packet
 //! with a VIP as its source crossed it: in DSR, responses never pass the balancer.
 
+use boot::qemu::{Firmware, Net};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{MutexGuard, OnceLock};
-use boot::qemu::{Firmware, Net};
-use tests::qemu::{Image, Vm};
 use tests::netns::{
     self, DemoNet, Host, BALANCER, BALANCER_MAC, BIG_FILE_LEN, BIG_FILE_PATH, UDP_PORT, UNUSED,
     VIPS, VIP_ANY, VIP_DNS, VIP_WEB, VIP_WEB3,
 };
+use tests::qemu::{Image, Vm};
 
 /// What sits in the balancer's place.
 enum Balancer {
@@ -57,7 +57,7 @@ impl Fixture {
             Some(BALANCER_MAC),
             Some(&net.lb_netns()),
         )
-            .expect("boot the image");
+        .expect("boot the image");
         Fixture {
             balancer: Balancer::Image(vm),
             net,
@@ -383,11 +383,17 @@ fn malformed_frames_leave_it_forwarding() {
     let f = Fixture::image();
     check_survives_malformed_frames(&f);
     // The drops are counted: the image logs its counters every 5 s when they change.
-    let Balancer::Image(vm) = &f.balancer else { unreachable!() };
+    let Balancer::Image(vm) = &f.balancer else {
+        unreachable!()
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let malformed = loop {
         let log = vm.serial_log();
-        let last = log.lines().rfind(|l| l.contains("stats: ")).unwrap_or("").to_owned();
+        let last = log
+            .lines()
+            .rfind(|l| l.contains("stats: "))
+            .unwrap_or("")
+            .to_owned();
         let count = last
             .split_whitespace()
             .find_map(|w| w.strip_prefix("malformed="))
