@@ -191,7 +191,7 @@ impl Idle {
 }
 
 /// CPUID leaf 1, ECX bit 31: set by hypervisors (KVM, QEMU TCG, Hyper-V, VMware, Xen HVM).
-fn under_hypervisor() -> bool {
+pub fn under_hypervisor() -> bool {
     let ecx = core::arch::x86_64::__cpuid(1).ecx;
     ecx & (1 << 31) != 0
 }

@@ -169,3 +169,10 @@ pub fn map_mmio(phys: u64, size: usize) -> Option<NonNull<u8>> {
     mmio.next = virt_base + pages * 4096;
     NonNull::new((virt_base + (phys - first)) as *mut u8)
 }
+
+/// Flush the TLB by reloading CR3 with its own value (see `net::TLB_FLUSH_MS` for why).
+pub fn flush_tlb() {
+    let (frame, flags) = Cr3::read();
+    // Safety: the same top-level page table and flags as now: no mapping changes.
+    unsafe { Cr3::write(frame, flags) };
+}
