@@ -201,6 +201,19 @@ impl Pool {
     }
 }
 
+/// The table sizes to measure: 1 000 and 4 000 000 flows, or those listed in
+/// `SIDESTEP_BENCH_FLOWS` (comma-separated), e.g. `1000` to skip building the large tables when
+/// only the small ones are timed.
+fn sizes() -> Vec<u32> {
+    match std::env::var("SIDESTEP_BENCH_FLOWS") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect(),
+        Err(_) => vec![1_000, 4_000_000],
+    }
+}
+
 /// A random permutation-ish order of `n` flow ids (xorshift), repeated as needed.
 fn order(n: u32, len: usize) -> Vec<u32> {
     let mut x = 0x2545_F491_4F6C_DD1Du64;
@@ -236,7 +249,7 @@ fn established(c: &mut Criterion) {
     );
     for mode in [Mode::DsrL2, Mode::DsrL3] {
         let mut g = c.benchmark_group(format!("established_{}", mode.name()));
-        for n in [1_000u32, 4_000_000] {
+        for n in sizes() {
             let (mut f, mut pool) = populated(mode, n);
             let seq = order(n, 1 << 20);
             let evicted_before = f.counters().drop_count(forwarder::DropReason::FlowEvicted);
@@ -289,7 +302,7 @@ fn established(c: &mut Criterion) {
 
 fn new_flows(c: &mut Criterion) {
     let mut g = c.benchmark_group("new_flow_dsr-l2");
-    for n in [1_000u32, 4_000_000] {
+    for n in sizes() {
         let (mut f, _) = populated(Mode::DsrL2, n);
         // New flows: sources the populated flows never used, and every destination port.
         let mut pool = Pool::new(VIP, 0x02);
@@ -472,7 +485,7 @@ impl Churn {
 /// case of "a new flow with n flows in the table", next to the full, evicting table above.
 fn new_flows_churn(c: &mut Criterion) {
     let mut g = c.benchmark_group("new_flow_churn_dsr-l2");
-    for n in [1_000u32, 4_000_000] {
+    for n in sizes() {
         let mut ch = Churn::new(n);
         let before = |ch: &Churn| {
             let c = ch.f.counters();
