@@ -483,6 +483,48 @@ fn unresolved_backend_asks_queues_and_releases() {
     assert_eq!(f.pending_frames(), 0);
 }
 
+/// Each backend slot keeps a copy of its next hop's MAC: a new MAC learnt from ARP, a next hop
+/// forgotten after its refresh went unanswered, and a config change (another next hop) all
+/// reach the packets at once, in both modes.
+#[test]
+fn next_hop_changes_reach_forwarding_at_once() {
+    for mode in [Mode::DsrL2, Mode::DsrL3] {
+        let mut f = ready(&config(mode, Scheduler::Rr, &[1]));
+        let be = backend_addr(0);
+        let dst_mac = |f: &mut Forwarder, now: Instant| {
+            let (mut buf, len) = Pkt::tcp(1000, 0x10).build();
+            match f.process(&mut buf, HEAD, len, now) {
+                Verdict::Forward { head, .. } => Ok(buf[head..head + 6].to_vec()),
+                v => Err(v),
+            }
+        };
+        assert_eq!(dst_mac(&mut f, Instant::ZERO), Ok(mac_of(be).to_vec()));
+        // The backend moved to another NIC.
+        let moved = [2, 9, 9, 9, 9, 9];
+        let (mut buf, len) = arp_frame(ArpOperation::Reply, moved, be, OUR_MAC, OWN);
+        assert_eq!(f.process(&mut buf, HEAD, len, Instant::ZERO), Verdict::Local);
+        assert_eq!(dst_mac(&mut f, Instant::ZERO), Ok(moved.to_vec()));
+        // No answer to the refresh: forgotten after the grace period, frames wait for ARP.
+        let late = Instant::from_millis(crate::neigh::REFRESH_MS + crate::neigh::STALE_GRACE_MS);
+        f.poll(late, &mut |_| {});
+        assert_eq!(f.neighbour(be), None);
+        assert_eq!(dst_mac(&mut f, late), Err(Verdict::Queued));
+        // Learnt again.
+        let (mut buf, len) = arp_frame(ArpOperation::Reply, mac_of(be), be, OUR_MAC, OWN);
+        assert_eq!(f.process(&mut buf, HEAD, len, late), Verdict::Local);
+        assert_eq!(dst_mac(&mut f, late), Ok(mac_of(be).to_vec()));
+        // The same backend off-link: its next hop is now the gateway (not a next hop before, so
+        // unknown until it answers).
+        let mut c = config(mode, Scheduler::Rr, &[1]);
+        c.interface.address = Prefix::parse("10.77.0.2/28").unwrap();
+        f.apply_config(&c, late);
+        assert_eq!(dst_mac(&mut f, late), Err(Verdict::Queued));
+        let (mut buf, len) = arp_frame(ArpOperation::Reply, mac_of(GW), GW, OUR_MAC, OWN);
+        assert_eq!(f.process(&mut buf, HEAD, len, late), Verdict::Local);
+        assert_eq!(dst_mac(&mut f, late), Ok(mac_of(GW).to_vec()));
+    }
+}
+
 #[test]
 fn queued_frames_time_out_and_a_full_queue_drops() {
     let mut f = Forwarder::new(&config(Mode::DsrL2, Scheduler::Rr, &[1]), OUR_MAC, 1024);
