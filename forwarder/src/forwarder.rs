@@ -53,6 +53,8 @@ const ETH_LEN: usize = 14;
 const IPV4_LEN: usize = 20;
 const ICMP_LEN: usize = 8;
 const TCP_LEN: usize = 20;
+/// Offset of the protocol number in the IPv4 header (RFC 791).
+const IPV4_PROTOCOL: usize = 9;
 /// Headroom the kernel must leave in front of every frame.
 pub const HEADROOM: usize = 64;
 /// Frames handled per prefetch round in [`Forwarder::process_burst`].
@@ -780,7 +782,9 @@ impl Forwarder {
         let ip = Ip {
             src: u32::from(p.src_addr()),
             dst: u32::from(p.dst_addr()),
-            proto: u8::from(p.next_header()),
+            // The protocol number as it is: smoltcp's `next_header` maps it to `IpProtocol` (a
+            // call and a table lookup here) and `u8::from` maps it back (another one).
+            proto: packet[IPV4_PROTOCOL],
             ihl,
             total,
             df: p.dont_frag(),
@@ -800,17 +804,19 @@ impl Forwarder {
         // (source port, destination port, SYN, ACK, FIN or RST)
         let ports = if ip.proto == 6 {
             // `TcpPacket::check_len`'s checks, the data offset read once.
+            // (A plain `if`: as a `bool::then` closure it was not inlined.)
             let t = TcpPacket::new_unchecked(l4);
-            (l4.len() >= TCP_LEN && (TCP_LEN..=l4.len()).contains(&usize::from(t.header_len())))
-                .then(|| {
-                    (
-                        t.src_port(),
-                        t.dst_port(),
-                        t.syn(),
-                        t.ack(),
-                        t.fin() || t.rst(),
-                    )
-                })
+            if l4.len() >= TCP_LEN && (TCP_LEN..=l4.len()).contains(&usize::from(t.header_len())) {
+                Some((
+                    t.src_port(),
+                    t.dst_port(),
+                    t.syn(),
+                    t.ack(),
+                    t.fin() || t.rst(),
+                ))
+            } else {
+                None
+            }
         } else if more_frags {
             // A first fragment's UDP length covers the whole datagram: only the ports are here.
             UdpPacket::new_checked(&l4[..l4.len().min(8)])

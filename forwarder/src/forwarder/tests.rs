@@ -502,7 +502,10 @@ fn next_hop_changes_reach_forwarding_at_once() {
         // The backend moved to another NIC.
         let moved = [2, 9, 9, 9, 9, 9];
         let (mut buf, len) = arp_frame(ArpOperation::Reply, moved, be, OUR_MAC, OWN);
-        assert_eq!(f.process(&mut buf, HEAD, len, Instant::ZERO), Verdict::Local);
+        assert_eq!(
+            f.process(&mut buf, HEAD, len, Instant::ZERO),
+            Verdict::Local
+        );
         assert_eq!(dst_mac(&mut f, Instant::ZERO), Ok(moved.to_vec()));
         // No answer to the refresh: forgotten after the grace period, frames wait for ARP.
         let late = Instant::from_millis(crate::neigh::REFRESH_MS + crate::neigh::STALE_GRACE_MS);
