@@ -424,7 +424,7 @@ impl Churn {
     #[inline(always)]
     fn housekeeping(&mut self, k: u64) {
         let now = self.time(k);
-        if k % Self::POLL_EVERY == 0 {
+        if k.is_multiple_of(Self::POLL_EVERY) {
             self.f.poll(now, &mut |_| {});
         }
         if now.millis() / 30_000 != self.time(k.saturating_sub(1)).millis() / 30_000 {
