@@ -129,7 +129,7 @@ fn config(mode: Mode) -> Config {
     }
 }
 
-fn resolve_all(f: &mut Forwarder) {
+fn resolve_all(f: &mut Forwarder, now: Instant) {
     for i in 0..10u8 {
         let ip = Ipv4Addr::new(10, 77, 0, 21 + i);
         let mut buf = vec![0u8; BUF];
@@ -147,7 +147,7 @@ fn resolve_all(f: &mut Forwarder) {
         p.set_source_protocol_addr(&ip.octets());
         p.set_target_hardware_addr(&MAC);
         p.set_target_protocol_addr(&OWN.octets());
-        assert_eq!(f.process(&mut buf, HEAD, 60, Instant::ZERO), Verdict::Local);
+        assert_eq!(f.process(&mut buf, HEAD, 60, now), Verdict::Local);
     }
 }
 
@@ -201,6 +201,19 @@ impl Pool {
     }
 }
 
+/// The table sizes to measure: 1 000 and 4 000 000 flows, or those listed in
+/// `SIDESTEP_BENCH_FLOWS` (comma-separated), e.g. `1000` to skip building the large tables when
+/// only the small ones are timed.
+fn sizes() -> Vec<u32> {
+    match std::env::var("SIDESTEP_BENCH_FLOWS") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect(),
+        Err(_) => vec![1_000, 4_000_000],
+    }
+}
+
 /// A random permutation-ish order of `n` flow ids (xorshift), repeated as needed.
 fn order(n: u32, len: usize) -> Vec<u32> {
     let mut x = 0x2545_F491_4F6C_DD1Du64;
@@ -217,7 +230,7 @@ fn order(n: u32, len: usize) -> Vec<u32> {
 /// A forwarder in `mode` with flows `0..n` established.
 fn populated(mode: Mode, n: u32) -> (Forwarder, Pool) {
     let mut f = Forwarder::new(&config(mode), MAC, (n as usize * 2).max(4096));
-    resolve_all(&mut f);
+    resolve_all(&mut f, Instant::ZERO);
     let mut pool = Pool::new(VIP, 0x10);
     for k in 0..n {
         let buf = pool.aim(0, k);
@@ -236,7 +249,7 @@ fn established(c: &mut Criterion) {
     );
     for mode in [Mode::DsrL2, Mode::DsrL3] {
         let mut g = c.benchmark_group(format!("established_{}", mode.name()));
-        for n in [1_000u32, 4_000_000] {
+        for n in sizes() {
             let (mut f, mut pool) = populated(mode, n);
             let seq = order(n, 1 << 20);
             let evicted_before = f.counters().drop_count(forwarder::DropReason::FlowEvicted);
@@ -289,7 +302,7 @@ fn established(c: &mut Criterion) {
 
 fn new_flows(c: &mut Criterion) {
     let mut g = c.benchmark_group("new_flow_dsr-l2");
-    for n in [1_000u32, 4_000_000] {
+    for n in sizes() {
         let (mut f, _) = populated(Mode::DsrL2, n);
         // New flows: sources the populated flows never used, and every destination port.
         let mut pool = Pool::new(VIP, 0x02);
@@ -349,6 +362,158 @@ fn new_flows(c: &mut Criterion) {
     g.finish();
 }
 
+/// Flow `k`'s SYN in a pool frame: source `k >> 32`, source port `k`, destination port `k >> 16`
+/// (source numbers from 100 up, which the established flows never use).
+#[inline(always)]
+fn aim_new<'a>(frames: &'a mut [Vec<u8>], eth: &[u8; 14], k: u64) -> &'a mut Vec<u8> {
+    let buf = &mut frames[(k >> 32) as usize % SRCS];
+    buf[HEAD..HEAD + 14].copy_from_slice(eth);
+    buf[HEAD + 34..HEAD + 36].copy_from_slice(&(k as u16).to_be_bytes());
+    buf[HEAD + 36..HEAD + 38].copy_from_slice(&((k >> 16) as u16).to_be_bytes());
+    buf
+}
+
+/// A table that really holds about `n` live flows under steady churn: capacity `max(2n, 4096)`
+/// (as the established bench), every new flow a SYN (60 s timeout), simulated time advancing
+/// `60 s / n` per new flow, so the flows of the last 60 s, about `n`, are live and older ones
+/// expire and make room. `poll` runs every 512 new flows (the kernel polls every 100 us, i.e.
+/// every 500 packets at 5 M packets per second), sweeping expired entries as the kernel does,
+/// and the next hops are re-learnt every 30 simulated seconds (an ARP reply each) so that they
+/// stay resolved; both are inside the measured time.
+struct Churn {
+    f: Forwarder,
+    frames: Vec<Vec<Vec<u8>>>,
+    eth: [u8; 14],
+    n: u64,
+    k: u64,
+}
+
+impl Churn {
+    const POLL_EVERY: u64 = 512;
+
+    fn new(n: u32) -> Churn {
+        let mut f = Forwarder::new(&config(Mode::DsrL2), MAC, (n as usize * 2).max(4096));
+        resolve_all(&mut f, Instant::ZERO);
+        let frames: Vec<Vec<Vec<u8>>> = (0..LANES)
+            .map(|_| (0..SRCS).map(|s| frame(s + 100, VIP, 1, 0x02)).collect())
+            .collect();
+        let mut eth = [0u8; 14];
+        eth.copy_from_slice(&frames[0][0][HEAD..HEAD + 14]);
+        let mut c = Churn {
+            f,
+            frames,
+            eth,
+            n: u64::from(n),
+            k: 0,
+        };
+        // Three timeouts' worth first: the table reaches its steady state (n live, the expired
+        // ones being swept and reused).
+        for _ in 0..3 * u64::from(n) {
+            c.single();
+        }
+        c
+    }
+
+    /// The time of flow `k`.
+    #[inline(always)]
+    fn time(&self, k: u64) -> Instant {
+        Instant::from_millis(k * 60_000 / self.n)
+    }
+
+    /// Housekeeping due before flow `k`, as the kernel would do it.
+    #[inline(always)]
+    fn housekeeping(&mut self, k: u64) {
+        let now = self.time(k);
+        if k.is_multiple_of(Self::POLL_EVERY) {
+            self.f.poll(now, &mut |_| {});
+        }
+        if now.millis() / 30_000 != self.time(k.saturating_sub(1)).millis() / 30_000 {
+            resolve_all(&mut self.f, now);
+        }
+    }
+
+    #[inline(always)]
+    fn single(&mut self) -> Verdict {
+        self.k += 1;
+        let k = self.k;
+        let now = self.time(k);
+        self.housekeeping(k);
+        let buf = aim_new(&mut self.frames[0], &self.eth, k);
+        self.f.process(buf, HEAD, FRAME_LEN, now)
+    }
+
+    #[inline(always)]
+    fn burst(&mut self, verdicts: &mut [Verdict; LANES]) {
+        let first = self.k + 1;
+        let now = self.time(first);
+        for k in first..first + LANES as u64 {
+            self.housekeeping(k);
+        }
+        let eth = self.eth;
+        let mut lanes = self.frames.iter_mut();
+        let mut frames: [RxFrame<'_>; LANES] = std::array::from_fn(|l| {
+            let buf = lanes
+                .next()
+                .map(|lane| &mut aim_new(lane, &eth, first + l as u64)[..])
+                .unwrap_or_default();
+            RxFrame {
+                buf,
+                head: HEAD,
+                len: FRAME_LEN,
+            }
+        });
+        self.k += LANES as u64;
+        self.f.process_burst(&mut frames, verdicts, now);
+    }
+
+    fn report(&self, what: &str, created_before: u64, evicted_before: u64) {
+        let c = self.f.counters();
+        println!(
+            "{what}: table {} / {} entries, {} live-flow target, {} created, {} evictions, {} dropped, {} queued for ARP",
+            self.f.flow_count(),
+            self.f.flow_capacity(),
+            self.n,
+            c.flows_created - created_before,
+            c.drop_count(forwarder::DropReason::FlowEvicted) - evicted_before,
+            c.drops.iter().sum::<u64>() - c.drop_count(forwarder::DropReason::FlowEvicted),
+            c.arp_queued,
+        );
+    }
+}
+
+/// New flows in a table of about `n` live flows (capacity 2n) under steady churn: the realistic
+/// case of "a new flow with n flows in the table", next to the full, evicting table above.
+fn new_flows_churn(c: &mut Criterion) {
+    let mut g = c.benchmark_group("new_flow_churn_dsr-l2");
+    for n in sizes() {
+        let mut ch = Churn::new(n);
+        let before = |ch: &Churn| {
+            let c = ch.f.counters();
+            (
+                c.flows_created,
+                c.drop_count(forwarder::DropReason::FlowEvicted),
+            )
+        };
+        let (created, evicted) = before(&ch);
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(BenchmarkId::new("maglev", n), |b| {
+            b.iter(|| black_box(ch.single()))
+        });
+        ch.report(&format!("churn on {n} (single)"), created, evicted);
+        let (created, evicted) = before(&ch);
+        g.throughput(Throughput::Elements(LANES as u64));
+        g.bench_function(BenchmarkId::new("maglev_burst32", n), |b| {
+            let mut verdicts = [Verdict::Local; LANES];
+            b.iter(|| {
+                ch.burst(&mut verdicts);
+                black_box(&verdicts);
+            })
+        });
+        ch.report(&format!("churn on {n} (burst)"), created, evicted);
+    }
+    g.finish();
+}
+
 fn non_vip(c: &mut Criterion) {
     let (mut f, _) = populated(Mode::DsrL2, 1_000);
     let mut buf = frame(0, Ipv4Addr::new(10, 77, 0, 55), 80, 0x10);
@@ -373,6 +538,6 @@ fn maglev_build(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(2));
-    targets = established, new_flows, non_vip, maglev_build
+    targets = established, new_flows, new_flows_churn, non_vip, maglev_build
 }
 criterion_main!(benches);

@@ -327,8 +327,11 @@ impl FlowTable {
     #[inline]
     pub fn prefetch_room(&self, hash: u64, now: u32) {
         // A table that fits in the caches gains nothing and would pay eight extra hashes; in a
-        // table without a free way the cuckoo step is skipped (see `make_room`).
-        if self.buckets.len() < PREFETCH_ROOM_MIN_BUCKETS || self.used == self.capacity() {
+        // table without a free way the cuckoo step is skipped (see `make_room`); and in one with
+        // fewer than 1/64 of its ways free the step hardly ever finds room, so eight hashes and
+        // eight bitmap reads here (which `make_room` repeats anyway) would fetch next to nothing.
+        let free = self.capacity() - self.used;
+        if self.buckets.len() < PREFETCH_ROOM_MIN_BUCKETS || free < self.capacity() / 64 {
             return;
         }
         let full = |b: usize| {

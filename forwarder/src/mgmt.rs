@@ -540,7 +540,11 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
         "counter",
         "Flows moved off a backend that health checks marked down.",
     );
-    let _ = writeln!(o, "sidestep_flows_rescheduled_total {}", s.flows_rescheduled);
+    let _ = writeln!(
+        o,
+        "sidestep_flows_rescheduled_total {}",
+        s.flows_rescheduled
+    );
     family(
         &mut o,
         "sidestep_drops_total",

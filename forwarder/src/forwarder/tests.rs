@@ -483,6 +483,51 @@ fn unresolved_backend_asks_queues_and_releases() {
     assert_eq!(f.pending_frames(), 0);
 }
 
+/// Each backend slot keeps a copy of its next hop's MAC: a new MAC learnt from ARP, a next hop
+/// forgotten after its refresh went unanswered, and a config change (another next hop) all
+/// reach the packets at once, in both modes.
+#[test]
+fn next_hop_changes_reach_forwarding_at_once() {
+    for mode in [Mode::DsrL2, Mode::DsrL3] {
+        let mut f = ready(&config(mode, Scheduler::Rr, &[1]));
+        let be = backend_addr(0);
+        let dst_mac = |f: &mut Forwarder, now: Instant| {
+            let (mut buf, len) = Pkt::tcp(1000, 0x10).build();
+            match f.process(&mut buf, HEAD, len, now) {
+                Verdict::Forward { head, .. } => Ok(buf[head..head + 6].to_vec()),
+                v => Err(v),
+            }
+        };
+        assert_eq!(dst_mac(&mut f, Instant::ZERO), Ok(mac_of(be).to_vec()));
+        // The backend moved to another NIC.
+        let moved = [2, 9, 9, 9, 9, 9];
+        let (mut buf, len) = arp_frame(ArpOperation::Reply, moved, be, OUR_MAC, OWN);
+        assert_eq!(
+            f.process(&mut buf, HEAD, len, Instant::ZERO),
+            Verdict::Local
+        );
+        assert_eq!(dst_mac(&mut f, Instant::ZERO), Ok(moved.to_vec()));
+        // No answer to the refresh: forgotten after the grace period, frames wait for ARP.
+        let late = Instant::from_millis(crate::neigh::REFRESH_MS + crate::neigh::STALE_GRACE_MS);
+        f.poll(late, &mut |_| {});
+        assert_eq!(f.neighbour(be), None);
+        assert_eq!(dst_mac(&mut f, late), Err(Verdict::Queued));
+        // Learnt again.
+        let (mut buf, len) = arp_frame(ArpOperation::Reply, mac_of(be), be, OUR_MAC, OWN);
+        assert_eq!(f.process(&mut buf, HEAD, len, late), Verdict::Local);
+        assert_eq!(dst_mac(&mut f, late), Ok(mac_of(be).to_vec()));
+        // The same backend off-link: its next hop is now the gateway (not a next hop before, so
+        // unknown until it answers).
+        let mut c = config(mode, Scheduler::Rr, &[1]);
+        c.interface.address = Prefix::parse("10.77.0.2/28").unwrap();
+        f.apply_config(&c, late);
+        assert_eq!(dst_mac(&mut f, late), Err(Verdict::Queued));
+        let (mut buf, len) = arp_frame(ArpOperation::Reply, mac_of(GW), GW, OUR_MAC, OWN);
+        assert_eq!(f.process(&mut buf, HEAD, len, late), Verdict::Local);
+        assert_eq!(dst_mac(&mut f, late), Ok(mac_of(GW).to_vec()));
+    }
+}
+
 #[test]
 fn queued_frames_time_out_and_a_full_queue_drops() {
     let mut f = Forwarder::new(&config(Mode::DsrL2, Scheduler::Rr, &[1]), OUR_MAC, 1024);
@@ -539,6 +584,97 @@ fn malformed_frames_are_dropped_and_counted() {
     ip.fill_checksum();
     assert_eq!(f.process(&mut buf, HEAD, 44, Instant::ZERO), mal);
     assert_eq!(f.counters().drop_count(DropReason::Malformed), 8);
+}
+
+/// The 20-byte checksum fast path says what smoltcp's `verify_checksum` says, on random
+/// headers, on headers with a correct checksum, and on those with one bit flipped afterwards.
+#[test]
+fn ipv4_checksum_fast_path_agrees_with_smoltcp() {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut valid = 0;
+    for i in 0..20_000 {
+        // IHL 5 mostly (the fast path), up to 15 (smoltcp's path).
+        let ihl = if i % 4 == 0 { 5 + (i / 4) % 11 } else { 5 };
+        let mut h = [0u8; 60];
+        for b in h.iter_mut() {
+            *b = next() as u8;
+        }
+        h[0] = 0x40 | ihl as u8;
+        let h = &mut h[..ihl * 4];
+        if i % 3 == 0 {
+            // All zero but the version: the sum is never 0xffff.
+            h[1..].fill(0);
+        }
+        if i % 2 == 0 {
+            Ipv4Packet::new_unchecked(&mut h[..]).fill_checksum();
+        }
+        let smoltcp = Ipv4Packet::new_unchecked(&h[..]).verify_checksum();
+        assert_eq!(ipv4_checksum_ok(h), smoltcp, "{h:02x?}");
+        valid += u32::from(smoltcp);
+        if smoltcp {
+            // Any bit but the IHL's (that would change which bytes are the header).
+            let bit = 4 + next() as usize % (h.len() * 8 - 4);
+            h[bit / 8] ^= 1 << (bit % 8);
+            assert!(!ipv4_checksum_ok(h), "{h:02x?}");
+            assert!(!Ipv4Packet::new_unchecked(&h[..]).verify_checksum());
+        }
+    }
+    assert!(valid > 9_000, "{valid}");
+    // The edge values: a sum of exactly 0xffff, and none at all.
+    assert!(!ipv4_checksum_ok(&[0; 20]));
+    let mut h = [0u8; 20];
+    h[10] = 0xff;
+    h[11] = 0xff;
+    assert!(ipv4_checksum_ok(&h));
+}
+
+/// IP options (IHL above 5) are accepted and skipped; TCP data offsets below 5 or beyond the
+/// segment are malformed, as smoltcp's `check_len` has them.
+#[test]
+fn ip_options_and_tcp_data_offset() {
+    let mut f = ready(&config(Mode::DsrL2, Scheduler::Rr, &[1]));
+    let mal = Verdict::Drop(DropReason::Malformed);
+    // Four NOP options between the IP and the TCP header.
+    let (plain, len) = Pkt::tcp(1, 0x02).build();
+    let mut buf = vec![0u8; 2048];
+    buf[HEAD..HEAD + 34].copy_from_slice(&plain[HEAD..HEAD + 34]);
+    buf[HEAD + 34..HEAD + 38].fill(1);
+    buf[HEAD + 38..HEAD + len + 4].copy_from_slice(&plain[HEAD + 34..HEAD + len]);
+    let mut ip = Ipv4Packet::new_unchecked(&mut buf[HEAD + 14..HEAD + 38]);
+    ip.set_header_len(24);
+    ip.set_total_len(ip.total_len() + 4);
+    ip.fill_checksum();
+    assert!(matches!(
+        f.process(&mut buf, HEAD, len + 4, Instant::ZERO),
+        Verdict::Forward { .. }
+    ));
+    // A bad checksum on that longer header (the forward rewrote the Ethernet addresses).
+    buf[HEAD..HEAD + 6].copy_from_slice(&OUR_MAC);
+    buf[HEAD + 14 + 20] ^= 0x40;
+    assert_eq!(f.process(&mut buf, HEAD, len + 4, Instant::ZERO), mal);
+    // Data offset 4, then 6 with only 20 bytes of segment, then 6 with 24.
+    for (offset, extra, ok) in [(4u8, 0usize, false), (6, 0, false), (6, 4, true)] {
+        let (mut buf, len) = Pkt::tcp(2, 0x02).build();
+        buf[HEAD + 34 + 12] = offset << 4;
+        let mut ip = Ipv4Packet::new_unchecked(&mut buf[HEAD + 14..HEAD + 34]);
+        ip.set_total_len(ip.total_len() + extra as u16);
+        ip.fill_checksum();
+        let v = f.process(&mut buf, HEAD, len + extra, Instant::ZERO);
+        assert_eq!(
+            matches!(v, Verdict::Forward { .. }),
+            ok,
+            "{offset} {extra}: {v:?}"
+        );
+        if !ok {
+            assert_eq!(v, mal);
+        }
+    }
 }
 
 #[test]
