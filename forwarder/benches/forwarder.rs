@@ -305,21 +305,13 @@ fn new_flows(c: &mut Criterion) {
     for n in sizes() {
         let (mut f, _) = populated(Mode::DsrL2, n);
         // New flows: sources the populated flows never used, and every destination port.
-        let mut pool = Pool::new(VIP, 0x02);
-        for lane in &mut pool.frames {
-            for (s, buf) in lane.iter_mut().enumerate() {
-                *buf = frame(s + 100, VIP, 1, 0x02);
-            }
-        }
+        let (mut frames, eth) = new_flow_frames();
         let mut k = 0u64;
         g.throughput(Throughput::Elements(1));
         g.bench_function(BenchmarkId::new("maglev", n), |b| {
             b.iter(|| {
                 k += 1;
-                let buf = &mut pool.frames[0][(k >> 32) as usize % SRCS];
-                buf[HEAD..HEAD + 14].copy_from_slice(&pool.eth);
-                buf[HEAD + 34..HEAD + 36].copy_from_slice(&(k as u16).to_be_bytes());
-                buf[HEAD + 36..HEAD + 38].copy_from_slice(&((k >> 16) as u16).to_be_bytes());
+                let buf = aim_new(&mut frames[0], &eth, k);
                 black_box(f.process(buf, HEAD, FRAME_LEN, Instant::ZERO))
             })
         });
@@ -329,16 +321,13 @@ fn new_flows(c: &mut Criterion) {
             let mut verdicts = [Verdict::Local; LANES];
             b.iter(|| {
                 // 32 never-seen 5-tuples: a new (source, source port, destination port) each.
-                let mut lanes = pool.frames.iter_mut();
+                let mut lanes = frames.iter_mut();
                 let mut frames: [RxFrame<'_>; LANES] = std::array::from_fn(|_| {
                     k += 1;
                     let buf = lanes
                         .next()
-                        .map(|lane| &mut lane[(k >> 32) as usize % SRCS][..])
+                        .map(|lane| &mut aim_new(lane, &eth, k)[..])
                         .unwrap_or_default();
-                    buf[HEAD..HEAD + 14].copy_from_slice(&pool.eth);
-                    buf[HEAD + 34..HEAD + 36].copy_from_slice(&(k as u16).to_be_bytes());
-                    buf[HEAD + 36..HEAD + 38].copy_from_slice(&((k >> 16) as u16).to_be_bytes());
                     RxFrame {
                         buf,
                         head: HEAD,
@@ -362,6 +351,17 @@ fn new_flows(c: &mut Criterion) {
     g.finish();
 }
 
+/// SYN frames for new flows, one set per lane (sources from 100 up, which the established flows
+/// never use; [`aim_new`] sets each one's ports), and their Ethernet header.
+fn new_flow_frames() -> (Vec<Vec<Vec<u8>>>, [u8; 14]) {
+    let frames: Vec<Vec<Vec<u8>>> = (0..LANES)
+        .map(|_| (0..SRCS).map(|s| frame(s + 100, VIP, 1, 0x02)).collect())
+        .collect();
+    let mut eth = [0u8; 14];
+    eth.copy_from_slice(&frames[0][0][HEAD..HEAD + 14]);
+    (frames, eth)
+}
+
 /// Flow `k`'s SYN in a pool frame: source `k >> 32`, source port `k`, destination port `k >> 16`
 /// (source numbers from 100 up, which the established flows never use).
 #[inline(always)]
@@ -376,8 +376,8 @@ fn aim_new<'a>(frames: &'a mut [Vec<u8>], eth: &[u8; 14], k: u64) -> &'a mut Vec
 /// A table that really holds about `n` live flows under steady churn: capacity `max(2n, 4096)`
 /// (as the established bench), every new flow a SYN (60 s timeout), simulated time advancing
 /// `60 s / n` per new flow, so the flows of the last 60 s, about `n`, are live and older ones
-/// expire and make room. `poll` runs every 512 new flows (the kernel polls every 100 us, i.e.
-/// every 500 packets at 5 M packets per second), sweeping expired entries as the kernel does,
+/// expire and make room. `poll` runs every 512 new flows (100 us at 5 M packets per second; the
+/// kernel polls every 1 ms, so this sweeps more often than it would), sweeping as the kernel does,
 /// and the next hops are re-learnt every 30 simulated seconds (an ARP reply each) so that they
 /// stay resolved; both are inside the measured time.
 struct Churn {
@@ -394,11 +394,7 @@ impl Churn {
     fn new(n: u32) -> Churn {
         let mut f = Forwarder::new(&config(Mode::DsrL2), MAC, (n as usize * 2).max(4096));
         resolve_all(&mut f, Instant::ZERO);
-        let frames: Vec<Vec<Vec<u8>>> = (0..LANES)
-            .map(|_| (0..SRCS).map(|s| frame(s + 100, VIP, 1, 0x02)).collect())
-            .collect();
-        let mut eth = [0u8; 14];
-        eth.copy_from_slice(&frames[0][0][HEAD..HEAD + 14]);
+        let (frames, eth) = new_flow_frames();
         let mut c = Churn {
             f,
             frames,

@@ -131,6 +131,18 @@ pub fn hash_key(key: FlowKey, seed: u64) -> u64 {
     h ^ (h >> 33)
 }
 
+/// Start fetching the cache line that holds `e`. A real prefetch instruction retires at once,
+/// so a whole burst's misses overlap. It is a safe (unstable) hint on the pinned nightly;
+/// without the `prefetch` feature a plain load whose value is kept alive stands in (weaker: it
+/// holds up retirement).
+#[inline(always)]
+fn prefetch_line(e: &FlowEntry) {
+    #[cfg(feature = "prefetch")]
+    core::hint::prefetch_read(e as *const FlowEntry, core::hint::Locality::L1);
+    #[cfg(not(feature = "prefetch"))]
+    core::hint::black_box(e.rest);
+}
+
 /// One flow: 32 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C, align(32))]
@@ -303,11 +315,7 @@ impl FlowTable {
     pub fn prefetch(&self, hash: u64) {
         // First line only: the early-exit scan needs the second only for ways 2 and 3 (both
         // lines measured no better for established flows and slower in a cached table).
-        let b = &self.buckets[self.bucket_of(hash)];
-        #[cfg(feature = "prefetch")]
-        core::hint::prefetch_read(b as *const Bucket, core::hint::Locality::L1);
-        #[cfg(not(feature = "prefetch"))]
-        core::hint::black_box(b.0[0].rest);
+        prefetch_line(&self.buckets[self.bucket_of(hash)].0[0]);
     }
 
     /// Start fetching both candidate buckets of `hash`: for a packet that may start a flow,
@@ -376,20 +384,12 @@ impl FlowTable {
 
     #[inline(always)]
     fn prefetch_bucket(&self, b: usize) {
-        let b = &self.buckets[b];
-        // A real prefetch instruction retires at once, so a whole burst's misses overlap. It is
-        // a safe (unstable) hint on the pinned nightly; without the `prefetch` feature a plain
-        // load whose value is kept alive stands in (weaker: it holds up retirement).
         // Both cache lines (insertion reads all four ways): the adjacent-line prefetcher does not
         // fetch the second one (a profile of a full table shows the scan of ways 2 and 3 missing
         // after a prefetch of way 0).
-        #[cfg(feature = "prefetch")]
-        {
-            core::hint::prefetch_read(&b.0[0] as *const FlowEntry, core::hint::Locality::L1);
-            core::hint::prefetch_read(&b.0[2] as *const FlowEntry, core::hint::Locality::L1);
-        }
-        #[cfg(not(feature = "prefetch"))]
-        core::hint::black_box((b.0[0].rest, b.0[2].rest));
+        let b = &self.buckets[b];
+        prefetch_line(&b.0[0]);
+        prefetch_line(&b.0[2]);
     }
 
     /// The slot (index) of `key`'s entry, if present (expired or not: the caller decides).

@@ -383,10 +383,11 @@ fn forward_burst<N: Nic>(
                     len: p.len(),
                 });
             });
-        if lent && frames.len() == count {
+        let all = lent && frames.len() == count;
+        if all {
             fwd.process_burst(&mut frames, &mut verdicts[..count], now);
         }
-        lent && frames.len() == count
+        all
     };
     if !batched {
         // Two handles on one buffer cannot happen with the NIC's own pool; stay correct anyway,
