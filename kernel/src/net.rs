@@ -6,14 +6,13 @@
 //!   VIP, resolves backends and the gateway, and hands ARP replies to smoltcp as well, so the
 //!   local stack (which only resolves for its own sockets) learns its neighbours from them.
 //!   smoltcp must also learn who asked for *our* address, or its first answer to a new peer
-//!   waits for an ARP round trip of its own (and a SYN-ACK or echo reply is lost to it). So an
-//!   ARP request for the balancer's address is copied to smoltcp before the forwarder turns it
-//!   into its reply; smoltcp fills its neighbour cache from it and writes a reply of its own,
-//!   which [`is_arp_reply`] drops on the way out: one reply per request, the forwarder's.
-//!   A peer that already knows our MAC does not ask, so the kernel also *tells* smoltcp about
-//!   neighbours with a synthesized ARP reply addressed to it ([`neighbour_hint`]): the Ethernet
-//!   source of an on-link peer's TCP SYN or ICMP echo request, and, before each health check,
-//!   the backend's next hop as the forwarder resolved it. smoltcp then ARPs only for peers
+//!   waits for an ARP round trip of its own (and a SYN-ACK or echo reply is lost to it). The
+//!   kernel *tells* smoltcp about neighbours with a synthesized ARP reply addressed to it
+//!   ([`neighbour_hint`]): whom the forwarder's ARP answer for our address went to (seen on
+//!   the way out, so the receive path never looks at ARP), the Ethernet source of an on-link
+//!   peer's TCP SYN or ICMP echo request (a peer that already knows our MAC does not ask), and,
+//!   before each health check, the backend's next hop as the forwarder resolved it. smoltcp's
+//!   own ARP replies are redundant and [`is_arp_reply`] drops them on the way out. smoltcp then ARPs only for peers
 //!   nobody told it about (the fetch server), and a dead backend never occupies its
 //!   interface-wide ARP rate limit.
 //!   The kernel sends gratuitous ARP for the balancer's address and every VIP at start and
@@ -359,14 +358,6 @@ fn forward_burst<N: Nic>(
     device: &mut LocalDevice,
     mac: [u8; 6],
 ) {
-    // ARP requests for the balancer's own address go to smoltcp too (so it learns its
-    // neighbours): copy them before the forwarder answers them in place.
-    for pkt in rx.iter() {
-        let frame = nic.pool().frame(pkt);
-        if is_arp_request_for(frame, ctl.own) && device.rx.len() < LOCAL_QUEUE {
-            device.rx.push_back(frame.to_vec());
-        }
-    }
     // The whole burst in one call: the forwarder classifies every frame and prefetches their
     // flow-table buckets before it looks any of them up.
     let count = rx.len();
@@ -401,10 +392,26 @@ fn forward_burst<N: Nic>(
             break;
         };
         match verdict {
-            Verdict::Forward { head, len } | Verdict::Reply { head, len } => {
+            Verdict::Forward { head, len } => {
                 if pkt.set_frame(head, len).is_err() {
                     nic.recycle(pkt);
                     continue;
+                }
+                queue_tx(nic, tx, pkt);
+            }
+            Verdict::Reply { head, len } => {
+                if pkt.set_frame(head, len).is_err() {
+                    nic.recycle(pkt);
+                    continue;
+                }
+                // The forwarder's answer to an ARP request for our address: smoltcp learns
+                // the asker from it (see the module documentation).
+                if let Some((ip, peer)) = arp_answer_from(nic.pool().frame(&pkt), ctl.own) {
+                    if device.rx.len() < LOCAL_QUEUE {
+                        device
+                            .rx
+                            .push_back(neighbour_hint(mac, ctl.own, ip, peer).to_vec());
+                    }
                 }
                 queue_tx(nic, tx, pkt);
             }
@@ -542,17 +549,24 @@ fn first_packet_peer(frame: &[u8], subnet: Prefix) -> Option<(Ipv4Addr, [u8; 6])
     (opens && src_mac.is_unicast()).then_some((src, src_mac.0))
 }
 
-/// An ARP request whose target is `own`.
-fn is_arp_request_for(frame: &[u8], own: Ipv4Addr) -> bool {
-    let Ok(eth) = EthernetFrame::new_checked(frame) else {
-        return false;
-    };
+/// An ARP reply sent as `own` (the forwarder's answer to a request for our address): whom it
+/// answers, address and MAC.
+fn arp_answer_from(frame: &[u8], own: Ipv4Addr) -> Option<(Ipv4Addr, [u8; 6])> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
     if eth.ethertype() != EthernetProtocol::Arp {
-        return false;
+        return None;
     }
-    ArpPacket::new_checked(eth.payload()).is_ok_and(|a| {
-        a.operation() == ArpOperation::Request && a.target_protocol_addr() == own.octets()
-    })
+    let a = ArpPacket::new_checked(eth.payload()).ok()?;
+    if a.operation() != ArpOperation::Reply
+        || a.source_protocol_addr() != own.octets()
+        || a.hardware_len() != 6
+        || a.protocol_len() != 4
+    {
+        return None;
+    }
+    let ip = Ipv4Addr::from_octets(a.target_protocol_addr().try_into().ok()?);
+    let peer = a.target_hardware_addr().try_into().ok()?;
+    Some((ip, peer))
 }
 
 /// An ARP reply (smoltcp's, on its way out).
