@@ -77,6 +77,6 @@ pub mod virtio_net;
 
 pub use ixgbe::{Ixgbe, IxgbeConfig, IxgbeError, MmioRegisters};
 pub use nic::{Burst, Nic, NicStats, BURST_SIZE};
-pub use pool::{PacketBuf, PacketPool, BUF_SIZE, HEADROOM};
+pub use pool::{Lender, PacketBuf, PacketPool, BUF_SIZE, HEADROOM};
 pub use virtio_drivers::Hal;
 pub use virtio_net::{VirtioNet, VirtioNetError};

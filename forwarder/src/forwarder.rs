@@ -104,6 +104,38 @@ pub struct RxFrame<'a> {
     pub len: usize,
 }
 
+/// The frames of a burst as [`Forwarder::process_frames`] reads them: each frame's whole packet
+/// buffer (headroom, frame, tailroom) and where the frame lies in it, one frame at a time. A
+/// driver can lend its buffers through this directly instead of building a list of slices
+/// ([`RxFrame`]) for every burst.
+pub trait Frames {
+    /// How many frames there are.
+    fn count(&self) -> usize;
+    /// Frame `i` (`< count()`), read-only: its buffer, the frame's start in it (at least
+    /// [`HEADROOM`]) and its length. `None` for a frame that cannot be lent: it is dropped as
+    /// malformed.
+    fn frame(&self, i: usize) -> Option<(&[u8], usize, usize)>;
+    /// Frame `i`, writable; the same frame as [`frame`](Self::frame) returns.
+    fn frame_mut(&mut self, i: usize) -> Option<(&mut [u8], usize, usize)>;
+}
+
+impl Frames for [RxFrame<'_>] {
+    #[inline(always)]
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    #[inline(always)]
+    fn frame(&self, i: usize) -> Option<(&[u8], usize, usize)> {
+        self.get(i).map(|f| (&*f.buf, f.head, f.len))
+    }
+
+    #[inline(always)]
+    fn frame_mut(&mut self, i: usize) -> Option<(&mut [u8], usize, usize)> {
+        self.get_mut(i).map(|f| (&mut *f.buf, f.head, f.len))
+    }
+}
+
 /// Errors of the forwarder's control calls.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ForwarderError {
@@ -760,23 +792,41 @@ impl Forwarder {
     }
 
     /// [`process`](Self::process) for a burst, writing one verdict per frame into `verdicts`
-    /// (which must be at least as long). Up to [`BURST`] frames are classified (parsed, checked,
-    /// matched to a VIP and their flow hashed) and their flow-table buckets prefetched before any
-    /// is looked up, so the cache misses overlap; each frame is parsed and hashed once.
+    /// (which must be at least as long): [`process_frames`](Self::process_frames) over a list
+    /// of frames.
     pub fn process_burst(
         &mut self,
         frames: &mut [RxFrame<'_>],
         verdicts: &mut [Verdict],
         now: Instant,
     ) {
+        self.process_frames(frames, verdicts, now);
+    }
+
+    /// [`process`](Self::process) for a burst, writing one verdict per frame into `verdicts`
+    /// (which must be at least as long). Up to [`BURST`] frames are classified (parsed, checked,
+    /// matched to a VIP and their flow hashed) and their flow-table buckets prefetched before any
+    /// is looked up, so the cache misses overlap; each frame is parsed and hashed once.
+    pub fn process_frames<F: Frames + ?Sized>(
+        &mut self,
+        frames: &mut F,
+        verdicts: &mut [Verdict],
+        now: Instant,
+    ) {
         let mut classes = [Class::Local; BURST];
         let now_s = now.secs32();
-        for (chunk, out) in frames.chunks_mut(BURST).zip(verdicts.chunks_mut(BURST)) {
+        let total = frames.count().min(verdicts.len());
+        let mut start = 0;
+        while start < total {
+            let n = (total - start).min(BURST);
             // Classifying reads only the frame and the config, never flow or neighbour state, so
             // doing it ahead for the whole chunk decides nothing differently.
             let mut syns = false;
-            for (f, c) in chunk.iter().zip(classes.iter_mut()) {
-                *c = self.classify(f.buf, f.head, f.len);
+            for (i, c) in classes[..n].iter_mut().enumerate() {
+                *c = match frames.frame(start + i) {
+                    Some((buf, head, len)) => self.classify(buf, head, len),
+                    None => Class::Drop(DropReason::Malformed),
+                };
                 if let Class::Flow(p) = c {
                     if p.opens() {
                         // Its insertion reads the second bucket too when the first is full.
@@ -790,7 +840,7 @@ impl Forwarder {
             // A second pass for the SYNs only, once their buckets have arrived: where both are
             // full, fetch what making room will read.
             if syns {
-                for c in &classes[..chunk.len()] {
+                for c in &classes[..n] {
                     if let Class::Flow(p) = c {
                         if p.opens() {
                             self.flows.prefetch_room(p.hash, now_s);
@@ -798,9 +848,18 @@ impl Forwarder {
                     }
                 }
             }
-            for ((f, v), &c) in chunk.iter_mut().zip(out.iter_mut()).zip(classes.iter()) {
-                *v = self.act(f.buf, f.head, f.len, c, now);
+            for (i, (v, &c)) in verdicts[start..start + n]
+                .iter_mut()
+                .zip(classes.iter())
+                .enumerate()
+            {
+                *v = match frames.frame_mut(start + i) {
+                    Some((buf, head, len)) => self.act(buf, head, len, c, now),
+                    // Lent for classifying but not now: whatever it was, it is not touched.
+                    None => self.drop(DropReason::Malformed),
+                };
             }
+            start += n;
         }
     }
 

@@ -46,7 +46,7 @@ use drivers::{
 };
 use forwarder::config::{Config, Prefix};
 use forwarder::mgmt::{self, Endpoint, Request, Response, Snapshot};
-use forwarder::{DropReason, Forwarder, Instant, RxFrame, Verdict};
+use forwarder::{DropReason, Forwarder, Instant, Verdict};
 use log::{info, warn};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
@@ -359,34 +359,14 @@ fn forward_burst<N: Nic>(
     mac: [u8; 6],
 ) {
     // The whole burst in one call: the forwarder classifies every frame and prefetches their
-    // flow-table buckets before it looks any of them up.
+    // flow-table buckets before it looks any of them up. The pool lends it the buffers one at
+    // a time, straight from the handles (nothing is built or checked per burst).
     let count = rx.len();
-    let batched = {
-        let mut frames: heapless::Vec<RxFrame<'_>, { drivers::BURST_SIZE }> = heapless::Vec::new();
-        let (first, second) = rx.as_slices();
-        let lent = nic
-            .pool_mut()
-            .buffers_mut(first.iter().chain(second), |buf, p| {
-                // Cannot fail: a burst holds at most BURST_SIZE frames.
-                let _ = frames.push(RxFrame {
-                    buf,
-                    head: p.head(),
-                    len: p.len(),
-                });
-            });
-        let all = lent && frames.len() == count;
-        if all {
-            fwd.process_burst(&mut frames, &mut verdicts[..count], now);
-        }
-        all
-    };
-    if !batched {
-        // Two handles on one buffer cannot happen with the NIC's own pool; stay correct anyway,
-        // one frame at a time.
-        for (v, p) in verdicts.iter_mut().zip(rx.iter()) {
-            *v = fwd.process(nic.pool_mut().buffer_mut(p), p.head(), p.len(), now);
-        }
-    }
+    fwd.process_frames(
+        &mut Lent(nic.pool_mut().lend(rx.make_contiguous())),
+        &mut verdicts[..count],
+        now,
+    );
     for &verdict in &verdicts[..count] {
         let Some(mut pkt) = rx.pop_front() else {
             break;
@@ -431,6 +411,31 @@ fn forward_burst<N: Nic>(
             }
             Verdict::Queued | Verdict::Drop(_) => nic.recycle(pkt),
         }
+    }
+    if rx.is_empty() {
+        // Start the next burst at the front of the ring, so that `make_contiguous` moves
+        // nothing.
+        rx.clear();
+    }
+}
+
+/// The received burst as the forwarder reads it: the pool's buffers, lent one at a time.
+struct Lent<'p>(drivers::Lender<'p>);
+
+impl forwarder::Frames for Lent<'_> {
+    #[inline(always)]
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+
+    #[inline(always)]
+    fn frame(&self, i: usize) -> Option<(&[u8], usize, usize)> {
+        self.0.get(i).map(|(p, buf)| (buf, p.head(), p.len()))
+    }
+
+    #[inline(always)]
+    fn frame_mut(&mut self, i: usize) -> Option<(&mut [u8], usize, usize)> {
+        self.0.get_mut(i).map(|(p, buf)| (buf, p.head(), p.len()))
     }
 }
 

@@ -1017,6 +1017,70 @@ fn burst_gives_the_same_verdicts_as_single_calls() {
     assert_eq!(a.stats(), b.stats());
 }
 
+/// Lends the frames of a list, except those it is told cannot be lent (as a driver might
+/// refuse a stray handle): `None` from `frame`, or only from `frame_mut`.
+struct Picky {
+    bufs: Vec<(Vec<u8>, usize)>,
+    never: usize,
+    not_writable: usize,
+}
+
+impl Frames for Picky {
+    fn count(&self) -> usize {
+        self.bufs.len()
+    }
+
+    fn frame(&self, i: usize) -> Option<(&[u8], usize, usize)> {
+        let (buf, len) = self.bufs.get(i).filter(|_| i != self.never)?;
+        Some((buf, HEAD, *len))
+    }
+
+    fn frame_mut(&mut self, i: usize) -> Option<(&mut [u8], usize, usize)> {
+        if i == self.never || i == self.not_writable {
+            return None;
+        }
+        let (buf, len) = self.bufs.get_mut(i)?;
+        Some((buf, HEAD, *len))
+    }
+}
+
+#[test]
+fn frames_that_cannot_be_lent_are_dropped_as_malformed_and_the_rest_forwarded() {
+    let c = config(Mode::DsrL2, Scheduler::Maglev, &[1, 2, 3]);
+    let mut a = ready(&c);
+    let mut b = ready(&c);
+    // 40 frames: two chunks of the burst loop, the refused ones in the second.
+    let pkts: Vec<Pkt> = (0..40).map(|i| Pkt::tcp(i, 2)).collect();
+    let mut frames = Picky {
+        bufs: pkts.iter().map(Pkt::build).collect(),
+        never: 33,
+        not_writable: 35,
+    };
+    let mut verdicts = vec![Verdict::Local; 40];
+    a.process_frames(&mut frames, &mut verdicts, Instant::ZERO);
+    for (i, (p, v)) in pkts.iter().zip(&verdicts).enumerate() {
+        if i == 33 || i == 35 {
+            assert_eq!(*v, Verdict::Drop(DropReason::Malformed), "frame {i}");
+            continue;
+        }
+        let (mut buf, len) = p.build();
+        assert_eq!(
+            b.process(&mut buf, HEAD, len, Instant::ZERO),
+            *v,
+            "frame {i}"
+        );
+        assert_eq!(
+            frames.bufs[i].0, buf,
+            "frame {i} rewritten as a single call does"
+        );
+    }
+    assert!(matches!(verdicts[0], Verdict::Forward { .. }));
+    assert_eq!(a.counters().drop_count(DropReason::Malformed), 2);
+    assert_eq!(a.counters().forwarded, 38);
+    // Frame 35 was classified (its flow hashed) but never touched: no flow was made for it.
+    assert_eq!(a.flow_count(), 38);
+}
+
 #[test]
 fn drop_reason_names_are_labels() {
     assert_eq!(DropReason::NotVip.name(), "not_vip");
