@@ -230,6 +230,8 @@ pub struct FlowTable {
     seed: u64,
     used: usize,
     sweep_cursor: usize,
+    /// Bucket-milliseconds of sweeping owed (see [`sweep_paced`](Self::sweep_paced)).
+    sweep_credit: u64,
 }
 
 impl FlowTable {
@@ -242,6 +244,7 @@ impl FlowTable {
             seed,
             used: 0,
             sweep_cursor: 0,
+            sweep_credit: 0,
         }
     }
 
@@ -563,6 +566,28 @@ impl FlowTable {
         }
     }
 
+    /// [`sweep`](Self::sweep) at a pace that visits the whole table once per `period_ms`:
+    /// given the milliseconds since the previous call, it visits that share of the buckets (the
+    /// fraction carried over to the next call), at most the whole table.
+    pub fn sweep_paced(
+        &mut self,
+        elapsed_ms: u64,
+        period_ms: u64,
+        now: u32,
+        freed: impl FnMut(&FlowEntry),
+    ) {
+        let n = self.buckets.len() as u64;
+        let period = period_ms.max(1);
+        let credit = self
+            .sweep_credit
+            .saturating_add(elapsed_ms.saturating_mul(n));
+        let due = (credit / period).min(n);
+        self.sweep_credit = if due == n { 0 } else { credit - due * period };
+        if due > 0 {
+            self.sweep(due as usize, now, freed);
+        }
+    }
+
     /// Visit every used entry (slow: for config changes and tests).
     pub fn for_each(&self, mut f: impl FnMut(&FlowEntry)) {
         for b in &self.buckets {
@@ -681,6 +706,39 @@ mod tests {
         t.sweep(1000, 11, |_| freed += 1);
         assert_eq!(t.len(), t.capacity().min(20) - freed);
         assert!(freed <= 10);
+    }
+
+    #[test]
+    fn paced_sweep_covers_the_table_once_per_period() {
+        // 4096 entries = 1024 buckets; every entry expired at second 5.
+        let mut t = FlowTable::new(4096, 5);
+        for i in 0..2000u32 {
+            let k = FlowKey::five_tuple(i, 7, 1, 2, 17);
+            let (s, _) = t.insert(t.hash(k), k, 0);
+            t.entry_mut(s).touch(FlowState::Udp, 0, 5);
+        }
+        let used = t.len();
+        assert!(used > 1900);
+        let mut freed = 0;
+        // A quarter of the period: about a quarter of the buckets, so about a quarter of the
+        // entries.
+        t.sweep_paced(2_500, 10_000, 6, |_| freed += 1);
+        assert!((used / 4 - 100..used / 4 + 100).contains(&freed), "{freed}");
+        // One millisecond at a time: 1024 buckets / 10 000 ms is a tenth of a bucket a call,
+        // carried over. 7 500 calls finish the table, and nothing is left.
+        for _ in 0..7_499 {
+            t.sweep_paced(1, 10_000, 6, |_| freed += 1);
+        }
+        assert!(!t.is_empty(), "one bucket-step short");
+        t.sweep_paced(1, 10_000, 6, |_| freed += 1);
+        assert_eq!(t.len(), 0);
+        assert_eq!(freed, used);
+        // A long pause sweeps the table once, not many times over.
+        let k = FlowKey::five_tuple(1, 1, 1, 1, 17);
+        let (s, _) = t.insert(t.hash(k), k, 0);
+        t.entry_mut(s).touch(FlowState::Udp, 0, 5);
+        t.sweep_paced(1_000_000, 10_000, 6, |_| freed += 1);
+        assert_eq!(t.len(), 0);
     }
 
     /// Regular 5-tuples (few sources, sequential ports) fill the table evenly: nothing is

@@ -23,6 +23,8 @@ pub mod sched;
 pub mod stats;
 pub mod time;
 
-pub use forwarder::{Forwarder, ForwarderError, Frames, RxFrame, Verdict, HEADROOM};
+pub use forwarder::{
+    Forwarder, ForwarderError, Frames, RxFrame, Verdict, HEADROOM, SWEEP_PERIOD_MS,
+};
 pub use stats::{BackendStats, Counters, DropReason, VipStats};
 pub use time::Instant;
