@@ -427,8 +427,26 @@ impl FlowTable {
     /// it need not index the table again from the slot number.
     #[inline(always)]
     pub fn find_mut(&mut self, hash: u64, key: FlowKey) -> Option<(usize, &mut FlowEntry)> {
-        let slot = self.find(hash, key)?;
-        Some((slot, self.entry_mut(slot)))
+        let mut b = self.bucket_of(hash);
+        let mut w = Self::way_of(&self.buckets[b], key);
+        if w.is_none() && self.buckets[b].0[0].bucket_flags & OVERFLOWED != 0 {
+            let b2 = self.alt_bucket_of(hash);
+            if b2 != b {
+                b = b2;
+                w = Self::way_of(&self.buckets[b], key);
+            }
+        }
+        // The bucket is indexed once more but the way not: `way_of` returns one below WAYS.
+        let w = w?;
+        Some((b * WAYS + w, &mut self.buckets[b].0[w]))
+    }
+
+    #[inline(always)]
+    fn way_of(bucket: &Bucket, key: FlowKey) -> Option<usize> {
+        bucket
+            .0
+            .iter()
+            .position(|e| e.rest == key.rest && e.addrs == key.addrs)
     }
 
     /// The entry in `slot` (from [`find`](Self::find) or [`insert`](Self::insert)).

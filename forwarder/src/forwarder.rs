@@ -214,8 +214,8 @@ struct VipRt {
 /// of VIP (the usual case) skips the other probe.
 #[derive(Clone)]
 struct VipIndex {
-    keys: Vec<u64>,
-    vips: Vec<u32>,
+    /// (key, VIP index) side by side: one bounds check and one cache line per probe.
+    slots: Vec<(u64, u32)>,
     mask: usize,
     /// Some VIP takes one port.
     has_specific: bool,
@@ -236,8 +236,7 @@ impl VipIndex {
     fn build(entries: &[(u32, u16, u8, u32)]) -> VipIndex {
         let size = (entries.len() * 4).next_power_of_two().max(16);
         let mut t = VipIndex {
-            keys: vec![0; size],
-            vips: vec![0; size],
+            slots: vec![(0, 0); size],
             mask: size - 1,
             has_specific: entries.iter().any(|e| e.1 != 0),
             has_all: entries.iter().any(|e| e.1 == 0),
@@ -245,11 +244,10 @@ impl VipIndex {
         for &(addr, port, proto, vip) in entries {
             let k = Self::key(addr, port, proto);
             let mut i = Self::slot(k, t.mask);
-            while t.keys[i] != 0 {
+            while t.slots[i].0 != 0 {
                 i = (i + 1) & t.mask;
             }
-            t.keys[i] = k;
-            t.vips[i] = vip;
+            t.slots[i] = (k, vip);
         }
         t
     }
@@ -259,9 +257,9 @@ impl VipIndex {
         let k = Self::key(addr, port, proto);
         let mut i = Self::slot(k, self.mask);
         loop {
-            let here = self.keys[i];
+            let (here, vip) = self.slots[i];
             if here == k {
-                return Some(self.vips[i]);
+                return Some(vip);
             }
             if here == 0 {
                 return None;
@@ -400,6 +398,17 @@ impl FlowPacket {
     #[inline(always)]
     fn vip(&self) -> u32 {
         self.meta as u32
+    }
+
+    #[inline(always)]
+    fn proto(&self) -> u8 {
+        self.key.rest as u8
+    }
+
+    /// The IP total length.
+    #[inline(always)]
+    fn total(&self) -> u16 {
+        (self.meta >> 32) as u16
     }
 
     #[inline(always)]
@@ -1034,9 +1043,7 @@ impl Forwarder {
                 Verdict::Local
             }
             Class::Arp => self.arp(buf, head, end, now),
-            Class::LaterFragment(p) => {
-                self.later_fragment(buf, head, end, p.ip(), p.vip() as u8, p.ident(), now)
-            }
+            Class::LaterFragment(p) => self.later_fragment(buf, head, end, p, now),
         }
     }
 
@@ -1050,7 +1057,7 @@ impl Forwarder {
         p: FlowPacket,
         now: Instant,
     ) -> Verdict {
-        let (ip, key, hash, vip, ident) = (p.ip(), p.key, p.hash, p.vip(), p.ident());
+        let (key, hash, vip, tcp) = (p.key, p.hash, p.vip(), p.proto() == 6);
         let (more_frags, syn, ack, fin) = (
             p.flag(FP_MORE_FRAGS),
             p.flag(FP_SYN),
@@ -1063,7 +1070,7 @@ impl Forwarder {
             // here, on their next packet. A drained one (weight 0) keeps them. (`keeps` is the
             // slot's VIP only while it is live and up.)
             Some((_, e)) if self.slots[e.backend as usize].keeps == vip && e.expires > now_s => {
-                let state = if ip.proto == 6 {
+                let state = if tcp {
                     e.after_tcp(syn, ack, fin)
                 } else {
                     FlowState::Udp
@@ -1087,7 +1094,7 @@ impl Forwarder {
                     self.counters.flows_rescheduled += 1;
                 }
             }
-            let Some(b) = self.schedule(vip as usize, key, ip.src, now_s) else {
+            let Some(b) = self.schedule(vip as usize, key, p.ip().src, now_s) else {
                 if let Some(fs) = slot {
                     let old = self.flows.remove(fs);
                     self.release_conn(old.backend);
@@ -1113,7 +1120,7 @@ impl Forwarder {
                     fs
                 }
             };
-            let state = if ip.proto == 6 {
+            let state = if tcp {
                 FlowState::SynSent.after_tcp(syn, ack, fin)
             } else {
                 FlowState::Udp
@@ -1126,10 +1133,10 @@ impl Forwarder {
             b
         };
         if more_frags {
-            self.remember_fragment(ip, ident, vip, backend, now);
+            self.remember_fragment(p.ip(), p.ident(), vip, backend, now);
             self.counters.fragments += 1;
         }
-        self.forward(buf, head, end, ip, vip, backend, now)
+        self.forward(buf, head, end, &p, vip, backend, now)
     }
 
     #[inline(always)]
@@ -1204,17 +1211,16 @@ impl Forwarder {
         };
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A later fragment (`p` from [`FlowPacket::later_fragment`]).
     fn later_fragment(
         &mut self,
         buf: &mut [u8],
         head: usize,
         end: usize,
-        ip: Ip,
-        ttl: u8,
-        ident: u16,
+        p: FlowPacket,
         now: Instant,
     ) -> Verdict {
+        let (ip, ttl, ident) = (p.ip(), p.vip() as u8, p.ident());
         let (i, addrs, id) = Self::frag_slot(&ip, ident);
         let f = self.frags[i];
         let known = (f.addrs == addrs && f.id == id && f.expires > now)
@@ -1244,10 +1250,12 @@ impl Forwarder {
             return self.drop(DropReason::Ttl);
         }
         self.counters.fragments += 1;
-        self.forward(buf, head, end, ip, vip, backend, now)
+        self.forward(buf, head, end, &p, vip, backend, now)
     }
 
-    /// Count and rewrite a packet for `backend` of `vip`.
+    /// Count and rewrite a packet (`p`, a flow's packet or a later fragment) for `backend` of
+    /// `vip`. The packet's IPv4 facts are unpacked only where dsr-l3 needs them: built up front,
+    /// they were kept on the stack for every packet.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn forward(
@@ -1255,18 +1263,19 @@ impl Forwarder {
         buf: &mut [u8],
         head: usize,
         end: usize,
-        ip: Ip,
+        p: &FlowPacket,
         vip: u32,
         backend: u32,
         now: Instant,
     ) -> Verdict {
+        let total = u64::from(p.total());
         let v = &mut self.vips[vip as usize];
         v.packets += 1;
-        v.bytes += u64::from(ip.total);
+        v.bytes += total;
         let mode = v.mode;
         let s = &mut self.slots[backend as usize];
         s.packets += 1;
-        s.bytes += u64::from(ip.total);
+        s.bytes += total;
         let address = s.address;
         let (hop, mac) = match self.neigh.get(s.neigh) {
             Some(n) => (n.ip, n.resolved.then_some(n.mac)),
@@ -1288,7 +1297,7 @@ impl Forwarder {
                     None => self.wait_for_arp(hop, &buf[head..end], now),
                 }
             }
-            Mode::DsrL3 => self.encapsulate(buf, head, ip, address, hop, mac, now),
+            Mode::DsrL3 => self.encapsulate(buf, head, p.ip(), address, hop, mac, now),
         }
     }
 
