@@ -195,6 +195,19 @@ impl FlowEntry {
         }
     }
 
+    /// [`FlowState::after_tcp`] from this entry's state, read as the stored number: only
+    /// `Established` and `Closing` matter there, so the other numbers need not be mapped.
+    #[inline(always)]
+    pub fn after_tcp(&self, syn: bool, ack: bool, fin_or_rst: bool) -> FlowState {
+        if fin_or_rst || self.state == FlowState::Closing as u8 {
+            FlowState::Closing
+        } else if syn && !ack && self.state != FlowState::Established as u8 {
+            FlowState::SynSent
+        } else {
+            FlowState::Established
+        }
+    }
+
     /// Record a packet in state `state` at second `now`, extending the expiry by `timeout`.
     #[inline]
     pub fn touch(&mut self, state: FlowState, now: u32, timeout: u32) {
@@ -411,6 +424,32 @@ impl FlowTable {
             return None;
         }
         self.scan(b2, key)
+    }
+
+    /// [`find`](Self::find), with the entry itself: the caller that goes on to read and update
+    /// it need not index the table again from the slot number.
+    #[inline(always)]
+    pub fn find_mut(&mut self, hash: u64, key: FlowKey) -> Option<(usize, &mut FlowEntry)> {
+        let mut b = self.bucket_of(hash);
+        let mut w = Self::way_of(&self.buckets[b], key);
+        if w.is_none() && self.buckets[b].0[0].bucket_flags & OVERFLOWED != 0 {
+            let b2 = self.alt_bucket_of(hash);
+            if b2 != b {
+                b = b2;
+                w = Self::way_of(&self.buckets[b], key);
+            }
+        }
+        // The bucket is indexed once more but the way not: `way_of` returns one below WAYS.
+        let w = w?;
+        Some((b * WAYS + w, &mut self.buckets[b].0[w]))
+    }
+
+    #[inline(always)]
+    fn way_of(bucket: &Bucket, key: FlowKey) -> Option<usize> {
+        bucket
+            .0
+            .iter()
+            .position(|e| e.rest == key.rest && e.addrs == key.addrs)
     }
 
     /// The entry in `slot` (from [`find`](Self::find) or [`insert`](Self::insert)).
@@ -780,5 +819,19 @@ mod tests {
         assert_eq!(Established.after_tcp(false, true, true), Closing);
         assert_eq!(Closing.after_tcp(false, true, false), Closing);
         assert_eq!(Established.after_tcp(true, false, false), Established);
+        // The entry's shortcut on the stored number agrees for every number and flag set.
+        for state in 0..=u8::MAX {
+            let e = FlowEntry {
+                state,
+                ..FlowEntry::FREE
+            };
+            for f in 0..8 {
+                let (syn, ack, fin) = (f & 1 != 0, f & 2 != 0, f & 4 != 0);
+                assert_eq!(
+                    e.after_tcp(syn, ack, fin),
+                    e.flow_state().after_tcp(syn, ack, fin)
+                );
+            }
+        }
     }
 }

@@ -993,11 +993,34 @@ fn fragments_follow_their_first_fragment() {
     assert_eq!(send(&mut f, &later, Instant::ZERO), a);
 }
 
+/// Flows to put in a table before a burst test, so that both ways of taking a burst run: frame
+/// by frame (a table of few flows) and with the prefetch pass (more than DIRECT_MAX_FLOWS).
+const PREFILLS: [u16; 2] = [0, DIRECT_MAX_FLOWS as u16 + 100];
+
+/// `n` flows (TCP SYNs from source ports 10 000 and up), one at a time.
+fn prefill(f: &mut Forwarder, n: u16) {
+    for sport in 10_000..10_000 + n {
+        let (mut buf, len) = Pkt::tcp(sport, 2).build();
+        assert!(matches!(
+            f.process(&mut buf, HEAD, len, Instant::ZERO),
+            Verdict::Forward { .. }
+        ));
+    }
+}
+
 #[test]
 fn burst_gives_the_same_verdicts_as_single_calls() {
+    for n in PREFILLS {
+        burst_matches_single_calls(n);
+    }
+}
+
+fn burst_matches_single_calls(prefilled: u16) {
     let c = config(Mode::DsrL3, Scheduler::Maglev, &[1, 2, 3]);
     let mut a = ready(&c);
     let mut b = ready(&c);
+    prefill(&mut a, prefilled);
+    prefill(&mut b, prefilled);
     let pkts: Vec<Pkt> = (0..40).map(|i| Pkt::tcp(i, 2)).collect();
     let mut bufs: Vec<(Vec<u8>, usize)> = pkts.iter().map(Pkt::build).collect();
     let mut frames: Vec<RxFrame<'_>> = bufs
@@ -1046,9 +1069,17 @@ impl Frames for Picky {
 
 #[test]
 fn frames_that_cannot_be_lent_are_dropped_as_malformed_and_the_rest_forwarded() {
+    for n in PREFILLS {
+        unlendable_frames_are_dropped(n);
+    }
+}
+
+fn unlendable_frames_are_dropped(prefilled: u16) {
     let c = config(Mode::DsrL2, Scheduler::Maglev, &[1, 2, 3]);
     let mut a = ready(&c);
     let mut b = ready(&c);
+    prefill(&mut a, prefilled);
+    prefill(&mut b, prefilled);
     // 40 frames: two chunks of the burst loop, the refused ones in the second.
     let pkts: Vec<Pkt> = (0..40).map(|i| Pkt::tcp(i, 2)).collect();
     let mut frames = Picky {
@@ -1076,9 +1107,10 @@ fn frames_that_cannot_be_lent_are_dropped_as_malformed_and_the_rest_forwarded() 
     }
     assert!(matches!(verdicts[0], Verdict::Forward { .. }));
     assert_eq!(a.counters().drop_count(DropReason::Malformed), 2);
-    assert_eq!(a.counters().forwarded, 38);
-    // Frame 35 was classified (its flow hashed) but never touched: no flow was made for it.
-    assert_eq!(a.flow_count(), 38);
+    assert_eq!(a.counters().forwarded, u64::from(prefilled) + 38);
+    // Frame 35 (classified, its flow hashed, in the prefetching form) was never touched: no
+    // flow was made for it.
+    assert_eq!(a.flow_count(), usize::from(prefilled) + 38);
 }
 
 #[test]
