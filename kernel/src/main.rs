@@ -10,14 +10,14 @@
 extern crate alloc;
 
 mod clock;
-mod hal;
-mod memory;
 mod fetch;
+mod hal;
 mod health;
 mod idle;
+mod memory;
 mod net;
-mod server;
 mod serial;
+mod server;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};
@@ -79,10 +79,9 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 
 /// The config blob the image builder placed as the bootloader's ramdisk.
 fn load_config(boot_info: &BootInfo) -> Result<Config, alloc::string::String> {
-    let addr = boot_info
-        .ramdisk_addr
-        .into_option()
-        .ok_or_else(|| alloc::string::String::from("no config baked in (the image has no ramdisk)"))?;
+    let addr = boot_info.ramdisk_addr.into_option().ok_or_else(|| {
+        alloc::string::String::from("no config baked in (the image has no ramdisk)")
+    })?;
     let len = boot_info.ramdisk_len as usize;
     // Safety: the bootloader loaded the ramdisk at this virtual address with this length and
     // keeps it mapped; it is only read, and nothing writes it.

@@ -14,8 +14,8 @@ use linked_list_allocator::LockedHeap;
 use spin::Mutex;
 use x86_64::registers::control::Cr3;
 use x86_64::structures::paging::{
-    FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags, PhysFrame,
-    Size4KiB, Translate,
+    FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags, PhysFrame, Size4KiB,
+    Translate,
 };
 use x86_64::{PhysAddr, VirtAddr};
 
@@ -94,8 +94,16 @@ pub fn init(
     let base = 0xffff_0000_0000_0000u64 | ((slot as u64) << 39);
     // Safety: the complete physical memory is mapped at `offset`, as `OffsetPageTable` requires.
     let mapper = unsafe { OffsetPageTable::new(table, VirtAddr::new(offset)) };
-    *MMIO.lock() = Some(Mmio { mapper, next: base, end: base + (1 << 39) });
-    Ok(MemoryInfo { usable, heap: size, heap_phys: largest.start })
+    *MMIO.lock() = Some(Mmio {
+        mapper,
+        next: base,
+        end: base + (1 << 39),
+    });
+    Ok(MemoryInfo {
+        usable,
+        heap: size,
+        heap_phys: largest.start,
+    })
 }
 
 /// The physical address of a kernel virtual address (heap fast path; page walk otherwise).
@@ -105,7 +113,9 @@ pub fn virt_to_phys(virt: u64) -> Option<u64> {
     }
     let guard = MMIO.lock();
     let mmio = guard.as_ref()?;
-    mmio.mapper.translate_addr(VirtAddr::new(virt)).map(|p| p.as_u64())
+    mmio.mapper
+        .translate_addr(VirtAddr::new(virt))
+        .map(|p| p.as_u64())
 }
 
 /// Zeroed, page-aligned, physically contiguous memory from the heap: (physical, virtual).
