@@ -12,9 +12,9 @@
 //!   the way out, so the receive path never looks at ARP), the Ethernet source of an on-link
 //!   peer's TCP SYN or ICMP echo request (a peer that already knows our MAC does not ask), and,
 //!   before each health check, the backend's next hop as the forwarder resolved it. smoltcp's
-//!   own ARP replies are redundant and [`is_arp_reply`] drops them on the way out. smoltcp then ARPs only for peers
-//!   nobody told it about (the fetch server), and a dead backend never occupies its
-//!   interface-wide ARP rate limit.
+//!   own ARP replies are redundant and [`is_arp_reply`] drops them on the way out. smoltcp
+//!   then ARPs only for peers nobody told it about (the fetch server), and a dead backend never
+//!   occupies its interface-wide ARP rate limit.
 //!   The kernel sends gratuitous ARP for the balancer's address and every VIP at start and
 //!   whenever the set of addresses changes.
 //! - **Everything addressed to the balancer itself** (ICMP echo, the management API, health
@@ -358,9 +358,10 @@ fn forward_burst<N: Nic>(
     device: &mut LocalDevice,
     mac: [u8; 6],
 ) {
-    // The whole burst in one call: the forwarder classifies every frame and prefetches their
-    // flow-table buckets before it looks any of them up. The pool lends it the buffers one at
-    // a time, straight from the handles (nothing is built or checked per burst).
+    // The whole burst in one call (with a large flow table the forwarder classifies every
+    // frame and prefetches their buckets before it looks any of them up). The pool lends it
+    // the buffers one at a time, straight from the handles (nothing is built or checked per
+    // burst).
     let count = rx.len();
     fwd.process_frames(
         &mut Lent(nic.pool_mut().lend(rx.make_contiguous())),
