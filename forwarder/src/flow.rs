@@ -314,17 +314,6 @@ impl FlowTable {
         self.bucket_of(fold_mul(hash, 0xD6E8_FEB8_6659_FD93))
     }
 
-    #[inline(always)]
-    fn scan(&self, b: usize, key: FlowKey) -> Option<usize> {
-        let bucket = &self.buckets[b].0;
-        for (w, e) in bucket.iter().enumerate() {
-            if e.rest == key.rest && e.addrs == key.addrs {
-                return Some(b * WAYS + w);
-            }
-        }
-        None
-    }
-
     /// Start fetching the bucket of `hash` into the cache (the burst path calls this for a whole
     /// burst before looking anything up, so the misses overlap).
     #[inline(always)]
@@ -412,9 +401,25 @@ impl FlowTable {
     /// One bucket is read, two only when the first has overflowed into its second choice.
     #[inline(always)]
     pub fn find(&self, hash: u64, key: FlowKey) -> Option<usize> {
+        self.locate(hash, key).map(|(b, w)| b * WAYS + w)
+    }
+
+    /// [`find`](Self::find), with the entry itself: the caller that goes on to read and update
+    /// it need not index the table again from the slot number.
+    #[inline(always)]
+    pub fn find_mut(&mut self, hash: u64, key: FlowKey) -> Option<(usize, &mut FlowEntry)> {
+        // The bucket is indexed once more but the way not: `way_of` returns one below WAYS.
+        let (b, w) = self.locate(hash, key)?;
+        Some((b * WAYS + w, &mut self.buckets[b].0[w]))
+    }
+
+    /// Bucket and way of `key`'s entry: its first-choice bucket, then the second only when the
+    /// first has overflowed.
+    #[inline(always)]
+    fn locate(&self, hash: u64, key: FlowKey) -> Option<(usize, usize)> {
         let b = self.bucket_of(hash);
-        if let Some(s) = self.scan(b, key) {
-            return Some(s);
+        if let Some(w) = Self::way_of(&self.buckets[b], key) {
+            return Some((b, w));
         }
         if self.buckets[b].0[0].bucket_flags & OVERFLOWED == 0 {
             return None;
@@ -423,25 +428,7 @@ impl FlowTable {
         if b2 == b {
             return None;
         }
-        self.scan(b2, key)
-    }
-
-    /// [`find`](Self::find), with the entry itself: the caller that goes on to read and update
-    /// it need not index the table again from the slot number.
-    #[inline(always)]
-    pub fn find_mut(&mut self, hash: u64, key: FlowKey) -> Option<(usize, &mut FlowEntry)> {
-        let mut b = self.bucket_of(hash);
-        let mut w = Self::way_of(&self.buckets[b], key);
-        if w.is_none() && self.buckets[b].0[0].bucket_flags & OVERFLOWED != 0 {
-            let b2 = self.alt_bucket_of(hash);
-            if b2 != b {
-                b = b2;
-                w = Self::way_of(&self.buckets[b], key);
-            }
-        }
-        // The bucket is indexed once more but the way not: `way_of` returns one below WAYS.
-        let w = w?;
-        Some((b * WAYS + w, &mut self.buckets[b].0[w]))
+        Self::way_of(&self.buckets[b2], key).map(|w| (b2, w))
     }
 
     #[inline(always)]

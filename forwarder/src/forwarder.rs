@@ -394,10 +394,10 @@ impl FlowPacket {
         Ip {
             src: (self.key.addrs >> 32) as u32,
             dst: self.key.addrs as u32,
-            proto: self.key.rest as u8,
+            proto: self.proto(),
             ihl: (self.bits >> 16) as u8,
-            total: (self.meta >> 32) as u16,
-            df: self.bits & FP_DF != 0,
+            total: self.total(),
+            df: self.flag(FP_DF),
         }
     }
 
@@ -1094,55 +1094,55 @@ impl Forwarder {
             }
             other => Err(other.map(|(fs, _)| fs)),
         };
-        let backend = if let Ok(b) = found {
-            b
-        } else {
-            let slot = found.err().flatten();
-            // New flow, or an entry that expired, whose backend left the config or went down.
-            if let Some(fs) = slot {
-                let e = self.flows.entry(fs);
-                let s = &self.slots[e.backend as usize];
-                if s.live && !s.up && s.vip == vip && e.expires > now_s {
-                    self.counters.flows_rescheduled += 1;
-                }
-            }
-            let Some(b) = self.schedule(vip as usize, key, p.ip().src, now_s) else {
+        let backend = match found {
+            Ok(b) => b,
+            Err(slot) => {
+                // New flow, or an entry that expired, whose backend left the config or went down.
                 if let Some(fs) = slot {
-                    let old = self.flows.remove(fs);
-                    self.release_conn(old.backend);
-                }
-                return self.drop(DropReason::NoBackend);
-            };
-            let fs = match slot {
-                Some(fs) => {
-                    let old = *self.flows.entry(fs);
-                    self.release_conn(old.backend);
-                    fs
-                }
-                None => {
-                    let (fs, displaced) = self.flows.insert(hash, key, now_s);
-                    match displaced {
-                        Displaced::Nothing => {}
-                        Displaced::Expired(old) => self.release_conn(old.backend),
-                        Displaced::Evicted(old) => {
-                            self.release_conn(old.backend);
-                            self.counters.drops[DropReason::FlowEvicted.index()] += 1;
-                        }
+                    let e = self.flows.entry(fs);
+                    let s = &self.slots[e.backend as usize];
+                    if s.live && !s.up && s.vip == vip && e.expires > now_s {
+                        self.counters.flows_rescheduled += 1;
                     }
-                    fs
                 }
-            };
-            let state = if tcp {
-                FlowState::SynSent.after_tcp(syn, ack, fin)
-            } else {
-                FlowState::Udp
-            };
-            let e = self.flows.entry_mut(fs);
-            e.backend = b;
-            e.touch(state, now_s, state.timeout_secs());
-            self.slots[b as usize].conns += 1;
-            self.counters.flows_created += 1;
-            b
+                let Some(b) = self.schedule(vip as usize, key, p.ip().src, now_s) else {
+                    if let Some(fs) = slot {
+                        let old = self.flows.remove(fs);
+                        self.release_conn(old.backend);
+                    }
+                    return self.drop(DropReason::NoBackend);
+                };
+                let fs = match slot {
+                    Some(fs) => {
+                        let old = *self.flows.entry(fs);
+                        self.release_conn(old.backend);
+                        fs
+                    }
+                    None => {
+                        let (fs, displaced) = self.flows.insert(hash, key, now_s);
+                        match displaced {
+                            Displaced::Nothing => {}
+                            Displaced::Expired(old) => self.release_conn(old.backend),
+                            Displaced::Evicted(old) => {
+                                self.release_conn(old.backend);
+                                self.counters.drops[DropReason::FlowEvicted.index()] += 1;
+                            }
+                        }
+                        fs
+                    }
+                };
+                let state = if tcp {
+                    FlowState::SynSent.after_tcp(syn, ack, fin)
+                } else {
+                    FlowState::Udp
+                };
+                let e = self.flows.entry_mut(fs);
+                e.backend = b;
+                e.touch(state, now_s, state.timeout_secs());
+                self.slots[b as usize].conns += 1;
+                self.counters.flows_created += 1;
+                b
+            }
         };
         if more_frags {
             self.remember_fragment(p.ip(), p.ident(), vip, backend, now);
