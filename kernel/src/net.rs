@@ -373,25 +373,20 @@ fn forward_burst<N: Nic>(
             break;
         };
         match verdict {
-            Verdict::Forward { head, len } => {
+            Verdict::Forward { head, len } | Verdict::Reply { head, len } => {
                 if pkt.set_frame(head, len).is_err() {
                     nic.recycle(pkt);
                     continue;
                 }
-                queue_tx(nic, tx, pkt);
-            }
-            Verdict::Reply { head, len } => {
-                if pkt.set_frame(head, len).is_err() {
-                    nic.recycle(pkt);
-                    continue;
-                }
-                // The forwarder's answer to an ARP request for our address: smoltcp learns
-                // the asker from it (see the module documentation).
-                if let Some((ip, peer)) = arp_answer_from(nic.pool().frame(&pkt), ctl.own) {
-                    if device.rx.len() < LOCAL_QUEUE {
-                        device
-                            .rx
-                            .push_back(neighbour_hint(mac, ctl.own, ip, peer).to_vec());
+                // A reply may be the forwarder's answer to an ARP request for our address:
+                // smoltcp learns the asker from it (see the module documentation).
+                if let Verdict::Reply { .. } = verdict {
+                    if let Some((ip, peer)) = arp_answer_from(nic.pool().frame(&pkt), ctl.own) {
+                        if device.rx.len() < LOCAL_QUEUE {
+                            device
+                                .rx
+                                .push_back(neighbour_hint(mac, ctl.own, ip, peer).to_vec());
+                        }
                     }
                 }
                 queue_tx(nic, tx, pkt);
