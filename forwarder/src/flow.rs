@@ -431,12 +431,27 @@ impl FlowTable {
         Self::way_of(&self.buckets[b2], key).map(|w| (b2, w))
     }
 
+    /// The way of `bucket` that holds `key`. Ways 0 and 1 (the bucket's first cache line, where
+    /// about 90 % of flows live) are decided without a branch on which of them it is: way 0 is
+    /// picked if it matches, else way 1, by a conditional move, and then one comparison tells
+    /// whether the picked way holds the key. A scan that branches per way mispredicts whenever
+    /// consecutive packets' flows sit in different ways, with flows in random order about
+    /// every third packet (burst @1k: 42.9 -> 38.8 ns a packet). Ways 2 and 3 are read only
+    /// when neither matches, so a lookup in the first line never touches the second. (Written
+    /// as `h0 || h1`, the compiler splits the test back into one branch per way.)
     #[inline(always)]
     fn way_of(bucket: &Bucket, key: FlowKey) -> Option<usize> {
-        bucket
-            .0
+        let w = &bucket.0;
+        let diff = |e: &FlowEntry| (e.rest ^ key.rest) | (e.addrs ^ key.addrs);
+        // Way 0 if it matches, else way 1; then one comparison decides for both.
+        let i = core::hint::select_unpredictable(diff(&w[0]) == 0, 0, 1);
+        if diff(&w[i]) == 0 {
+            return Some(i);
+        }
+        w[2..]
             .iter()
-            .position(|e| e.rest == key.rest && e.addrs == key.addrs)
+            .position(|e| diff(e) == 0)
+            .map(|i| i + 2)
     }
 
     /// The entry in `slot` (from [`find`](Self::find) or [`insert`](Self::insert)).
@@ -691,6 +706,31 @@ mod tests {
         t.remove(slot);
         assert_eq!(t.find(h, k), None);
         assert!(t.is_empty());
+    }
+
+    /// `way_of` decides ways 0 and 1 together and scans 2 and 3 apart: a key is found in each
+    /// of the four ways, also with the ways before it free, and a missing key in none.
+    #[test]
+    fn each_way_is_found() {
+        // One bucket: every key collides.
+        let mut t = FlowTable::new(4, 3);
+        let keys: Vec<FlowKey> = (0..4u32)
+            .map(|i| FlowKey::five_tuple(i, 9, 1000 + i as u16, 80, 6))
+            .collect();
+        let slots: Vec<usize> = keys
+            .iter()
+            .map(|&k| t.insert(t.hash(k), k, 0).0)
+            .collect();
+        assert_eq!(slots, [0, 1, 2, 3]);
+        let absent = FlowKey::five_tuple(7, 9, 1007, 80, 6);
+        for skip in 0..4 {
+            for (w, &k) in keys.iter().enumerate().skip(skip) {
+                assert_eq!(t.find(t.hash(k), k), Some(w), "way {w}, ways 0..{skip} free");
+                assert_eq!(t.find_mut(t.hash(k), k).map(|(s, e)| (s, e.rest)), Some((w, k.rest)));
+            }
+            assert_eq!(t.find(t.hash(absent), absent), None);
+            t.remove(slots[skip]);
+        }
     }
 
     #[test]
