@@ -43,7 +43,7 @@ use smoltcp::wire::{
 };
 
 use crate::config::{Config, Mode, Prefix, Protocol, Scheduler, VipPort};
-use crate::flow::{hash_key, Displaced, FlowKey, FlowState, FlowTable};
+use crate::flow::{hash_key, packet_kind, Displaced, FlowKey, FlowState, FlowTable, KIND_UDP};
 use crate::neigh::Neighbours;
 use crate::sched::{Candidate, SchedState};
 use crate::stats::{BackendStats, Counters, DropReason, VipStats};
@@ -337,17 +337,17 @@ struct FlowPacket {
     /// VIP index (bits 0..32; the TTL for a later fragment), IP total length (32..48), IP
     /// ident (48..64).
     meta: u64,
-    /// The TCP flags byte as received (bits 0..8; zero for UDP), the IPv4 flags DF and MF as
-    /// received in the high byte of the flags/offset field (bits 8..16), and the IP header length
-    /// in bytes (bits 16..24). Raw header bits, so building this is a few shifts, not a select
-    /// per flag (that took 17 instructions per packet).
+    /// The packet's kind ([`packet_kind`]: the TCP flags byte's FIN, SYN, RST and ACK bits as
+    /// received, or [`KIND_UDP`]) in bits 0..8, the IPv4 flags DF and MF as received in the
+    /// high byte of the flags/offset field (bits 8..16), and the IP header length in bytes
+    /// (bits 16..24). Raw header bits, so building this is a few shifts, not a select per flag
+    /// (that took 17 instructions per packet).
     bits: u32,
 }
 
-/// TCP SYN, ACK, and FIN or RST, where the TCP flags byte has them (RFC 9293).
+/// TCP SYN and ACK, where the TCP flags byte has them (RFC 9293).
 const FP_SYN: u32 = 0x02;
 const FP_ACK: u32 = 0x10;
-const FP_FIN: u32 = 0x01 | 0x04;
 /// IPv4 DF and MF, where the high byte of the flags/offset field has them (RFC 791).
 const FP_DF: u32 = 0x40 << 8;
 const FP_MORE_FRAGS: u32 = 0x20 << 8;
@@ -356,7 +356,7 @@ const IP_MORE_FRAGS: u8 = 0x20;
 
 impl FlowPacket {
     /// `ip_flags` is the high byte of the IPv4 flags/offset field with only DF and MF kept,
-    /// `tcp_flags` the TCP flags byte (zero for UDP).
+    /// `kind` the packet's [`packet_kind`].
     #[inline(always)]
     fn new(
         ip: Ip,
@@ -365,13 +365,13 @@ impl FlowPacket {
         vip: u32,
         ident: u16,
         ip_flags: u8,
-        tcp_flags: u8,
+        kind: u8,
     ) -> FlowPacket {
         FlowPacket {
             key,
             hash,
             meta: u64::from(vip) | (u64::from(ip.total) << 32) | (u64::from(ident) << 48),
-            bits: u32::from(tcp_flags) | (u32::from(ip_flags) << 8) | (u32::from(ip.ihl) << 16),
+            bits: u32::from(kind) | (u32::from(ip_flags) << 8) | (u32::from(ip.ihl) << 16),
         }
     }
 
@@ -432,6 +432,12 @@ impl FlowPacket {
     #[inline(always)]
     fn opens(&self) -> bool {
         self.bits & (FP_SYN | FP_ACK) == FP_SYN
+    }
+
+    /// The packet's kind, see [`packet_kind`].
+    #[inline(always)]
+    fn kind(&self) -> u8 {
+        self.bits as u8
     }
 }
 
@@ -956,11 +962,16 @@ impl Forwarder {
         let Some(h) = packet.first_chunk::<IPV4_LEN>() else {
             return Class::Drop(DropReason::Malformed);
         };
-        let ihl = (h[0] & 0x0f) * 4;
+        // Version 4; the header length in bytes (a plain 20-byte header is one comparison).
+        let ihl = if h[0] == 0x45 {
+            IPV4_LEN as u8
+        } else if h[0] >> 4 == 4 && h[0] & 0x0f >= 5 {
+            (h[0] & 0x0f) * 4
+        } else {
+            return Class::Drop(DropReason::Malformed);
+        };
         let total = u16::from_be_bytes([h[2], h[3]]);
-        if h[0] >> 4 != 4
-            || usize::from(ihl) < IPV4_LEN
-            || u16::from(ihl) > total
+        if u16::from(ihl) > total
             || usize::from(total) > packet.len()
             || !ipv4_checksum_ok(&packet[..usize::from(ihl)])
         {
@@ -991,7 +1002,7 @@ impl Forwarder {
             return Class::LaterFragment(FlowPacket::later_fragment(ip, ttl, ident));
         }
         let l4 = &packet[ip.ihl()..ip.total()];
-        // (source port, destination port, TCP flags byte)
+        // (source port, destination port, packet kind)
         let ports = if ip.proto == 6 {
             // `TcpPacket::check_len`'s checks (RFC 9293 layout: data offset in the high nibble of
             // byte 12, the flags in byte 13).
@@ -999,7 +1010,7 @@ impl Forwarder {
                 Some(t) if (TCP_LEN..=l4.len()).contains(&(usize::from(t[12] >> 4) * 4)) => Some((
                     u16::from_be_bytes([t[0], t[1]]),
                     u16::from_be_bytes([t[2], t[3]]),
-                    t[13],
+                    packet_kind(Some(t[13])),
                 )),
                 _ => None,
             }
@@ -1008,13 +1019,13 @@ impl Forwarder {
             UdpPacket::new_checked(&l4[..l4.len().min(8)])
                 .ok()
                 .or_else(|| (l4.len() >= 8).then(|| UdpPacket::new_unchecked(&l4[..8])))
-                .map(|u| (u.src_port(), u.dst_port(), 0))
+                .map(|u| (u.src_port(), u.dst_port(), KIND_UDP))
         } else {
             UdpPacket::new_checked(l4)
                 .ok()
-                .map(|u| (u.src_port(), u.dst_port(), 0))
+                .map(|u| (u.src_port(), u.dst_port(), KIND_UDP))
         };
-        let Some((sport, dport, tcp_flags)) = ports else {
+        let Some((sport, dport, kind)) = ports else {
             return Class::Drop(DropReason::Malformed);
         };
         let Some(vip) = self.index.lookup(ip.dst, dport, ip.proto) else {
@@ -1031,7 +1042,7 @@ impl Forwarder {
             vip,
             ident,
             flags & (IP_DF | IP_MORE_FRAGS),
-            tcp_flags,
+            kind,
         ))
     }
 
@@ -1069,26 +1080,17 @@ impl Forwarder {
         p: FlowPacket,
         now: Instant,
     ) -> Verdict {
-        let (key, hash, vip, tcp) = (p.key, p.hash, p.vip(), p.proto() == 6);
-        let (more_frags, syn, ack, fin) = (
-            p.flag(FP_MORE_FRAGS),
-            p.flag(FP_SYN),
-            p.flag(FP_ACK),
-            p.flag(FP_FIN),
-        );
+        let (key, hash, vip, kind) = (p.key, p.hash, p.vip(), p.kind());
+        let more_frags = p.flag(FP_MORE_FRAGS);
         let now_s = now.secs32();
         let found = match self.flows.find_mut(hash, key) {
             // A backend marked down by health checks loses its flows too: they are rescheduled
             // here, on their next packet. A drained one (weight 0) keeps them. (`keeps` is the
             // slot's VIP only while it is live and up.)
             Some((_, e)) if self.slots[e.backend as usize].keeps == vip && e.expires > now_s => {
-                let state = if tcp {
-                    e.after_tcp(syn, ack, fin)
-                } else {
-                    FlowState::Udp
-                };
-                if e.last_seen != now_s || e.state != state as u8 {
-                    e.touch(state, now_s, state.timeout_secs());
+                let state = e.next_state(kind);
+                if e.last_seen != now_s || e.state != state {
+                    e.renew(state, now_s);
                 }
                 Ok(e.backend)
             }
@@ -1131,14 +1133,10 @@ impl Forwarder {
                         fs
                     }
                 };
-                let state = if tcp {
-                    FlowState::SynSent.after_tcp(syn, ack, fin)
-                } else {
-                    FlowState::Udp
-                };
+                let state = FlowState::SynSent.after(kind);
                 let e = self.flows.entry_mut(fs);
                 e.backend = b;
-                e.touch(state, now_s, state.timeout_secs());
+                e.renew(state as u8, now_s);
                 self.slots[b as usize].conns += 1;
                 self.counters.flows_created += 1;
                 b
@@ -1573,9 +1571,14 @@ impl Forwarder {
 
 /// Whether an IPv4 header (all `header_len` bytes of it) has a valid checksum, i.e. the ones'-
 /// complement sum of its 16-bit words is 0xffff. The usual 20-byte header is summed as five
-/// 32-bit words in a `u64` and folded, which gives the same sum (RFC 1071: any word size, any
-/// byte order) in a handful of instructions; longer headers go through smoltcp. Like smoltcp's
+/// 32-bit words in a `u64`; longer headers go through smoltcp. Like smoltcp's
 /// `verify_checksum`, it accepts anything in a fuzzing build, so that the fuzzer gets past it.
+///
+/// No folding: since 2^16 = 1 modulo 0xffff, the ones'-complement sum of 16-bit words is 0xffff
+/// exactly when their plain sum is a nonzero multiple of 0xffff, and the plain sum of the
+/// 32-bit words is the same modulo 0xffff. So is that of byte-swapped words (a swap multiplies
+/// a word by 256 modulo 0xffff, which is prime to 256), so the words are read in native order.
+/// A remainder by a constant is a multiply and a shift, where folding took four rounds.
 #[inline(always)]
 fn ipv4_checksum_ok(header: &[u8]) -> bool {
     if cfg!(fuzzing) {
@@ -1589,12 +1592,7 @@ fn ipv4_checksum_ok(header: &[u8]) -> bool {
     };
     let word = |i: usize| u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
     let sum = word(0) + word(4) + word(8) + word(12) + word(16);
-    // Fold the carries back in: the sum is below 2^35, then 2^33, 2^18, 0x10004 and 0x10000.
-    let sum = (sum & 0xffff_ffff) + (sum >> 32);
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = (sum & 0xffff) + (sum >> 16);
-    sum == 0xffff
+    sum % 0xffff == 0 && sum != 0
 }
 
 fn ip_of(bytes: &[u8]) -> Ipv4Addr {
