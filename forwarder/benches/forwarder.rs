@@ -214,6 +214,16 @@ fn sizes() -> Vec<u32> {
     }
 }
 
+/// The modes of the established-flow benches: both, or only `SIDESTEP_BENCH_MODE` (`dsr-l2` or
+/// `dsr-l3`), which skips building the other mode's tables (about 20 s each at 4 M flows).
+fn modes() -> Vec<Mode> {
+    let only = std::env::var("SIDESTEP_BENCH_MODE").ok();
+    [Mode::DsrL2, Mode::DsrL3]
+        .into_iter()
+        .filter(|m| only.as_deref().is_none_or(|o| o == m.name()))
+        .collect()
+}
+
 /// A random permutation-ish order of `n` flow ids (xorshift), repeated as needed.
 fn order(n: u32, len: usize) -> Vec<u32> {
     let mut x = 0x2545_F491_4F6C_DD1Du64;
@@ -247,7 +257,7 @@ fn established(c: &mut Criterion) {
         "flow entry: {} bytes (size_of::<FlowEntry>())",
         std::mem::size_of::<FlowEntry>()
     );
-    for mode in [Mode::DsrL2, Mode::DsrL3] {
+    for mode in modes() {
         let mut g = c.benchmark_group(format!("established_{}", mode.name()));
         for n in sizes() {
             let (mut f, mut pool) = populated(mode, n);
