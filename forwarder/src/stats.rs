@@ -10,9 +10,9 @@ use core::net::Ipv4Addr;
 /// Why a frame was not forwarded. [`DropReason::name`] is a stable Prometheus label.
 ///
 /// A whole word (`repr(u64)`), so that a [`crate::Verdict`] is three whole words and the burst
-/// path stores each frame's verdict with three moves: with a one-byte reason beside the
-/// `Forward` variant's two words, the compiler copied every verdict in seven pieces (about 8
-/// instructions a frame more, callgrind).
+/// path stores each frame's verdict with three loads and three stores: with a one-byte reason
+/// beside the `Forward` variant's two words, the compiler copied every verdict in seven pieces
+/// (14 instructions; 355 -> 352 a packet in all, callgrind).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u64)]
 pub enum DropReason {
