@@ -62,7 +62,8 @@ pub const BURST: usize = 16;
 /// With at most this many entries in use in the flow table, [`Forwarder::process_frames`]
 /// takes a burst frame by frame, without its prefetch pass: the buckets those entries occupy
 /// (at most 64 or 128 bytes each, 256 to 512 KiB here) stay in the L2 cache, where a prefetch
-/// hides little and the pass costs about 90 instructions per frame (callgrind).
+/// hides little and the pass costs about 90 instructions per frame (callgrind). Measured on
+/// the build host, the two ways meet at about 4 000 flows (forwarder/BENCHMARKS.md).
 pub const DIRECT_MAX_FLOWS: usize = 4096;
 /// [`Forwarder::poll`] sweeps the whole flow table (and the persistence table) for expired
 /// entries once in this period, a share of it per call. Expired entries are also reused where
