@@ -196,6 +196,21 @@ pub fn under_hypervisor() -> bool {
     ecx & (1 << 31) != 0
 }
 
+/// Whether the CPU is emulated by QEMU's TCG (no hardware acceleration): its hypervisor leaf,
+/// CPUID 0x4000_0000, carries the vendor signature "TCGTCGTCGTCG" (QEMU's `tcg-cpuid`, on by
+/// default). There a prefetch instruction does nothing and every instruction costs host time.
+pub fn emulated_cpu() -> bool {
+    if !under_hypervisor() {
+        return false;
+    }
+    let r = core::arch::x86_64::__cpuid(0x4000_0000);
+    let mut vendor = [0u8; 12];
+    vendor[..4].copy_from_slice(&r.ebx.to_le_bytes());
+    vendor[4..8].copy_from_slice(&r.ecx.to_le_bytes());
+    vendor[8..].copy_from_slice(&r.edx.to_le_bytes());
+    &vendor == b"TCGTCGTCGTCG"
+}
+
 /// Interrupt table, PICs, local APIC and its timer; returns timer ticks per microsecond.
 fn setup_apic() -> Result<u64, &'static str> {
     interrupts::disable();

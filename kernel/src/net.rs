@@ -206,6 +206,11 @@ pub fn run<N: Nic>(mut nic: N, config: &Config, heap_bytes: u64) -> ! {
     let mac = nic.mac_address();
     let capacity = flow_capacity(config, heap_bytes);
     let mut fwd = Forwarder::new(config, mac, capacity);
+    if crate::idle::emulated_cpu() {
+        // The prefetch pass only adds instructions where prefetching does nothing.
+        fwd.set_prefetch(false);
+        info!("forwarder: emulated CPU (QEMU TCG): bursts taken frame by frame, no prefetch pass");
+    }
     info!(
         "nic: mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, link {}, {} packet buffers",
         mac[0],
