@@ -1044,7 +1044,9 @@ fn burst_matches_single_calls(prefilled: u16, prefetch: bool) {
             assert_eq!(burst_buf[head..head + len], buf[head..head + len]);
         }
     }
-    assert!(verdicts.iter().all(|v| matches!(v, Verdict::Forward { .. })));
+    assert!(verdicts
+        .iter()
+        .all(|v| matches!(v, Verdict::Forward { .. })));
     assert_eq!(a.stats(), b.stats());
 }
 
