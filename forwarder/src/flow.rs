@@ -247,11 +247,6 @@ impl FlowEntry {
         self.rest != 0
     }
 
-    /// The flow's state.
-    pub fn flow_state(&self) -> FlowState {
-        FlowState::from_number(self.state)
-    }
-
     /// The number of the state this entry takes after a packet of `kind` (see [`packet_kind`]):
     /// [`FlowState::after`] by table.
     #[inline(always)]
