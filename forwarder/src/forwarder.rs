@@ -192,6 +192,14 @@ struct Slot {
 const NO_VIP: u32 = u32::MAX;
 
 impl Slot {
+    /// One flow fewer points at slot `backend` (if that slot still exists).
+    #[inline(always)]
+    fn release(slots: &mut [Slot], backend: u32) {
+        if let Some(s) = slots.get_mut(backend as usize) {
+            s.conns = s.conns.saturating_sub(1);
+        }
+    }
+
     /// Bring [`keeps`](Self::keeps) up to date after `live`, `up` or `vip` changed.
     fn sync(&mut self) {
         self.keeps = if self.live && self.up {
@@ -840,9 +848,7 @@ impl Forwarder {
         let slots = &mut self.slots;
         self.flows
             .sweep_paced(elapsed, SWEEP_PERIOD_MS, now.secs32(), |e| {
-                if let Some(s) = slots.get_mut(e.backend as usize) {
-                    s.conns = s.conns.saturating_sub(1);
-                }
+                Slot::release(slots, e.backend)
             });
         if let Some(p) = &mut self.persist {
             p.sweep_paced(elapsed, SWEEP_PERIOD_MS, now.secs32(), |_| {});
@@ -1166,9 +1172,7 @@ impl Forwarder {
 
     #[inline(always)]
     fn release_conn(&mut self, backend: u32) {
-        if let Some(s) = self.slots.get_mut(backend as usize) {
-            s.conns = s.conns.saturating_sub(1);
-        }
+        Slot::release(&mut self.slots, backend);
     }
 
     /// Pick a backend for a new flow of VIP `vi`: persistence first, then the scheduler.
