@@ -83,7 +83,7 @@ unsafe impl GlobalAlloc for HugePages {
 static ALLOCATOR: HugePages = HugePages;
 
 mod setup;
-use setup::{config, frame, resolve_all, FRAME_LEN, HEAD, MAC, VIP};
+use setup::{config, frame, resolve_all, retarget, FRAME_LEN, HEAD, MAC, VIP};
 
 const SRCS: usize = 64;
 const LANES: usize = 32;
@@ -108,8 +108,7 @@ impl Pool {
     #[inline(always)]
     fn aim(&mut self, lane: usize, k: u32) -> &mut Vec<u8> {
         let buf = &mut self.frames[lane][(k >> 16) as usize % SRCS];
-        buf[HEAD..HEAD + 14].copy_from_slice(&self.eth);
-        buf[HEAD + 34..HEAD + 36].copy_from_slice(&(k as u16).to_be_bytes());
+        retarget(buf, &self.eth, k as u16, None);
         buf
     }
 }
@@ -290,9 +289,7 @@ fn new_flow_frames() -> (Vec<Vec<Vec<u8>>>, [u8; 14]) {
 #[inline(always)]
 fn aim_new<'a>(frames: &'a mut [Vec<u8>], eth: &[u8; 14], k: u64) -> &'a mut Vec<u8> {
     let buf = &mut frames[(k >> 32) as usize % SRCS];
-    buf[HEAD..HEAD + 14].copy_from_slice(eth);
-    buf[HEAD + 34..HEAD + 36].copy_from_slice(&(k as u16).to_be_bytes());
-    buf[HEAD + 36..HEAD + 38].copy_from_slice(&((k >> 16) as u16).to_be_bytes());
+    retarget(buf, eth, k as u16, Some((k >> 16) as u16));
     buf
 }
 

@@ -18,7 +18,7 @@ use forwarder::{Forwarder, Instant, RxFrame, Verdict};
 
 #[path = "../benches/setup/mod.rs"]
 mod setup;
-use setup::{config, frame, resolve_all, FRAME_LEN, HEAD, MAC, VIP};
+use setup::{config, frame, resolve_all, retarget, FRAME_LEN, HEAD, MAC, VIP};
 
 const LANES: usize = 32;
 
@@ -29,17 +29,15 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Make `buf` carry established flow `k` (source port `k`).
 fn aim(buf: &mut [u8], eth: &[u8; 14], k: u32) {
-    buf[HEAD..HEAD + 14].copy_from_slice(eth);
-    buf[HEAD + 34..HEAD + 36].copy_from_slice(&(k as u16).to_be_bytes());
+    retarget(buf, eth, k as u16, None);
 }
 
-/// Make `buf` a SYN of flow `k`: source port `k`'s low half, destination port (the VIP takes
-/// all ports) its high half plus one.
+/// Make `buf` (a SYN) carry new flow `k`: source port `k`'s low half, destination port its high
+/// half plus one.
 fn aim_new(buf: &mut [u8], eth: &[u8; 14], k: u32) {
-    aim(buf, eth, k);
-    buf[HEAD + 36..HEAD + 38].copy_from_slice(&((k >> 16) as u16 + 1).to_be_bytes());
-    buf[HEAD + 34 + 13] = 0x02;
+    retarget(buf, eth, k as u16, Some((k >> 16) as u16 + 1));
 }
 
 #[inline(never)]
@@ -72,6 +70,9 @@ fn main() {
         ));
     }
     let new = std::env::var("SIDESTEP_INSNS_NEW").is_ok_and(|v| v == "1");
+    if new {
+        lanes = (0..LANES).map(|_| frame(0, VIP, 80, 0x02)).collect();
+    }
     let aim: fn(&mut [u8], &[u8; 14], u32) = if new { aim_new } else { aim };
     let mut x = 0x2545_F491_4F6C_DD1Du64;
     let mut fresh = 1 << 20;

@@ -97,3 +97,15 @@ pub fn frame(src: usize, dst: Ipv4Addr, dport: u16, flags: u8) -> Vec<u8> {
     ip.fill_checksum();
     buf
 }
+
+/// Make a frame from [`frame`] carry another flow: restore the Ethernet header `eth` (the
+/// previous rewrite changed it) and write the source port, and the destination port if given
+/// (the VIP takes all ports). Two bytes each, no checksum involved.
+#[inline(always)]
+pub fn retarget(buf: &mut [u8], eth: &[u8; 14], sport: u16, dport: Option<u16>) {
+    buf[HEAD..HEAD + 14].copy_from_slice(eth);
+    buf[HEAD + 34..HEAD + 36].copy_from_slice(&sport.to_be_bytes());
+    if let Some(dport) = dport {
+        buf[HEAD + 36..HEAD + 38].copy_from_slice(&dport.to_be_bytes());
+    }
+}
