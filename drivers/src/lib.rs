@@ -68,6 +68,7 @@
 //!   the device's INTx line masked.
 //! - Single-threaded use: the driver is `&mut self` everywhere and does no locking.
 #![cfg_attr(not(test), no_std)]
+#![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 
 pub mod ixgbe;
 pub mod nic;
