@@ -31,10 +31,10 @@
 //!
 //! # Data path
 //!
-//! One receive and one transmit ring ([`ring`]), whose descriptors hold pool buffers: a frame is
-//! received at [`HEADROOM`](crate::pool::HEADROOM) and sent from wherever the forwarder left it, without a copy. Each
-//! doorbell (RDT, TDT) is written once per burst; transmitted buffers are reclaimed
-//! [`TX_CLEAN_BATCH`] at a time.
+//! One receive and one transmit ring (`ring.rs`), whose descriptors hold pool buffers: a frame
+//! is received at [`HEADROOM`](crate::pool::HEADROOM) and sent from wherever the forwarder left
+//! it, without a copy. Each doorbell (RDT, TDT) is written once per burst; transmitted buffers
+//! are reclaimed [`TX_CLEAN_BATCH`] at a time.
 //!
 //! # What the kernel must provide
 //!

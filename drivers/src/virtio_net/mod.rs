@@ -37,6 +37,10 @@ const RX_DESC_LEN: usize = BUF_SIZE - RX_DESC_OFFSET;
 /// The shortest frame worth passing on: an Ethernet header.
 const MIN_FRAME: usize = 14;
 
+// The header goes in front of the frame: on receive inside the headroom, on transmit inside the
+// room every frame handed to `tx_burst` has (its head is at least TX_MIN_HEAD).
+const _: () = assert!(NET_HDR_LEN <= TX_MIN_HEAD && NET_HDR_LEN <= HEADROOM);
+
 /// receiveq1 and transmitq1 (5.1.2).
 const RX_QUEUE: u16 = 0;
 const TX_QUEUE: u16 = 1;
@@ -107,6 +111,8 @@ impl<C: ConfigSpace + ?Sized> ConfigurationAccess for PciConfigAccess<'_, C> {
         self.0.write(to_address(df), register_offset, data);
     }
 
+    // The trait's contract (no two clones used to race on one configuration access) is the
+    // caller's; a copy of the shared reference is all a clone takes.
     unsafe fn unsafe_clone(&self) -> Self {
         PciConfigAccess(self.0)
     }
