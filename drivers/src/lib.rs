@@ -9,21 +9,54 @@
 //! 1. Allocate one physically contiguous, 4 KiB aligned DMA region for packets (e.g. 8 MiB:
 //!    ~4000 buffers) and make a [`PacketPool`] of it with [`PacketPool::new`].
 //! 2. Find the NIC with [`pci::scan`] and bring it up, handing it the pool:
-//!    `VirtioNet::<KernelHal>::new(&PortConfigSpace, address, pool)?`. The driver fills its
-//!    receive ring at once.
-//! 3. Poll forever:
+//!    `VirtioNet::<KernelHal>::new(&PortConfigSpace, address, pool)`, or for an 82599
+//!    [`ixgbe::pci_bring_up`], map BAR0 uncached, [`MmioRegisters::new`], then
+//!    `Ixgbe::<KernelHal>::new(regs, pool, IxgbeConfig::new(delay_us))`. Either driver fills
+//!    its receive ring at once.
+//! 3. Poll forever, one burst at a time, over the [`Nic`] trait:
 //!
-//! ```ignore
-//! let mut rx = Burst::new();
-//! let mut tx = Burst::new();
-//! loop {
-//!     nic.rx_burst(&mut rx);
-//!     while let Some(mut pkt) = rx.pop_front() {
-//!         let (head, len) = (pkt.head(), pkt.len());
-//!         let buf = nic.pool_mut().buffer_mut(&pkt); // the whole 2 KiB, frame at head..head+len
-//!         match forwarder.process(buf, head, len, now) {
-//!             Forward { head, len } | Reply { head, len } => match pkt.set_frame(head, len) {
-//!                 // `tx` is full only if an earlier round left frames in it: drop this one.
+//! ```
+//! use drivers::{Burst, Nic, BURST_SIZE, HEADROOM};
+//!
+//! /// What the forwarder decides about a frame (the kernel's is `forwarder::Verdict`).
+//! #[derive(Clone, Copy)]
+//! enum Verdict {
+//!     /// Send it, from where it now lies in its buffer.
+//!     Forward { head: usize, len: usize },
+//!     /// For the local stack (ARP, management, health checks).
+//!     Local,
+//!     Drop,
+//! }
+//!
+//! /// One round of the poll loop. `decide` stands for the forwarder: it sees each frame's
+//! /// whole 2 KiB buffer with the frame's `head` and `len`, may rewrite it in place or move
+//! /// `head` back to prepend a header, and gives its verdict. `local` copies a frame for the
+//! /// local stack.
+//! fn poll_once<N: Nic>(
+//!     nic: &mut N,
+//!     rx: &mut Burst,
+//!     tx: &mut Burst,
+//!     mut decide: impl FnMut(&mut [u8], usize, usize) -> Verdict,
+//!     mut local: impl FnMut(&[u8]),
+//! ) {
+//!     nic.rx_burst(rx);
+//!     let count = rx.len();
+//!     let mut verdicts = [Verdict::Drop; BURST_SIZE];
+//!     {
+//!         // The pool lends the burst's buffers one at a time, straight from the handles.
+//!         let mut lent = nic.pool_mut().lend(rx.make_contiguous());
+//!         for (i, verdict) in verdicts[..count].iter_mut().enumerate() {
+//!             if let Some((pkt, buf)) = lent.get_mut(i) {
+//!                 *verdict = decide(buf, pkt.head(), pkt.len());
+//!             }
+//!         }
+//!     }
+//!     for &verdict in &verdicts[..count] {
+//!         let Some(mut pkt) = rx.pop_front() else { break };
+//!         match verdict {
+//!             // `set_frame` refuses a range outside the buffer; `tx` is full only if an
+//!             // earlier round left frames in it.
+//!             Verdict::Forward { head, len } => match pkt.set_frame(head, len) {
 //!                 Ok(()) => {
 //!                     if let Err(pkt) = tx.push_back(pkt) {
 //!                         nic.recycle(pkt);
@@ -31,20 +64,40 @@
 //!                 }
 //!                 Err(_) => nic.recycle(pkt),
 //!             },
-//!             Local => smoltcp_rx(&mut nic, pkt), // recycles the buffer when consumed
-//!             Drop => nic.recycle(pkt),
+//!             Verdict::Local => {
+//!                 local(nic.pool().frame(&pkt));
+//!                 nic.recycle(pkt);
+//!             }
+//!             Verdict::Drop => nic.recycle(pkt),
 //!         }
 //!     }
-//!     nic.tx_burst(&mut tx); // one notify; reclaims sent buffers first
-//!     // Frames still in `tx` found the ring full: keep them for the next round or recycle them.
+//!     // One doorbell for the whole burst; sent buffers are reclaimed first. Frames still in
+//!     // `tx` found the ring full: keep them for the next round or recycle them.
+//!     nic.tx_burst(tx);
+//! }
+//!
+//! /// A frame the kernel makes itself (a local stack reply) joins the same transmit burst.
+//! fn send_copy<N: Nic>(nic: &mut N, tx: &mut Burst, frame: &[u8]) {
+//!     let Some(mut pkt) = nic.pool_mut().alloc() else { return };
+//!     if frame.len() > nic.pool().buffer(&pkt).len() - HEADROOM {
+//!         nic.recycle(pkt);
+//!         return;
+//!     }
+//!     nic.pool_mut().buffer_mut(&pkt)[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
+//!     match pkt.set_frame(HEADROOM, frame.len()) {
+//!         Ok(()) => {
+//!             if let Err(pkt) = tx.push_back(pkt) {
+//!                 nic.recycle(pkt);
+//!             }
+//!         }
+//!         Err(_) => nic.recycle(pkt),
+//!     }
 //! }
 //! ```
 //!
 //! A received frame starts at [`HEADROOM`] (128) in its buffer; the forwarder may move `head`
 //! back (down to [`pool::TX_MIN_HEAD`]) to prepend headers, and `tx_burst` sends
-//! `buffer[head..head + len]` from the same buffer. Locally generated frames (smoltcp replies)
-//! take a buffer with `nic.pool_mut().alloc()`, write at `HEADROOM`, `set_frame`, and go into the
-//! same `tx` burst.
+//! `buffer[head..head + len]` from the same buffer.
 //!
 //! # What the kernel must provide
 //!
@@ -68,6 +121,7 @@
 //!   the device's INTx line masked.
 //! - Single-threaded use: the driver is `&mut self` everywhere and does no locking.
 #![cfg_attr(not(test), no_std)]
+#![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 
 pub mod ixgbe;
 pub mod nic;

@@ -24,7 +24,8 @@ pub const BUF_SIZE: usize = 2048;
 /// Offset within its buffer at which a received frame starts.
 ///
 /// Room in front of the frame for the driver's own header (virtio-net's 12 bytes) and for the
-/// forwarder to prepend an outer IPv4 header (20 bytes) without copying.
+/// forwarder to prepend an outer IPv4 header (20 bytes) without copying. The kernel checks at
+/// compile time that it covers the headroom the forwarder asks for.
 pub const HEADROOM: usize = 128;
 
 /// The smallest `head` a frame may have when it is handed to `tx_burst`.
@@ -35,6 +36,9 @@ pub const TX_MIN_HEAD: usize = 16;
 
 /// The largest frame a buffer can hold when it starts at [`HEADROOM`].
 pub const MAX_FRAME: usize = BUF_SIZE - HEADROOM;
+
+// A received frame may be sent back unchanged, so its head must pass `tx_burst`'s check.
+const _: () = assert!(TX_MIN_HEAD <= HEADROOM && HEADROOM < BUF_SIZE);
 
 /// Bytes of the region used per buffer: the buffer plus its slot in the free stack.
 const BYTES_PER_BUF: usize = BUF_SIZE + core::mem::size_of::<u32>();
@@ -287,6 +291,7 @@ impl Lender<'_> {
         self.bufs.len()
     }
 
+    /// Whether no handle was lent.
     pub fn is_empty(&self) -> bool {
         self.bufs.is_empty()
     }

@@ -31,17 +31,10 @@
 //!
 //! # Data path
 //!
-//! - Receive (7.1.6 advanced descriptors, 7.1.9 ring): every descriptor holds a pool buffer at
-//!   [`HEADROOM`], so the frame lands where the forwarder expects it. The driver owns the one
-//!   descriptor before `next`; RDT always points at it, so head never meets tail. A completed
-//!   descriptor (DD) with EOP is handed out and replaced by a fresh buffer; the tail is written
-//!   once per burst. Frames spanning descriptors (no EOP: cannot happen with jumbo frames off,
-//!   which bound frames to 1522 bytes, less than the 1920 a buffer has after its headroom) are
-//!   dropped whole and counted, as are frames with RXE set.
-//! - Transmit (7.2.3.2.4 advanced data descriptors): one descriptor per frame (EOP, IFCS, DEXT,
-//!   PAYLEN = length), RS on every [`TX_CLEAN_BATCH`]-th descriptor; buffers are reclaimed a batch
-//!   at a time once the batch's last descriptor reports DD. A full ring leaves frames in the
-//!   burst. TDT is written once per burst.
+//! One receive and one transmit ring (`ring.rs`), whose descriptors hold pool buffers: a frame
+//! is received at [`HEADROOM`](crate::pool::HEADROOM) and sent from wherever the forwarder left
+//! it, without a copy. Each doorbell (RDT, TDT) is written once per burst; transmitted buffers
+//! are reclaimed [`TX_CLEAN_BATCH`] at a time.
 //!
 //! # What the kernel must provide
 //!
@@ -56,6 +49,7 @@
 //!   delay in between, so a dead device yields an error, not a hang.
 
 pub mod regs;
+mod ring;
 
 #[cfg(test)]
 pub(crate) mod model;
@@ -63,16 +57,15 @@ pub(crate) mod model;
 mod tests;
 
 use core::fmt;
-use core::marker::PhantomData;
-use core::ptr::NonNull;
 use core::sync::atomic::{fence, Ordering};
 
-use virtio_drivers::{BufferDirection, Hal, PAGE_SIZE};
+use virtio_drivers::Hal;
 
 use crate::nic::{Burst, Nic, NicStats};
 use crate::pci::{self, ConfigSpace, PciAddress};
-use crate::pool::{PacketBuf, PacketPool, HEADROOM, MAX_FRAME, TX_MIN_HEAD};
+use crate::pool::PacketPool;
 pub use regs::{MmioRegisters, Registers};
+use ring::{RxRing, TxRing};
 
 /// Receive descriptors (a multiple of 8: RDLEN must be a multiple of 128 bytes).
 pub const RX_RING_SIZE: usize = 512;
@@ -81,10 +74,6 @@ pub const TX_RING_SIZE: usize = 512;
 /// Transmit descriptors reclaimed together; RS is set on the last descriptor of each batch.
 pub const TX_CLEAN_BATCH: usize = 32;
 
-/// Bytes per descriptor, both directions (7.1.6, 7.2.3.2).
-const DESC_SIZE: usize = 16;
-/// The shortest frame worth passing on or sending: an Ethernet header.
-const MIN_FRAME: usize = 14;
 /// SRRCTL.BSIZEPACKET in KiB. The device writes at most 1522 bytes (jumbo off) from HEADROOM,
 /// which fits the 1920 bytes there; 1 KiB would split ordinary 1500-byte MTU frames.
 const RX_BUF_KIB: u32 = 2;
@@ -236,65 +225,6 @@ pub fn pci_bring_up(config: &impl ConfigSpace, address: PciAddress) -> Result<Ba
     Ok(Bar0 { phys, size })
 }
 
-/// One 16-byte descriptor, seen as two little-endian quadwords (x86 is little-endian).
-#[repr(C, align(16))]
-struct Descriptor {
-    lo: u64,
-    hi: u64,
-}
-
-/// A descriptor ring in DMA memory from `Hal::dma_alloc`.
-struct Ring<H: Hal> {
-    desc: NonNull<Descriptor>,
-    phys: u64,
-    pages: usize,
-    _hal: PhantomData<H>,
-}
-
-impl<H: Hal> Ring<H> {
-    fn new(entries: usize) -> Result<Self, IxgbeError> {
-        let pages = (entries * DESC_SIZE).div_ceil(PAGE_SIZE);
-        let (phys, virt) = H::dma_alloc(pages, BufferDirection::Both);
-        if phys == 0 {
-            return Err(IxgbeError::DmaAlloc);
-        }
-        Ok(Ring {
-            desc: virt.cast(),
-            phys,
-            pages,
-            _hal: PhantomData,
-        })
-    }
-
-    /// Write both quadwords of descriptor `i`; `hi` last, since it holds what the device checks.
-    fn write(&self, i: usize, lo: u64, hi: u64) {
-        // Safety: callers pass `i` below the ring size, so the descriptor lies inside the
-        // allocation (`pages` cover `entries * 16` bytes, page aligned hence 16 aligned). The
-        // device does not own it (it is outside head..tail), so there is no concurrent access.
-        unsafe {
-            let d = self.desc.as_ptr().add(i);
-            (&raw mut (*d).lo).write_volatile(lo);
-            (&raw mut (*d).hi).write_volatile(hi);
-        }
-    }
-
-    /// Read the second quadword of descriptor `i` (write-back status and length).
-    fn read_hi(&self, i: usize) -> u64 {
-        // Safety: as in `write` for the bounds. The device may write this descriptor at any
-        // time; a volatile aligned 8-byte load on x86 is a single access, so it sees either the
-        // old or the new quadword, never a mix.
-        unsafe { (&raw const (*self.desc.as_ptr().add(i)).hi).read_volatile() }
-    }
-}
-
-impl<H: Hal> Drop for Ring<H> {
-    fn drop(&mut self) {
-        // Safety: exactly what `dma_alloc` returned; the driver resets the device (ending its DMA)
-        // before its rings are dropped.
-        unsafe { H::dma_dealloc(self.phys, self.desc.cast(), self.pages) };
-    }
-}
-
 /// Device counters accumulated from the clear-on-read statistics registers (4.6.5, 8.2.3.23).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeviceCounters {
@@ -320,20 +250,8 @@ pub struct DeviceCounters {
 /// the model in tests).
 pub struct Ixgbe<H: Hal, R: Registers = MmioRegisters> {
     regs: R,
-    rx_ring: Ring<H>,
-    /// The buffer behind each receive descriptor (all `Some` once running).
-    rx_bufs: [Option<PacketBuf>; RX_RING_SIZE],
-    /// Next receive descriptor to look at; RDT is always the one before it.
-    rx_next: usize,
-    /// Inside a frame that spans descriptors: drop until its EOP.
-    rx_discarding: bool,
-    tx_ring: Ring<H>,
-    /// The buffer behind each in-flight transmit descriptor.
-    tx_bufs: [Option<PacketBuf>; TX_RING_SIZE],
-    /// Next transmit descriptor to fill (our TDT).
-    tx_tail: usize,
-    /// Oldest transmit descriptor not yet reclaimed; always a multiple of TX_CLEAN_BATCH.
-    tx_clean: usize,
+    rx: RxRing<H>,
+    tx: TxRing<H>,
     pool: PacketPool,
     mac: [u8; 6],
     link_was_up: bool,
@@ -355,18 +273,12 @@ impl<H: Hal, R: Registers> Ixgbe<H, R> {
         let delay = config.delay_us;
         reset(&regs, delay)?;
         let mac = read_mac(&regs)?;
-        let rx_ring = Ring::new(RX_RING_SIZE)?;
-        let tx_ring = Ring::new(TX_RING_SIZE)?;
+        let rx = RxRing::new()?;
+        let tx = TxRing::new()?;
         let mut nic = Ixgbe {
             regs,
-            rx_ring,
-            rx_bufs: [const { None }; RX_RING_SIZE],
-            rx_next: 0,
-            rx_discarding: false,
-            tx_ring,
-            tx_bufs: [const { None }; TX_RING_SIZE],
-            tx_tail: 0,
-            tx_clean: 0,
+            rx,
+            tx,
             pool,
             mac,
             link_was_up: false,
@@ -443,25 +355,13 @@ impl<H: Hal, R: Registers> Ixgbe<H, R> {
         // enabled or not", typically RXPBSIZE[n] - 0x6000 (flow control itself stays off).
         r.write(regs::fcrth(0), (512 << 10) - 0x6000);
 
-        // The ring: every descriptor gets a buffer, in advanced read format (7.1.6.1):
-        // packet address, header address 0 (which also clears DD).
-        for i in 0..RX_RING_SIZE {
-            let Some(buf) = self.pool.alloc() else {
-                // `new` checked the pool; keep the error rather than a panic anyway.
-                return Err(IxgbeError::PoolTooSmall {
-                    needed: RX_RING_SIZE,
-                    available: i,
-                });
-            };
-            self.rx_ring
-                .write(i, self.pool.phys_addr(&buf) + HEADROOM as u64, 0);
-            self.rx_bufs[i] = Some(buf);
-        }
+        // The ring: every descriptor gets a buffer (`new` checked the pool has enough).
+        self.rx.fill(&mut self.pool)?;
         let r = &self.regs;
-        let base = self.rx_ring.phys;
-        r.write(regs::RDBAL, base as u32);
-        r.write(regs::RDBAH, (base >> 32) as u32);
-        r.write(regs::RDLEN, (RX_RING_SIZE * DESC_SIZE) as u32);
+        let ring = self.rx.ring();
+        r.write(regs::RDBAL, ring.phys() as u32);
+        r.write(regs::RDBAH, (ring.phys() >> 32) as u32);
+        r.write(regs::RDLEN, ring.bytes());
         let srrctl = r.read(regs::SRRCTL)
             & !(regs::SRRCTL_BSIZEPACKET_MASK
                 | regs::SRRCTL_BSIZEHEADER_MASK
@@ -486,8 +386,7 @@ impl<H: Hal, R: Registers> Ixgbe<H, R> {
             return Err(IxgbeError::QueueEnableTimeout(Direction::Rx));
         }
         // Hand all but one descriptor to the device.
-        r.write(regs::RDT, (RX_RING_SIZE - 1) as u32);
-        self.rx_next = 0;
+        r.write(regs::RDT, self.rx.tail());
 
         // Enable receive the way 4.6.7 asks: halt the security block's receive path, wait for
         // it to drain, set RXEN, release the path.
@@ -543,10 +442,10 @@ impl<H: Hal, R: Registers> Ixgbe<H, R> {
         r.write(regs::MTQC, 0);
         r.write(regs::RTTDCS, r.read(regs::RTTDCS) & !regs::RTTDCS_ARBDIS);
 
-        let base = self.tx_ring.phys;
-        r.write(regs::TDBAL, base as u32);
-        r.write(regs::TDBAH, (base >> 32) as u32);
-        r.write(regs::TDLEN, (TX_RING_SIZE * DESC_SIZE) as u32);
+        let ring = self.tx.ring();
+        r.write(regs::TDBAL, ring.phys() as u32);
+        r.write(regs::TDBAH, (ring.phys() >> 32) as u32);
+        r.write(regs::TDLEN, ring.bytes());
         r.write(regs::TDH, 0);
         r.write(regs::TDT, 0);
         // Prefetch when 32 descriptors are free and at least one is ready; write back only
@@ -570,8 +469,6 @@ impl<H: Hal, R: Registers> Ixgbe<H, R> {
         ) {
             return Err(IxgbeError::QueueEnableTimeout(Direction::Tx));
         }
-        self.tx_tail = 0;
-        self.tx_clean = 0;
         Ok(())
     }
 
@@ -599,156 +496,26 @@ impl<H: Hal, R: Registers> Ixgbe<H, R> {
         self.read_counters();
         self.counters
     }
-
-    /// The register access, e.g. for the model in tests.
-    pub fn registers(&self) -> &R {
-        &self.regs
-    }
-
-    /// Give receive descriptor `i` the buffer it holds (read format: packet address, header
-    /// address 0, which clears DD).
-    fn arm_rx(&mut self, i: usize) {
-        if let Some(buf) = &self.rx_bufs[i] {
-            let addr = self.pool.phys_addr(buf) + HEADROOM as u64;
-            self.rx_ring.write(i, addr, 0);
-        }
-    }
-
-    /// Return every completed batch of transmit descriptors' buffers to the pool.
-    fn reclaim_tx(&mut self) {
-        loop {
-            let in_flight = (self.tx_tail + TX_RING_SIZE - self.tx_clean) % TX_RING_SIZE;
-            if in_flight < TX_CLEAN_BATCH {
-                return;
-            }
-            // RS is set on the batch's last descriptor, so its DD covers the whole batch
-            // (descriptors complete in order).
-            let last = self.tx_clean + TX_CLEAN_BATCH - 1;
-            let status = (self.tx_ring.read_hi(last) >> 32) as u32;
-            if status & regs::TXD_STAT_DD == 0 {
-                return;
-            }
-            fence(Ordering::Acquire);
-            for i in self.tx_clean..self.tx_clean + TX_CLEAN_BATCH {
-                if let Some(buf) = self.tx_bufs[i].take() {
-                    self.pool.free(buf);
-                }
-            }
-            self.tx_clean = (self.tx_clean + TX_CLEAN_BATCH) % TX_RING_SIZE;
-        }
-    }
 }
 
 impl<H: Hal, R: Registers> Nic for Ixgbe<H, R> {
     fn rx_burst(&mut self, rx: &mut Burst) -> usize {
-        let mut received = 0;
-        let start = self.rx_next;
-        while !rx.is_full() {
-            let i = self.rx_next;
-            let wb = self.rx_ring.read_hi(i);
-            let status = wb as u32;
-            if status & regs::RXD_STAT_DD == 0 {
-                break;
-            }
-            // The rest of the write-back and the frame are read after DD (x86 keeps loads in
-            // order; this keeps the compiler from hoisting them).
-            fence(Ordering::Acquire);
-            let len = usize::from((wb >> 32) as u16);
-            let eop = status & regs::RXD_STAT_EOP != 0;
-            let bad = status & regs::RXD_ERR_RXE != 0 || !(MIN_FRAME..=MAX_FRAME).contains(&len);
-            if !eop || self.rx_discarding || bad {
-                // A piece of a multi-descriptor frame, or a frame we will not pass on: reuse the
-                // buffer in place. Count the frame once, at its end.
-                if eop {
-                    self.stats.rx_dropped += 1;
-                }
-                self.rx_discarding = !eop;
-                self.arm_rx(i);
-                self.rx_next = (i + 1) % RX_RING_SIZE;
-                continue;
-            }
-            let Some(fresh) = self.pool.alloc() else {
-                // Leave the frame in the ring (still DD) and try again next burst.
-                self.stats.rx_no_buffer += 1;
-                break;
-            };
-            let Some(mut buf) = self.rx_bufs[i].replace(fresh) else {
-                // Not reachable: every descriptor holds a buffer. Re-arm and move on.
-                self.arm_rx(i);
-                self.rx_next = (i + 1) % RX_RING_SIZE;
-                continue;
-            };
-            self.arm_rx(i);
-            self.rx_next = (i + 1) % RX_RING_SIZE;
-            // `len <= MAX_FRAME` was checked, so HEADROOM + len fits the buffer.
-            if buf.set_frame(HEADROOM, len).is_err() {
-                self.stats.rx_dropped += 1;
-                self.pool.free(buf);
-                continue;
-            }
-            self.stats.rx_packets += 1;
-            self.stats.rx_bytes += len as u64;
-            match rx.push_back(buf) {
-                Ok(()) => received += 1,
-                // Not reachable: we checked for room.
-                Err(buf) => self.pool.free(buf),
-            }
-        }
-        if self.rx_next != start {
+        let start = self.rx.next();
+        let received = self.rx.receive(&mut self.pool, rx, &mut self.stats);
+        if self.rx.next() != start {
             // Descriptors written before the tail that hands them over (8.2.3.8.5).
             fence(Ordering::Release);
-            let tail = (self.rx_next + RX_RING_SIZE - 1) % RX_RING_SIZE;
-            self.regs.write(regs::RDT, tail as u32);
+            self.regs.write(regs::RDT, self.rx.tail());
         }
         received
     }
 
     fn tx_burst(&mut self, tx: &mut Burst) -> usize {
-        self.reclaim_tx();
-        let mut queued = 0;
-        while let Some(buf) = tx.pop_front() {
-            let (head, len) = (buf.head(), buf.len());
-            if head < TX_MIN_HEAD || len < MIN_FRAME {
-                self.stats.tx_dropped += 1;
-                self.pool.free(buf);
-                continue;
-            }
-            let next = (self.tx_tail + 1) % TX_RING_SIZE;
-            if next == self.tx_clean {
-                // Full: one descriptor always stays empty so that TDT == TDH means "empty".
-                self.stats.tx_ring_full += 1;
-                if let Err(buf) = tx.push_front(buf) {
-                    // Not reachable: we just took it from the front.
-                    self.pool.free(buf);
-                }
-                break;
-            }
-            let i = self.tx_tail;
-            let rs = if i % TX_CLEAN_BATCH == TX_CLEAN_BATCH - 1 {
-                regs::TXD_CMD_RS
-            } else {
-                0
-            };
-            // 7.2.3.2.4: one buffer per frame, so DTALEN = PAYLEN = len (at most 2 KiB).
-            let cmd_type_len = len as u32
-                | regs::TXD_DTYP_DATA
-                | regs::TXD_CMD_DEXT
-                | regs::TXD_CMD_IFCS
-                | regs::TXD_CMD_EOP
-                | rs;
-            let olinfo = (len as u32) << regs::TXD_PAYLEN_SHIFT;
-            let addr = self.pool.phys_addr(&buf) + head as u64;
-            self.tx_ring
-                .write(i, addr, u64::from(cmd_type_len) | (u64::from(olinfo) << 32));
-            self.tx_bufs[i] = Some(buf);
-            self.tx_tail = next;
-            self.stats.tx_packets += 1;
-            self.stats.tx_bytes += len as u64;
-            queued += 1;
-        }
+        self.tx.reclaim(&mut self.pool);
+        let queued = self.tx.transmit(&mut self.pool, tx, &mut self.stats);
         if queued > 0 {
             fence(Ordering::Release);
-            self.regs.write(regs::TDT, self.tx_tail as u32);
+            self.regs.write(regs::TDT, self.tx.tail());
         }
         queued
     }

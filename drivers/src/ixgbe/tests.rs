@@ -7,14 +7,14 @@ use super::regs::*;
 use super::*;
 use crate::nic::BURST_SIZE;
 use crate::pool::tests::host_pool;
-use crate::pool::BUF_SIZE;
+use crate::pool::{BUF_SIZE, HEADROOM};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
-use virtio_drivers::PhysAddr;
+use virtio_drivers::{BufferDirection, PhysAddr, PAGE_SIZE};
 
 /// Host memory as DMA memory, registered with the model's region list.
-struct TestHal;
+pub(super) struct TestHal;
 
 // Safety: allocations are page-aligned, zeroed and unaliased; physical = virtual.
 unsafe impl Hal for TestHal {
@@ -94,7 +94,7 @@ fn logged() -> Vec<String> {
 }
 
 /// A pool whose region the model may DMA into.
-fn pool(buffers: usize) -> PacketPool {
+pub(super) fn pool(buffers: usize) -> PacketPool {
     let mut pool = host_pool(buffers);
     let b = pool.alloc().unwrap();
     let base = pool.phys_addr(&b) - (b.index() * BUF_SIZE) as u64;

@@ -25,7 +25,7 @@ use virtio_drivers::Hal;
 use crate::nic::{Burst, Nic, NicStats};
 use crate::pci::{self, ConfigSpace, PciAddress};
 use crate::pool::{PacketPool, BUF_SIZE, HEADROOM, TX_MIN_HEAD};
-use ring::{QueueError, SplitQueue};
+use ring::{QueueError, Refused, SplitQueue};
 
 /// Size of `virtio_net_hdr` with `VIRTIO_F_VERSION_1` (5.1.6).
 pub const NET_HDR_LEN: usize = 12;
@@ -36,6 +36,10 @@ const RX_DESC_OFFSET: usize = HEADROOM - NET_HDR_LEN;
 const RX_DESC_LEN: usize = BUF_SIZE - RX_DESC_OFFSET;
 /// The shortest frame worth passing on: an Ethernet header.
 const MIN_FRAME: usize = 14;
+
+// The header goes in front of the frame: on receive inside the headroom, on transmit inside the
+// room every frame handed to `tx_burst` has (its head is at least TX_MIN_HEAD).
+const _: () = assert!(NET_HDR_LEN <= TX_MIN_HEAD && NET_HDR_LEN <= HEADROOM);
 
 /// receiveq1 and transmitq1 (5.1.2).
 const RX_QUEUE: u16 = 0;
@@ -107,6 +111,8 @@ impl<C: ConfigSpace + ?Sized> ConfigurationAccess for PciConfigAccess<'_, C> {
         self.0.write(to_address(df), register_offset, data);
     }
 
+    // The trait's contract (no two clones used to race on one configuration access) is the
+    // caller's; a copy of the shared reference is all a clone takes.
     unsafe fn unsafe_clone(&self) -> Self {
         PciConfigAccess(self.0)
     }
@@ -258,8 +264,10 @@ impl<H: Hal, T: Transport> VirtioNet<H, T> {
                 self.stats.rx_no_buffer += 1;
                 return;
             };
-            let addr = self.pool.phys_addr(&buf) + RX_DESC_OFFSET as u64;
-            if let Err(buf) = self.rx.push(buf, addr, RX_DESC_LEN as u32, true) {
+            let pushed = self
+                .rx
+                .push(&self.pool, buf, RX_DESC_OFFSET, RX_DESC_LEN, true);
+            if let Err(Refused::Full(buf) | Refused::OutOfBounds(buf)) = pushed {
                 self.pool.free(buf);
                 return;
             }
@@ -332,15 +340,22 @@ impl<H: Hal, T: Transport> Nic for VirtioNet<H, T> {
             }
             // Zeroed header: no checksum to complete, no segmentation (5.1.6.2).
             self.pool.buffer_mut(&buf)[head - NET_HDR_LEN..head].fill(0);
-            let addr = self.pool.phys_addr(&buf) + (head - NET_HDR_LEN) as u64;
-            let desc_len = (len + NET_HDR_LEN) as u32;
-            match self.tx.push(buf, addr, desc_len, false) {
+            let offset = head - NET_HDR_LEN;
+            match self
+                .tx
+                .push(&self.pool, buf, offset, len + NET_HDR_LEN, false)
+            {
                 Ok(()) => {
                     self.stats.tx_packets += 1;
                     self.stats.tx_bytes += len as u64;
                     queued += 1;
                 }
-                Err(buf) => {
+                Err(Refused::OutOfBounds(buf)) => {
+                    // Not reachable: `set_frame` keeps `head + len` inside the buffer.
+                    self.stats.tx_dropped += 1;
+                    self.pool.free(buf);
+                }
+                Err(Refused::Full(buf)) => {
                     self.stats.tx_ring_full += 1;
                     if let Err(buf) = tx.push_front(buf) {
                         // Not reachable: we just took it from the front.

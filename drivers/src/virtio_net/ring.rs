@@ -21,7 +21,7 @@ use core::sync::atomic::{fence, AtomicU16, Ordering};
 use virtio_drivers::transport::Transport;
 use virtio_drivers::{BufferDirection, Hal, PAGE_SIZE};
 
-use crate::pool::PacketBuf;
+use crate::pool::{PacketBuf, PacketPool, BUF_SIZE};
 
 /// The largest queue this driver sets up (QEMU's default for virtio-net is 256).
 pub(crate) const MAX_QUEUE_SIZE: usize = 256;
@@ -48,6 +48,15 @@ pub(crate) enum QueueError {
     Unavailable,
     /// `Hal::dma_alloc` returned physical address 0.
     DmaAlloc,
+}
+
+/// Why [`SplitQueue::push`] gave a buffer back.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Every descriptor is in use.
+    Full(PacketBuf),
+    /// The span to describe does not lie inside the buffer.
+    OutOfBounds(PacketBuf),
 }
 
 /// One descriptor of the table (2.4.5).
@@ -178,24 +187,34 @@ impl<H: Hal> SplitQueue<H> {
         self.bogus
     }
 
-    /// Put `buf` on the available ring, described as `len` bytes at physical `addr` (inside the
-    /// buffer). Not visible to the device until [`Self::publish`]. Gives the buffer back if no
-    /// descriptor is free.
+    /// Put `buf` on the available ring, described as its bytes `offset..offset + len`. Not
+    /// visible to the device until [`Self::publish`]. Gives the buffer back, describing nothing,
+    /// if no descriptor is free or the span does not lie inside the buffer: the queue computes
+    /// every address it hands the device from a buffer it then holds.
     pub(crate) fn push(
         &mut self,
+        pool: &PacketPool,
         buf: PacketBuf,
-        addr: u64,
-        len: u32,
+        offset: usize,
+        len: usize,
         device_writes: bool,
-    ) -> Result<(), PacketBuf> {
-        if self.free_len == 0 {
-            return Err(buf);
+    ) -> Result<(), Refused> {
+        if !offset.checked_add(len).is_some_and(|end| end <= BUF_SIZE) {
+            return Err(Refused::OutOfBounds(buf));
         }
+        if self.free_len == 0 {
+            return Err(Refused::Full(buf));
+        }
+        let addr = pool.phys_addr(&buf) + offset as u64;
+        // Fits: at most BUF_SIZE.
+        let len = len as u32;
         self.free_len -= 1;
         let id = self.free_desc[usize::from(self.free_len)];
         let flags = if device_writes { VIRTQ_DESC_F_WRITE } else { 0 };
-        // Safety: `id < size`, so the descriptor is inside the table; it is free, so the device
-        // does not read it now (it reads it only after `publish`).
+        // Safety: `id < size` (the free stack holds only ids of this table: `new` fills it with
+        // `0..size`, and `pop` returns only ids whose `owner` slot `push` filled), so the
+        // descriptor is inside the table; it is free, so the device does not read it now (it
+        // reads it only after `publish`).
         unsafe {
             self.desc.add(usize::from(id)).write_volatile(Descriptor {
                 addr,

@@ -508,3 +508,51 @@ fn link_state_and_refusals() {
     let err = VirtioNet::<FakeHal, _>::with_transport(no_queues, host_pool(32)).err();
     assert_eq!(err, Some(VirtioNetError::QueueUnavailable(0)));
 }
+
+#[test]
+fn a_queue_describes_only_spans_inside_the_buffer_it_holds() {
+    let state = Rc::new(RefCell::new(DeviceState::default()));
+    let mut transport = FakeTransport {
+        features: OFFERED,
+        max_queue: 2,
+        state: state.clone(),
+    };
+    let mut queue = ring::SplitQueue::<FakeHal>::new(&mut transport, 0, false).unwrap();
+    let mut dev = FakeDevice {
+        state,
+        next_avail: [0; 2],
+    };
+    let mut pool = host_pool(4);
+    for (offset, len) in [
+        (0, BUF_SIZE + 1),
+        (BUF_SIZE, 1),
+        (usize::MAX, 2),
+        (1, usize::MAX),
+    ] {
+        let buf = pool.alloc().unwrap();
+        match queue.push(&pool, buf, offset, len, true) {
+            Err(ring::Refused::OutOfBounds(buf)) => pool.free(buf),
+            other => panic!("{offset}+{len} accepted or refused for the wrong reason: {other:?}"),
+        }
+    }
+    assert_eq!(queue.free_descriptors(), 2);
+    // The whole buffer is a valid span; the address is the queue's own computation.
+    let buf = pool.alloc().unwrap();
+    let phys = pool.phys_addr(&buf);
+    queue.push(&pool, buf, 0, BUF_SIZE, true).unwrap();
+    let buf = pool.alloc().unwrap();
+    let phys_b = pool.phys_addr(&buf);
+    queue.push(&pool, buf, 100, 20, false).unwrap();
+    let buf = pool.alloc().unwrap();
+    match queue.push(&pool, buf, 0, 60, true) {
+        Err(ring::Refused::Full(buf)) => pool.free(buf),
+        other => panic!("a full queue accepted a buffer: {other:?}"),
+    }
+    // Without EVENT_IDX and with no NO_NOTIFY flag from the device, a publish asks for a kick.
+    assert!(queue.publish());
+    let (_, addr, len, flags) = dev.take(0).unwrap();
+    assert_eq!((addr, len, flags), (phys, BUF_SIZE as u32, 2));
+    let (_, addr, len, flags) = dev.take(0).unwrap();
+    assert_eq!((addr, len, flags), (phys_b + 100, 20, 0));
+    assert!(dev.take(0).is_none());
+}
