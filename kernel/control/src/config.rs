@@ -12,8 +12,8 @@
 //! operator's revision number, which only ever grows.
 //!
 //! This file holds the types and their names; the rules are in `validate.rs`, the encoding in
-//! `blob.rs`, and the builders for tests in [`testing`] (feature `testing`). The signed envelope
-//! around a blob is [`crate::envelope`].
+//! `blob.rs`, and the builders for tests in `testing.rs` (feature `testing`). The signed envelope
+//! around a blob is `crate::envelope`.
 
 use alloc::format;
 use alloc::string::String;

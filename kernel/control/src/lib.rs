@@ -1,7 +1,7 @@
 //! Sidestep's control plane as pure logic: what the image decides that is not a packet decision.
 //!
 //! - [`config`]: the config model, its validation and its blob (shared with the host tool and the
-//!   forwarder); [`envelope`]: the signed envelope around a blob (feature `signed`).
+//!   forwarder); `envelope`: the signed envelope around a blob (feature `signed`).
 //! - [`mgmt`]: the management API's HTTP parsing, routing and rendering; [`stats`]: the metrics
 //!   view it renders.
 //! - [`health`]: the rise/fall state machine and schedule of health checks.

@@ -1,8 +1,8 @@
-//! The management API's pure parts: an incremental HTTP/1.1 request parser, routing, response
-//! formatting ([`http`](self) items), the Prometheus and JSON renderings of the counters
-//! ([`render_metrics`], [`render_status`]), the decision on a pushed config
-//! ([`check_signed_config`], feature `signed`), and the small HTTP client pieces the boot-time
-//! fetch needs ([`fetch_request`], [`parse_response`]).
+//! The management API's pure parts: an incremental HTTP/1.1 request parser, routing and response
+//! formatting ([`RequestParser`], [`route`], [`Response`]; `http.rs`), the Prometheus and JSON
+//! renderings of the counters ([`render_metrics`], [`render_status`]; `render.rs`), the decision
+//! on a pushed config (`check_signed_config`, feature `signed`), and the small HTTP client pieces
+//! the boot-time fetch needs ([`fetch_request`], [`parse_response`]; `client.rs`).
 //!
 //! The kernel owns the sockets and the clock; everything that looks at bytes from the network
 //! lives here so that it is host-tested and fuzzed. The parser never panics and never holds more
