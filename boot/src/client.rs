@@ -1,5 +1,5 @@
-//! The host side of the management API (DESIGN.md): `PUT /config` and `GET /status` over plain
-//! HTTP/1.1.
+//! The host side of the management API (the README's "Management" section): `PUT /config` and
+//! `GET /status` over plain HTTP/1.1.
 //!
 //! One request per connection (`Connection: close`), so a response ends where the stream ends
 //! and no HTTP client library is needed. Every wait is bounded: an image ignores connections

@@ -1,4 +1,5 @@
-//! The TOML config file of DESIGN.md, read into the shared model of `forwarder::config`.
+//! The TOML config file (the README's "Config file" section), read into the shared model of
+//! `control::config`.
 //!
 //! The file is what operators write, so it is read strictly: unknown keys are refused (a typo
 //! must not silently mean "default"), closed sets of names list the valid ones, and a key a
@@ -7,7 +8,7 @@
 //! book.
 
 use base64::Engine;
-use forwarder::config::{
+use control::config::{
     parse_name, Backend, Config, ConfigError, Health, HealthKind, Interface, Limits, Management,
     Mode, Polling, Prefix, Protocol, Scheduler, Vip, VipPort,
 };

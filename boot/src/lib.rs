@@ -11,4 +11,4 @@ pub mod status;
 
 /// The config model and its signed envelope, for users of this library that build configs in
 /// code (the end-to-end tests sign invalid ones on purpose).
-pub use forwarder;
+pub use control;

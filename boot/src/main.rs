@@ -4,7 +4,7 @@ use boot::qemu::{Firmware, Net, RunOptions};
 use boot::signing::{self, SigningKey};
 use boot::status::{self, Status};
 use boot::{client, config_file, image, qemu};
-use forwarder::config::Config;
+use control::config::Config;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -295,7 +295,7 @@ fn push(args: &[String]) -> Result<(), String> {
         let config = signing::peek_signed(&bytes).map_err(|e| format!("{file}: {e}"))?;
         if let Some(path) = flags.get("key") {
             let key = SigningKey::load(path.as_ref())?;
-            forwarder::config::verify_signed(&bytes, &key.public())
+            control::envelope::verify_signed(&bytes, &key.public())
                 .map_err(|e| format!("{file}: {e} (it was not signed with {path})"))?;
         }
         (config.version, bytes)

@@ -1,4 +1,4 @@
-//! Booting an image under QEMU, the way DESIGN.md's "running an image by hand" does it.
+//! Booting an image under QEMU, the way the README's "Booting an image by hand" does it.
 //!
 //! The accelerator is a choice: `--accel kvm|tcg|auto` or `SIDESTEP_ACCEL`. `auto` takes KVM only
 //! where `/dev/kvm` exists and the CPU does not report running under a hypervisor: nested KVM

@@ -6,13 +6,14 @@
 //! key). The file is created with mode 0600 and never silently overwritten, because losing it
 //! locks the operator out of every image built with its public key.
 //!
-//! A signed config is the envelope of `forwarder::config`: `SSSIGNED`, the 64-byte signature of
+//! A signed config is the envelope of `control::envelope`: `SSSIGNED`, the 64-byte signature of
 //! the blob, then the blob exactly as it would be baked into an image.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use control::config::Config;
+use control::envelope::{signed_envelope, split_signed, SIGNED_MAGIC};
 use ed25519_compact::{KeyPair, Seed};
-use forwarder::config::{signed_envelope, split_signed, Config, SIGNED_MAGIC};
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
@@ -145,7 +146,7 @@ pub fn lockout_warning(config: &Config, key: &SigningKey) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use forwarder::config::{verify_signed, SignedError};
+    use control::envelope::{verify_signed, SignedError};
 
     fn temp(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("sidestep-signing-{}", std::process::id()));
@@ -205,25 +206,20 @@ mod tests {
 
     #[test]
     fn lockout_is_warned_about() {
-        let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../qemu/demo.toml"))
-                .unwrap();
-        let mut config = crate::config_file::parse(&text).unwrap();
         let key = SigningKey::from_seed(&[7; 32]);
-        config.management = None;
-        assert!(lockout_warning(&config, &key)
+        let managed = || Config::builder().management(9100, &["10.77.0.0/24"]);
+        assert!(lockout_warning(&Config::builder().build(), &key)
             .unwrap()
             .contains("no [management]"));
-        config.management = Some(forwarder::config::Management {
-            port: 9100,
-            allow: vec![forwarder::config::Prefix::parse("10.77.0.0/24").unwrap()],
-            pubkey: Some([1; 32]),
-            fetch: None,
-        });
-        assert!(lockout_warning(&config, &key)
+        assert!(lockout_warning(&managed().build(), &key)
+            .unwrap()
+            .contains("has no pubkey"));
+        assert!(lockout_warning(&managed().pubkey([1; 32]).build(), &key)
             .unwrap()
             .contains("is not this key's"));
-        config.management.as_mut().unwrap().pubkey = Some(key.public());
-        assert_eq!(lockout_warning(&config, &key), None);
+        assert_eq!(
+            lockout_warning(&managed().pubkey(key.public()).build(), &key),
+            None
+        );
     }
 }

@@ -193,7 +193,7 @@ fn sign_writes_an_envelope_that_verifies_with_the_public_key() {
     assert!(out.contains(&signed_path) && out.contains("v4"), "{out}");
     let signed = std::fs::read(&signed_path).unwrap();
     let pk: [u8; 32] = boot::config_file::parse_pubkey(&pubkey).unwrap();
-    let verified = forwarder::config::verify_signed(&signed, &pk).expect("the envelope verifies");
+    let verified = control::envelope::verify_signed(&signed, &pk).expect("the envelope verifies");
     assert_eq!(verified.version, 4);
     let expected = boot::config_file::parse(&std::fs::read_to_string(&config).unwrap()).unwrap();
     assert_eq!(verified, expected);
@@ -207,7 +207,7 @@ fn sign_writes_an_envelope_that_verifies_with_the_public_key() {
         err.contains("warning") && err.contains("is not this key's"),
         "{err}"
     );
-    assert!(forwarder::config::verify_signed(&std::fs::read(&out_path).unwrap(), &pk).is_err());
+    assert!(control::envelope::verify_signed(&std::fs::read(&out_path).unwrap(), &pk).is_err());
 
     // An invalid config is not signed.
     let bad = dir.path("bad.toml");
@@ -319,7 +319,7 @@ fn push_sends_the_signed_config_and_explains_refusals() {
     assert!(head.starts_with("PUT /config HTTP/1.1\r\n"), "{head}");
     assert!(head.contains("Connection: close"), "{head}");
     let pk = boot::config_file::parse_pubkey(&pubkey).unwrap();
-    let pushed = forwarder::config::verify_signed(&request[end + 4..], &pk)
+    let pushed = control::envelope::verify_signed(&request[end + 4..], &pk)
         .expect("a signed config was pushed");
     assert_eq!(pushed.version, 7);
 

@@ -9,8 +9,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 
+use control::config::Mode;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use forwarder::config::Mode;
 use forwarder::flow::FlowEntry;
 use forwarder::sched::{maglev_table, Candidate};
 use forwarder::{Forwarder, Instant, RxFrame, Verdict};

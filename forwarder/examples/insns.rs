@@ -13,7 +13,7 @@
 
 use std::hint::black_box;
 
-use forwarder::config::Mode;
+use control::config::Mode;
 use forwarder::{Forwarder, Instant, RxFrame, Verdict};
 
 #[path = "../benches/setup/mod.rs"]

@@ -1,18 +1,16 @@
 //! Counters the kernel exports as metrics.
 //!
 //! Counting is a plain `u64` increment on the forwarder's own core (the forwarder is owned by one
-//! poll loop), so there is nothing atomic here; the kernel reads them between bursts.
+//! poll loop), so there is nothing atomic here; the kernel reads them between bursts. The per-VIP
+//! view built from them ([`control::stats::VipStats`]) is the `control` crate's, which renders it.
 
-use alloc::string::String;
-use alloc::vec::Vec;
-use core::net::Ipv4Addr;
+pub(crate) use control::stats::{BackendStats, VipStats};
 
 /// Why a frame was not forwarded. [`DropReason::name`] is a stable Prometheus label.
 ///
 /// A whole word (`repr(u64)`), so that a [`crate::Verdict`] is three whole words and the burst
-/// path stores each frame's verdict with three loads and three stores: with a one-byte reason
-/// beside the `Forward` variant's two words, the compiler copied every verdict in seven pieces
-/// (14 instructions; 355 -> 352 a packet in all, callgrind).
+/// path stores each frame's verdict with three loads and three stores rather than copying it in
+/// pieces (BENCHMARKS.md has the instruction counts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u64)]
 pub enum DropReason {
@@ -118,40 +116,6 @@ impl Counters {
     pub fn drop_count(&self, reason: DropReason) -> u64 {
         self.drops[reason.index()]
     }
-}
-
-/// A backend's state and counters.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BackendStats {
-    /// Its name.
-    pub name: String,
-    /// Its address.
-    pub address: Ipv4Addr,
-    /// Its weight.
-    pub weight: u32,
-    /// Whether health checks say it is up.
-    pub up: bool,
-    /// Packets forwarded to it.
-    pub packets: u64,
-    /// IP bytes forwarded to it (before encapsulation).
-    pub bytes: u64,
-    /// Flows in the table that point to it.
-    pub flows_active: u64,
-}
-
-/// A VIP's counters and its backends'.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VipStats {
-    /// Its name.
-    pub name: String,
-    /// Packets forwarded.
-    pub packets: u64,
-    /// IP bytes forwarded.
-    pub bytes: u64,
-    /// Flows in the table.
-    pub flows_active: u64,
-    /// Per backend, in config order.
-    pub backends: Vec<BackendStats>,
 }
 
 #[cfg(test)]

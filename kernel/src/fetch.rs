@@ -3,28 +3,22 @@
 //! The image does not wait for it: it prints `ready` and forwards with the baked config while the
 //! fetch runs in the poll loop, so a config server that is down costs nothing but a log line.
 //! The fetch is a plain HTTP/1.1 GET over a smoltcp socket from the balancer's own address,
-//! read until the server closes. Transport failures and non-200 answers are retried
-//! ([`TRIES`] tries, backing off from half a second, about 15 s in all when nothing answers);
-//! a blob that arrives but does not verify is final. The caller decides what to do with the blob
-//! (`forwarder::mgmt::check_signed_config`, then apply it or log why not).
+//! read until the server closes. Transport failures and non-200 answers are retried on the
+//! schedule of `control::fetch` (5 tries, backing off from half a second, about 15 s in all when
+//! nothing answers); a blob that arrives but does not verify is final. The caller decides what to
+//! do with the blob (`control::mgmt::check_signed_config`, then apply it or log why not).
 
 use crate::net::Ports;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use control::fetch::{Retry, Step, STALL_MS, TRIES};
+use control::mgmt::{fetch_request, parse_response, MAX_BODY, MAX_HEAD};
 use core::net::Ipv4Addr;
-use forwarder::mgmt::{fetch_request, parse_response, MAX_BODY, MAX_HEAD};
 use log::warn;
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
 use smoltcp::wire::{IpAddress, IpEndpoint};
-
-/// Attempts before giving up.
-pub const TRIES: u32 = 5;
-/// Wait before the second attempt; doubles after each failure.
-const FIRST_BACKOFF_MS: u64 = 500;
-/// An attempt that makes no progress for this long fails.
-const STALL_MS: u64 = 3_000;
 
 /// A fetch in progress.
 pub struct Fetch {
@@ -32,10 +26,7 @@ pub struct Fetch {
     port: u16,
     path: String,
     handle: SocketHandle,
-    tries: u32,
-    next_ms: u64,
-    /// Deadline of the attempt in flight (pushed forward by progress).
-    attempt: Option<u64>,
+    retry: Retry,
     sent: bool,
     established: bool,
     data: Vec<u8>,
@@ -53,7 +44,7 @@ pub enum Outcome {
 impl Fetch {
     /// Start fetching `url` (checked by config validation; an unusable one is an error here).
     pub fn new(url: &str, sockets: &mut SocketSet<'static>, now_ms: u64) -> Result<Fetch, String> {
-        let (addr, port, path) = forwarder::config::parse_http_url(url)
+        let (addr, port, path) = control::config::parse_http_url(url)
             .ok_or_else(|| format!("{url:?} is not http://A.B.C.D[:PORT]/PATH"))?;
         let handle = sockets.add(Socket::new(
             SocketBuffer::new(alloc::vec![0; 64 * 1024]),
@@ -64,9 +55,7 @@ impl Fetch {
             port,
             path: String::from(path),
             handle,
-            tries: 0,
-            next_ms: now_ms,
-            attempt: None,
+            retry: Retry::new(now_ms),
             sent: false,
             established: false,
             data: Vec::new(),
@@ -84,25 +73,31 @@ impl Fetch {
         ports: &mut Ports,
     ) -> (Option<Outcome>, bool) {
         let s = sockets.get_mut::<Socket>(self.handle);
-        let Some(deadline) = self.attempt else {
-            if now_ms < self.next_ms {
-                return (None, false);
+        if !self.retry.in_flight() {
+            match self.retry.poll(now_ms) {
+                Step::Wait => return (None, false),
+                Step::GiveUp => {
+                    let why = format!(
+                        "no config after {} tries: {}",
+                        self.retry.tries(),
+                        self.last_error
+                    );
+                    return (Some(Outcome::Failed(why)), false);
+                }
+                Step::Attempt => {}
             }
-            if self.tries >= TRIES {
-                let why = format!("no config after {} tries: {}", self.tries, self.last_error);
-                return (Some(Outcome::Failed(why)), false);
-            }
-            self.tries += 1;
             self.sent = false;
             self.established = false;
             self.data.clear();
             let remote = IpEndpoint::new(IpAddress::Ipv4(self.addr), self.port);
             match s.connect(iface.context(), remote, ports.next()) {
-                Ok(()) => self.attempt = Some(now_ms + STALL_MS),
+                Ok(()) => self.retry.progress(now_ms),
                 Err(e) => self.fail(format!("cannot connect: {e}"), now_ms),
             }
             return (None, true);
-        };
+        }
+        // Judged on the deadline as it was before this round's bytes.
+        let stalled = self.retry.stalled(now_ms);
         let mut touched = false;
         if s.may_send() && !self.sent {
             self.established = true;
@@ -119,7 +114,7 @@ impl Fetch {
                 (buf.len(), buf.len())
             }) {
                 Ok(n) if n > 0 => {
-                    self.attempt = Some(now_ms + STALL_MS);
+                    self.retry.progress(now_ms);
                     touched = true;
                 }
                 _ => break,
@@ -134,7 +129,7 @@ impl Fetch {
         if self.sent && !s.may_recv() && !s.can_recv() {
             // The server closed after its answer: that is the end of the body.
             s.abort();
-            self.attempt = None;
+            self.retry.answered();
             let result = match parse_response(&self.data) {
                 Ok(r) if r.status == 200 => Ok(Vec::from(r.body)),
                 Ok(r) => Err(format!("the server answered {}", r.status)),
@@ -157,7 +152,7 @@ impl Fetch {
             self.fail(String::from(why), now_ms);
             return (None, true);
         }
-        if now_ms > deadline {
+        if stalled {
             s.abort();
             let why = if self.established {
                 format!("the server stalled for {} s", STALL_MS / 1000)
@@ -171,20 +166,15 @@ impl Fetch {
     }
 
     fn fail(&mut self, why: String, now_ms: u64) {
-        self.attempt = None;
         self.data = Vec::new();
-        let backoff = FIRST_BACKOFF_MS << self.tries.saturating_sub(1).min(8);
-        if self.tries < TRIES {
+        if let Some(backoff) = self.retry.failed(now_ms) {
             warn!(
                 "fetch: try {} of {} failed ({why}); again in {} ms",
-                self.tries, TRIES, backoff
+                self.retry.tries(),
+                TRIES,
+                backoff
             );
         }
-        self.next_ms = if self.tries < TRIES {
-            now_ms + backoff
-        } else {
-            now_ms
-        };
         self.last_error = why;
     }
 

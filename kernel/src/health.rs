@@ -1,11 +1,7 @@
 //! TCP health checks: a connect from the balancer's address to each checked backend's
-//! `address : health.port` every `interval_ms`; `fall` consecutive failures take it down, `rise`
-//! consecutive successes bring it back, and the forwarder learns through `set_backend_up`.
-//!
-//! A checked backend starts **up**, as the forwarder does for every new backend: a balancer that
-//! reboots (or takes a new config) keeps forwarding at once instead of refusing every new flow
-//! for `rise × interval` while it re-learns what was true a moment ago; a dead backend is found
-//! within `fall × interval`. A backend kept across a config change keeps its state and counts.
+//! `address : health.port` every `interval_ms`, the result handed to `control::health` (which
+//! decides when `rise` successes or `fall` failures change the backend's state, and when checks
+//! run), and the forwarder told through `set_backend_up`.
 //!
 //! Each backend has its own small smoltcp socket, used for one check at a time: connect, and on
 //! the handshake's completion abort (a reset; no data is exchanged). A reset in answer to the SYN
@@ -15,17 +11,15 @@ use crate::net::Ports;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use control::config::{Config, VipPort};
+use control::health::{CheckResult, RiseFall, Rules, Schedule, Transition};
+use control::mgmt::Transitions;
 use core::net::Ipv4Addr;
-use forwarder::config::{Config, VipPort};
-use forwarder::mgmt::Transitions;
 use forwarder::Forwarder;
 use log::{info, warn};
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
 use smoltcp::wire::{IpAddress, IpEndpoint};
-
-/// Delay of a new backend's first check.
-const FIRST_CHECK_MS: u64 = 500;
 
 struct Check {
     vip: String,
@@ -34,17 +28,10 @@ struct Check {
     /// The backend itself when on the interface's subnet, else the gateway.
     next_hop: Option<Ipv4Addr>,
     port: u16,
-    interval_ms: u64,
-    timeout_ms: u64,
-    rise: u32,
-    fall: u32,
+    rules: Rules,
     handle: SocketHandle,
-    up: bool,
-    successes: u32,
-    failures: u32,
-    transitions: u64,
-    next_ms: u64,
-    started_ms: Option<u64>,
+    state: RiseFall,
+    schedule: Schedule,
 }
 
 /// Every backend's health check.
@@ -77,6 +64,7 @@ impl Checker {
                 (Some(p), _) | (None, VipPort::One(p)) => p,
                 (None, VipPort::All) => continue, // refused by validation
             };
+            let rules = Rules::of(health);
             for (i, b) in vip.backends.iter().enumerate() {
                 let kept = old
                     .iter()
@@ -94,10 +82,6 @@ impl Checker {
                         SocketBuffer::new(alloc::vec![0; 64]),
                     )),
                 };
-                // Leave the forwarder a moment to resolve the next hop (an unresolved one fails
-                // a check), and spread the first checks over the interval.
-                let interval_ms = u64::from(health.interval_ms);
-                let first = now_ms + FIRST_CHECK_MS + (i as u64 * 97) % interval_ms;
                 let on_link = config.interface.address.contains(b.address);
                 self.checks.push(Check {
                     vip: vip.name.clone(),
@@ -109,17 +93,14 @@ impl Checker {
                         config.interface.gateway
                     },
                     port,
-                    interval_ms,
-                    timeout_ms: u64::from(health.timeout_ms),
-                    rise: u32::from(health.rise),
-                    fall: u32::from(health.fall),
+                    rules,
                     handle,
-                    up,
-                    successes: kept.as_ref().map_or(0, |c| c.successes),
-                    failures: kept.as_ref().map_or(0, |c| c.failures),
-                    transitions: kept.as_ref().map_or(0, |c| c.transitions),
-                    next_ms: kept.as_ref().map_or(first, |c| c.next_ms),
-                    started_ms: kept.as_ref().and_then(|c| c.started_ms),
+                    state: kept
+                        .as_ref()
+                        .map_or(RiseFall::new(up), |c| c.state.reconfigured(up)),
+                    schedule: kept
+                        .as_ref()
+                        .map_or_else(|| Schedule::first(i, &rules, now_ms), |c| c.schedule),
                 });
             }
         }
@@ -147,9 +128,8 @@ impl Checker {
         let mut touched = false;
         for c in &mut self.checks {
             let s = sockets.get_mut::<Socket>(c.handle);
-            let Some(started) = c.started_ms else {
-                if now_ms >= c.next_ms {
-                    c.next_ms = now_ms + c.interval_ms;
+            if !c.schedule.in_flight() {
+                if c.schedule.take_due(now_ms, &c.rules) {
                     let Some(hop) = c.next_hop else {
                         c.result(Err(String::from("no route (no interface.gateway)")), fwd);
                         continue;
@@ -161,17 +141,17 @@ impl Checker {
                     hints.push((hop, mac));
                     let remote = IpEndpoint::new(IpAddress::Ipv4(c.address), c.port);
                     match s.connect(iface.context(), remote, ports.next()) {
-                        Ok(()) => c.started_ms = Some(now_ms),
+                        Ok(()) => c.schedule.started(now_ms),
                         Err(e) => c.result(Err(format!("cannot connect: {e}")), fwd),
                     }
                     touched = true;
                 }
                 continue;
-            };
+            }
             let outcome = match s.state() {
                 State::SynSent | State::SynReceived => {
-                    if now_ms.saturating_sub(started) >= c.timeout_ms {
-                        Some(Err(format!("no answer within {} ms", c.timeout_ms)))
+                    if c.schedule.timed_out(now_ms, &c.rules) {
+                        Some(Err(format!("no answer within {} ms", c.rules.timeout_ms)))
                     } else {
                         None
                     }
@@ -182,7 +162,7 @@ impl Checker {
             };
             if let Some(result) = outcome {
                 s.abort();
-                c.started_ms = None;
+                c.schedule.finished();
                 c.result(result, fwd);
                 touched = true;
             }
@@ -197,7 +177,7 @@ impl Checker {
             .map(|c| Transitions {
                 vip: &c.vip,
                 backend: &c.backend,
-                count: c.transitions,
+                count: c.state.transitions(),
             })
             .collect()
     }
@@ -205,35 +185,37 @@ impl Checker {
 
 impl Check {
     fn result(&mut self, result: Result<(), String>, fwd: &mut Forwarder) {
-        match result {
-            Ok(()) => {
-                self.failures = 0;
-                self.successes = self.successes.saturating_add(1);
-                if !self.up && self.successes >= self.rise {
-                    self.set(true, fwd);
-                    info!(
-                        "health: vip \"{}\" backend \"{}\" up ({} successes)",
-                        self.vip, self.backend, self.successes
-                    );
-                }
+        let outcome = match result {
+            Ok(()) => CheckResult::Passed,
+            Err(_) => CheckResult::Failed,
+        };
+        let (state, transition) = self.state.after(outcome, &self.rules);
+        self.state = state;
+        match transition {
+            Some(Transition::Up) => {
+                self.tell(true, fwd);
+                info!(
+                    "health: vip \"{}\" backend \"{}\" up ({} successes)",
+                    self.vip,
+                    self.backend,
+                    self.state.successes()
+                );
             }
-            Err(why) => {
-                self.successes = 0;
-                self.failures = self.failures.saturating_add(1);
-                if self.up && self.failures >= self.fall {
-                    self.set(false, fwd);
-                    warn!(
-                        "health: vip \"{}\" backend \"{}\" down ({} failures: {})",
-                        self.vip, self.backend, self.failures, why
-                    );
-                }
+            Some(Transition::Down) => {
+                self.tell(false, fwd);
+                warn!(
+                    "health: vip \"{}\" backend \"{}\" down ({} failures: {})",
+                    self.vip,
+                    self.backend,
+                    self.state.failures(),
+                    result.err().unwrap_or_default()
+                );
             }
+            None => {}
         }
     }
 
-    fn set(&mut self, up: bool, fwd: &mut Forwarder) {
-        self.up = up;
-        self.transitions += 1;
+    fn tell(&self, up: bool, fwd: &mut Forwarder) {
         if let Err(e) = fwd.set_backend_up(&self.vip, &self.backend, up) {
             warn!(
                 "health: vip \"{}\" backend \"{}\": {e}",

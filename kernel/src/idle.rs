@@ -1,24 +1,12 @@
-//! What the poll loop does when there is nothing to do: spin (busy polling) or nap.
+//! The hardware side of the poll loop's idle policy: halting the core for a nap. Whether to nap
+//! at all (`interface.poll`, and under a hypervisor or not), when, and for how long is decided by
+//! `control::nap`; this file detects the hypervisor, arms the timer and halts.
 //!
-//! On a dedicated machine the loop owns its core and busy polling gives the lowest latency: a
-//! frame is picked up the moment the NIC writes it. Under a hypervisor the core is a host thread
-//! that competes with the threads emulating the NIC (QEMU's main loop reads the tap, fills the
-//! receive ring and writes what we transmit). A guest that spins while its rings are empty takes
-//! CPU time from exactly the thread that would fill them. `qemu/bench` measured this on a 2-core
-//! host: renicing the spinning vCPU thread to 19 raised the forwarding rate from 97 k to 158 k
-//! frames/s, with nothing else changed.
-//!
-//! So when the loop has found no work for [`Idle::SPIN_US`], it naps: it arms the local APIC
-//! timer in one-shot mode (20 us to 1 ms, adapted to the traffic) and halts. The NIC keeps receiving into its ring
-//! meanwhile (256 descriptors hold more than a millisecond at 200 k frames/s), and the next
-//! round takes the frames that arrived as one burst. The config's `interface.poll` chooses:
-//! `busy`, `nap`, or `auto` (the default), which naps under a hypervisor (CPUID leaf 1, ECX
-//! bit 31) and spins on bare metal.
-//!
-//! Interrupts are enabled only inside `sti; hlt` (atomic: an interrupt that is already pending
-//! ends the `hlt`), so no handler ever runs in the middle of the loop. Every vector from 32 up
-//! has a handler that acknowledges the local APIC and returns; the legacy PICs are remapped
-//! above the exceptions and masked, and LINT0/LINT1 are masked, so only our timer can fire.
+//! A nap arms the local APIC timer in one-shot mode and halts. Interrupts are enabled only inside
+//! `sti; hlt` (atomic: an interrupt that is already pending ends the `hlt`), so no handler ever
+//! runs in the middle of the loop. Every vector from 32 up has a handler that acknowledges the
+//! local APIC and returns; the legacy PICs are remapped above the exceptions and masked, and
+//! LINT0/LINT1 are masked, so only our timer can fire.
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +16,9 @@ use x86_64::registers::model_specific::Msr;
 use x86_64::structures::idt::{InterruptDescriptorTable, InterruptStackFrame};
 
 use crate::clock;
-use forwarder::config::Polling;
+use control::config::Polling;
+pub use control::nap::Mode;
+use control::nap::{Choice, Naps, NAP_MAX_US, NAP_MIN_US, SPIN_US};
 
 /// The vector of our timer.
 const TIMER_VECTOR: u8 = 0xf0;
@@ -56,43 +46,18 @@ static XAPIC: AtomicU64 = AtomicU64::new(0);
 
 static IDT: spin::Once<InterruptDescriptorTable> = spin::Once::new();
 
-/// How the poll loop waits; see the module documentation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Never stop polling.
-    Busy,
-    /// Halt for a short while after a stretch without work.
-    Nap,
-}
-
 /// The idle policy and its bookkeeping.
 pub struct Idle {
     mode: Mode,
     /// Local APIC timer ticks per microsecond (divide by 1).
     ticks_per_us: u64,
-    spin_cycles: u64,
-    last_work: u64,
-    /// Length of the next nap, adapted between [`Idle::NAP_MIN_US`] and [`Idle::NAP_MAX_US`].
-    nap_us: u64,
-    /// Frames received since the last nap ended.
-    since_nap: u64,
+    /// When to nap and for how long, in TSC cycles.
+    naps: Naps,
     /// TSC cycles spent halted: for the stats line.
     pub napped_cycles: u64,
-    /// Naps taken (the first one has no previous nap to adapt from).
-    naps: u64,
 }
 
 impl Idle {
-    /// Work-free time after which the loop naps.
-    pub const SPIN_US: u64 = 10;
-    /// Shortest and longest nap. A nap that was followed by no frame at all doubles the next
-    /// one (an idle balancer wakes about 1 000 times a second); one after which more frames
-    /// were waiting than [`Idle::BACKLOG`] halves it, so the receive ring (256 descriptors)
-    /// never fills while we sleep.
-    pub const NAP_MIN_US: u64 = 20;
-    pub const NAP_MAX_US: u64 = 1000;
-    pub const BACKLOG: u64 = 64;
-
     /// Choose the mode from the config's `interface.poll` (`auto`: `Nap` under a hypervisor,
     /// `Busy` on bare metal) and, for `Nap`, set up the interrupt table and the local APIC
     /// timer. Falls back to `Busy` if the APIC cannot be used.
@@ -100,23 +65,13 @@ impl Idle {
         let mut idle = Idle {
             mode: Mode::Busy,
             ticks_per_us: 0,
-            spin_cycles: Self::SPIN_US * clock::tsc_hz() / 1_000_000,
-            last_work: clock::rdtsc(),
-            nap_us: Self::NAP_MIN_US,
-            since_nap: 0,
+            naps: Naps::new(SPIN_US * clock::tsc_hz() / 1_000_000, clock::rdtsc()),
             napped_cycles: 0,
-            naps: 0,
         };
-        match policy {
-            Polling::Busy => {
-                log::info!("idle: busy polling (interface.poll = \"busy\")");
-                return idle;
-            }
-            Polling::Auto if !under_hypervisor() => {
-                log::info!("idle: busy polling (bare metal; interface.poll = \"nap\" to nap)");
-                return idle;
-            }
-            Polling::Auto | Polling::Nap => {}
+        let choice = Choice::of(policy, under_hypervisor());
+        if choice.mode() == Mode::Busy {
+            log::info!("idle: busy polling ({})", choice.why());
+            return idle;
         }
         match setup_apic() {
             Ok(ticks_per_us) => {
@@ -124,14 +79,10 @@ impl Idle {
                 idle.mode = Mode::Nap;
                 log::info!(
                     "idle: {}: nap {}..{} us after {} us without work (APIC timer {} MHz)",
-                    if policy == Polling::Nap {
-                        "interface.poll = \"nap\""
-                    } else {
-                        "under a hypervisor"
-                    },
-                    Self::NAP_MIN_US,
-                    Self::NAP_MAX_US,
-                    Self::SPIN_US,
+                    choice.why(),
+                    NAP_MIN_US,
+                    NAP_MAX_US,
+                    SPIN_US,
                     ticks_per_us
                 );
             }
@@ -143,30 +94,21 @@ impl Idle {
     /// The loop did something this round: received `frames`, or transmitted.
     #[inline]
     pub fn worked(&mut self, tsc: u64, frames: usize) {
-        self.last_work = tsc;
-        self.since_nap += frames as u64;
+        self.naps.worked(tsc, frames);
     }
 
     /// The loop found nothing to do this round: nap if that has lasted long enough.
     #[inline]
     pub fn nothing(&mut self, tsc: u64) {
-        if self.mode == Mode::Nap && tsc.wrapping_sub(self.last_work) > self.spin_cycles {
+        if self.mode == Mode::Nap && self.naps.should_nap(tsc) {
             self.nap();
         }
     }
 
     fn nap(&mut self) {
-        if self.naps > 0 {
-            self.nap_us = if self.since_nap == 0 {
-                (self.nap_us * 2).min(Self::NAP_MAX_US)
-            } else if self.since_nap > Self::BACKLOG {
-                (self.nap_us / 2).max(Self::NAP_MIN_US)
-            } else {
-                self.nap_us
-            };
-        }
+        let nap_us = self.naps.nap_us();
         let start = clock::rdtsc();
-        let count = (self.nap_us * self.ticks_per_us).clamp(1, u64::from(u32::MAX)) as u32;
+        let count = (nap_us * self.ticks_per_us).clamp(1, u64::from(u32::MAX)) as u32;
         // One-shot, unmasked; the count starts it. Interrupts stay disabled until `sti; hlt`, so
         // an expiry before the `hlt` stays pending and ends it at once.
         apic_write(REG_LVT_TIMER, u32::from(TIMER_VECTOR));
@@ -177,11 +119,7 @@ impl Idle {
         apic_write(REG_TIMER_INITIAL, 0);
         let end = clock::rdtsc();
         self.napped_cycles += end.wrapping_sub(start);
-        self.naps += 1;
-        self.since_nap = 0;
-        // A nap is not work, but the spin interval restarts: the frames that arrived meanwhile
-        // are taken by the next round, and only if that round is empty do we nap again.
-        self.last_work = end;
+        self.naps.napped(end);
     }
 
     /// The mode in effect.

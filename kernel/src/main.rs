@@ -21,9 +21,9 @@ mod server;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};
+use control::config::Config;
 use core::panic::PanicInfo;
 use drivers::pci::{self, PortConfigSpace};
-use forwarder::config::Config;
 use log::{error, info};
 
 /// Ask the bootloader to map all physical memory (for DMA addresses and the heap) and give the

@@ -39,13 +39,13 @@ use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
+use control::config::{Config, Prefix};
+use control::mgmt::{self, Endpoint, Request, Response, Snapshot};
 use core::net::Ipv4Addr;
 use drivers::pci::{PciFunction, PortConfigSpace};
 use drivers::{
     ixgbe, Burst, Ixgbe, IxgbeConfig, MmioRegisters, Nic, PacketPool, VirtioNet, BUF_SIZE, HEADROOM,
 };
-use forwarder::config::{Config, Prefix};
-use forwarder::mgmt::{self, Endpoint, Request, Response, Snapshot};
 use forwarder::{DropReason, Forwarder, Instant, Verdict};
 use log::{info, warn};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
@@ -138,7 +138,7 @@ fn choose_nic<'a>(
             None => true,
             Some(name @ ("virtio" | "ixgbe")) => name == driver,
             Some(addr) => {
-                forwarder::config::parse_pci_address(addr)
+                control::config::parse_pci_address(addr)
                     == Some((f.address.bus, f.address.device, f.address.function))
             }
         };

@@ -1,13 +1,13 @@
 //! The management HTTP/1.1 server: a few listening smoltcp sockets on the management port, one
 //! request per connection.
 //!
-//! Parsing, routing and rendering are `forwarder::mgmt` (host-tested and fuzzed); this file only
+//! Parsing, routing and rendering are `control::mgmt` (host-tested and fuzzed); this file only
 //! moves bytes between sockets and that code. Several sockets listen on the same port so that a
 //! client that connects and says nothing holds one socket, not the server; every connection has a
 //! deadline that progress pushes forward. Who may connect at all is decided before smoltcp sees
 //! a frame (see `net`), so a refused source never gets a SYN-ACK or a reset.
 
-use forwarder::mgmt::{Parse, Request, RequestParser, Response, CONTINUE};
+use control::mgmt::{Parse, Request, RequestParser, Response, CONTINUE};
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
 

@@ -13,7 +13,7 @@
 //! QEMU process is owned by a guard, so a failing test cleans up too.
 
 use boot::client::{ClientError, Response};
-use boot::forwarder::config::{Config, VipPort};
+use boot::control::config::{Config, VipPort};
 use boot::qemu::{Firmware, Net};
 use boot::signing::SigningKey;
 use boot::status::Status;

@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 use std::sync::OnceLock;
 
-use forwarder::config::{
+use control::config::{
     Backend, Config, Interface, Limits, Mode, Prefix, Protocol, Scheduler, Vip, VipPort,
 };
 use forwarder::{Forwarder, Instant, Verdict};

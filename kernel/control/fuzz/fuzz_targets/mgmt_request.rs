@@ -4,7 +4,7 @@
 //! fetch gets the same bytes.
 #![no_main]
 
-use forwarder::mgmt::{parse_response, route, Parse, RequestParser, MAX_BODY};
+use control::mgmt::{parse_response, route, Parse, RequestParser, Response, MAX_BODY};
 use libfuzzer_sys::fuzz_target;
 
 fn feed(data: &[u8], piece: usize) -> Parse {
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     if let Parse::Done(request) = whole {
         assert!(request.body.len() <= MAX_BODY);
         let response = match route(&request.method, &request.path) {
-            Ok(_) => forwarder::mgmt::Response::text(200, String::new()),
+            Ok(_) => Response::text(200, String::new()),
             Err(r) => r,
         };
         let _ = response.to_bytes();

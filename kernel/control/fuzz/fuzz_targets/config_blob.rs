@@ -2,7 +2,7 @@
 //! round-trips and that a forwarder accepts.
 #![no_main]
 
-use forwarder::config::Config;
+use control::config::Config;
 use forwarder::Forwarder;
 use libfuzzer_sys::fuzz_target;
 

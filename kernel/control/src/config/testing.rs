@@ -1,0 +1,253 @@
+//! Builders of configs for tests, benches and fuzz targets (feature `testing`), so that each of
+//! them states only what it is about instead of spelling out a whole [`Config`] literal.
+//!
+//! [`Config::builder`] starts from the lab network every test of the project uses: the balancer
+//! at `10.77.0.2/24`, the gateway `10.77.0.1`, MTU 1500, no management port, no VIPs.
+//! [`Vip::builder`] starts a TCP dsr-l2 round-robin VIP without persistence, health checks or
+//! backends. Addresses are given as text and the builders panic on text that does not parse:
+//! they are for literals in tests, never for outside input. Neither builder validates; call
+//! [`Config::validate`] where the test needs a valid config.
+//!
+//! ```
+//! use control::config::{Config, Mode, Scheduler, Vip, VipPort};
+//!
+//! let config = Config::builder()
+//!     .version(7)
+//!     .management(9100, &["10.77.0.0/24"])
+//!     .vip(
+//!         Vip::builder("web", "10.77.0.100", VipPort::One(80))
+//!             .mode(Mode::DsrL3)
+//!             .scheduler(Scheduler::Maglev)
+//!             .backend("be1", "10.77.0.21", 1)
+//!             .backend("be2", "10.77.0.22", 2)
+//!             .build(),
+//!     )
+//!     .build();
+//! config.validate().unwrap();
+//! ```
+
+use super::{
+    Backend, Config, Health, Interface, Limits, Management, Mode, Polling, Prefix, Protocol,
+    Scheduler, Vip, VipPort,
+};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::net::Ipv4Addr;
+
+fn address(text: &str) -> Ipv4Addr {
+    text.parse()
+        .unwrap_or_else(|_| panic!("{text:?} is not an IPv4 address"))
+}
+
+fn prefix(text: &str) -> Prefix {
+    Prefix::parse(text).unwrap_or_else(|| panic!("{text:?} is not a prefix a.b.c.d/len"))
+}
+
+/// A [`Config`] under construction; see the module documentation for where it starts.
+#[derive(Clone, Debug)]
+pub struct ConfigBuilder {
+    config: Config,
+}
+
+impl Config {
+    /// A builder starting from the lab network (see [`crate::config::testing`]).
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config {
+                version: 1,
+                interface: Interface {
+                    address: prefix("10.77.0.2/24"),
+                    gateway: Some(address("10.77.0.1")),
+                    mtu: 1500,
+                    nic: None,
+                    poll: Polling::Auto,
+                },
+                management: None,
+                limits: Limits::default(),
+                vips: Vec::new(),
+            },
+        }
+    }
+}
+
+impl ConfigBuilder {
+    /// The operator's revision.
+    pub fn version(mut self, version: u64) -> Self {
+        self.config.version = version;
+        self
+    }
+
+    /// The balancer's address and subnet, `a.b.c.d/len`.
+    pub fn address(mut self, prefix_text: &str) -> Self {
+        self.config.interface.address = prefix(prefix_text);
+        self
+    }
+
+    /// The next hop for off-link backends; `None` for none.
+    pub fn gateway(mut self, gateway: Option<&str>) -> Self {
+        self.config.interface.gateway = gateway.map(address);
+        self
+    }
+
+    /// The interface MTU.
+    pub fn mtu(mut self, mtu: u16) -> Self {
+        self.config.interface.mtu = mtu;
+        self
+    }
+
+    /// What the poll loop does without traffic.
+    pub fn poll(mut self, poll: Polling) -> Self {
+        self.config.interface.poll = poll;
+        self
+    }
+
+    /// A management port open to the `allow` prefixes, without a public key or fetch URL.
+    pub fn management(mut self, port: u16, allow: &[&str]) -> Self {
+        self.config.management = Some(Management {
+            port,
+            allow: allow.iter().map(|p| prefix(p)).collect(),
+            pubkey: None,
+            fetch: None,
+        });
+        self
+    }
+
+    /// The public key pushed configs must be signed with (after [`ConfigBuilder::management`]).
+    ///
+    /// # Panics
+    /// Without a management port.
+    pub fn pubkey(mut self, pubkey: [u8; 32]) -> Self {
+        self.management_mut().pubkey = Some(pubkey);
+        self
+    }
+
+    /// The URL of a signed config fetched at boot (after [`ConfigBuilder::management`]).
+    ///
+    /// # Panics
+    /// Without a management port.
+    pub fn fetch(mut self, url: &str) -> Self {
+        self.management_mut().fetch = Some(String::from(url));
+        self
+    }
+
+    /// The flow table's capacity.
+    pub fn flows(mut self, flows: u32) -> Self {
+        self.config.limits.flows = Some(flows);
+        self
+    }
+
+    /// One more VIP (after those added before).
+    pub fn vip(mut self, vip: Vip) -> Self {
+        self.config.vips.push(vip);
+        self
+    }
+
+    /// The config, not validated.
+    pub fn build(self) -> Config {
+        self.config
+    }
+
+    fn management_mut(&mut self) -> &mut Management {
+        self.config
+            .management
+            .as_mut()
+            .expect("ConfigBuilder::management must come first")
+    }
+}
+
+/// A [`Vip`] under construction; see the module documentation for where it starts.
+#[derive(Clone, Debug)]
+pub struct VipBuilder {
+    vip: Vip,
+}
+
+impl Vip {
+    /// A builder of a VIP named `name` at `address` (`a.b.c.d`) and `port`.
+    pub fn builder(name: &str, address_text: &str, port: VipPort) -> VipBuilder {
+        VipBuilder {
+            vip: Vip {
+                name: String::from(name),
+                address: address(address_text),
+                port,
+                protocol: Protocol::Tcp,
+                mode: Mode::DsrL2,
+                scheduler: Scheduler::Rr,
+                persistence: None,
+                health: None,
+                backends: Vec::new(),
+            },
+        }
+    }
+}
+
+impl VipBuilder {
+    /// TCP or UDP.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.vip.protocol = protocol;
+        self
+    }
+
+    /// L2 or L3 DSR.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.vip.mode = mode;
+        self
+    }
+
+    /// The backend choice for new flows.
+    pub fn scheduler(mut self, scheduler: Scheduler) -> Self {
+        self.vip.scheduler = scheduler;
+        self
+    }
+
+    /// Seconds of source-IP stickiness.
+    pub fn persistence(mut self, seconds: u32) -> Self {
+        self.vip.persistence = Some(seconds);
+        self
+    }
+
+    /// Health checks of the backends.
+    pub fn health(mut self, health: Health) -> Self {
+        self.vip.health = Some(health);
+        self
+    }
+
+    /// One more backend named `name` at `address` (`a.b.c.d`) with `weight`.
+    pub fn backend(mut self, name: &str, address_text: &str, weight: u32) -> Self {
+        self.vip.backends.push(Backend {
+            name: String::from(name),
+            address: address(address_text),
+            weight,
+        });
+        self
+    }
+
+    /// The VIP, not validated.
+    pub fn build(self) -> Vip {
+        self.vip
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lab_starting_point_is_valid_once_it_has_a_vip() {
+        let config = Config::builder()
+            .vip(
+                Vip::builder("web", "10.77.0.100", VipPort::One(80))
+                    .backend("be1", "10.77.0.21", 1)
+                    .build(),
+            )
+            .build();
+        config.validate().unwrap();
+        assert_eq!(config.interface.address.to_string(), "10.77.0.2/24");
+        assert_eq!(config.vips[0].backends[0].address, address("10.77.0.21"));
+    }
+
+    #[test]
+    #[should_panic(expected = "ConfigBuilder::management must come first")]
+    fn a_pubkey_needs_a_management_port() {
+        let _ = Config::builder().pubkey([1; 32]);
+    }
+}

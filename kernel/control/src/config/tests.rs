@@ -1,0 +1,267 @@
+//! Tests of the config model: validation rules by field, the blob's round trip and damage.
+
+use super::*;
+use alloc::vec;
+
+/// A valid config with every optional part: management with a key, persistence, health checks.
+pub(crate) fn example() -> Config {
+    Config::builder()
+        .management(9100, &["10.77.0.0/24"])
+        .pubkey([7; 32])
+        .vip(
+            Vip::builder("web", "10.77.0.100", VipPort::One(80))
+                .scheduler(Scheduler::Wlc)
+                .persistence(300)
+                .health(Health::DEFAULT)
+                .backend("be1", "10.77.0.21", 1)
+                .backend("be2", "10.77.0.22", 2)
+                .build(),
+        )
+        .build()
+}
+
+fn refused(c: &Config) -> String {
+    c.validate()
+        .expect_err("config should be refused")
+        .to_string()
+}
+
+#[test]
+fn example_is_valid_and_round_trips_through_a_blob() {
+    let c = example();
+    c.validate().unwrap();
+    let mut blob = c.to_blob();
+    assert_eq!(&blob[..8], b"SIDESTEP");
+    blob.extend_from_slice(&[0; 100]); // ramdisk padding is ignored
+    assert_eq!(Config::from_blob(&blob).unwrap(), c);
+}
+
+#[test]
+fn blob_damage_is_reported() {
+    let blob = example().to_blob();
+    assert!(Config::from_blob(&blob[..10])
+        .unwrap_err()
+        .to_string()
+        .starts_with("blob:"));
+    assert!(Config::from_blob(&blob[..blob.len() - 1])
+        .unwrap_err()
+        .message
+        .contains("bytes follow"));
+    let mut bad = blob.clone();
+    bad[8] = 9;
+    assert!(Config::from_blob(&bad)
+        .unwrap_err()
+        .message
+        .contains("format 9"));
+    let mut bad = blob.clone();
+    bad[0] = b'X';
+    assert!(Config::from_blob(&bad).is_err());
+}
+
+#[test]
+fn blob_is_validated_on_decode() {
+    let mut c = example();
+    c.vips[0].backends[0].weight = WEIGHT_MAX + 1;
+    let e = Config::from_blob(&c.to_blob()).unwrap_err();
+    assert_eq!(e.field, "vip \"web\": backend \"be1\": weight");
+}
+
+#[test]
+fn version_zero() {
+    let mut c = example();
+    c.version = 0;
+    assert!(refused(&c).starts_with("version:"));
+}
+
+#[test]
+fn port_zero() {
+    let mut c = example();
+    c.vips[0].port = VipPort::One(0);
+    assert!(refused(&c).starts_with("vip \"web\": port: 0 is not a port"));
+}
+
+#[test]
+fn l2_backend_off_subnet() {
+    let mut c = example();
+    c.vips[0].backends[1].address = Ipv4Addr::new(10, 88, 0, 5);
+    let e = refused(&c);
+    assert!(e.starts_with("vip \"web\": backend \"be2\": address: 10.88.0.5 is not on the interface subnet 10.77.0.0/24"), "{e}");
+    c.vips[0].mode = Mode::DsrL3;
+    c.validate().unwrap();
+    c.interface.gateway = None;
+    assert!(refused(&c).contains("interface.gateway is not set"));
+}
+
+#[test]
+fn duplicate_vip_and_backend_names() {
+    let mut c = example();
+    let mut other = c.vips[0].clone();
+    other.port = VipPort::One(443);
+    c.vips.push(other);
+    assert!(refused(&c).contains("VIP names must be unique"));
+    let mut c = example();
+    c.vips[0].backends[1].name = "be1".into();
+    assert!(refused(&c).contains("name is used by another backend"));
+    let mut c = example();
+    c.vips[0].backends[1].address = c.vips[0].backends[0].address;
+    assert!(refused(&c).contains("is already backend \"be1\""));
+}
+
+#[test]
+fn duplicate_vip_address_port_protocol() {
+    let mut c = example();
+    let mut other = c.vips[0].clone();
+    other.name = "web2".into();
+    c.vips.push(other.clone());
+    assert_eq!(
+        refused(&c),
+        "vip \"web2\": 10.77.0.100:80/tcp is already served by vip \"web\""
+    );
+    // Same address and port over UDP is a different service.
+    c.vips[1].protocol = Protocol::Udp;
+    c.validate().unwrap();
+    // An all-ports VIP beside a one-port VIP on the same address is allowed.
+    c.vips[1].protocol = Protocol::Tcp;
+    c.vips[1].port = VipPort::All;
+    c.vips[1].health = None;
+    c.validate().unwrap();
+}
+
+#[test]
+fn weight_out_of_range() {
+    let mut c = example();
+    c.vips[0].backends[0].weight = 10_001;
+    assert_eq!(
+        refused(&c),
+        "vip \"web\": backend \"be1\": weight: 10001 is out of range 0..=10000"
+    );
+    c.vips[0].backends[0].weight = 0;
+    c.validate().unwrap();
+}
+
+#[test]
+fn health_out_of_range() {
+    type Mutation = fn(&mut Health);
+    let cases: [(Mutation, &str); 6] = [
+        (|h| h.interval_ms = 50, "health.interval_ms"),
+        (|h| h.timeout_ms = 5, "health.timeout_ms"),
+        (|h| h.timeout_ms = 2000, "health.timeout_ms"),
+        (|h| h.rise = 0, "health.rise"),
+        (|h| h.fall = 101, "health.fall"),
+        (|h| h.port = Some(0), "health.port"),
+    ];
+    for (mutate, field) in cases {
+        let mut c = example();
+        mutate(c.vips[0].health.as_mut().unwrap());
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, format!("vip \"web\": {field}"));
+    }
+    let mut c = example();
+    c.vips[0].port = VipPort::All;
+    assert!(refused(&c).contains("health.port: is required"));
+}
+
+#[test]
+fn allow_with_host_bits() {
+    let mut c = example();
+    c.management.as_mut().unwrap().allow = vec![Prefix::parse("10.77.0.5/24").unwrap()];
+    assert!(refused(&c).starts_with("management.allow: 10.77.0.5/24 has host bits set"));
+    c.management.as_mut().unwrap().allow.clear();
+    assert!(refused(&c).starts_with("management.allow: is empty"));
+}
+
+#[test]
+fn prefix_parsing() {
+    assert_eq!(
+        Prefix::parse("10.0.0.0/8"),
+        Some(Prefix {
+            address: Ipv4Addr::new(10, 0, 0, 0),
+            len: 8
+        })
+    );
+    for bad in [
+        "10.0.0.0/33",
+        "10.0.0/8",
+        "10.0.0.0",
+        "10.0.0.0/",
+        "10.0.0.0/+8",
+        "x/8",
+    ] {
+        assert_eq!(Prefix::parse(bad), None, "{bad}");
+    }
+    let p = Prefix::parse("10.77.0.2/24").unwrap();
+    assert!(p.contains(Ipv4Addr::new(10, 77, 0, 200)));
+    assert!(!p.contains(Ipv4Addr::new(10, 77, 1, 2)));
+    assert_eq!(p.broadcast(), Ipv4Addr::new(10, 77, 0, 255));
+    assert!(Prefix::parse("0.0.0.0/0")
+        .unwrap()
+        .contains(Ipv4Addr::new(1, 2, 3, 4)));
+}
+
+#[test]
+fn interface_rules() {
+    let mut c = example();
+    c.interface.address = Prefix::parse("10.77.0.0/24").unwrap();
+    assert!(refused(&c).starts_with("interface.address: 10.77.0.0 is the network"));
+    let mut c = example();
+    c.interface.gateway = Some(Ipv4Addr::new(192, 168, 1, 1));
+    assert!(refused(&c).starts_with("interface.gateway:"));
+    let mut c = example();
+    c.interface.mtu = 100;
+    assert!(refused(&c).starts_with("interface.mtu:"));
+    let mut c = example();
+    c.interface.nic = Some("e1000".into());
+    assert!(refused(&c).starts_with("interface.nic:"));
+    c.interface.nic = Some("00:03.0".into());
+    c.validate().unwrap();
+}
+
+#[test]
+fn vip_rules() {
+    let mut c = example();
+    c.vips[0].address = c.interface.address.address;
+    assert!(refused(&c).contains("is the balancer's own interface address"));
+    let mut c = example();
+    c.vips[0].backends.clear();
+    assert_eq!(refused(&c), "vip \"web\": has no backends");
+    let mut c = example();
+    c.vips[0].persistence = Some(0);
+    assert!(refused(&c).starts_with("vip \"web\": persistence"));
+    let mut c = example();
+    c.vips[0].name = "we b".into();
+    assert!(refused(&c).starts_with("vip \"we b\": name"));
+}
+
+#[test]
+fn fetch_needs_pubkey_and_a_url() {
+    let mut c = example();
+    let m = c.management.as_mut().unwrap();
+    m.fetch = Some("http://10.77.0.5:8080/sidestep.cfg".into());
+    c.validate().unwrap();
+    c.management.as_mut().unwrap().fetch = Some("https://example/x".into());
+    assert!(refused(&c).starts_with("management.fetch:"));
+    let m = c.management.as_mut().unwrap();
+    m.fetch = Some("http://10.77.0.5/cfg".into());
+    m.pubkey = None;
+    assert!(refused(&c).contains("needs management.pubkey"));
+}
+
+#[test]
+fn names_parse_with_the_list_in_the_message() {
+    assert_eq!(
+        parse_name(&Mode::ALL, Mode::name, "mode", "dsr-l3"),
+        Ok(Mode::DsrL3)
+    );
+    assert_eq!(
+        parse_name(&Mode::ALL, Mode::name, "mode", "dsr-l9"),
+        Err("mode \"dsr-l9\" is not one of dsr-l2, dsr-l3".into())
+    );
+}
+
+#[test]
+fn summary_lists_vips_and_backends() {
+    assert_eq!(
+        example().summary(),
+        "config v1: interface 10.77.0.2/24, 1 vips, 2 backends; web 10.77.0.100:80/tcp dsr-l2 wlc [be1 10.77.0.21 w1, be2 10.77.0.22 w2]"
+    );
+}

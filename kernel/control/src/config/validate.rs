@@ -1,0 +1,359 @@
+//! The rules of the config model: [`Config::validate`] and the checks it is made of. The first
+//! broken rule is reported, naming its field in the words of the config file.
+
+use super::{
+    parse_http_url, parse_pci_address, Config, ConfigError, Health, Management, Mode, Vip, VipPort,
+    BACKENDS_MAX, FLOWS_RANGE, MTU_RANGE, NAME_MAX, VIPS_MAX, WEIGHT_MAX,
+};
+use alloc::format;
+use alloc::string::String;
+use core::net::Ipv4Addr;
+
+fn vip_field(vip: &Vip) -> String {
+    format!("vip \"{}\"", vip.name)
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= NAME_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn is_unicast(addr: Ipv4Addr) -> bool {
+    !(addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() || addr.is_loopback())
+}
+
+impl Config {
+    /// Check every rule of the model; the first broken one is reported, naming its field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.version == 0 {
+            return Err(ConfigError::new("version", "must be 1 or more"));
+        }
+        self.validate_interface()?;
+        if let Some(m) = &self.management {
+            self.validate_management(m)?;
+        }
+        if let Some(flows) = self.limits.flows {
+            if !(FLOWS_RANGE.0..=FLOWS_RANGE.1).contains(&flows) {
+                return Err(ConfigError::new(
+                    "limits.flows",
+                    format!(
+                        "{flows} is out of range {}..={}",
+                        FLOWS_RANGE.0, FLOWS_RANGE.1
+                    ),
+                ));
+            }
+        }
+        if self.vips.len() > VIPS_MAX {
+            return Err(ConfigError::new(
+                "vip",
+                format!("{} VIPs given; at most {VIPS_MAX}", self.vips.len()),
+            ));
+        }
+        for (i, vip) in self.vips.iter().enumerate() {
+            self.validate_vip(vip)?;
+            for earlier in &self.vips[..i] {
+                if earlier.name == vip.name {
+                    return Err(ConfigError::new(
+                        vip_field(vip),
+                        "name is used by another VIP; VIP names must be unique",
+                    ));
+                }
+                if earlier.address == vip.address
+                    && earlier.port == vip.port
+                    && earlier.protocol == vip.protocol
+                {
+                    return Err(ConfigError::new(
+                        vip_field(vip),
+                        format!(
+                            "{}:{}/{} is already served by vip \"{}\"",
+                            vip.address,
+                            vip.port,
+                            vip.protocol.name(),
+                            earlier.name
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_interface(&self) -> Result<(), ConfigError> {
+        let iface = &self.interface;
+        let net = iface.address;
+        if net.len == 0 || net.len > 32 {
+            return Err(ConfigError::new(
+                "interface.address",
+                format!("prefix length /{} must be 1..=32", net.len),
+            ));
+        }
+        if !is_unicast(net.address) {
+            return Err(ConfigError::new(
+                "interface.address",
+                format!("{} is not a unicast host address", net.address),
+            ));
+        }
+        if net.len < 31 && (net.address == net.network() || net.address == net.broadcast()) {
+            return Err(ConfigError::new(
+                "interface.address",
+                format!(
+                    "{} is the network or broadcast address of {}/{}",
+                    net.address,
+                    net.network(),
+                    net.len
+                ),
+            ));
+        }
+        if let Some(gw) = iface.gateway {
+            if !net.contains(gw) {
+                return Err(ConfigError::new(
+                    "interface.gateway",
+                    format!(
+                        "{gw} is not on the interface subnet {}/{}",
+                        net.network(),
+                        net.len
+                    ),
+                ));
+            }
+            if gw == net.address {
+                return Err(ConfigError::new(
+                    "interface.gateway",
+                    "is the balancer's own address",
+                ));
+            }
+        }
+        if !(MTU_RANGE.0..=MTU_RANGE.1).contains(&iface.mtu) {
+            return Err(ConfigError::new(
+                "interface.mtu",
+                format!(
+                    "{} is out of range {}..={}",
+                    iface.mtu, MTU_RANGE.0, MTU_RANGE.1
+                ),
+            ));
+        }
+        if let Some(nic) = &iface.nic {
+            if !valid_nic(nic) {
+                return Err(ConfigError::new(
+                    "interface.nic",
+                    format!(
+                        "\"{nic}\" is neither a driver (virtio, ixgbe) nor a PCI address like 00:03.0"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_management(&self, m: &Management) -> Result<(), ConfigError> {
+        if m.port == 0 {
+            return Err(ConfigError::new("management.port", "must be 1..=65535"));
+        }
+        if m.allow.is_empty() {
+            return Err(ConfigError::new(
+                "management.allow",
+                "is empty, so nobody could connect; list the prefixes that may",
+            ));
+        }
+        for p in &m.allow {
+            if p.len > 32 {
+                return Err(ConfigError::new(
+                    "management.allow",
+                    format!("{p}: prefix length must be 0..=32"),
+                ));
+            }
+            if p.address != p.network() {
+                return Err(ConfigError::new(
+                    "management.allow",
+                    format!(
+                        "{p} has host bits set; did you mean {}/{}?",
+                        p.network(),
+                        p.len
+                    ),
+                ));
+            }
+        }
+        if let Some(url) = &m.fetch {
+            if parse_http_url(url).is_none() {
+                return Err(ConfigError::new(
+                    "management.fetch",
+                    format!("\"{url}\" is not a URL of the form http://A.B.C.D[:PORT]/PATH"),
+                ));
+            }
+            if m.pubkey.is_none() {
+                return Err(ConfigError::new(
+                    "management.fetch",
+                    "needs management.pubkey: a fetched config must be signed",
+                ));
+            }
+        }
+        // No VIP can collide with the management port: a VIP on the interface address is
+        // refused by `validate_vip`.
+        Ok(())
+    }
+
+    fn validate_vip(&self, vip: &Vip) -> Result<(), ConfigError> {
+        let field = vip_field(vip);
+        if !valid_name(&vip.name) {
+            return Err(ConfigError::new(
+                format!("vip \"{}\": name", vip.name),
+                format!("must be 1..={NAME_MAX} characters of A-Z a-z 0-9 - _ ."),
+            ));
+        }
+        if !is_unicast(vip.address) {
+            return Err(ConfigError::new(
+                format!("{field}: address"),
+                format!("{} is not a unicast address", vip.address),
+            ));
+        }
+        if vip.address == self.interface.address.address {
+            return Err(ConfigError::new(
+                format!("{field}: address"),
+                "is the balancer's own interface address; a VIP needs an address of its own",
+            ));
+        }
+        if vip.port == VipPort::One(0) {
+            return Err(ConfigError::new(
+                format!("{field}: port"),
+                "0 is not a port; use 1..=65535, or \"*\" for all ports",
+            ));
+        }
+        if let Some(p) = vip.persistence {
+            if !(1..=86_400).contains(&p) {
+                return Err(ConfigError::new(
+                    format!("{field}: persistence"),
+                    format!("{p} seconds is out of range 1..=86400"),
+                ));
+            }
+        }
+        if let Some(h) = &vip.health {
+            validate_health(&field, vip, h)?;
+        }
+        if vip.backends.is_empty() {
+            return Err(ConfigError::new(field, "has no backends"));
+        }
+        if vip.backends.len() > BACKENDS_MAX {
+            return Err(ConfigError::new(
+                field,
+                format!(
+                    "{} backends given; at most {BACKENDS_MAX}",
+                    vip.backends.len()
+                ),
+            ));
+        }
+        for (i, be) in vip.backends.iter().enumerate() {
+            let bfield = format!("{field}: backend \"{}\"", be.name);
+            if !valid_name(&be.name) {
+                return Err(ConfigError::new(
+                    format!("{bfield}: name"),
+                    format!("must be 1..={NAME_MAX} characters of A-Z a-z 0-9 - _ ."),
+                ));
+            }
+            if be.weight > WEIGHT_MAX {
+                return Err(ConfigError::new(
+                    format!("{bfield}: weight"),
+                    format!("{} is out of range 0..={WEIGHT_MAX}", be.weight),
+                ));
+            }
+            if !is_unicast(be.address) {
+                return Err(ConfigError::new(
+                    format!("{bfield}: address"),
+                    format!("{} is not a unicast address", be.address),
+                ));
+            }
+            if be.address == self.interface.address.address || be.address == vip.address {
+                return Err(ConfigError::new(
+                    format!("{bfield}: address"),
+                    format!("{} is the balancer's or the VIP's own address", be.address),
+                ));
+            }
+            let on_link = self.interface.address.contains(be.address);
+            match vip.mode {
+                Mode::DsrL2 if !on_link => {
+                    return Err(ConfigError::new(
+                        format!("{bfield}: address"),
+                        format!(
+                            "{} is not on the interface subnet {}/{}; dsr-l2 backends must be \
+                             (use mode = \"dsr-l3\" for backends elsewhere)",
+                            be.address,
+                            self.interface.address.network(),
+                            self.interface.address.len
+                        ),
+                    ));
+                }
+                Mode::DsrL3 if !on_link && self.interface.gateway.is_none() => {
+                    return Err(ConfigError::new(
+                        format!("{bfield}: address"),
+                        format!(
+                            "{} is off the interface subnet and interface.gateway is not set",
+                            be.address
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+            for earlier in &vip.backends[..i] {
+                if earlier.name == be.name {
+                    return Err(ConfigError::new(
+                        bfield,
+                        "name is used by another backend of this VIP",
+                    ));
+                }
+                if earlier.address == be.address {
+                    return Err(ConfigError::new(
+                        format!("{bfield}: address"),
+                        format!("{} is already backend \"{}\"", be.address, earlier.name),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_health(field: &str, vip: &Vip, h: &Health) -> Result<(), ConfigError> {
+    let hf = |name: &str| format!("{field}: health.{name}");
+    match h.port {
+        Some(0) => return Err(ConfigError::new(hf("port"), "must be 1..=65535")),
+        None if vip.port == VipPort::All => {
+            return Err(ConfigError::new(
+                hf("port"),
+                "is required when the VIP takes all ports",
+            ))
+        }
+        _ => {}
+    }
+    if !(100..=3_600_000).contains(&h.interval_ms) {
+        return Err(ConfigError::new(
+            hf("interval_ms"),
+            format!("{} is out of range 100..=3600000", h.interval_ms),
+        ));
+    }
+    if h.timeout_ms < 10 || h.timeout_ms > h.interval_ms {
+        return Err(ConfigError::new(
+            hf("timeout_ms"),
+            format!(
+                "{} is out of range 10..=interval_ms ({})",
+                h.timeout_ms, h.interval_ms
+            ),
+        ));
+    }
+    for (name, v) in [("rise", h.rise), ("fall", h.fall)] {
+        if !(1..=100).contains(&v) {
+            return Err(ConfigError::new(
+                hf(name),
+                format!("{v} is out of range 1..=100"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn valid_nic(nic: &str) -> bool {
+    if nic == "virtio" || nic == "ixgbe" {
+        return true;
+    }
+    parse_pci_address(nic).is_some()
+}

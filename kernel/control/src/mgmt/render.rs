@@ -1,0 +1,436 @@
+//! What `GET /metrics` and `GET /status` show: a [`Snapshot`] of the running state rendered as
+//! the Prometheus text format or as JSON. Label values and strings are escaped, so names from a
+//! config can never break the format.
+
+use crate::config::Config;
+use crate::stats::{BackendStats, VipStats};
+use alloc::string::String;
+use core::fmt::Write;
+
+/// Content type of the Prometheus text format.
+pub const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A health checker's transition count for one backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transitions<'a> {
+    /// The VIP's name.
+    pub vip: &'a str,
+    /// The backend's name.
+    pub backend: &'a str,
+    /// Up/down changes so far.
+    pub count: u64,
+}
+
+/// Everything `/metrics` and `/status` show, as plain data.
+#[derive(Clone, Debug)]
+pub struct Snapshot<'a> {
+    /// The running config (VIP attributes; its version is the running version).
+    pub config: &'a Config,
+    /// Milliseconds since boot.
+    pub uptime_ms: u64,
+    /// The flow table's capacity.
+    pub flows_capacity: u64,
+    /// Drop counters by label, every label present.
+    pub drops: &'a [(&'a str, u64)],
+    /// Per-VIP state and counters, in config order.
+    pub vips: &'a [VipStats],
+    /// Health-check transitions of checked backends.
+    pub transitions: &'a [Transitions<'a>],
+    /// Frames received by the NIC.
+    pub nic_rx_packets: u64,
+    /// Frames sent by the NIC.
+    pub nic_tx_packets: u64,
+    /// Flows moved off backends that went down.
+    pub flows_rescheduled: u64,
+}
+
+/// Escape a Prometheus label value.
+fn label(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escape a JSON string (without the quotes).
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+}
+
+/// The Prometheus text exposition of `s`.
+pub fn render_metrics(s: &Snapshot<'_>) -> String {
+    let mut o = String::new();
+    family(
+        &mut o,
+        "sidestep_config_version",
+        "gauge",
+        "Version of the running config.",
+    );
+    let _ = writeln!(o, "sidestep_config_version {}", s.config.version);
+    family(
+        &mut o,
+        "sidestep_uptime_seconds",
+        "gauge",
+        "Seconds since the image booted.",
+    );
+    let _ = writeln!(
+        o,
+        "sidestep_uptime_seconds {}.{:03}",
+        s.uptime_ms / 1000,
+        s.uptime_ms % 1000
+    );
+    family(
+        &mut o,
+        "sidestep_flows_capacity",
+        "gauge",
+        "Capacity of the flow table.",
+    );
+    let _ = writeln!(o, "sidestep_flows_capacity {}", s.flows_capacity);
+    family(
+        &mut o,
+        "sidestep_nic_rx_packets_total",
+        "counter",
+        "Frames received by the data NIC.",
+    );
+    let _ = writeln!(o, "sidestep_nic_rx_packets_total {}", s.nic_rx_packets);
+    family(
+        &mut o,
+        "sidestep_nic_tx_packets_total",
+        "counter",
+        "Frames sent by the data NIC.",
+    );
+    let _ = writeln!(o, "sidestep_nic_tx_packets_total {}", s.nic_tx_packets);
+    family(
+        &mut o,
+        "sidestep_flows_rescheduled_total",
+        "counter",
+        "Flows moved off a backend that health checks marked down.",
+    );
+    let _ = writeln!(
+        o,
+        "sidestep_flows_rescheduled_total {}",
+        s.flows_rescheduled
+    );
+    family(
+        &mut o,
+        "sidestep_drops_total",
+        "counter",
+        "Frames not forwarded, by reason.",
+    );
+    for (reason, n) in s.drops {
+        let _ = writeln!(
+            o,
+            "sidestep_drops_total{{reason=\"{}\"}} {n}",
+            label(reason)
+        );
+    }
+
+    type VipMetric = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&VipStats) -> u64,
+    );
+    let vip_metrics: [VipMetric; 3] = [
+        (
+            "sidestep_vip_packets_total",
+            "counter",
+            "Packets forwarded for the VIP.",
+            |v| v.packets,
+        ),
+        (
+            "sidestep_vip_bytes_total",
+            "counter",
+            "IP bytes forwarded for the VIP.",
+            |v| v.bytes,
+        ),
+        (
+            "sidestep_flows_active",
+            "gauge",
+            "Flows of the VIP in the flow table.",
+            |v| v.flows_active,
+        ),
+    ];
+    for (name, kind, help, get) in vip_metrics {
+        family(&mut o, name, kind, help);
+        for v in s.vips {
+            let _ = writeln!(o, "{name}{{vip=\"{}\"}} {}", label(&v.name), get(v));
+        }
+    }
+    type BackendMetric = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&BackendStats) -> u64,
+    );
+    let backend_metrics: [BackendMetric; 3] = [
+        (
+            "sidestep_backend_packets_total",
+            "counter",
+            "Packets forwarded to the backend.",
+            |b| b.packets,
+        ),
+        (
+            "sidestep_backend_bytes_total",
+            "counter",
+            "IP bytes forwarded to the backend.",
+            |b| b.bytes,
+        ),
+        (
+            "sidestep_backend_up",
+            "gauge",
+            "1 if the backend is up (health checks), else 0.",
+            |b| u64::from(b.up),
+        ),
+    ];
+    for (name, kind, help, get) in backend_metrics {
+        family(&mut o, name, kind, help);
+        for v in s.vips {
+            for b in &v.backends {
+                let _ = writeln!(
+                    o,
+                    "{name}{{vip=\"{}\",backend=\"{}\"}} {}",
+                    label(&v.name),
+                    label(&b.name),
+                    get(b)
+                );
+            }
+        }
+    }
+    family(
+        &mut o,
+        "sidestep_health_transitions_total",
+        "counter",
+        "Up/down changes decided by health checks.",
+    );
+    for t in s.transitions {
+        let _ = writeln!(
+            o,
+            "sidestep_health_transitions_total{{vip=\"{}\",backend=\"{}\"}} {}",
+            label(t.vip),
+            label(t.backend),
+            t.count
+        );
+    }
+    o
+}
+
+/// The `/status` JSON of `s`:
+/// `{"version":V,"uptime_ms":U,"flows_capacity":C,"drops":{"malformed":N,...},"vips":[{"name":..,
+/// "address":..,"port":"80"|"*","protocol":..,"mode":..,"scheduler":..,"packets":N,"bytes":N,
+/// "flows":N,"backends":[{"name":..,"address":..,"weight":N,"up":B,"packets":N,"bytes":N,
+/// "flows":N}]}]}`.
+pub fn render_status(s: &Snapshot<'_>) -> String {
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        "{{\"version\":{},\"uptime_ms\":{},\"flows_capacity\":{},\"drops\":{{",
+        s.config.version, s.uptime_ms, s.flows_capacity
+    );
+    for (i, (reason, n)) in s.drops.iter().enumerate() {
+        let sep = if i > 0 { "," } else { "" };
+        let _ = write!(o, "{sep}\"{}\":{n}", json_str(reason));
+    }
+    o.push_str("},\"vips\":[");
+    for (i, v) in s.vips.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        let cfg = s.config.vips.iter().find(|c| c.name == v.name);
+        let _ = write!(o, "{{\"name\":\"{}\"", json_str(&v.name));
+        match cfg {
+            Some(c) => {
+                let _ = write!(
+                    o,
+                    ",\"address\":\"{}\",\"port\":\"{}\",\"protocol\":\"{}\",\"mode\":\"{}\",\"scheduler\":\"{}\"",
+                    c.address,
+                    c.port,
+                    c.protocol.name(),
+                    c.mode.name(),
+                    c.scheduler.name()
+                );
+            }
+            None => o.push_str(
+                ",\"address\":\"\",\"port\":\"\",\"protocol\":\"\",\"mode\":\"\",\"scheduler\":\"\"",
+            ),
+        }
+        let _ = write!(
+            o,
+            ",\"packets\":{},\"bytes\":{},\"flows\":{},\"backends\":[",
+            v.packets, v.bytes, v.flows_active
+        );
+        for (j, b) in v.backends.iter().enumerate() {
+            if j > 0 {
+                o.push(',');
+            }
+            let _ = write!(
+                o,
+                "{{\"name\":\"{}\",\"address\":\"{}\",\"weight\":{},\"up\":{},\"packets\":{},\"bytes\":{},\"flows\":{}}}",
+                json_str(&b.name),
+                b.address,
+                b.weight,
+                b.up,
+                b.packets,
+                b.bytes,
+                b.flows_active
+            );
+        }
+        o.push_str("]}");
+    }
+    o.push_str("]}\n");
+    o
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::{Vip, VipPort};
+
+    /// A config of version 7 with one VIP of two backends, so the renderings below are short.
+    pub(crate) fn config() -> Config {
+        let config = Config::builder()
+            .version(7)
+            .gateway(None)
+            .vip(
+                Vip::builder("web", "10.77.0.100", VipPort::One(80))
+                    .backend("be1", "10.77.0.21", 1)
+                    .backend("be2", "10.77.0.22", 2)
+                    .build(),
+            )
+            .build();
+        config.validate().unwrap();
+        config
+    }
+
+    fn stats() -> Vec<VipStats> {
+        vec![VipStats {
+            name: "web".into(),
+            packets: 10,
+            bytes: 1000,
+            flows_active: 2,
+            backends: vec![
+                BackendStats {
+                    name: "be1".into(),
+                    address: "10.77.0.21".parse().unwrap(),
+                    weight: 1,
+                    up: true,
+                    packets: 6,
+                    bytes: 600,
+                    flows_active: 1,
+                },
+                BackendStats {
+                    name: "be\"2".into(),
+                    address: "10.77.0.22".parse().unwrap(),
+                    weight: 2,
+                    up: false,
+                    packets: 4,
+                    bytes: 400,
+                    flows_active: 1,
+                },
+            ],
+        }]
+    }
+
+    #[test]
+    fn status_json() {
+        let config = config();
+        let vips = stats();
+        let drops = [("malformed", 3), ("not_vip", 0), ("mgmt_denied", 1)];
+        let s = Snapshot {
+            config: &config,
+            uptime_ms: 1234,
+            flows_capacity: 1024,
+            drops: &drops,
+            vips: &vips,
+            transitions: &[],
+            nic_rx_packets: 0,
+            nic_tx_packets: 0,
+            flows_rescheduled: 0,
+        };
+        assert_eq!(
+            render_status(&s),
+            "{\"version\":7,\"uptime_ms\":1234,\"flows_capacity\":1024,\
+             \"drops\":{\"malformed\":3,\"not_vip\":0,\"mgmt_denied\":1},\
+             \"vips\":[{\"name\":\"web\",\"address\":\"10.77.0.100\",\"port\":\"80\",\
+             \"protocol\":\"tcp\",\"mode\":\"dsr-l2\",\"scheduler\":\"rr\",\
+             \"packets\":10,\"bytes\":1000,\"flows\":2,\"backends\":[\
+             {\"name\":\"be1\",\"address\":\"10.77.0.21\",\"weight\":1,\"up\":true,\"packets\":6,\"bytes\":600,\"flows\":1},\
+             {\"name\":\"be\\\"2\",\"address\":\"10.77.0.22\",\"weight\":2,\"up\":false,\"packets\":4,\"bytes\":400,\"flows\":1}]}]}\n"
+        );
+    }
+
+    #[test]
+    fn metrics_text() {
+        let config = config();
+        let vips = stats();
+        let drops = [("malformed", 3), ("mgmt_denied", 1)];
+        let transitions = [Transitions {
+            vip: "web",
+            backend: "be1",
+            count: 2,
+        }];
+        let s = Snapshot {
+            config: &config,
+            uptime_ms: 61_005,
+            flows_capacity: 1024,
+            drops: &drops,
+            vips: &vips,
+            transitions: &transitions,
+            nic_rx_packets: 5,
+            nic_tx_packets: 6,
+            flows_rescheduled: 4,
+        };
+        let m = render_metrics(&s);
+        for line in [
+            "# TYPE sidestep_config_version gauge",
+            "sidestep_config_version 7",
+            "sidestep_uptime_seconds 61.005",
+            "sidestep_drops_total{reason=\"malformed\"} 3",
+            "sidestep_drops_total{reason=\"mgmt_denied\"} 1",
+            "# TYPE sidestep_vip_packets_total counter",
+            "sidestep_vip_packets_total{vip=\"web\"} 10",
+            "sidestep_vip_bytes_total{vip=\"web\"} 1000",
+            "sidestep_flows_active{vip=\"web\"} 2",
+            "sidestep_backend_packets_total{vip=\"web\",backend=\"be1\"} 6",
+            "sidestep_backend_bytes_total{vip=\"web\",backend=\"be\\\"2\"} 400",
+            "sidestep_backend_up{vip=\"web\",backend=\"be1\"} 1",
+            "sidestep_backend_up{vip=\"web\",backend=\"be\\\"2\"} 0",
+            "sidestep_health_transitions_total{vip=\"web\",backend=\"be1\"} 2",
+            "sidestep_nic_rx_packets_total 5",
+            "sidestep_flows_rescheduled_total 4",
+            "sidestep_flows_capacity 1024",
+        ] {
+            assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
+        }
+        // Every family has HELP and TYPE before its samples.
+        for l in m.lines().filter(|l| !l.starts_with('#')) {
+            let name = l.split(['{', ' ']).next().unwrap();
+            assert!(m.contains(&format!("# TYPE {name} ")), "{name}");
+            assert!(m.contains(&format!("# HELP {name} ")), "{name}");
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! The metrics view of the data plane: each VIP's and backend's state and counters, as the
+//! forwarder reports them and as `/metrics` and `/status` render them. Plain data; the forwarder
+//! fills it from its own counters between bursts.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::net::Ipv4Addr;
+
+/// A backend's state and counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendStats {
+    /// Its name.
+    pub name: String,
+    /// Its address.
+    pub address: Ipv4Addr,
+    /// Its weight.
+    pub weight: u32,
+    /// Whether health checks say it is up.
+    pub up: bool,
+    /// Packets forwarded to it.
+    pub packets: u64,
+    /// IP bytes forwarded to it (before encapsulation).
+    pub bytes: u64,
+    /// Flows in the table that point to it.
+    pub flows_active: u64,
+}
+
+/// A VIP's counters and its backends'.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipStats {
+    /// Its name.
+    pub name: String,
+    /// Packets forwarded.
+    pub packets: u64,
+    /// IP bytes forwarded.
+    pub bytes: u64,
+    /// Flows in the table.
+    pub flows_active: u64,
+    /// Per backend, in config order.
+    pub backends: Vec<BackendStats>,
+}
