@@ -6,24 +6,31 @@
 #![no_std]
 #![no_main]
 #![feature(abi_x86_interrupt)]
+#![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 
 extern crate alloc;
 
+#[cfg(feature = "ceiling")]
+mod ceiling;
 mod clock;
+mod controller;
+mod dataplane;
 mod fetch;
 mod hal;
 mod health;
 mod idle;
+mod local;
 mod memory;
-mod net;
+mod nic;
 mod serial;
 mod server;
+mod statslog;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};
 use core::panic::PanicInfo;
 use drivers::pci::{self, PortConfigSpace};
-use forwarder::config::Config;
+use control::config::Config;
 use log::{error, info};
 
 /// Ask the bootloader to map all physical memory (for DMA addresses and the heap) and give the
@@ -74,7 +81,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     };
     info!("{}", config.summary());
 
-    net::start(&config, &functions, mem.heap)
+    nic::start(&config, &functions, mem.heap)
 }
 
 /// The config blob the image builder placed as the bootloader's ramdisk.
