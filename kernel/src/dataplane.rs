@@ -66,7 +66,7 @@ pub struct Dataplane<N: Nic> {
 impl<N: Nic> Dataplane<N> {
     /// Build the forwarder's tables for `config` over `nic`, and the local stack and control
     /// loop beside it.
-    pub fn new(nic: N, config: &Config, heap_bytes: u64) -> Dataplane<N> {
+    pub fn new(mut nic: N, config: &Config, heap_bytes: u64) -> Dataplane<N> {
         let mac = nic.mac_address();
         let mut fwd = Forwarder::new(config, mac, flow_capacity(config, heap_bytes));
         if idle::emulated_cpu() {
