@@ -154,9 +154,10 @@ impl Controller {
                 if let Some(f) = self.fetch.take() {
                     f.release(&mut local.sockets);
                 }
+                // A push may have replaced the baked config meanwhile; the words stay the same.
                 let keeping = self.config.version;
                 match outcome {
-                    Outcome::Failed(why) => warn!("fetch: keeping config v{keeping}: {why}"),
+                    Outcome::Failed(why) => warn!("fetch: keeping the baked config v{keeping}: {why}"),
                     Outcome::Blob(blob) => {
                         match accept(accepted.as_ref().unwrap_or(&self.config), &blob) {
                             Ok(new) => {
@@ -164,7 +165,7 @@ impl Controller {
                                 accepted = Some(new);
                             }
                             Err(r) => warn!(
-                                "fetch: keeping config v{keeping}: {}",
+                                "fetch: keeping the baked config v{keeping}: {}",
                                 core::str::from_utf8(&r.body)
                                     .unwrap_or("refused")
                                     .trim_end()
