@@ -46,6 +46,8 @@ pub struct Controller {
     health: Checker,
     fetch: Option<Fetch>,
     ports: Ports,
+    /// The version baked into the image, for log lines.
+    baked_version: u64,
 }
 
 impl Controller {
@@ -82,6 +84,7 @@ impl Controller {
             health,
             fetch,
             ports: Ports::new(port.unwrap_or(0)),
+            baked_version: config.version,
         }
     }
 
@@ -148,16 +151,24 @@ impl Controller {
         }
 
         if let Some(fetch) = &mut self.fetch {
-            let (outcome, t) = fetch.poll(ms, &mut local.iface, &mut local.sockets, &mut self.ports);
+            let (outcome, t) =
+                fetch.poll(ms, &mut local.iface, &mut local.sockets, &mut self.ports);
             touched |= t;
             if let Some(outcome) = outcome {
                 if let Some(f) = self.fetch.take() {
                     f.release(&mut local.sockets);
                 }
-                // A push may have replaced the baked config meanwhile; the words stay the same.
+                // A push may have replaced the baked config while the fetch ran.
                 let keeping = self.config.version;
+                let which = if keeping == self.baked_version {
+                    "baked"
+                } else {
+                    "running"
+                };
                 match outcome {
-                    Outcome::Failed(why) => warn!("fetch: keeping the baked config v{keeping}: {why}"),
+                    Outcome::Failed(why) => {
+                        warn!("fetch: keeping the {which} config v{keeping}: {why}")
+                    }
                     Outcome::Blob(blob) => {
                         match accept(accepted.as_ref().unwrap_or(&self.config), &blob) {
                             Ok(new) => {
@@ -165,7 +176,7 @@ impl Controller {
                                 accepted = Some(new);
                             }
                             Err(r) => warn!(
-                                "fetch: keeping the baked config v{keeping}: {}",
+                                "fetch: keeping the {which} config v{keeping}: {}",
                                 core::str::from_utf8(&r.body)
                                     .unwrap_or("refused")
                                     .trim_end()
@@ -256,4 +267,3 @@ fn render(
         Response::with(200, "application/json", mgmt::render_status(&snapshot))
     }
 }
-

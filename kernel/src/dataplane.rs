@@ -93,7 +93,12 @@ impl<N: Nic> Dataplane<N> {
             (fwd.flow_capacity() * 32) >> 20
         );
         let mut local = LocalStack::new(config, mac);
-        let ctl = Controller::new(config, &mut fwd, &mut local, clock::micros_since_boot() / 1000);
+        let ctl = Controller::new(
+            config,
+            &mut fwd,
+            &mut local,
+            clock::micros_since_boot() / 1000,
+        );
         Dataplane {
             nic,
             mac,
@@ -214,7 +219,13 @@ impl<N: Nic> Dataplane<N> {
     /// the control loop.
     fn housekeeping(&mut self, now: Instant) {
         let Dataplane {
-            nic, fwd, tx, local, ctl, mac, ..
+            nic,
+            fwd,
+            tx,
+            local,
+            ctl,
+            mac,
+            ..
         } = self;
         fwd.poll(now, &mut |frame| send_copy(nic, tx, frame));
         if local.due() {

@@ -28,9 +28,9 @@ mod statslog;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};
+use control::config::Config;
 use core::panic::PanicInfo;
 use drivers::pci::{self, PortConfigSpace};
-use control::config::Config;
 use log::{error, info};
 
 /// Ask the bootloader to map all physical memory (for DMA addresses and the heap) and give the
