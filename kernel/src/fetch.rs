@@ -8,7 +8,7 @@
 //! nothing answers); a blob that arrives but does not verify is final. The caller decides what to
 //! do with the blob (`control::mgmt::check_signed_config`, then apply it or log why not).
 
-use crate::net::Ports;
+use crate::local::Ports;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;

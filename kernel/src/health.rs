@@ -7,7 +7,7 @@
 //! the handshake's completion abort (a reset; no data is exchanged). A reset in answer to the SYN
 //! is "connection refused"; no answer within `timeout_ms` is a timeout.
 
-use crate::net::Ports;
+use crate::local::Ports;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;

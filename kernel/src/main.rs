@@ -6,18 +6,25 @@
 #![no_std]
 #![no_main]
 #![feature(abi_x86_interrupt)]
+#![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 
 extern crate alloc;
 
+#[cfg(feature = "ceiling")]
+mod ceiling;
 mod clock;
+mod controller;
+mod dataplane;
 mod fetch;
 mod hal;
 mod health;
 mod idle;
+mod local;
 mod memory;
-mod net;
+mod nic;
 mod serial;
 mod server;
+mod statslog;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};
@@ -74,7 +81,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     };
     info!("{}", config.summary());
 
-    net::start(&config, &functions, mem.heap)
+    nic::start(&config, &functions, mem.heap)
 }
 
 /// The config blob the image builder placed as the bootloader's ramdisk.

@@ -1,0 +1,269 @@
+//! The control loop: the running config, the management API, health checks and the boot-time
+//! fetch, run between bursts by the data plane's housekeeping.
+//!
+//! A config reaches the image two ways, a `PUT /config` push and the fetch at boot, and both go
+//! through [`Controller::accept`]: the signature is checked with the newest key, and the version
+//! must be newer than the newest config known, which is the running one or one accepted earlier
+//! in the same round. So a slow fetch can never replace a config pushed while it ran. Accepted
+//! configs are applied between two bursts: the forwarder's tables, the local stack's address,
+//! the management port and the health checks all follow.
+
+use crate::fetch::{Fetch, Outcome};
+use crate::health::Checker;
+use crate::local::{LocalStack, Ports};
+use crate::server::Server;
+use alloc::format;
+use alloc::vec::Vec;
+use control::config::Config;
+use control::mgmt::{self, Endpoint, Request, Response, Snapshot};
+use core::net::Ipv4Addr;
+use forwarder::{DropReason, Forwarder, Instant};
+use log::{info, warn};
+
+/// NIC frame counts for metrics.
+#[derive(Clone, Copy)]
+pub struct NicCounts {
+    /// Frames received.
+    pub rx: u64,
+    /// Frames transmitted.
+    pub tx: u64,
+}
+
+/// What one round of the control loop leaves for the data plane.
+#[derive(Default)]
+pub struct Round {
+    /// A socket changed: let smoltcp send now.
+    pub touched: bool,
+    /// Addresses to announce with gratuitous ARP (the answered set changed).
+    pub announce: Vec<Ipv4Addr>,
+}
+
+/// The balancer's own side: the running config, the management server, health checks and the
+/// fetch.
+pub struct Controller {
+    config: Config,
+    server: Server,
+    health: Checker,
+    fetch: Option<Fetch>,
+    ports: Ports,
+    /// The version baked into the image, for log lines.
+    baked_version: u64,
+}
+
+impl Controller {
+    /// Start serving `config` (the baked one): open the management port, configure the health
+    /// checks, start the fetch if the config asks for one.
+    pub fn new(
+        config: &Config,
+        fwd: &mut Forwarder,
+        local: &mut LocalStack,
+        now_ms: u64,
+    ) -> Controller {
+        let port = config.management.as_ref().map(|m| m.port);
+        let mut health = Checker::default();
+        health.configure(config, fwd, &mut local.sockets, now_ms);
+        let fetch = match config.management.as_ref().and_then(|m| m.fetch.as_deref()) {
+            Some(url) => match Fetch::new(url, &mut local.sockets, now_ms) {
+                Ok(f) => {
+                    info!(
+                        "fetch: getting a signed config from {url}; forwarding with the baked v{} meanwhile",
+                        config.version
+                    );
+                    Some(f)
+                }
+                Err(e) => {
+                    warn!("fetch: keeping the baked config v{}: {e}", config.version);
+                    None
+                }
+            },
+            None => None,
+        };
+        Controller {
+            config: config.clone(),
+            server: Server::new(&mut local.sockets, port),
+            health,
+            fetch,
+            ports: Ports::new(port.unwrap_or(0)),
+            baked_version: config.version,
+        }
+    }
+
+    /// The running config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Run health checks, serve the management API, drive the fetch, and apply what was
+    /// accepted.
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        fwd: &mut Forwarder,
+        local: &mut LocalStack,
+        nic: NicCounts,
+    ) -> Round {
+        let ms = now.millis();
+        let mut hints = Vec::new();
+        let mut touched = self.health.poll(
+            ms,
+            &mut local.iface,
+            &mut local.sockets,
+            &mut self.ports,
+            fwd,
+            &mut hints,
+        );
+        for (ip, mac) in hints {
+            local.learn(ip, mac);
+        }
+
+        // Configs accepted this round; the newest is what a later one must be newer than.
+        let mut accepted: Option<Config> = None;
+        {
+            let running = &self.config;
+            let health = &self.health;
+            // The clock counts from boot.
+            let uptime_ms = ms;
+            let fwd_ref: &Forwarder = fwd;
+            let mut handler = |request: Request| -> Response {
+                match mgmt::route(&request.method, &request.path) {
+                    Err(r) => r,
+                    Ok(Endpoint::Config) => {
+                        match accept(accepted.as_ref().unwrap_or(running), &request.body) {
+                            Ok(new) => {
+                                let body = format!("applied config v{}\n", new.version);
+                                accepted = Some(new);
+                                Response::text(200, body)
+                            }
+                            Err(r) => {
+                                info!(
+                                    "config: refused a push ({}: {})",
+                                    r.status,
+                                    core::str::from_utf8(&r.body).unwrap_or("").trim_end()
+                                );
+                                r
+                            }
+                        }
+                    }
+                    Ok(endpoint) => render(endpoint, running, health, fwd_ref, nic, uptime_ms),
+                }
+            };
+            touched |= self.server.poll(&mut local.sockets, ms, &mut handler);
+        }
+
+        if let Some(fetch) = &mut self.fetch {
+            let (outcome, t) =
+                fetch.poll(ms, &mut local.iface, &mut local.sockets, &mut self.ports);
+            touched |= t;
+            if let Some(outcome) = outcome {
+                if let Some(f) = self.fetch.take() {
+                    f.release(&mut local.sockets);
+                }
+                // A push may have replaced the baked config while the fetch ran.
+                let keeping = self.config.version;
+                let which = if keeping == self.baked_version {
+                    "baked"
+                } else {
+                    "running"
+                };
+                match outcome {
+                    Outcome::Failed(why) => {
+                        warn!("fetch: keeping the {which} config v{keeping}: {why}")
+                    }
+                    Outcome::Blob(blob) => {
+                        match accept(accepted.as_ref().unwrap_or(&self.config), &blob) {
+                            Ok(new) => {
+                                info!("fetch: got config v{}", new.version);
+                                accepted = Some(new);
+                            }
+                            Err(r) => warn!(
+                                "fetch: keeping the {which} config v{keeping}: {}",
+                                core::str::from_utf8(&r.body)
+                                    .unwrap_or("refused")
+                                    .trim_end()
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+
+        let mut round = Round {
+            touched,
+            announce: Vec::new(),
+        };
+        if let Some(new) = accepted {
+            round.announce = self.apply(new, now, fwd, local);
+            round.touched = true;
+        }
+        round
+    }
+
+    /// Make `new` the running config; returns the addresses to announce if they changed.
+    fn apply(
+        &mut self,
+        new: Config,
+        now: Instant,
+        fwd: &mut Forwarder,
+        local: &mut LocalStack,
+    ) -> Vec<Ipv4Addr> {
+        let before = self.config.announced();
+        fwd.apply_config(&new, now);
+        info!("config applied: {}", new.summary());
+        if new.interface != self.config.interface {
+            local.set_interface(&new);
+        }
+        let port = new.management.as_ref().map(|m| m.port);
+        self.server.set_port(port);
+        self.ports.avoid = port.unwrap_or(0);
+        self.health
+            .configure(&new, fwd, &mut local.sockets, now.millis());
+        let after = new.announced();
+        self.config = new;
+        if after != before {
+            after
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// The one accept path for a signed config blob (pushed or fetched): signed by the key of
+/// `newest` (the newest config known), valid, and of a newer version than it.
+fn accept(newest: &Config, blob: &[u8]) -> Result<Config, Response> {
+    let pubkey = newest.management.as_ref().and_then(|m| m.pubkey.as_ref());
+    mgmt::check_signed_config(blob, pubkey, newest.version)
+}
+
+/// `GET /metrics` or `GET /status`.
+fn render(
+    endpoint: Endpoint,
+    config: &Config,
+    health: &Checker,
+    fwd: &Forwarder,
+    nic: NicCounts,
+    uptime_ms: u64,
+) -> Response {
+    let vips = fwd.stats();
+    let counters = fwd.counters();
+    let drops: Vec<(&str, u64)> = DropReason::ALL
+        .iter()
+        .map(|r| (r.name(), counters.drop_count(*r)))
+        .collect();
+    let transitions = health.transitions();
+    let snapshot = Snapshot {
+        config,
+        uptime_ms,
+        flows_capacity: fwd.flow_capacity() as u64,
+        drops: &drops,
+        vips: &vips,
+        transitions: &transitions,
+        nic_rx_packets: nic.rx,
+        nic_tx_packets: nic.tx,
+        flows_rescheduled: counters.flows_rescheduled,
+    };
+    if endpoint == Endpoint::Metrics {
+        Response::with(200, mgmt::PROMETHEUS, mgmt::render_metrics(&snapshot))
+    } else {
+        Response::with(200, "application/json", mgmt::render_status(&snapshot))
+    }
+}

@@ -1,0 +1,298 @@
+//! The data plane: one value that owns the NIC, the forwarder, the burst buffers, the local
+//! stack and the control loop, and runs the poll loop over them.
+//!
+//! Each round receives a burst, lets the forwarder decide every frame of it, and transmits a
+//! burst. What the forwarder decides is acted on here without looking at the bytes again:
+//! forwarded frames and the forwarder's own replies (ARP answers) leave from the buffer they
+//! arrived in; frames for the balancer itself are copied to the local stack, after the
+//! neighbours the forwarder saw for it (so smoltcp's first answer needs no ARP round trip).
+//! Between bursts, at most every [`HOUSEKEEPING_US`], the forwarder's timers, the local stack
+//! and the control loop run.
+
+use crate::clock;
+use crate::controller::{Controller, NicCounts};
+use crate::idle::{self, Idle};
+use crate::local::LocalStack;
+use crate::memory;
+use crate::statslog::StatsLog;
+use alloc::format;
+use alloc::string::String;
+use control::config::Config;
+use drivers::{Burst, Nic, PacketBuf, BUF_SIZE, HEADROOM};
+use forwarder::{Forwarder, Instant, Verdict};
+use log::{info, warn};
+
+/// Flow-table entries when the config does not say, at most.
+const DEFAULT_FLOWS_MAX: usize = 4 << 20;
+
+// The forwarder writes outer headers into the headroom the drivers leave in front of a frame.
+const _: () = assert!(HEADROOM >= forwarder::HEADROOM);
+
+/// Under a hypervisor the loop flushes the TLB (reloads CR3) this often. Under QEMU TCG the
+/// guest's TLB is QEMU's software TLB, which starts small and grows only when the guest flushes
+/// it; the image otherwise never does, so flow-table lookups beyond its reach took a page walk
+/// in the emulator each. On a real or hardware-virtualized CPU a reload this rarely costs a few
+/// microseconds of refills. (Measurements: qemu/BENCHMARKS.md.)
+const TLB_FLUSH_MS: u64 = 200;
+
+/// Longest interval between two rounds of housekeeping. Its timers are milliseconds (ARP
+/// retries, TCP, health checks), frames for the local stack run it at once, and the flow-table
+/// sweep is paced by time (`forwarder::SWEEP_PERIOD_MS`), so a longer interval only saves work
+/// on the forwarding path.
+const HOUSEKEEPING_US: u64 = 1000;
+
+/// Flow-table size: the config's, else a quarter of the heap at 32 bytes a flow (capped).
+fn flow_capacity(config: &Config, heap_bytes: u64) -> usize {
+    match config.limits.flows {
+        Some(n) => n as usize,
+        None => ((heap_bytes / 4 / 32) as usize).clamp(1024, DEFAULT_FLOWS_MAX),
+    }
+}
+
+/// Everything the poll loop owns.
+pub struct Dataplane<N: Nic> {
+    nic: N,
+    mac: [u8; 6],
+    fwd: Forwarder,
+    local: LocalStack,
+    ctl: Controller,
+    rx: Burst,
+    tx: Burst,
+    /// Written by the forwarder for the first `count` frames of each burst.
+    verdicts: [Verdict; drivers::BURST_SIZE],
+    stats: StatsLog,
+}
+
+impl<N: Nic> Dataplane<N> {
+    /// Build the forwarder's tables for `config` over `nic`, and the local stack and control
+    /// loop beside it.
+    pub fn new(mut nic: N, config: &Config, heap_bytes: u64) -> Dataplane<N> {
+        let mac = nic.mac_address();
+        let mut fwd = Forwarder::new(config, mac, flow_capacity(config, heap_bytes));
+        if idle::emulated_cpu() {
+            // The prefetch pass only adds instructions where prefetching does nothing.
+            fwd.set_prefetch(false);
+            info!(
+                "forwarder: emulated CPU (QEMU TCG): bursts taken frame by frame, no prefetch pass"
+            );
+        }
+        info!(
+            "nic: mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, link {}, {} packet buffers",
+            mac[0],
+            mac[1],
+            mac[2],
+            mac[3],
+            mac[4],
+            mac[5],
+            if nic.link_up() { "up" } else { "down" },
+            nic.pool().capacity()
+        );
+        info!(
+            "forwarder: {} flows capacity ({} MiB)",
+            fwd.flow_capacity(),
+            (fwd.flow_capacity() * 32) >> 20
+        );
+        let mut local = LocalStack::new(config, mac);
+        let ctl = Controller::new(
+            config,
+            &mut fwd,
+            &mut local,
+            clock::micros_since_boot() / 1000,
+        );
+        Dataplane {
+            nic,
+            mac,
+            fwd,
+            local,
+            ctl,
+            rx: Burst::new(),
+            tx: Burst::new(),
+            verdicts: [Verdict::Queued; drivers::BURST_SIZE],
+            stats: StatsLog::default(),
+        }
+    }
+
+    /// Announce the balancer's addresses and forward forever.
+    pub fn run(mut self) -> ! {
+        let config = self.ctl.config();
+        for addr in config.announced() {
+            self.send_copy(&forwarder::arp::gratuitous(self.mac, addr));
+        }
+        let config = self.ctl.config();
+        info!(
+            "ready: forwarding as {} ({} VIPs){}",
+            config.interface.address,
+            config.vips.len(),
+            match &config.management {
+                Some(m) => format!(", management on port {}", m.port),
+                None => String::new(),
+            }
+        );
+        let mut idle = Idle::init(config.interface.poll);
+        let housekeeping_cycles = HOUSEKEEPING_US * clock::tsc_hz() / 1_000_000;
+        let mut last_housekeeping = 0u64;
+        let tlb_flush_cycles =
+            idle::under_hypervisor().then(|| TLB_FLUSH_MS * clock::tsc_hz() / 1_000);
+        let mut last_tlb_flush = 0u64;
+        loop {
+            // This round's time, for the forwarder and for the housekeeping and idle decisions
+            // (one read of the TSC: under QEMU TCG `rdtsc` calls into the emulator).
+            let tsc = clock::rdtsc();
+            let now = Instant::from_nanos(clock::nanos_at(tsc));
+            let received = self.nic.rx_burst(&mut self.rx);
+            #[cfg(feature = "ceiling")]
+            crate::ceiling::bounce(&mut self.nic, &mut self.rx, &mut self.tx, self.mac);
+            if !self.rx.is_empty() {
+                self.forward_burst(now);
+            }
+            if self.local.has_input() || tsc.wrapping_sub(last_housekeeping) >= housekeeping_cycles
+            {
+                last_housekeeping = tsc;
+                if tlb_flush_cycles.is_some_and(|c| tsc.wrapping_sub(last_tlb_flush) >= c) {
+                    last_tlb_flush = tsc;
+                    memory::flush_tlb();
+                }
+                self.housekeeping(now);
+            }
+            self.stats.maybe_log(now, &self.fwd, &self.nic, &idle);
+            let sent = !self.tx.is_empty();
+            if received > 0 || sent {
+                idle.worked(tsc, received);
+            } else {
+                idle.nothing(tsc);
+            }
+            if sent {
+                self.nic.tx_burst(&mut self.tx);
+                if self.tx.is_full() {
+                    // The TX ring stayed full for a whole round: shed rather than stall receive.
+                    warn!("tx ring full; dropping {} frames", self.tx.len());
+                    while let Some(p) = self.tx.pop_front() {
+                        self.nic.recycle(p);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hand the received burst (not empty) to the forwarder in one call and act on its
+    /// verdicts: transmit, pass to the local stack, or recycle.
+    fn forward_burst(&mut self, now: Instant) {
+        // The pool lends the forwarder the burst's buffers one at a time, straight from the
+        // handles (nothing is built or checked per burst).
+        let count = self.rx.len();
+        self.fwd.process_frames(
+            &mut Lent(self.nic.pool_mut().lend(self.rx.make_contiguous())),
+            &mut self.verdicts[..count],
+            now,
+        );
+        // Neighbours first, so that smoltcp knows the sender before it answers the frame.
+        while let Some((ip, mac)) = self.fwd.take_neighbour_hint() {
+            self.local.learn(ip, mac);
+        }
+        for i in 0..count {
+            let Some(mut pkt) = self.rx.pop_front() else {
+                break;
+            };
+            match self.verdicts[i] {
+                Verdict::Forward { head, len } | Verdict::Reply { head, len } => {
+                    if pkt.set_frame(head, len).is_err() {
+                        self.nic.recycle(pkt);
+                        continue;
+                    }
+                    queue_tx(&mut self.nic, &mut self.tx, pkt);
+                }
+                Verdict::Local => {
+                    self.local.deliver(self.nic.pool().frame(&pkt));
+                    self.nic.recycle(pkt);
+                }
+                Verdict::Queued | Verdict::Drop(_) => self.nic.recycle(pkt),
+            }
+        }
+        if self.rx.is_empty() {
+            // Start the next burst at the front of the ring, so that `make_contiguous` moves
+            // nothing.
+            self.rx.clear();
+        }
+    }
+
+    /// The forwarder's timers (ARP, held fragments, the flow-table sweep), the local stack and
+    /// the control loop.
+    fn housekeeping(&mut self, now: Instant) {
+        let Dataplane {
+            nic,
+            fwd,
+            tx,
+            local,
+            ctl,
+            mac,
+            ..
+        } = self;
+        fwd.poll(now, &mut |frame| send_copy(nic, tx, frame));
+        if local.due() {
+            local.poll();
+        }
+        let counts = NicCounts {
+            rx: nic.stats().rx_packets,
+            tx: nic.stats().tx_packets,
+        };
+        let round = ctl.poll(now, fwd, local, counts);
+        if round.touched || local.has_input() {
+            local.poll();
+        }
+        for addr in round.announce {
+            send_copy(nic, tx, &forwarder::arp::gratuitous(*mac, addr));
+        }
+        local.drain_tx(|frame| send_copy(nic, tx, frame));
+    }
+
+    fn send_copy(&mut self, frame: &[u8]) {
+        send_copy(&mut self.nic, &mut self.tx, frame);
+    }
+}
+
+/// Copy a frame made elsewhere (ARP request, local stack reply) into a pool buffer and queue it.
+fn send_copy<N: Nic>(nic: &mut N, tx: &mut Burst, frame: &[u8]) {
+    if frame.len() > BUF_SIZE - HEADROOM {
+        return;
+    }
+    let Some(mut pkt) = nic.pool_mut().alloc() else {
+        return;
+    };
+    nic.pool_mut().buffer_mut(&pkt)[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
+    if pkt.set_frame(HEADROOM, frame.len()).is_err() {
+        nic.recycle(pkt);
+        return;
+    }
+    queue_tx(nic, tx, pkt);
+}
+
+/// Queue `pkt` for transmission, sending the burst first if it is full; a frame that still finds
+/// no room goes back to the pool.
+pub(crate) fn queue_tx<N: Nic>(nic: &mut N, tx: &mut Burst, pkt: PacketBuf) {
+    if tx.is_full() {
+        nic.tx_burst(tx);
+    }
+    if let Err(pkt) = tx.push_back(pkt) {
+        nic.recycle(pkt);
+    }
+}
+
+/// The received burst as the forwarder reads it: the pool's buffers, lent one at a time.
+struct Lent<'p>(drivers::Lender<'p>);
+
+impl forwarder::Frames for Lent<'_> {
+    #[inline(always)]
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+
+    #[inline(always)]
+    fn frame(&self, i: usize) -> Option<(&[u8], usize, usize)> {
+        self.0.get(i).map(|(p, buf)| (buf, p.head(), p.len()))
+    }
+
+    #[inline(always)]
+    fn frame_mut(&mut self, i: usize) -> Option<(&mut [u8], usize, usize)> {
+        self.0.get_mut(i).map(|(p, buf)| (buf, p.head(), p.len()))
+    }
+}

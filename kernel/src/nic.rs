@@ -1,0 +1,91 @@
+//! NIC bring-up: choose the data NIC among the PCI functions, give it the packet pool, start its
+//! driver, and hand it to the data plane.
+
+use crate::clock;
+use crate::dataplane::Dataplane;
+use crate::hal::KernelHal;
+use crate::memory;
+use control::config::Config;
+use drivers::pci::{PciFunction, PortConfigSpace};
+use drivers::{ixgbe, Ixgbe, IxgbeConfig, MmioRegisters, PacketPool, VirtioNet};
+use log::info;
+
+/// Bytes of packet buffers (2 KiB each) given to the NIC.
+const POOL_BYTES: usize = 8 << 20;
+
+/// Which driver a PCI function needs, if it is a NIC Sidestep drives.
+fn driver_of(f: &PciFunction) -> Option<&'static str> {
+    match f.kind() {
+        "virtio-net" => Some("virtio"),
+        "82599 (ixgbe)" => Some("ixgbe"),
+        _ => None,
+    }
+}
+
+/// Choose the data NIC: the one the config names (driver or PCI address), else the first NIC
+/// Sidestep has a driver for.
+fn choose_nic<'a>(
+    config: &Config,
+    functions: &'a [PciFunction],
+) -> Option<(&'a PciFunction, &'static str)> {
+    let wanted = config.interface.nic.as_deref();
+    functions.iter().find_map(|f| {
+        let driver = driver_of(f)?;
+        let chosen = match wanted {
+            None => true,
+            Some(name @ ("virtio" | "ixgbe")) => name == driver,
+            Some(addr) => {
+                control::config::parse_pci_address(addr)
+                    == Some((f.address.bus, f.address.device, f.address.function))
+            }
+        };
+        chosen.then_some((f, driver))
+    })
+}
+
+/// Bring up the data NIC the config asks for (or the first usable one) and forward forever.
+pub fn start(config: &Config, functions: &[PciFunction], heap_bytes: u64) -> ! {
+    let Some((function, driver)) = choose_nic(config, functions) else {
+        panic!(
+            "no data NIC: no PCI device is {} (Sidestep drives virtio-net and the Intel 82599)",
+            config
+                .interface
+                .nic
+                .as_deref()
+                .unwrap_or("a NIC it has a driver for")
+        );
+    };
+    let Some((phys, virt)) = memory::alloc_dma(POOL_BYTES) else {
+        panic!("cannot allocate {} MiB of packet buffers", POOL_BYTES >> 20);
+    };
+    // Safety: the region comes from `alloc_dma`: physically contiguous, page-aligned, mapped
+    // read-write, used for nothing else, and never freed (the NIC lives as long as the image).
+    let pool = match unsafe { PacketPool::new(virt, phys, POOL_BYTES) } {
+        Ok(p) => p,
+        Err(e) => panic!("packet pool: {e:?}"),
+    };
+    info!("nic: {driver} at {}", function.address);
+    if driver == "ixgbe" {
+        let bar = match ixgbe::pci_bring_up(&PortConfigSpace, function.address) {
+            Ok(b) => b,
+            Err(e) => panic!("82599 at {}: {e}", function.address),
+        };
+        let Some(regs) = memory::map_mmio(bar.phys, bar.size as usize) else {
+            panic!(
+                "82599 at {}: cannot map BAR0 at {:#x}",
+                function.address, bar.phys
+            );
+        };
+        // Safety: `regs` maps exactly BAR0 of this 82599, uncached, for the image's lifetime,
+        // and nothing else accesses it.
+        let regs = unsafe { MmioRegisters::new(regs, bar.size as usize) };
+        match Ixgbe::<KernelHal>::new(regs, pool, IxgbeConfig::new(clock::delay_us)) {
+            Ok(nic) => Dataplane::new(nic, config, heap_bytes).run(),
+            Err(e) => panic!("82599 at {}: {e}", function.address),
+        }
+    }
+    match VirtioNet::<KernelHal>::new(&PortConfigSpace, function.address, pool) {
+        Ok(nic) => Dataplane::new(nic, config, heap_bytes).run(),
+        Err(e) => panic!("virtio-net at {}: {e}", function.address),
+    }
+}
