@@ -85,7 +85,10 @@ struct Setup {
 fn setup() -> &'static Setup {
     static SETUP: OnceLock<Setup> = OnceLock::new();
     SETUP.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("sidestep-e2e-control-{}", std::process::id()));
+        // Beside the images (a static is never dropped, so nothing would remove a temporary
+        // directory); each run starts it afresh.
+        let dir =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-images/control-setup");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the test's directory");
         // As `sidestep keygen --out DIR/operator.key` does.
