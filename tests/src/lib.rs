@@ -1,9 +1,11 @@
-//! Helpers for Sidestep's end-to-end tests: building images, running them under QEMU, and
-//! building private networks of real Linux hosts in network namespaces.
+//! Helpers for Sidestep's end-to-end tests: building images, running them under QEMU, building
+//! private networks of real Linux hosts in network namespaces, and the fixture that puts a
+//! balancer on such a network (used by the e2e tests and `qemu/demo`).
 //!
 //! Every resource a test creates (namespace, tap, QEMU process) is owned by a guard whose `Drop`
 //! removes it, so a failing test cleans up too.
 
+pub mod fixture;
 pub mod netns;
 pub mod qemu;
 pub mod rawio;

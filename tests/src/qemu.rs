@@ -40,8 +40,8 @@ impl Image {
     }
 }
 
-/// The accelerator tests use: `SIDESTEP_ACCEL`, else TCG (nested KVM on CI machines is slower
-/// than TCG for this guest; see ENVIRONMENT.md).
+/// The accelerator tests use: `SIDESTEP_ACCEL`, else TCG (the nested KVM of CI machines runs
+/// this guest slower than TCG does).
 pub fn test_accel() -> String {
     std::env::var("SIDESTEP_ACCEL").unwrap_or_else(|_| "tcg".into())
 }

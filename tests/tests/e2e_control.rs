@@ -1,6 +1,7 @@
 //! End-to-end tests of the control plane: the image's management API (`/metrics`, `/status`,
 //! `PUT /config`), its health checks and its boot-time fetch, on the namespace network of
-//! `tests::netns` with real Linux clients and backends.
+//! `tests::netns` with real Linux clients and backends (set up by `tests::fixture`, as for the
+//! datapath tests).
 //!
 //! The config is written at run time, because it must carry the public key of a key pair made
 //! for this run (by the same code as `sidestep keygen`): the datapath config of
@@ -14,16 +15,16 @@
 
 use boot::client::{ClientError, Response};
 use boot::control::config::{Config, VipPort};
-use boot::qemu::{Firmware, Net};
 use boot::signing::SigningKey;
 use boot::status::Status;
-use std::path::{Path, PathBuf};
-use std::sync::{MutexGuard, OnceLock};
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use tests::fixture::{self, Fixture};
 use tests::netns::{
     self, DemoNet, Host, BALANCER, BALANCER_MAC, BIG_FILE_LEN, BIG_FILE_PATH, GATEWAY, VIP_WEB,
 };
-use tests::qemu::{Image, Vm};
+use tests::qemu::Image;
 
 /// The management port of the test config.
 const MGMT_PORT: u16 = 9100;
@@ -46,8 +47,7 @@ fn mgmt_addr() -> String {
 /// `version` and `fetch` vary between the configs the tests need.
 fn config_text(pubkey: &str, version: u64, fetch: Option<&str>) -> String {
     let datapath =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/e2e.toml"))
-            .expect("read tests/configs/e2e.toml");
+        std::fs::read_to_string(fixture::e2e_config()).expect("read tests/configs/e2e.toml");
     let fetch = fetch
         .map(|url| format!("fetch = \"{url}\"\n"))
         .unwrap_or_default();
@@ -85,7 +85,10 @@ struct Setup {
 fn setup() -> &'static Setup {
     static SETUP: OnceLock<Setup> = OnceLock::new();
     SETUP.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("sidestep-e2e-control-{}", std::process::id()));
+        // Beside the images (a static is never dropped, so nothing would remove a temporary
+        // directory); each run starts it afresh.
+        let dir =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-images/control-setup");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the test's directory");
         // As `sidestep keygen --out DIR/operator.key` does.
@@ -120,81 +123,42 @@ fn setup() -> &'static Setup {
     })
 }
 
-/// The network with a booted image; fields drop in order: the VM, the network, the lock.
-struct Fixture {
-    vm: Vm,
-    net: DemoNet,
-    _one_at_a_time: MutexGuard<'static, ()>,
+/// The network with `image` booted in the balancer's place (`before_boot` run on the network
+/// first, e.g. to start a config server), once its management API answers.
+fn boot(image: &Image, before_boot: impl FnOnce(&DemoNet) -> netns::Result<()>) -> Fixture {
+    let f =
+        Fixture::boot(tests::helper_bins!(), image, before_boot).expect("boot the control fixture");
+    // The management server is up soon after `ready`; wait for its first answer.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err(e) = f.try_status() {
+        if Instant::now() > deadline {
+            let curl = f.net.curl(5, &[&format!("http://{}/status", mgmt_addr())]);
+            panic!(
+                "the management API does not answer: {e}\ncurl from the client: {curl:?}\n{}",
+                f.diagnostics()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    f
 }
 
-impl Fixture {
-    /// The network, `before_boot` run on it (e.g. to start a config server), then `image` booted
-    /// in the balancer's place.
-    fn boot(image: &Image, before_boot: impl FnOnce(&DemoNet)) -> Fixture {
-        let lock = tests::one_at_a_time();
-        let net = DemoNet::create(tests::helper_bins!()).expect("build the e2e network");
-        before_boot(&net);
-        net.add_tap("tap0", BALANCER_MAC)
-            .expect("add the balancer's tap");
-        let vm = Vm::start(
-            image,
-            Firmware::Bios,
-            Net::Tap("tap0".into()),
-            Some(BALANCER_MAC),
-            Some(&net.lb_netns()),
-        )
-        .expect("boot the image");
-        let f = Fixture {
-            vm,
-            net,
-            _one_at_a_time: lock,
-        };
-        // The management server is up soon after `ready`; wait for its first answer.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while let Err(e) = f.try_status() {
-            if Instant::now() > deadline {
-                let curl = f.net.curl(5, &[&format!("http://{}/status", mgmt_addr())]);
-                panic!(
-                    "the management API does not answer: {e}\ncurl from the client: {curl:?}\n{}",
-                    f.diagnostics()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        f
-    }
+/// The management API of the fixture's image, through the `sidestep` tool's library or curl,
+/// from the client unless said otherwise.
+trait Management {
+    /// `GET /status` with the `sidestep` library.
+    fn try_status(&self) -> Result<Status, String>;
+    /// The same; panics with the diagnostics on failure.
+    fn status(&self) -> Status;
+    /// `GET /metrics` with curl.
+    fn metrics(&self) -> String;
+    /// `PUT /config` with the `sidestep` library from `host`.
+    fn push_from(&self, host: Host, signed: &[u8]) -> Result<Response, ClientError>;
+    /// `PUT /config` from the client; panics with the diagnostics if no response came.
+    fn push(&self, signed: &[u8]) -> Response;
+}
 
-    /// Serial console and helper logs, for failure messages.
-    fn diagnostics(&self) -> String {
-        format!(
-            "--- serial console ---\n{}\n{}",
-            self.vm.serial_log(),
-            self.net.all_logs()
-        )
-    }
-
-    /// Polls `probe` every 100 ms until it gives `Some`, failing after `timeout`.
-    fn eventually<T>(
-        &self,
-        what: &str,
-        timeout: Duration,
-        mut probe: impl FnMut() -> Option<T>,
-    ) -> T {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(v) = probe() {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not within {timeout:?}\n{}",
-                self.diagnostics()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// `GET /status` with the `sidestep` library, from the client.
+impl Management for Fixture {
     fn try_status(&self) -> Result<Status, String> {
         let json = self
             .net
@@ -208,14 +172,12 @@ impl Fixture {
             .unwrap_or_else(|e| panic!("GET /status: {e}\n{}", self.diagnostics()))
     }
 
-    /// `GET /metrics` with curl, from the client.
     fn metrics(&self) -> String {
         self.net
             .curl(10, &[&format!("http://{}/metrics", mgmt_addr())])
             .unwrap_or_else(|e| panic!("GET /metrics: {e}\n{}", self.diagnostics()))
     }
 
-    /// `PUT /config` with the `sidestep` library from `host`.
     fn push_from(&self, host: Host, signed: &[u8]) -> Result<Response, ClientError> {
         self.net
             .in_netns(host, || boot::client::push(&mgmt_addr(), signed))
@@ -225,24 +187,6 @@ impl Fixture {
     fn push(&self, signed: &[u8]) -> Response {
         self.push_from(Host::Client, signed)
             .unwrap_or_else(|e| panic!("push: {e}\n{}", self.diagnostics()))
-    }
-
-    /// `GET /` on the web VIP from the client: the backend that answered.
-    fn backend_answering(&self) -> String {
-        let url = format!("http://{VIP_WEB}/");
-        let body = self
-            .net
-            .curl(10, &[&url])
-            .unwrap_or_else(|e| panic!("GET {url}: {e}\n{}", self.diagnostics()));
-        body.trim()
-            .strip_prefix("backend=")
-            .unwrap_or_else(|| panic!("not a backend page: {body:?}"))
-            .to_owned()
-    }
-
-    /// `count` new connections to the web VIP; who answered each.
-    fn backends_answering(&self, count: usize) -> Vec<String> {
-        (0..count).map(|_| self.backend_answering()).collect()
     }
 }
 
@@ -289,7 +233,7 @@ fn ip_bytes(lines: &[String]) -> u64 {
 
 #[test]
 fn counters_match_the_traffic() {
-    let f = Fixture::boot(&setup().image, |_| {});
+    let f = boot(&setup().image, |_| Ok(()));
     let before = f.status();
     let metrics_before = f.metrics();
     let series = "sidestep_vip_packets_total{vip=\"web\"}";
@@ -303,7 +247,7 @@ fn counters_match_the_traffic() {
         .capture(Host::Lb, "tap0", &filter)
         .expect("capture the tap");
     let requests = 10;
-    let seen = f.backends_answering(requests);
+    let seen = f.backends_answering(VIP_WEB, 80, requests);
     let captured = cap.finish().expect("read the capture");
     let sent = captured.lines.len() as u64;
     let sent_bytes = ip_bytes(&captured.lines);
@@ -396,7 +340,7 @@ fn counters_match_the_traffic() {
 
 #[test]
 fn health_checks_take_a_stopped_backend_out_and_back() {
-    let f = Fixture::boot(&setup().image, |_| {});
+    let f = boot(&setup().image, |_| Ok(()));
     let rise = Duration::from_millis(HEALTH_INTERVAL_MS * HEALTH_RISE) + HEALTH_SLACK;
     let fall = Duration::from_millis(HEALTH_INTERVAL_MS * HEALTH_FALL) + HEALTH_SLACK;
     f.eventually("both backends up", rise, || {
@@ -422,7 +366,7 @@ fn health_checks_take_a_stopped_backend_out_and_back() {
         ),
         0
     );
-    let seen = f.backends_answering(8);
+    let seen = f.backends_answering(VIP_WEB, 80, 8);
     assert!(
         seen.iter().all(|b| b == "be2"),
         "with be1 down every request must go to be2: {seen:?}"
@@ -446,7 +390,7 @@ fn health_checks_take_a_stopped_backend_out_and_back() {
         ),
         1
     );
-    let seen = f.backends_answering(8);
+    let seen = f.backends_answering(VIP_WEB, 80, 8);
     assert!(
         seen.iter().any(|b| b == "be1"),
         "be1 is up again but gets no requests: {seen:?}"
@@ -473,13 +417,13 @@ fn set_weight(c: &mut Config, backend: &str, weight: u32) {
 #[test]
 fn a_signed_push_drains_a_backend_and_spares_its_transfers() {
     let s = setup();
-    let f = Fixture::boot(&s.image, |_| {});
+    let f = boot(&s.image, |_| Ok(()));
     let download = f.net.dir().join("long-download.bin");
     let _ = std::fs::remove_file(&download);
 
     // rr over two backends: right after a connection to be1, the next new one goes to be2.
     f.eventually("a request answered by be1", Duration::from_secs(10), || {
-        (f.backend_answering() == "be1").then_some(())
+        (f.backend_answering(VIP_WEB, 80) == "be1").then_some(())
     });
     let url = format!("http://{VIP_WEB}{BIG_FILE_PATH}");
     let out = download.to_string_lossy().into_owned();
@@ -532,7 +476,7 @@ fn a_signed_push_drains_a_backend_and_spares_its_transfers() {
     let status = f.status();
     assert_eq!(status.version, 2);
     assert_eq!(web(&status).backend("be2").unwrap().weight, 0);
-    let seen = f.backends_answering(8);
+    let seen = f.backends_answering(VIP_WEB, 80, 8);
     assert!(
         seen.iter().all(|b| b == "be1"),
         "be2 drains: new requests go to be1 only: {seen:?}"
@@ -559,7 +503,7 @@ fn a_signed_push_drains_a_backend_and_spares_its_transfers() {
 #[test]
 fn refused_pushes_change_nothing() {
     let s = setup();
-    let f = Fixture::boot(&s.image, |_| {});
+    let f = boot(&s.image, |_| Ok(()));
     let good = s.key.sign(&edited(2, |c| set_weight(c, "be2", 0)));
     let unchanged = |after: &str| {
         let status = f.status();
@@ -630,7 +574,7 @@ fn refused_pushes_change_nothing() {
         other => panic!("a push from be1 (outside allow) must get no answer: {other:?}"),
     }
     unchanged("pushes from outside allow");
-    let seen = f.backends_answering(6);
+    let seen = f.backends_answering(VIP_WEB, 80, 6);
     for be in ["be1", "be2"] {
         assert!(
             seen.iter().any(|b| b == be),
@@ -665,9 +609,8 @@ fn fetch_at_boot_takes_a_newer_signed_config() {
         s.key.sign(&fetched_config()),
     )
     .expect("write the envelope");
-    let f = Fixture::boot(&s.fetch_image, |net| {
-        net.serve_files(Host::Rt, FETCH_PORT, &root)
-            .expect("serve the config from the router");
+    let f = boot(&s.fetch_image, |net| {
+        net.serve_files(Host::Rt, FETCH_PORT, &root).map(drop)
     });
     let status = f.eventually(
         "/status shows the fetched v5",
@@ -681,7 +624,7 @@ fn fetch_at_boot_takes_a_newer_signed_config() {
     let names: Vec<&str> = status.vips.iter().map(|v| v.name.as_str()).collect();
     assert_eq!(names, ["web"], "the fetched VIP set");
     assert!(
-        f.vm.serial_log().contains("fetch: got config v5"),
+        f.serial_log().contains("fetch: got config v5"),
         "{}",
         f.diagnostics()
     );
@@ -689,7 +632,7 @@ fn fetch_at_boot_takes_a_newer_signed_config() {
         .net
         .log(&format!("files-rt-{FETCH_PORT}"))
         .contains(&format!("GET {FETCH_PATH}")));
-    let seen = f.backends_answering(4);
+    let seen = f.backends_answering(VIP_WEB, 80, 4);
     assert!(
         seen.iter().all(|b| b == "be2"),
         "v5 has only be2 behind web: {seen:?}"
@@ -698,13 +641,13 @@ fn fetch_at_boot_takes_a_newer_signed_config() {
 
 #[test]
 fn fetch_without_a_server_keeps_the_baked_config() {
-    let f = Fixture::boot(&setup().fetch_image, |_| {});
+    let f = boot(&setup().fetch_image, |_| Ok(()));
     // Nothing listens on the router's port 8080: each try is refused, then the image gives up.
     let line = f.eventually(
         "a log line saying why the fetch was given up",
         Duration::from_secs(60),
         || {
-            f.vm.serial_log()
+            f.serial_log()
                 .lines()
                 .find(|l| l.contains("fetch: keeping the baked config v1"))
                 .map(str::to_owned)
@@ -712,7 +655,7 @@ fn fetch_without_a_server_keeps_the_baked_config() {
     );
     eprintln!("{line}");
     assert_eq!(f.status().version, 1);
-    let seen = f.backends_answering(6);
+    let seen = f.backends_answering(VIP_WEB, 80, 6);
     for be in ["be1", "be2"] {
         assert!(
             seen.iter().any(|b| b == be),
@@ -723,7 +666,7 @@ fn fetch_without_a_server_keeps_the_baked_config() {
 
 #[test]
 fn the_management_port_is_not_served_to_be1_even_for_reads() {
-    let f = Fixture::boot(&setup().image, |_| {});
+    let f = boot(&setup().image, |_| Ok(()));
     let out = f
         .net
         .curl_status(

@@ -1,7 +1,8 @@
 //! End-to-end datapath tests: the image, booted with `tests/configs/e2e.toml`, balancing real
 //! Linux clients and backends in network namespaces (see `tests::netns`).
 //!
-//! Each check is a function over a [`Fixture`] so that the same assertions run against the
+//! Each check is a function over a [`Fixture`] (`tests::fixture`, shared with the control-plane
+//! tests) so that the same assertions run against the
 //! image (the plain tests) and against `stub-lb`, a user-space stand-in (the ignored `stub_*`
 //! test), which proves the network, servers and assertions themselves. Tests run one at a time:
 //! each boots its own balancer under TCG, and two cores do not run several well.
@@ -9,102 +10,41 @@
 //! Every check that sends traffic also captures the balancer's TAP and asserts that no packet
 //! with a VIP as its source crossed it: in DSR, responses never pass the balancer.
 
-use boot::qemu::{Firmware, Net};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::sync::{MutexGuard, OnceLock};
+use std::path::Path;
+use std::sync::OnceLock;
+use tests::fixture::{self, backend_of, Fixture};
 use tests::netns::{
-    self, DemoNet, Host, BALANCER, BALANCER_MAC, BIG_FILE_LEN, BIG_FILE_PATH, UDP_PORT, UNUSED,
-    VIPS, VIP_ANY, VIP_DNS, VIP_WEB, VIP_WEB3,
+    self, Host, BALANCER, BALANCER_MAC, BIG_FILE_LEN, BIG_FILE_PATH, UDP_PORT, UNUSED, VIPS,
+    VIP_ANY, VIP_DNS, VIP_WEB, VIP_WEB3,
 };
-use tests::qemu::{Image, Vm};
-
-/// What sits in the balancer's place.
-enum Balancer {
-    Image(Vm),
-    Stub,
-}
-
-/// A network with a balancer on it. Fields drop in order: the balancer, then the network,
-/// then the lock that keeps tests one at a time.
-struct Fixture {
-    balancer: Balancer,
-    net: DemoNet,
-    _one_at_a_time: MutexGuard<'static, ()>,
-}
-
-fn config_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/e2e.toml")
-}
+use tests::qemu::Image;
 
 fn image() -> &'static Image {
     static IMAGE: OnceLock<Image> = OnceLock::new();
-    IMAGE.get_or_init(|| Image::build(&config_path()).expect("build the e2e image"))
+    IMAGE.get_or_init(|| Image::build(&fixture::e2e_config()).expect("build the e2e image"))
 }
 
-impl Fixture {
-    /// The network with the image booted in the balancer's place.
-    fn image() -> Fixture {
-        let lock = tests::one_at_a_time();
-        let image = image();
-        let net = DemoNet::create(tests::helper_bins!()).expect("build the e2e network");
-        net.add_tap("tap0", BALANCER_MAC)
-            .expect("add the balancer's tap");
-        let vm = Vm::start(
-            image,
-            Firmware::Bios,
-            Net::Tap("tap0".into()),
-            Some(BALANCER_MAC),
-            Some(&net.lb_netns()),
-        )
-        .expect("boot the image");
-        Fixture {
-            balancer: Balancer::Image(vm),
-            net,
-            _one_at_a_time: lock,
-        }
-    }
+/// The network with the image booted in the balancer's place.
+fn booted() -> Fixture {
+    Fixture::boot(tests::helper_bins!(), image(), |_| Ok(())).expect("boot the e2e fixture")
+}
 
-    /// The network with `stub-lb` in the balancer's place.
-    fn stub() -> Fixture {
-        let lock = tests::one_at_a_time();
-        let net = DemoNet::create(tests::helper_bins!()).expect("build the e2e network");
-        net.start_stub_balancer().expect("start stub-lb");
-        Fixture {
-            balancer: Balancer::Stub,
-            net,
-            _one_at_a_time: lock,
-        }
-    }
-
-    /// Serial console or helper logs, for failure messages.
-    fn diagnostics(&self) -> String {
-        let console = match &self.balancer {
-            Balancer::Image(vm) => format!("--- serial console ---\n{}", vm.serial_log()),
-            Balancer::Stub => String::new(),
-        };
-        format!("{console}\n{}", self.net.all_logs())
-    }
-
-    /// Runs `traffic` while capturing the balancer's tap, then asserts no packet from a VIP
-    /// crossed it (a response passing the balancer means DSR is broken).
-    fn no_response_crosses_balancer(&self, traffic: impl FnOnce()) {
-        let cap = self
-            .net
-            .capture(Host::Lb, "tap0", "ip")
-            .expect("capture the tap");
-        traffic();
-        let seen = cap.finish().expect("read the capture");
-        // The capture must have seen the requests, or it proves nothing.
-        let requests = seen.matching(&netns::to_any(&VIPS)).expect("filter");
-        assert!(
-            !requests.is_empty(),
-            "the capture on {} saw no request",
-            seen.what
-        );
-        let responses = seen.matching(&netns::from_any(&VIPS)).expect("filter");
-        assert_none(&seen.what, &responses, "a response crossed the balancer");
-    }
+/// Runs `traffic` while capturing the balancer's tap, then asserts no packet from a VIP crossed
+/// it (a response passing the balancer means DSR is broken).
+fn no_response_crosses_balancer(f: &Fixture, traffic: impl FnOnce()) {
+    let ((), seen) = f.watch_tap(&VIPS, traffic).expect("capture the tap");
+    // The capture must have seen the requests, or it proves nothing.
+    assert!(
+        !seen.requests.is_empty(),
+        "the capture on {} saw no request",
+        seen.what
+    );
+    assert_none(
+        &seen.what,
+        &seen.responses,
+        "a response crossed the balancer",
+    );
 }
 
 fn assert_none(what: &str, lines: &[String], why: &str) {
@@ -121,31 +61,9 @@ fn assert_none(what: &str, lines: &[String], why: &str) {
     );
 }
 
-/// The backend name in a `backend=NAME` body.
-fn backend_of(body: &str) -> &str {
-    body.trim()
-        .strip_prefix("backend=")
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("not a backend page: {body:?}"))
-}
-
-fn http_get(f: &Fixture, addr: Ipv4Addr, port: u16, path: &str) -> String {
-    let url = format!("http://{addr}:{port}{path}");
-    f.net
-        .curl(10, &[&url])
-        .unwrap_or_else(|e| panic!("GET {url}: {e}\n{}", f.diagnostics()))
-}
-
-/// `count` requests, each a new connection; the backends that answered, in order.
-fn backends_answering(f: &Fixture, addr: Ipv4Addr, port: u16, count: usize) -> Vec<String> {
-    (0..count)
-        .map(|_| backend_of(&http_get(f, addr, port, "/")).to_owned())
-        .collect()
-}
-
 fn check_l2_http_spreads(f: &Fixture) {
-    f.no_response_crosses_balancer(|| {
-        let seen = backends_answering(f, VIP_WEB, 80, 20);
+    no_response_crosses_balancer(f, || {
+        let seen = f.backends_answering(VIP_WEB, 80, 20);
         for be in ["be1", "be2"] {
             assert!(
                 seen.iter().any(|s| s == be),
@@ -157,8 +75,8 @@ fn check_l2_http_spreads(f: &Fixture) {
 }
 
 fn check_l3_http(f: &Fixture) {
-    f.no_response_crosses_balancer(|| {
-        let seen = backends_answering(f, VIP_WEB3, 80, 10);
+    no_response_crosses_balancer(f, || {
+        let seen = f.backends_answering(VIP_WEB3, 80, 10);
         assert!(seen.iter().all(|s| s == "be3"), "{seen:?}");
     });
 }
@@ -178,7 +96,7 @@ fn sha256_of(path: &Path) -> String {
 
 /// Downloads and uploads the big file through `vip` and checks both byte for byte.
 fn check_big_transfer(f: &Fixture, vip: Ipv4Addr) {
-    f.no_response_crosses_balancer(|| {
+    no_response_crosses_balancer(f, || {
         let got = f.net.dir().join(format!("download-{vip}"));
         let url = format!("http://{vip}{BIG_FILE_PATH}");
         f.net
@@ -220,7 +138,7 @@ fn check_big_transfer(f: &Fixture, vip: Ipv4Addr) {
 }
 
 fn check_udp(f: &Fixture) {
-    f.no_response_crosses_balancer(|| {
+    no_response_crosses_balancer(f, || {
         let replies = f
             .net
             .udp_ask(VIP_DNS, UDP_PORT, 20)
@@ -231,7 +149,10 @@ fn check_udp(f: &Fixture) {
             "unanswered UDP requests (or answers from the wrong address): {replies:?}\n{}",
             f.diagnostics()
         );
-        let seen: Vec<&str> = replies.iter().map(|r| backend_of(r)).collect();
+        let seen: Vec<&str> = replies
+            .iter()
+            .map(|r| backend_of(r).unwrap_or_else(|| panic!("not a backend's echo: {r:?}")))
+            .collect();
         for be in ["be1", "be2"] {
             assert!(seen.contains(&be), "{be} never answered: {seen:?}");
         }
@@ -239,11 +160,10 @@ fn check_udp(f: &Fixture) {
 }
 
 fn check_all_ports(f: &Fixture) {
-    f.no_response_crosses_balancer(|| {
+    no_response_crosses_balancer(f, || {
         for port in [80, 8080] {
-            let body = http_get(f, VIP_ANY, port, "/");
-            let be = backend_of(&body);
-            assert!(be == "be1" || be == "be2", "port {port}: {body:?}");
+            let be = f.backend_answering(VIP_ANY, port);
+            assert!(be == "be1" || be == "be2", "port {port}: {be}");
         }
     });
 }
@@ -302,7 +222,7 @@ fn check_nothing_else_forwarded(f: &Fixture) {
     let _ = net.udp_ask(VIP_ANY, 80, 2);
     let _ = net.udp_ask(UNUSED, UDP_PORT, 2);
     // The control: what must be forwarded does show up in these captures.
-    let be = backend_of(&http_get(f, VIP_WEB, 80, "/")).to_owned();
+    let be = f.backend_answering(VIP_WEB, 80);
 
     let mut control = 0;
     for cap in caps {
@@ -336,59 +256,56 @@ fn check_survives_malformed_frames(f: &Fixture) {
             .expect("send malformed frames");
     }
     check_ping_balancer(f);
-    let be = backend_of(&http_get(f, VIP_WEB, 80, "/")).to_owned();
+    let be = f.backend_answering(VIP_WEB, 80);
     assert!(be == "be1" || be == "be2", "{be}");
-    assert_eq!(backend_of(&http_get(f, VIP_WEB3, 80, "/")), "be3");
+    assert_eq!(f.backend_answering(VIP_WEB3, 80), "be3");
 }
 
 #[test]
 fn l2_http_is_balanced_over_both_backends() {
-    check_l2_http_spreads(&Fixture::image());
+    check_l2_http_spreads(&booted());
 }
 
 #[test]
 fn l3_http_is_answered_by_the_ipip_backend() {
-    check_l3_http(&Fixture::image());
+    check_l3_http(&booted());
 }
 
 #[test]
 fn big_transfers_arrive_byte_exact_in_both_modes() {
-    let f = Fixture::image();
+    let f = booted();
     check_big_transfer(&f, VIP_WEB);
     check_big_transfer(&f, VIP_WEB3);
 }
 
 #[test]
 fn udp_vip_is_balanced() {
-    check_udp(&Fixture::image());
+    check_udp(&booted());
 }
 
 #[test]
 fn all_ports_vip_serves_any_port() {
-    check_all_ports(&Fixture::image());
+    check_all_ports(&booted());
 }
 
 #[test]
 fn balancer_answers_ping() {
-    check_ping_balancer(&Fixture::image());
+    check_ping_balancer(&booted());
 }
 
 #[test]
 fn nothing_but_vip_traffic_is_forwarded() {
-    check_nothing_else_forwarded(&Fixture::image());
+    check_nothing_else_forwarded(&booted());
 }
 
 #[test]
 fn malformed_frames_leave_it_forwarding() {
-    let f = Fixture::image();
+    let f = booted();
     check_survives_malformed_frames(&f);
     // The drops are counted: the image logs its counters every 5 s when they change.
-    let Balancer::Image(vm) = &f.balancer else {
-        unreachable!()
-    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let malformed = loop {
-        let log = vm.serial_log();
+        let log = f.serial_log();
         let last = log
             .lines()
             .rfind(|l| l.contains("stats: "))
@@ -417,7 +334,7 @@ fn malformed_frames_leave_it_forwarding() {
 #[test]
 #[ignore = "proves the test network with a stand-in balancer; run by hand"]
 fn stub_proves_the_network() {
-    let f = Fixture::stub();
+    let f = Fixture::stub(tests::helper_bins!()).expect("set up the stub fixture");
     check_ping_balancer(&f);
     check_l2_http_spreads(&f);
     check_l3_http(&f);

@@ -1,16 +1,18 @@
 //! `qemu/demo`: boots the Sidestep image built from `qemu/demo.toml` on a private network of real
-//! Linux hosts (see `tests::netns`), sends it traffic, and shows DSR at work: which backend
-//! answered each request, and that no reply crossed the balancer. Everything it creates is
-//! removed when it ends. `--wait` keeps the network up until Enter is pressed, for poking at it
-//! by hand (`ip netns exec <prefix>client curl http://10.77.0.100/`).
+//! Linux hosts (see `tests::netns`, set up by `tests::fixture` as in the e2e tests), sends it
+//! traffic, and shows DSR at work: which backend answered each request, and that no reply
+//! crossed the balancer. Everything it creates is removed when it ends. `--wait` keeps the
+//! network up until Enter is pressed, for poking at it by hand
+//! (`ip netns exec <prefix>client curl http://10.77.0.100/`).
 
-use boot::qemu::{Firmware, Net};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tests::netns::{self, DemoNet, HelperBins, Host, BALANCER, BALANCER_MAC, VIPS};
-use tests::qemu::{Image, Vm};
+use tests::fixture::{backend_of, Fixture};
+use tests::netns::{self, HelperBins, Host, BALANCER};
+use tests::qemu::Image;
 
+/// The VIPs of `qemu/demo.toml`.
 const WEB: Ipv4Addr = netns::VIP_WEB;
 const WEB_L3: Ipv4Addr = netns::VIP_WEB3;
 
@@ -24,6 +26,7 @@ fn main() -> ExitCode {
     }
 }
 
+/// The helper programs, built beside this one by `cargo build -p tests --bins`.
 fn helper_bins() -> Result<HelperBins, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let dir = exe.parent().ok_or("no directory for the demo binary")?;
@@ -35,12 +38,16 @@ fn helper_bins() -> Result<HelperBins, String> {
     })
 }
 
-fn backend_of(body: &str) -> String {
-    body.trim()
-        .strip_prefix("backend=")
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or("?")
-        .to_string()
+/// `count` requests to `url` from the client, each printed with the backend that answered.
+fn ask(f: &Fixture, url: &str, count: usize) -> Result<(), String> {
+    for i in 1..=count {
+        let body = f.net.curl(5, &[url]).map_err(|e| e.to_string())?;
+        println!(
+            "   request {i}: answered by {}",
+            backend_of(&body).unwrap_or("?")
+        );
+    }
+    Ok(())
 }
 
 fn demo() -> Result<(), String> {
@@ -48,23 +55,18 @@ fn demo() -> Result<(), String> {
     let config: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qemu/demo.toml");
     println!("== building the image from {}", config.display());
     let image = Image::build(&config)?;
-    println!("== building the demo network in namespaces");
-    let net = DemoNet::create(helper_bins()?).map_err(|e| e.to_string())?;
-    net.add_tap("tap0", BALANCER_MAC)
-        .map_err(|e| e.to_string())?;
-    println!("== booting {} under QEMU", image.bios.display());
-    let vm = Vm::start(
-        &image,
-        Firmware::Bios,
-        Net::Tap("tap0".into()),
-        Some(BALANCER_MAC),
-        Some(&net.lb_netns()),
-    )?;
     println!(
-        "   ready after {:.1} s; the console says:",
-        vm.boot_time.as_secs_f64()
+        "== building the demo network in namespaces and booting {} under QEMU",
+        image.bios.display()
     );
-    for line in vm
+    let f = Fixture::boot(helper_bins()?, &image, |_| Ok(())).map_err(|e| e.to_string())?;
+    if let Some(vm) = f.vm() {
+        println!(
+            "   ready after {:.1} s; the console says:",
+            vm.boot_time.as_secs_f64()
+        );
+    }
+    for line in f
         .serial_log()
         .lines()
         .filter(|l| l.contains("config v") || l.contains("ready"))
@@ -72,28 +74,24 @@ fn demo() -> Result<(), String> {
         println!("   | {line}");
     }
 
-    let capture = net
-        .capture(Host::Lb, "tap0", &netns::from_any(&VIPS))
+    let (traffic, tap) = f
+        .watch_tap(&[WEB, WEB_L3], || -> Result<(), String> {
+            println!(
+                "\n== client {} -> http://{WEB}/ (dsr-l2, round robin over be1 and be2)",
+                Host::Client
+                    .addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+            );
+            ask(&f, &format!("http://{WEB}/"), 6)?;
+            println!("\n== client -> http://{WEB_L3}/ (dsr-l3: IP-in-IP to be3 behind the router)");
+            ask(&f, &format!("http://{WEB_L3}/"), 3)
+        })
         .map_err(|e| e.to_string())?;
-    println!(
-        "\n== client {} -> http://{WEB}/ (dsr-l2, round robin over be1 and be2)",
-        Host::Client.addr().unwrap()
-    );
-    for i in 1..=6 {
-        let body = net
-            .curl(5, &[&format!("http://{WEB}/")])
-            .map_err(|e| e.to_string())?;
-        println!("   request {i}: answered by {}", backend_of(&body));
-    }
-    println!("\n== client -> http://{WEB_L3}/ (dsr-l3: IP-in-IP to be3 behind the router)");
-    for i in 1..=3 {
-        let body = net
-            .curl(5, &[&format!("http://{WEB_L3}/")])
-            .map_err(|e| e.to_string())?;
-        println!("   request {i}: answered by {}", backend_of(&body));
-    }
+    traffic?;
     println!("\n== client -> ping {BALANCER} (the balancer itself)");
-    let ping = net
+    let ping = f
+        .net
         .run(
             Host::Client,
             &["ping", "-c", "2", "-W", "1", &BALANCER.to_string()],
@@ -106,25 +104,25 @@ fn demo() -> Result<(), String> {
     {
         println!("   {line}");
     }
-    let seen = capture.finish().map_err(|e| e.to_string())?;
     println!(
-        "\n== packets from a VIP seen on the balancer's tap: {} (replies went straight to the client)",
-        seen.lines.len()
+        "\n== on the balancer's tap: {} packets to a VIP came in, {} from a VIP went out \
+         (the replies went straight from the backends to the client)",
+        tap.requests.len(),
+        tap.responses.len()
     );
     std::thread::sleep(std::time::Duration::from_secs(5));
-    if let Some(line) = vm.serial_log().lines().rfind(|l| l.contains("stats:")) {
+    if let Some(line) = f.serial_log().lines().rfind(|l| l.contains("stats:")) {
         println!("   | {line}");
     }
     if wait {
         println!(
             "\nThe network is up (namespaces {}*). Press Enter to tear it down.",
-            net.ns(Host::Client).trim_end_matches("client")
+            f.net.ns(Host::Client).trim_end_matches("client")
         );
         let mut line = String::new();
         let _ = std::io::stdin().read_line(&mut line);
     }
-    drop(vm);
-    drop(net);
+    drop(f);
     println!("\n== torn down");
     Ok(())
 }

@@ -1,0 +1,230 @@
+//! The end-to-end fixture: the namespace network of [`crate::netns`] with a balancer in its
+//! place, either the image booted under QEMU on the network's TAP or the stand-in `stub-lb`.
+//!
+//! The datapath tests, the control-plane tests and `qemu/demo` all set up through [`Fixture`],
+//! so they boot the image the same way, and one definition ([`Fixture::watch_tap`]) says what
+//! "a response crossed the balancer" means. Images are built by the caller (once per test
+//! binary, in a `OnceLock`) and lent to each boot. A fixture holds the lock of
+//! [`crate::one_at_a_time`] for its whole life, so the tests of one binary boot one VM at a time.
+
+use crate::netns::{self, Captured, DemoNet, HelperBins, Host, BALANCER_MAC};
+use crate::qemu::{Image, Vm};
+use boot::qemu::{Firmware, Net};
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::MutexGuard;
+use std::time::{Duration, Instant};
+
+/// The balancer's TAP device in the lb namespace.
+pub const TAP: &str = "tap0";
+
+/// `tests/configs/e2e.toml`: the services the network of [`crate::netns`] is built for.
+pub fn e2e_config() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/e2e.toml")
+}
+
+/// Why a fixture could not be set up.
+pub enum Error {
+    /// Building the network, or something run on it before the boot, failed.
+    Network(netns::Error),
+    /// QEMU did not start, or the image did not print `ready` in time; the message has its
+    /// console.
+    Boot(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Network(e) => write!(f, "cannot build the e2e network: {e}"),
+            Error::Boot(e) => write!(f, "the image did not boot: {e}"),
+        }
+    }
+}
+
+// Debug is what `expect` prints: keep it the readable message.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<netns::Error> for Error {
+    fn from(e: netns::Error) -> Error {
+        Error::Network(e)
+    }
+}
+
+/// What sits in the balancer's place.
+enum Balancer {
+    Image(Vm),
+    Stub,
+}
+
+/// A network with a balancer on it. Fields drop in order: the balancer, then the network,
+/// then the lock that keeps tests one at a time.
+pub struct Fixture {
+    balancer: Balancer,
+    /// The network, its hosts and their servers.
+    pub net: DemoNet,
+    _one_at_a_time: MutexGuard<'static, ()>,
+}
+
+/// What crossed the balancer's TAP while [`Fixture::watch_tap`] ran some traffic: `tcpdump -e`
+/// lines of IPv4 packets only (the balancer's own ARP replies for a VIP carry the VIP as sender
+/// address, and are neither requests nor responses).
+pub struct TapTraffic {
+    /// The capture's interface, namespace and filter, for messages.
+    pub what: String,
+    /// Packets to a VIP sent to the balancer's MAC: the requests it received.
+    pub requests: Vec<String>,
+    /// Packets from a VIP: responses that passed the balancer, which DSR never does.
+    pub responses: Vec<String>,
+}
+
+impl Fixture {
+    /// Builds the network, runs `before_boot` on it (say, to start a config server), then boots
+    /// `image` (BIOS) in the balancer's place and waits for `ready`.
+    pub fn boot(
+        bins: HelperBins,
+        image: &Image,
+        before_boot: impl FnOnce(&DemoNet) -> netns::Result<()>,
+    ) -> Result<Fixture, Error> {
+        let lock = crate::one_at_a_time();
+        let net = DemoNet::create(bins)?;
+        before_boot(&net)?;
+        net.add_tap(TAP, BALANCER_MAC)?;
+        let vm = Vm::start(
+            image,
+            Firmware::Bios,
+            Net::Tap(TAP.into()),
+            Some(BALANCER_MAC),
+            Some(&net.lb_netns()),
+        )
+        .map_err(Error::Boot)?;
+        Ok(Fixture {
+            balancer: Balancer::Image(vm),
+            net,
+            _one_at_a_time: lock,
+        })
+    }
+
+    /// The network with `stub-lb` in the balancer's place: proves the network, servers and
+    /// assertions themselves.
+    pub fn stub(bins: HelperBins) -> Result<Fixture, Error> {
+        let lock = crate::one_at_a_time();
+        let net = DemoNet::create(bins)?;
+        net.start_stub_balancer()?;
+        Ok(Fixture {
+            balancer: Balancer::Stub,
+            net,
+            _one_at_a_time: lock,
+        })
+    }
+
+    /// The booted image, if the balancer is one (not the stub).
+    pub fn vm(&self) -> Option<&Vm> {
+        match &self.balancer {
+            Balancer::Image(vm) => Some(vm),
+            Balancer::Stub => None,
+        }
+    }
+
+    /// The image's serial console so far; empty for the stub.
+    pub fn serial_log(&self) -> String {
+        self.vm().map(Vm::serial_log).unwrap_or_default()
+    }
+
+    /// Serial console and helper logs, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        let console = match self.vm() {
+            Some(vm) => format!("--- serial console ---\n{}", vm.serial_log()),
+            None => String::new(),
+        };
+        format!("{console}\n{}", self.net.all_logs())
+    }
+
+    /// Polls `probe` every 100 ms until it gives `Some`; panics with [`Fixture::diagnostics`]
+    /// after `timeout`.
+    pub fn eventually<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut probe: impl FnMut() -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = probe() {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {timeout:?}\n{}",
+                self.diagnostics()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `GET http://ADDR:PORT/PATH` from the client: the body; panics with the diagnostics if
+    /// it fails.
+    pub fn http_get(&self, addr: Ipv4Addr, port: u16, path: &str) -> String {
+        let url = format!("http://{addr}:{port}{path}");
+        self.net
+            .curl(10, &[&url])
+            .unwrap_or_else(|e| panic!("GET {url}: {e}\n{}", self.diagnostics()))
+    }
+
+    /// A new connection to `addr:port` from the client: the backend that answered; panics with
+    /// the diagnostics if the answer is not a backend's page.
+    pub fn backend_answering(&self, addr: Ipv4Addr, port: u16) -> String {
+        let body = self.http_get(addr, port, "/");
+        match backend_of(&body) {
+            Some(name) => name.to_owned(),
+            None => panic!(
+                "http://{addr}:{port}/ is not a backend page: {body:?}\n{}",
+                self.diagnostics()
+            ),
+        }
+    }
+
+    /// `count` new connections to `addr:port`; the backends that answered, in order.
+    pub fn backends_answering(&self, addr: Ipv4Addr, port: u16, count: usize) -> Vec<String> {
+        (0..count)
+            .map(|_| self.backend_answering(addr, port))
+            .collect()
+    }
+
+    /// Runs `traffic` while capturing the balancer's TAP, and sorts what crossed it by `vips`.
+    pub fn watch_tap<T>(
+        &self,
+        vips: &[Ipv4Addr],
+        traffic: impl FnOnce() -> T,
+    ) -> Result<(T, TapTraffic), netns::Error> {
+        let cap = self.net.capture(Host::Lb, TAP, "ip")?;
+        let result = traffic();
+        let seen: Captured = cap.finish()?;
+        let requests = seen.matching(&format!(
+            "ether dst {BALANCER_MAC} and ({})",
+            netns::to_any(vips)
+        ))?;
+        let responses = seen.matching(&netns::from_any(vips))?;
+        Ok((
+            result,
+            TapTraffic {
+                what: seen.what,
+                requests,
+                responses,
+            },
+        ))
+    }
+}
+
+/// The backend name in a `backend=NAME ...` body (the backends' index page and their UDP echo).
+pub fn backend_of(body: &str) -> Option<&str> {
+    body.trim()
+        .strip_prefix("backend=")
+        .and_then(|rest| rest.split_whitespace().next())
+}
