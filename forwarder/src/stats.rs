@@ -9,10 +9,9 @@ use core::net::Ipv4Addr;
 
 /// Why a frame was not forwarded. [`DropReason::name`] is a stable Prometheus label.
 ///
-/// A whole word (`repr(u64)`), so that a [`crate::Verdict`] is three whole words and the burst
-/// path stores each frame's verdict with three loads and three stores: with a one-byte reason
-/// beside the `Forward` variant's two words, the compiler copied every verdict in seven pieces
-/// (14 instructions; 355 -> 352 a packet in all, callgrind).
+/// A whole word (`repr(u64)`), so that a [`crate::Verdict`] is three whole words, which the
+/// burst path stores per frame as whole words rather than piece by piece
+/// (forwarder/BENCHMARKS.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u64)]
 pub enum DropReason {
@@ -41,11 +40,15 @@ pub enum DropReason {
     NoHeadroom,
     /// Not a dropped packet but a dropped *flow*: a live flow was evicted from the full table.
     FlowEvicted,
+    /// TCP to the management port from a source outside `[management] allow`, or a later
+    /// fragment to the balancer's address from outside it: never handed to the local stack, so
+    /// such a client gets no answer at all.
+    MgmtDenied,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Malformed,
         DropReason::NotForUs,
         DropReason::Unsupported,
@@ -58,6 +61,7 @@ impl DropReason {
         DropReason::TooBig,
         DropReason::NoHeadroom,
         DropReason::FlowEvicted,
+        DropReason::MgmtDenied,
     ];
     /// Number of reasons.
     pub const COUNT: usize = DropReason::ALL.len();
@@ -77,6 +81,7 @@ impl DropReason {
             DropReason::TooBig => "too_big",
             DropReason::NoHeadroom => "no_headroom",
             DropReason::FlowEvicted => "flow_evicted",
+            DropReason::MgmtDenied => "mgmt_denied",
         }
     }
 

@@ -1,10 +1,14 @@
 //! Byte-level tests of every rewrite and decision, on frames built here from literal fields and
 //! parsed back with smoltcp's wire types.
 
+use super::classify::ipv4_checksum_ok;
 use super::*;
-use crate::config::{Backend, Interface, Limits};
+use crate::config::{Backend, Interface, Limits, Mode, Protocol, Scheduler, VipPort};
 use alloc::string::ToString;
-use smoltcp::wire::{Icmpv4DstUnreachable, Ipv4Address};
+use smoltcp::wire::{
+    ArpHardware, ArpOperation, ArpPacket, EthernetAddress, EthernetFrame, EthernetProtocol,
+    Icmpv4DstUnreachable, Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Address, Ipv4Packet,
+};
 
 pub(crate) const OUR_MAC: [u8; 6] = [0x02, 0x5e, 0, 0, 0, 1];
 pub(crate) const CLIENT_MAC: [u8; 6] = [0x02, 0xcc, 0, 0, 0, 9];
