@@ -37,9 +37,9 @@ pub const REFRESH_MS: u64 = 60_000;
 /// A resolved entry not re-confirmed within this long after its refresh began is forgotten;
 /// until then frames keep going to the MAC it has, and it is asked for every [`RETRY_MS`].
 /// Thirty chances, because an overloaded balancer loses ARP replies with everything else its
-/// receive ring cannot take: in `qemu/bench` (70 % of frames dropped before the guest sees
-/// them) a 5 s grace (three requests) forgot the backends about one refresh in three, and
-/// every frame then waited for ARP and was dropped (`arp_queue_full`) until they answered again.
+/// receive ring cannot take, and a backend forgotten that way makes every frame to it wait for
+/// ARP and be dropped (`arp_queue_full`) until it answers again; a few seconds of grace were
+/// not enough under load (forwarder/BENCHMARKS.md).
 pub const STALE_GRACE_MS: u64 = 30_000;
 /// Time between requests for one address while it is being resolved or refreshed.
 pub const RETRY_MS: u64 = 1_000;
