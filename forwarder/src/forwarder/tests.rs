@@ -1355,11 +1355,22 @@ fn write_fuzz_seeds() {
     frames.push(buf[HEAD..HEAD + len].to_vec());
     let (buf, len) = arp_frame(ArpOperation::Reply, mac_of(GW), GW, OUR_MAC, OWN);
     frames.push(buf[HEAD..HEAD + len].to_vec());
+    // The differential target reads the same format, up to 32 frames an input: each frame
+    // alone, and all of them as one burst.
+    let differential = root.join("differential");
+    std::fs::create_dir_all(&differential).unwrap();
+    let mut burst = vec![64u8];
     for (i, fr) in frames.iter().enumerate() {
         let mut seed = vec![64u8];
         seed.extend_from_slice(fr);
-        std::fs::write(process.join(alloc::format!("frame{i}")), seed).unwrap();
+        std::fs::write(process.join(alloc::format!("frame{i}")), &seed).unwrap();
+        std::fs::write(differential.join(alloc::format!("frame{i}")), &seed).unwrap();
+        if i > 0 {
+            burst.push(0xA5);
+        }
+        burst.extend_from_slice(fr);
     }
+    std::fs::write(differential.join("burst"), burst).unwrap();
     let mut c = config(Mode::DsrL3, Scheduler::Maglev, &[1, 2]);
     std::fs::write(blob.join("l3"), c.to_blob()).unwrap();
     c.vips[0].persistence = Some(30);
