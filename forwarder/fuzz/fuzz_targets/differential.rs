@@ -83,7 +83,7 @@ fuzz_target!(|data: &[u8]| {
     let now = Instant::from_millis(t.now_ms);
     // Now and then the next hops answer again (in between they may be forgotten, and frames
     // wait for ARP); both twins the same way.
-    if t.inputs % 512 == 0 {
+    if t.inputs.is_multiple_of(512) {
         common::resolve(&mut t.burst, now);
         common::resolve(&mut t.single, now);
     }

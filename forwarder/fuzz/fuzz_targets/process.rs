@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         }
     });
     s.inputs += 1;
-    if s.inputs % 64 == 0 {
+    if s.inputs.is_multiple_of(64) {
         // The next hops answer again now and then; in between they may be forgotten.
         common::resolve(&mut s.f, Instant::from_millis(s.now_ms));
     }
