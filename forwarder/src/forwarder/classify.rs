@@ -164,7 +164,8 @@ pub(super) enum Class {
     Flow(FlowPacket),
     /// Drop for this reason (not counted yet).
     Drop(DropReason),
-    /// IPv4 to the balancer's own address, allowed through to the local stack.
+    /// IPv4 to the balancer's own address (the management allow-list is applied when it is
+    /// acted on: [`Forwarder::mgmt_denied`]).
     Local,
     /// An ARP frame.
     Arp,
@@ -246,7 +247,7 @@ impl Forwarder {
         };
         let (ttl, more_frags, ident) = (h[ipv4::TTL], flags & ipv4::MF != 0, be16(h, ipv4::IDENT));
         if ip.dst == u32::from(self.own) {
-            return self.classify_local(packet, ip, frag_offset);
+            return Class::Local;
         }
         if ip.proto != ipv4::PROTO_TCP && ip.proto != ipv4::PROTO_UDP {
             return Class::Drop(DropReason::NotVip);
@@ -307,27 +308,31 @@ impl Forwarder {
         ))
     }
 
-    /// IPv4 to the balancer's own address (`packet`'s lengths and checksum checked): TCP to the
-    /// management port from a source outside `[management] allow` never reaches the local
-    /// stack, so such a client gets no answer at all; nor does a later fragment (no ports) from
-    /// outside, since the balancer's own traffic is never fragmented. Out of line: VIP traffic
-    /// never comes here.
-    #[inline(never)]
-    fn classify_local(&self, packet: &[u8], ip: Ip, frag_offset: u16) -> Class {
+    /// Whether `frame`, IPv4 to the balancer's own address (classified as [`Class::Local`],
+    /// so its lengths and header checksum are checked), must not reach the local stack: TCP to
+    /// the management port from a source outside `[management] allow` (such a client gets no
+    /// answer at all), or a later fragment (no ports) from outside it, since the balancer's own
+    /// traffic is never fragmented. Decided when the frame is acted on rather than in
+    /// [`classify`](Self::classify): it reads only the frame and the config all the same, and a
+    /// branch there cost VIP traffic instructions.
+    pub(super) fn mgmt_denied(&self, frame: &[u8]) -> bool {
         let Some(m) = &self.mgmt else {
-            return Class::Local;
+            return false;
         };
-        if ip.proto != ipv4::PROTO_TCP || m.allow.iter().any(|p| p.contains(Ipv4Addr::from(ip.src)))
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return false;
+        };
+        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+            return false;
+        };
+        if ip.next_header() != IpProtocol::Tcp || m.allow.iter().any(|p| p.contains(ip.src_addr()))
         {
-            return Class::Local;
+            return false;
         }
-        if frag_offset != 0 {
-            return Class::Drop(DropReason::MgmtDenied);
+        if ip.frag_offset() != 0 {
+            return true;
         }
-        match TcpPacket::new_checked(&packet[ip.ihl()..ip.total()]) {
-            Ok(t) if t.dst_port() == m.port => Class::Drop(DropReason::MgmtDenied),
-            _ => Class::Local,
-        }
+        TcpPacket::new_checked(ip.payload()).is_ok_and(|t| t.dst_port() == m.port)
     }
 }
 

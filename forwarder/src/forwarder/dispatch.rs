@@ -127,16 +127,22 @@ impl Forwarder {
         match class {
             Class::Flow(p) => self.flow_packet(buf, head, end, p, now),
             Class::Drop(reason) => self.drop(reason),
-            Class::Local => self.local(&buf[head..end]),
+            Class::Local => self.local(buf, head, end),
             Class::Arp => self.arp(buf, head, end, now),
             Class::LaterFragment(p) => self.later_fragment(buf, head, end, p, now),
         }
     }
 
-    /// IPv4 for the local stack: count it, and note its sender when it opens a conversation.
-    /// Out of line, so that VIP traffic does not carry it.
+    /// IPv4 for the local stack (`buf[head..end]`, its headers checked): unless the management
+    /// allow-list refuses it, count it and note its sender when it opens a conversation. Out of
+    /// line, so that VIP traffic does not carry it (marked cold, the single-frame path got
+    /// slower all the same).
     #[inline(never)]
-    fn local(&mut self, frame: &[u8]) -> Verdict {
+    fn local(&mut self, buf: &[u8], head: usize, end: usize) -> Verdict {
+        let frame = &buf[head..end];
+        if self.mgmt_denied(frame) {
+            return self.drop(DropReason::MgmtDenied);
+        }
         self.counters.local += 1;
         if let Some((ip, mac)) = opens_conversation(frame, self.subnet) {
             self.hints.push(ip, mac);

@@ -105,6 +105,7 @@ impl Forwarder {
     /// The Ethernet header (to `dst_mac`, from us, IPv4) and the IPv4 header `h` (from our
     /// address) at the front of `frame`: the one writer of the IPv4 headers the balancer
     /// originates here (encapsulation, each outer fragment, ICMP replies).
+    #[inline(always)]
     fn write_headers(&self, frame: &mut [u8], dst_mac: [u8; 6], h: &Ipv4Out) {
         let mut eth = EthernetFrame::new_unchecked(&mut frame[..ethernet::HEADER_LEN]);
         eth.set_dst_addr(EthernetAddress(dst_mac));
