@@ -105,7 +105,7 @@ pub const KIND_UDP: u8 = 0x08;
 
 /// What a packet can change in its flow's state: of a TCP segment, the flags byte with FIN, SYN,
 /// RST and ACK kept (RFC 9293's bit positions); of a UDP datagram (`tcp_flags` `None`),
-/// [`KIND_UDP`]. Five bits, the row of [`NEXT_STATE`].
+/// [`KIND_UDP`]. Five bits, the row of `NEXT_STATE`.
 #[inline(always)]
 pub const fn packet_kind(tcp_flags: Option<u8>) -> u8 {
     match tcp_flags {

@@ -1,9 +1,10 @@
 //! Classification: what a received frame is, decided from its bytes and the running config
 //! alone (no flow, fragment or neighbour state), so that the burst path can classify a whole
 //! round ahead and prefetch. Ethernet, IPv4 and TCP/UDP headers are checked here (lengths,
-//! version, header checksum) and the flow key is hashed once; a frame to the balancer's own
-//! address is checked against the management allow-list here too, and the first packets of a
-//! conversation with it are recognised here (for the neighbour hints).
+//! version, header checksum) and the flow key is hashed once. The judgements about frames to
+//! the balancer's own address live here too, though they are applied when such a frame is
+//! acted on: the management allow-list ([`Forwarder::mgmt_denied`]) and the first packets of a
+//! conversation, whose senders become neighbour hints ([`opens_conversation`]).
 
 use core::net::Ipv4Addr;
 
