@@ -449,6 +449,15 @@ fn maglev_build(c: &mut Criterion) {
     c.bench_function("maglev_build_100_backends", |b| {
         b.iter(|| black_box(maglev_table(&cands)))
     });
+    // Equal weights: every turn's walk meets the other 99 backends' claims (the longest walks).
+    let equal: Vec<Candidate> = cands
+        .iter()
+        .map(|c| Candidate { weight: 7, ..*c })
+        .collect();
+    assert_eq!(maglev_table(&equal).len(), forwarder::sched::MAGLEV_SIZE);
+    c.bench_function("maglev_build_100_equal_backends", |b| {
+        b.iter(|| black_box(maglev_table(&equal)))
+    });
 }
 
 criterion_group! {

@@ -105,7 +105,7 @@ pub const KIND_UDP: u8 = 0x08;
 
 /// What a packet can change in its flow's state: of a TCP segment, the flags byte with FIN, SYN,
 /// RST and ACK kept (RFC 9293's bit positions); of a UDP datagram (`tcp_flags` `None`),
-/// [`KIND_UDP`]. Five bits, the row of [`NEXT_STATE`].
+/// [`KIND_UDP`]. Five bits, the row of `NEXT_STATE`.
 #[inline(always)]
 pub const fn packet_kind(tcp_flags: Option<u8>) -> u8 {
     match tcp_flags {
@@ -116,8 +116,7 @@ pub const fn packet_kind(tcp_flags: Option<u8>) -> u8 {
 
 /// [`FlowState::after`] as a table, by packet kind and stored state number: `NEXT_STATE[kind][n]`
 /// is the number of `FlowState::from_number(n).after(kind)`. An established flow's packet
-/// takes its next state in one load, where the branches on the flags took about 20
-/// instructions.
+/// takes its next state in one load instead of branching on the flags.
 static NEXT_STATE: [[u8; 8]; 32] = {
     let mut t = [[0; 8]; 32];
     let mut kind = 0;
@@ -184,7 +183,7 @@ pub fn fold_mul(a: u64, b: u64) -> u64 {
 /// very regular 5-tuples of real traffic. Every shape of traffic in
 /// `evictions_stay_rare_until_nearly_full` then evicts 0.7 to 0.8 % of its flows at 90 % load,
 /// as with MurmurHash3's whole two-round fmix64 finaliser; without the step, sequential source
-/// addresses evicted 1.2 %. One round costs five instructions fewer than fmix64 a packet.
+/// addresses evicted 1.2 %. One round is cheaper than fmix64's two (forwarder/BENCHMARKS.md).
 #[inline(always)]
 pub fn hash_key(key: FlowKey, seed: u64) -> u64 {
     let h = fold_mul(
@@ -374,10 +373,9 @@ impl FlowTable {
     #[inline(always)]
     pub fn prefetch(&self, hash: u64) {
         // Both lines. The scan needs the second only for ways 2 and 3, but in a half-full
-        // table (4 M flows in 8 M entries) about a quarter of the flows sit there, and each of
-        // those lookups missed again, unprefetched: established L2 burst @4M 76.5-79.3 ->
-        // 64.5-66.0 ns (alternating). Taking only the first line had measured better when
-        // small tables went through this path too; they take their frames one by one now.
+        // table a good share of the flows sit there, and each of those lookups would miss
+        // again, unprefetched (forwarder/BENCHMARKS.md). Small tables, where the first line
+        // alone was better, take their frames one by one and never come here.
         self.prefetch_bucket(self.bucket_of(hash));
     }
 
@@ -490,11 +488,11 @@ impl FlowTable {
     }
 
     /// The way of `bucket` that holds `key`. Ways 0 and 1 (the bucket's first cache line, where
-    /// about 90 % of flows live) are decided without a branch on which of them it is: way 0 is
+    /// most flows live) are decided without a branch on which of them it is: way 0 is
     /// picked if it matches, else way 1, by a conditional move, and then one comparison tells
     /// whether the picked way holds the key. A scan that branches per way mispredicts whenever
-    /// consecutive packets' flows sit in different ways, with flows in random order about
-    /// every third packet (burst @1k: 42.9 -> 38.8 ns a packet). Ways 2 and 3 are read only
+    /// consecutive packets' flows sit in different ways, which with flows in random order is
+    /// a coin toss (forwarder/BENCHMARKS.md). Ways 2 and 3 are read only
     /// when neither matches, so a lookup in the first line never touches the second. (Written
     /// as `h0 || h1`, the compiler splits the test back into one branch per way.)
     #[inline(always)]

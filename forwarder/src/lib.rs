@@ -25,7 +25,8 @@ pub mod stats;
 pub mod time;
 
 pub use forwarder::{
-    Forwarder, ForwarderError, Frames, RxFrame, Verdict, HEADROOM, SWEEP_PERIOD_MS,
+    arp, Forwarder, ForwarderError, Frames, RxFrame, Verdict, DIRECT_MAX_FLOWS, HEADROOM,
+    SWEEP_PERIOD_MS,
 };
 pub use stats::{Counters, DropReason};
 pub use time::Instant;

@@ -14,8 +14,12 @@
 //! ([`PENDING_MAX`] frames) and released by `poll` once the reply arrives; when the queue is full,
 //! or a frame has waited [`PENDING_TIMEOUT_MS`], it is dropped and counted. The queue's buffers
 //! are allocated once, up front.
+//!
+//! The kernel's local stack (smoltcp) learns neighbours only from what it is told; the forwarder
+//! keeps a small queue of [`Hints`], neighbours it saw talking to the balancer's own address,
+//! for the kernel to pass on.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
@@ -33,9 +37,9 @@ pub const REFRESH_MS: u64 = 60_000;
 /// A resolved entry not re-confirmed within this long after its refresh began is forgotten;
 /// until then frames keep going to the MAC it has, and it is asked for every [`RETRY_MS`].
 /// Thirty chances, because an overloaded balancer loses ARP replies with everything else its
-/// receive ring cannot take: in `qemu/bench` (70 % of frames dropped before the guest sees
-/// them) a 5 s grace (three requests) forgot the backends about one refresh in three, and
-/// every frame then waited for ARP and was dropped (`arp_queue_full`) until they answered again.
+/// receive ring cannot take, and a backend forgotten that way makes every frame to it wait for
+/// ARP and be dropped (`arp_queue_full`) until it answers again; a few seconds of grace were
+/// not enough under load (forwarder/BENCHMARKS.md).
 pub const STALE_GRACE_MS: u64 = 30_000;
 /// Time between requests for one address while it is being resolved or refreshed.
 pub const RETRY_MS: u64 = 1_000;
@@ -248,6 +252,59 @@ impl Neighbours {
     }
 }
 
+/// Neighbour hints that can wait at once; when more arrive the oldest is dropped (the peer
+/// asks again, or the local stack resolves it itself).
+pub const HINTS_MAX: usize = 16;
+
+/// Neighbours the local stack must learn before it answers them: a bounded queue (oldest
+/// dropped), filled by the forwarder, emptied by the kernel between bursts. A hint already
+/// waiting is not queued twice.
+#[derive(Clone, Debug)]
+pub struct Hints {
+    queue: VecDeque<(Ipv4Addr, [u8; 6])>,
+}
+
+impl Hints {
+    /// An empty queue, its room allocated.
+    pub fn new() -> Hints {
+        Hints {
+            queue: VecDeque::with_capacity(HINTS_MAX),
+        }
+    }
+
+    /// Queue `ip` at `mac`, dropping the oldest hint when [`HINTS_MAX`] wait already.
+    pub fn push(&mut self, ip: Ipv4Addr, mac: [u8; 6]) {
+        if self.queue.contains(&(ip, mac)) {
+            return;
+        }
+        if self.queue.len() >= HINTS_MAX {
+            self.queue.pop_front();
+        }
+        self.queue.push_back((ip, mac));
+    }
+
+    /// The oldest hint.
+    pub fn pop(&mut self) -> Option<(Ipv4Addr, [u8; 6])> {
+        self.queue.pop_front()
+    }
+
+    /// How many hints wait.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether none waits.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+impl Default for Hints {
+    fn default() -> Self {
+        Hints::new()
+    }
+}
+
 impl Default for Neighbours {
     fn default() -> Self {
         Neighbours::new()
@@ -308,6 +365,20 @@ mod tests {
         );
         assert_eq!(asked, vec![(0, A)]);
         assert!(n.get(0).unwrap().resolved);
+    }
+
+    #[test]
+    fn hints_are_bounded_oldest_dropped_and_not_repeated() {
+        let mut h = Hints::new();
+        let mac = |i: u8| [2, 0, 0, 0, 0, i];
+        for i in 0..HINTS_MAX as u8 + 3 {
+            h.push(Ipv4Addr::new(10, 0, 0, i), mac(i));
+            h.push(Ipv4Addr::new(10, 0, 0, i), mac(i));
+        }
+        assert_eq!(h.len(), HINTS_MAX);
+        assert_eq!(h.pop(), Some((Ipv4Addr::new(10, 0, 0, 3), mac(3))));
+        while h.pop().is_some() {}
+        assert!(h.is_empty());
     }
 
     #[test]

@@ -8,9 +8,9 @@ pub(crate) use control::stats::{BackendStats, VipStats};
 
 /// Why a frame was not forwarded. [`DropReason::name`] is a stable Prometheus label.
 ///
-/// A whole word (`repr(u64)`), so that a [`crate::Verdict`] is three whole words and the burst
-/// path stores each frame's verdict with three loads and three stores rather than copying it in
-/// pieces (BENCHMARKS.md has the instruction counts).
+/// A whole word (`repr(u64)`), so that a [`crate::Verdict`] is three whole words, which the
+/// burst path stores per frame as whole words rather than piece by piece
+/// (forwarder/BENCHMARKS.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u64)]
 pub enum DropReason {
@@ -39,11 +39,15 @@ pub enum DropReason {
     NoHeadroom,
     /// Not a dropped packet but a dropped *flow*: a live flow was evicted from the full table.
     FlowEvicted,
+    /// TCP to the management port from a source outside `[management] allow`, or a later
+    /// fragment to the balancer's address from outside it: never handed to the local stack, so
+    /// such a client gets no answer at all.
+    MgmtDenied,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Malformed,
         DropReason::NotForUs,
         DropReason::Unsupported,
@@ -56,6 +60,7 @@ impl DropReason {
         DropReason::TooBig,
         DropReason::NoHeadroom,
         DropReason::FlowEvicted,
+        DropReason::MgmtDenied,
     ];
     /// Number of reasons.
     pub const COUNT: usize = DropReason::ALL.len();
@@ -75,6 +80,7 @@ impl DropReason {
             DropReason::TooBig => "too_big",
             DropReason::NoHeadroom => "no_headroom",
             DropReason::FlowEvicted => "flow_evicted",
+            DropReason::MgmtDenied => "mgmt_denied",
         }
     }
 

@@ -206,7 +206,7 @@ impl Controller {
         fwd: &mut Forwarder,
         local: &mut LocalStack,
     ) -> Vec<Ipv4Addr> {
-        let before = self.config.announced();
+        let before = forwarder::arp::announced(&self.config);
         fwd.apply_config(&new, now);
         info!("config applied: {}", new.summary());
         if new.interface != self.config.interface {
@@ -217,7 +217,7 @@ impl Controller {
         self.ports.avoid = port.unwrap_or(0);
         self.health
             .configure(&new, fwd, &mut local.sockets, now.millis());
-        let after = new.announced();
+        let after = forwarder::arp::announced(&new);
         self.config = new;
         if after != before {
             after

@@ -115,7 +115,7 @@ impl<N: Nic> Dataplane<N> {
     /// Announce the balancer's addresses and forward forever.
     pub fn run(mut self) -> ! {
         let config = self.ctl.config();
-        for addr in config.announced() {
+        for addr in forwarder::arp::announced(config) {
             self.send_copy(&forwarder::arp::gratuitous(self.mac, addr));
         }
         let config = self.ctl.config();

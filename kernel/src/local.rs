@@ -140,7 +140,7 @@ impl LocalStack {
     /// Tell smoltcp that `ip` is at `peer`, so that its next frame to it needs no ARP round trip.
     /// Bounded by the receive queue like any frame (a hint that finds it full is dropped).
     pub fn learn(&mut self, ip: Ipv4Addr, peer: [u8; 6]) {
-        let hint = forwarder::arp::neighbour_reply(self.mac, self.own, ip, peer);
+        let hint = forwarder::arp::neighbour_hint(self.mac, self.own, ip, peer);
         self.deliver(&hint);
     }
 
@@ -161,7 +161,7 @@ impl LocalStack {
     /// Take every frame smoltcp wants sent, except its ARP replies (the forwarder answers ARP).
     pub fn drain_tx(&mut self, mut send: impl FnMut(&[u8])) {
         while let Some(frame) = self.device.tx.pop_front() {
-            if !forwarder::arp::is_reply(&frame) {
+            if !forwarder::arp::is_arp_reply(&frame) {
                 send(&frame);
             }
         }

@@ -639,6 +639,98 @@ fn fetch_at_boot_takes_a_newer_signed_config() {
     );
 }
 
+/// A config server that holds every request open without an answer until `release` exists,
+/// then answers with the file `envelope`: a fetch that is still trying when the test is ready.
+const HELD_SERVER: &str = r#"
+import os, socket, sys, threading, time
+addr, port, release, envelope = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def serve(conn):
+    try:
+        conn.recv(4096)
+        deadline = time.time() + 10
+        while not os.path.exists(release) and time.time() < deadline:
+            time.sleep(0.05)
+        if os.path.exists(release):
+            body = open(envelope, "rb").read()
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+            print("answered", flush=True)
+    except OSError as e:
+        print("client gone:", e, flush=True)
+    finally:
+        conn.close()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((addr, port))
+s.listen(8)
+print("listening", flush=True)
+while True:
+    c, _ = s.accept()
+    print("request", flush=True)
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+#[test]
+fn a_fetch_that_ends_after_a_push_does_not_roll_it_back() {
+    let s = setup();
+    let root = s.dir.join("held-server");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("create the held server's directory");
+    let envelope = root.join("v5.signed");
+    let release = root.join("release");
+    std::fs::write(&envelope, s.key.sign(&fetched_config())).expect("write the envelope");
+    let f = boot(&s.fetch_image, |net| {
+        let args = [
+            "python3",
+            "-c",
+            HELD_SERVER,
+            &GATEWAY.to_string(),
+            &FETCH_PORT.to_string(),
+            &release.to_string_lossy(),
+            &envelope.to_string_lossy(),
+        ];
+        net.spawn(Host::Rt, "held-server", &args).map(drop)
+    });
+    // The fetch of v5 is in flight (held); the operator pushes v7 meanwhile.
+    let pushed = edited(7, |c| {
+        c.vips.retain(|v| v.name != "dns");
+        if let Some(m) = c.management.as_mut() {
+            m.fetch = None;
+        }
+    });
+    f.eventually(
+        "the fetch's request held by the server",
+        Duration::from_secs(15),
+        || f.net.log("held-server").contains("request").then_some(()),
+    );
+    let response = f.push(&s.key.sign(&pushed));
+    assert_eq!(response.status, 200, "{response:?}\n{}", f.diagnostics());
+    assert_eq!(f.status().version, 7);
+    std::fs::write(&release, b"").expect("release the held server");
+    let line = f.eventually(
+        "the fetched v5 refused as older than the pushed v7",
+        Duration::from_secs(40),
+        || {
+            f.serial_log()
+                .lines()
+                .find(|l| l.contains("fetch: keeping the running config v7"))
+                .map(str::to_owned)
+        },
+    );
+    eprintln!("{line}");
+    assert!(
+        f.net.log("held-server").contains("answered"),
+        "the server sent v5: {}",
+        f.net.log("held-server")
+    );
+    let status = f.status();
+    assert_eq!(status.version, 7, "v5 must not replace the newer v7");
+    let names: Vec<&str> = status.vips.iter().map(|v| v.name.as_str()).collect();
+    assert!(
+        names.contains(&"web3") && !names.contains(&"dns"),
+        "the pushed VIP set, not the fetched one: {names:?}"
+    );
+}
+
 #[test]
 fn fetch_without_a_server_keeps_the_baked_config() {
     let f = boot(&setup().fetch_image, |_| Ok(()));

@@ -1,9 +1,13 @@
 //! Property tests: flow affinity, weight splits, Maglev's small disruption, exact IP-in-IP
 //! round trips, a bounded flow table, and no panic on arbitrary bytes.
 
+use super::classify::ipv4_checksum_ok;
 use super::tests::*;
 use super::*;
+use crate::config::{Mode, Protocol, Scheduler};
+use alloc::collections::BTreeMap;
 use proptest::prelude::*;
+use smoltcp::wire::{EthernetFrame, EthernetProtocol, Ipv4Packet};
 
 fn sched_strategy() -> impl Strategy<Value = Scheduler> {
     prop::sample::select(Scheduler::ALL.to_vec())

@@ -1,10 +1,14 @@
 //! Byte-level tests of every rewrite and decision, on frames built here from literal fields and
 //! parsed back with smoltcp's wire types.
 
+use super::classify::ipv4_checksum_ok;
 use super::*;
-use crate::config::{Backend, Interface, Limits};
+use crate::config::{Backend, Interface, Limits, Mode, Protocol, Scheduler, VipPort};
 use alloc::string::ToString;
-use smoltcp::wire::{Icmpv4DstUnreachable, Ipv4Address};
+use smoltcp::wire::{
+    ArpHardware, ArpOperation, ArpPacket, EthernetAddress, EthernetFrame, EthernetProtocol,
+    Icmpv4DstUnreachable, Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Address, Ipv4Packet,
+};
 
 pub(crate) const OUR_MAC: [u8; 6] = [0x02, 0x5e, 0, 0, 0, 1];
 pub(crate) const CLIENT_MAC: [u8; 6] = [0x02, 0xcc, 0, 0, 0, 9];
@@ -1136,6 +1140,191 @@ fn drop_reason_names_are_labels() {
     );
 }
 
+/// A config with `[management]` on port 9000, open to 10.77.0.0/28 only.
+fn managed() -> Config {
+    let mut c = config(Mode::DsrL2, Scheduler::Rr, &[1]);
+    c.management = Some(crate::config::Management {
+        port: 9000,
+        allow: vec![Prefix::parse("10.77.0.0/28").unwrap()],
+        pubkey: None,
+        fetch: None,
+    });
+    c
+}
+
+#[test]
+fn management_from_outside_allow_is_dropped_before_the_local_stack() {
+    let mut f = ready(&managed());
+    let denied = Verdict::Drop(DropReason::MgmtDenied);
+    let to_us = |src: Ipv4Addr, dport: u16| {
+        let mut p = Pkt::tcp(40000, 0x02);
+        p.src = src;
+        p.dst = OWN;
+        p.dport = dport;
+        p
+    };
+    let inside = Ipv4Addr::new(10, 77, 0, 9);
+    let outside = Ipv4Addr::new(10, 77, 0, 99);
+    assert_eq!(
+        send(&mut f, &to_us(inside, 9000), Instant::ZERO),
+        Err(Verdict::Local)
+    );
+    assert_eq!(
+        send(&mut f, &to_us(outside, 9000), Instant::ZERO),
+        Err(denied)
+    );
+    assert_eq!(
+        send(&mut f, &to_us(CLIENT, 9000), Instant::ZERO),
+        Err(denied)
+    );
+    // Other ports (a health check's or the fetch's answer) and other protocols pass.
+    assert_eq!(
+        send(&mut f, &to_us(outside, 80), Instant::ZERO),
+        Err(Verdict::Local)
+    );
+    let mut udp = Pkt::udp(5, 9000);
+    udp.dst = OWN;
+    assert_eq!(send(&mut f, &udp, Instant::ZERO), Err(Verdict::Local));
+    // A later fragment (no ports) to us from outside is dropped, from inside it passes.
+    let mut frag = to_us(outside, 9000);
+    frag.frag = (false, 3);
+    frag.df = false;
+    assert_eq!(send(&mut f, &frag, Instant::ZERO), Err(denied));
+    frag.src = inside;
+    assert_eq!(send(&mut f, &frag, Instant::ZERO), Err(Verdict::Local));
+    // A truncated TCP header has no port to judge by: smoltcp drops it.
+    let (mut buf, _) = to_us(outside, 9000).build();
+    let mut ip = Ipv4Packet::new_unchecked(&mut buf[HEAD + 14..HEAD + 34]);
+    ip.set_total_len(30);
+    ip.fill_checksum();
+    assert_eq!(f.process(&mut buf, HEAD, 44, Instant::ZERO), Verdict::Local);
+    assert_eq!(f.counters().drop_count(DropReason::MgmtDenied), 3);
+    assert_eq!(DropReason::MgmtDenied.name(), "mgmt_denied");
+    // Without a management section nothing is judged; a new config brings its own.
+    f.apply_config(&config(Mode::DsrL2, Scheduler::Rr, &[1]), Instant::ZERO);
+    assert_eq!(
+        send(&mut f, &to_us(outside, 9000), Instant::ZERO),
+        Err(Verdict::Local)
+    );
+    f.apply_config(&managed(), Instant::ZERO);
+    assert_eq!(
+        send(&mut f, &to_us(outside, 9000), Instant::ZERO),
+        Err(denied)
+    );
+    // The VIP's traffic is not affected.
+    assert_eq!(send(&mut f, &Pkt::tcp(1, 0x02), Instant::ZERO), Ok(0));
+}
+
+/// An ICMP echo request (8 bytes of header, `payload` more) from `src` to the balancer.
+fn ping(src: Ipv4Addr, src_mac: [u8; 6], frag: (bool, u16)) -> (Vec<u8>, usize) {
+    let mut buf = vec![0u8; 2048];
+    let len = 14 + 20 + 8;
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[HEAD..HEAD + len]);
+    eth.set_dst_addr(EthernetAddress(OUR_MAC));
+    eth.set_src_addr(EthernetAddress(src_mac));
+    eth.set_ethertype(EthernetProtocol::Ipv4);
+    buf[HEAD + 34] = 8;
+    let mut ip = Ipv4Packet::new_unchecked(&mut buf[HEAD + 14..HEAD + 34]);
+    ip.set_version(4);
+    ip.set_header_len(20);
+    ip.set_total_len(28);
+    ip.set_more_frags(frag.0);
+    ip.set_frag_offset(frag.1 * 8);
+    ip.set_hop_limit(64);
+    ip.set_next_header(IpProtocol::Icmp);
+    ip.set_src_addr(src);
+    ip.set_dst_addr(OWN);
+    ip.fill_checksum();
+    (buf, len)
+}
+
+#[test]
+fn neighbour_hints_name_on_link_peers_that_open_a_conversation() {
+    let mut f = ready(&managed());
+    let peer = Ipv4Addr::new(10, 77, 0, 9);
+    let local = |f: &mut Forwarder, (mut buf, len): (Vec<u8>, usize)| {
+        assert_eq!(
+            f.process(&mut buf, HEAD, len, Instant::ZERO),
+            Verdict::Local
+        );
+    };
+    let to_us = |src: Ipv4Addr, flags: u8| {
+        let mut p = Pkt::tcp(40000, flags);
+        p.src = src;
+        p.dst = OWN;
+        p.dport = 9000;
+        p.build()
+    };
+    // A SYN from an on-link peer (the test frames come from CLIENT_MAC).
+    local(&mut f, to_us(peer, 0x02));
+    assert_eq!(f.take_neighbour_hint(), Some((peer, CLIENT_MAC)));
+    assert_eq!(f.take_neighbour_hint(), None);
+    // Not a SYN, a SYN-ACK, from off-link: no hint.
+    local(&mut f, to_us(peer, 0x10));
+    local(&mut f, to_us(peer, 0x12));
+    let mut p = Pkt::tcp(40000, 0x02);
+    p.dst = OWN;
+    local(&mut f, p.build());
+    assert_eq!(f.take_neighbour_hint(), None);
+    // An echo request, first fragment or whole; not a later fragment, not from a group MAC.
+    local(&mut f, ping(peer, mac_of(peer), (false, 0)));
+    assert_eq!(f.take_neighbour_hint(), Some((peer, mac_of(peer))));
+    local(&mut f, ping(peer, mac_of(peer), (true, 0)));
+    assert_eq!(f.take_neighbour_hint(), Some((peer, mac_of(peer))));
+    local(&mut f, ping(peer, mac_of(peer), (false, 2)));
+    local(&mut f, ping(peer, [0x03, 0, 0, 0, 0, 1], (false, 0)));
+    assert_eq!(f.take_neighbour_hint(), None);
+    // A denied SYN never reaches the local stack, so no hint either.
+    let (mut buf, len) = to_us(Ipv4Addr::new(10, 77, 0, 99), 0x02);
+    assert_eq!(
+        f.process(&mut buf, HEAD, len, Instant::ZERO),
+        Verdict::Drop(DropReason::MgmtDenied)
+    );
+    // ARP: an answer for our own address names the asker; one for a VIP does not.
+    let asker = Ipv4Addr::new(10, 77, 0, 50);
+    for (target, hinted) in [(VIP, false), (OWN, true)] {
+        let (mut buf, len) = arp_frame(ArpOperation::Request, mac_of(asker), asker, [0; 6], target);
+        assert!(matches!(
+            f.process(&mut buf, HEAD, len, Instant::ZERO),
+            Verdict::Reply { .. }
+        ));
+        assert_eq!(
+            f.take_neighbour_hint(),
+            hinted.then_some((asker, mac_of(asker)))
+        );
+    }
+    // The queue is bounded: the oldest go.
+    for i in 0..40u8 {
+        let src = Ipv4Addr::new(10, 77, 0, 100 + i);
+        local(&mut f, ping(src, mac_of(src), (false, 0)));
+    }
+    let mut left = Vec::new();
+    while let Some(h) = f.take_neighbour_hint() {
+        left.push(h.0);
+    }
+    assert_eq!(left.len(), crate::neigh::HINTS_MAX);
+    assert_eq!(left.last(), Some(&Ipv4Addr::new(10, 77, 0, 139)));
+}
+
+#[test]
+fn announced_addresses_are_ours_then_the_vips() {
+    let mut c = config(Mode::DsrL2, Scheduler::Rr, &[1]);
+    let mut second = c.vips[0].clone();
+    second.name = "second".into();
+    second.port = VipPort::One(443);
+    let mut third = c.vips[0].clone();
+    third.name = "third".into();
+    third.address = Ipv4Addr::new(10, 77, 0, 3);
+    let mut on_own = c.vips[0].clone();
+    on_own.name = "own".into();
+    on_own.address = OWN;
+    c.vips.extend([second, third, on_own]);
+    assert_eq!(
+        arp::announced(&c),
+        vec![OWN, Ipv4Addr::new(10, 77, 0, 3), VIP]
+    );
+}
+
 /// Writes the fuzz seed corpora (`fuzz/seeds/`): run by hand with
 /// `cargo test -p forwarder --lib write_fuzz_seeds -- --ignored` after changing frame shapes.
 #[test]
@@ -1166,11 +1355,22 @@ fn write_fuzz_seeds() {
     frames.push(buf[HEAD..HEAD + len].to_vec());
     let (buf, len) = arp_frame(ArpOperation::Reply, mac_of(GW), GW, OUR_MAC, OWN);
     frames.push(buf[HEAD..HEAD + len].to_vec());
+    // The differential target reads the same format, up to 32 frames an input: each frame
+    // alone, and all of them as one burst.
+    let differential = root.join("differential");
+    std::fs::create_dir_all(&differential).unwrap();
+    let mut burst = vec![64u8];
     for (i, fr) in frames.iter().enumerate() {
         let mut seed = vec![64u8];
         seed.extend_from_slice(fr);
-        std::fs::write(process.join(alloc::format!("frame{i}")), seed).unwrap();
+        std::fs::write(process.join(alloc::format!("frame{i}")), &seed).unwrap();
+        std::fs::write(differential.join(alloc::format!("frame{i}")), &seed).unwrap();
+        if i > 0 {
+            burst.push(0xA5);
+        }
+        burst.extend_from_slice(fr);
     }
+    std::fs::write(differential.join("burst"), burst).unwrap();
     let mut c = config(Mode::DsrL3, Scheduler::Maglev, &[1, 2]);
     std::fs::write(blob.join("l3"), c.to_blob()).unwrap();
     c.vips[0].persistence = Some(30);

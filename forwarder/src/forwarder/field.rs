@@ -1,0 +1,135 @@
+//! Where things lie in the headers the forwarder reads and writes: byte offsets and ranges of
+//! each field, and the named values (ethertypes, protocol numbers, flag bits) it compares them
+//! with, in the manner of smoltcp's private `field` modules. The hot path reads fixed-size
+//! arrays at these constant offsets (no bounds checks, no enum mapping); the lengths are
+//! smoltcp's own constants.
+
+use core::ops::Range;
+
+/// A field of several bytes.
+pub(super) type Field = Range<usize>;
+
+/// The big-endian `u16` at `f` of a fixed-size header (`f` is a constant: no bounds check).
+#[inline(always)]
+pub(super) fn be16<const N: usize>(h: &[u8; N], f: Field) -> u16 {
+    u16::from_be_bytes([h[f.start], h[f.start + 1]])
+}
+
+/// The big-endian `u32` at `f` of a fixed-size header.
+#[inline(always)]
+pub(super) fn be32<const N: usize>(h: &[u8; N], f: Field) -> u32 {
+    u32::from_be_bytes([h[f.start], h[f.start + 1], h[f.start + 2], h[f.start + 3]])
+}
+
+/// Ethernet II (IEEE 802.3).
+pub(super) mod ethernet {
+    use super::Field;
+
+    /// Source MAC.
+    pub const SRC: Field = 6..12;
+    /// Length of the header.
+    pub const HEADER_LEN: usize = smoltcp::wire::ETHERNET_HEADER_LEN;
+    /// The shortest frame on the wire (without the FCS): what an ARP frame is padded to.
+    pub const MIN_FRAME: usize = 60;
+}
+
+/// IPv4 (RFC 791).
+pub(super) mod ipv4 {
+    use super::Field;
+
+    /// Version (high nibble) and header length in 32-bit words (low nibble).
+    pub const VER_IHL: usize = 0;
+    /// DSCP and ECN (the old TOS byte).
+    pub const TOS: usize = 1;
+    /// Total length, header and payload.
+    pub const LENGTH: Field = 2..4;
+    /// Identification.
+    pub const IDENT: Field = 4..6;
+    /// Flags (high three bits) and fragment offset (13 bits, 8-byte units).
+    pub const FLG_OFF: Field = 6..8;
+    /// The byte of [`FLG_OFF`] that holds the flags.
+    pub const FLAGS: usize = 6;
+    /// Time to live.
+    pub const TTL: usize = 8;
+    /// Protocol number of the payload.
+    pub const PROTOCOL: usize = 9;
+    /// Source address.
+    pub const SRC: Field = 12..16;
+    /// Destination address.
+    pub const DST: Field = 16..20;
+    /// Length of a header without options.
+    pub const HEADER_LEN: usize = smoltcp::wire::IPV4_HEADER_LEN;
+
+    /// [`VER_IHL`] of a plain 20-byte header.
+    pub const VER_IHL_PLAIN: u8 = 0x45;
+    /// Don't fragment, in the [`FLAGS`] byte.
+    pub const DF: u8 = 0x40;
+    /// More fragments, in the [`FLAGS`] byte.
+    pub const MF: u8 = 0x20;
+    /// The fragment offset bits of [`FLG_OFF`].
+    pub const OFFSET_MASK: u16 = 0x1fff;
+
+    /// Protocol numbers (IANA).
+    pub const PROTO_ICMP: u8 = 1;
+    /// IP in IP (RFC 2003).
+    pub const PROTO_IPIP: u8 = 4;
+    /// TCP.
+    pub const PROTO_TCP: u8 = 6;
+    /// UDP.
+    pub const PROTO_UDP: u8 = 17;
+}
+
+/// TCP (RFC 9293).
+pub(super) mod tcp {
+    use super::Field;
+
+    /// Source port.
+    pub const SRC_PORT: Field = 0..2;
+    /// Destination port.
+    pub const DST_PORT: Field = 2..4;
+    /// Data offset in 32-bit words (high nibble).
+    pub const DATA_OFFSET: usize = 12;
+    /// The flags byte (CWR ECE URG ACK PSH RST SYN FIN).
+    pub const FLAGS: usize = 13;
+    /// Length of a header without options.
+    pub const HEADER_LEN: usize = smoltcp::wire::TCP_HEADER_LEN;
+
+    /// SYN, in the [`FLAGS`] byte.
+    pub const SYN: u8 = 0x02;
+    /// ACK, in the [`FLAGS`] byte.
+    pub const ACK: u8 = 0x10;
+}
+
+/// UDP (RFC 768).
+pub(super) mod udp {
+    /// Length of the header (ports, length, checksum).
+    pub const HEADER_LEN: usize = smoltcp::wire::UDP_HEADER_LEN;
+}
+
+/// ICMPv4 (RFC 792, RFC 1191).
+pub(super) mod icmp {
+    use super::Field;
+
+    /// Type.
+    pub const TYPE: usize = 0;
+    /// Unused in "destination unreachable" (zero).
+    pub const UNUSED: Field = 4..6;
+    /// Next-hop MTU of "fragmentation needed" (RFC 1191).
+    pub const NEXT_HOP_MTU: Field = 6..8;
+    /// Length of the header (type, code, checksum, four bytes of the message).
+    pub const HEADER_LEN: usize = 8;
+    /// Bytes of the offending datagram's payload quoted after its header (RFC 792).
+    pub const QUOTED_PAYLOAD: usize = 8;
+
+    /// Echo request (type 8).
+    pub const ECHO_REQUEST: u8 = 8;
+    /// "Fragmentation needed and DF set" (code 4 of type 3).
+    pub const FRAG_NEEDED: u8 = 4;
+}
+
+/// ARP for IPv4 over Ethernet (RFC 826).
+pub(super) mod arp {
+    /// Length of the packet (hardware and protocol types and lengths, operation, two address
+    /// pairs).
+    pub const LEN: usize = 28;
+}
