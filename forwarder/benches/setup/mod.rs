@@ -4,9 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use control::config::{
-    Backend, Config, Interface, Limits, Mode, Prefix, Protocol, Scheduler, Vip, VipPort,
-};
+use control::config::{Config, Mode, Scheduler, Vip, VipPort};
 use forwarder::{Forwarder, Instant, Verdict};
 use smoltcp::wire::{
     ArpHardware, ArpOperation, ArpPacket, EthernetAddress, EthernetFrame, EthernetProtocol,
@@ -21,35 +19,13 @@ pub const BUF: usize = 192;
 pub const FRAME_LEN: usize = 14 + 20 + 20;
 
 pub fn config(mode: Mode) -> Config {
-    Config {
-        version: 1,
-        interface: Interface {
-            address: Prefix::parse("10.77.0.2/24").unwrap(),
-            gateway: Some(Ipv4Addr::new(10, 77, 0, 1)),
-            mtu: 1500,
-            nic: None,
-            poll: Default::default(),
-        },
-        management: None,
-        limits: Limits::default(),
-        vips: vec![Vip {
-            name: "web".into(),
-            address: VIP,
-            port: VipPort::All,
-            protocol: Protocol::Tcp,
-            mode,
-            scheduler: Scheduler::Maglev,
-            persistence: None,
-            health: None,
-            backends: (0..10)
-                .map(|i| Backend {
-                    name: format!("be{i}"),
-                    address: Ipv4Addr::new(10, 77, 0, 21 + i),
-                    weight: 1,
-                })
-                .collect(),
-        }],
+    let mut vip = Vip::builder("web", VIP, VipPort::All)
+        .mode(mode)
+        .scheduler(Scheduler::Maglev);
+    for i in 0..10 {
+        vip = vip.backend(&format!("be{i}"), Ipv4Addr::new(10, 77, 0, 21 + i), 1);
     }
+    Config::builder().vip(vip.build()).build()
 }
 
 pub fn resolve_all(f: &mut Forwarder, now: Instant) {

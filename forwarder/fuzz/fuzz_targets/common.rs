@@ -5,9 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use control::config::{
-    Backend, Config, Interface, Limits, Management, Mode, Prefix, Protocol, Scheduler, Vip, VipPort,
-};
+use control::config::{Config, Mode, Protocol, Scheduler, Vip, VipPort};
 use forwarder::{arp, Forwarder, Instant};
 
 /// The balancer's MAC, as in the seeds (`write_fuzz_seeds` in the forwarder's tests).
@@ -18,63 +16,32 @@ pub const OWN: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
 
 pub fn config() -> Config {
-    let vip = |name: &str, port, protocol, mode, scheduler| Vip {
-        name: name.into(),
-        address: VIP,
-        port,
-        protocol,
-        mode,
-        scheduler,
-        persistence: Some(60),
-        health: None,
-        backends: (0..3)
-            .map(|i| Backend {
-                name: format!("be{i}"),
-                address: Ipv4Addr::new(10, 77, 0, 21 + i),
-                weight: u32::from(i),
-            })
-            .collect(),
+    // A VIP at `VIP` with 60 s persistence and backends be0..be2 (10.77.0.21..23) of weights 0..2.
+    let vip = |name, port| {
+        let mut vip = Vip::builder(name, VIP, port).persistence(60);
+        for i in 0..3 {
+            let address = Ipv4Addr::new(10, 77, 0, 21 + i);
+            vip = vip.backend(&format!("be{i}"), address, u32::from(i));
+        }
+        vip
     };
-    Config {
-        version: 1,
-        interface: Interface {
-            address: Prefix::parse("10.77.0.2/24").unwrap(),
-            gateway: Some(Ipv4Addr::new(10, 77, 0, 1)),
-            mtu: 576,
-            nic: None,
-            poll: Default::default(),
-        },
-        management: Some(Management {
-            port: 9000,
-            allow: vec![Prefix::parse("10.77.0.0/28").unwrap()],
-            pubkey: None,
-            fetch: None,
-        }),
-        limits: Limits::default(),
-        vips: vec![
-            vip(
-                "l2",
-                VipPort::One(80),
-                Protocol::Tcp,
-                Mode::DsrL2,
-                Scheduler::Maglev,
-            ),
-            vip(
-                "l3",
-                VipPort::All,
-                Protocol::Tcp,
-                Mode::DsrL3,
-                Scheduler::Wlc,
-            ),
-            vip(
-                "udp",
-                VipPort::All,
-                Protocol::Udp,
-                Mode::DsrL3,
-                Scheduler::Sh,
-            ),
-        ],
-    }
+    let l2 = vip("l2", VipPort::One(80))
+        .mode(Mode::DsrL2)
+        .scheduler(Scheduler::Maglev);
+    let l3 = vip("l3", VipPort::All)
+        .mode(Mode::DsrL3)
+        .scheduler(Scheduler::Wlc);
+    let udp = vip("udp", VipPort::All)
+        .protocol(Protocol::Udp)
+        .mode(Mode::DsrL3)
+        .scheduler(Scheduler::Sh);
+    Config::builder()
+        .mtu(576)
+        .management(9000, &["10.77.0.0/28"])
+        .vip(l2.build())
+        .vip(l3.build())
+        .vip(udp.build())
+        .build()
 }
 
 /// Tell `f` every next hop's MAC (the backends', the gateway's) with ARP replies.

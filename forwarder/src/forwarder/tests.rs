@@ -3,7 +3,7 @@
 
 use super::classify::ipv4_checksum_ok;
 use super::*;
-use crate::config::{Backend, Interface, Limits, Mode, Protocol, Scheduler, VipPort};
+use crate::config::{Mode, Protocol, Scheduler, Vip, VipPort};
 use alloc::string::ToString;
 use smoltcp::wire::{
     ArpHardware, ArpOperation, ArpPacket, EthernetAddress, EthernetFrame, EthernetProtocol,
@@ -28,38 +28,21 @@ pub(crate) fn backend_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 77, 0, 21 + i as u8)
 }
 
-pub(crate) fn config(mode: Mode, scheduler: Scheduler, weights: &[u32]) -> Config {
-    Config {
-        version: 1,
-        interface: Interface {
-            address: Prefix::parse("10.77.0.2/24").unwrap(),
-            gateway: Some(GW),
-            mtu: 1500,
-            nic: None,
-            poll: Default::default(),
-        },
-        management: None,
-        limits: Limits::default(),
-        vips: vec![crate::config::Vip {
-            name: "web".into(),
-            address: VIP,
-            port: VipPort::One(80),
-            protocol: Protocol::Tcp,
-            mode,
-            scheduler,
-            persistence: None,
-            health: None,
-            backends: weights
-                .iter()
-                .enumerate()
-                .map(|(i, &w)| Backend {
-                    name: alloc::format!("be{i}"),
-                    address: backend_addr(i),
-                    weight: w,
-                })
-                .collect(),
-        }],
+/// The VIP `web` at [`VIP`]:80 (TCP) in `mode` with `scheduler`, backend `be{i}` at
+/// [`backend_addr`]`(i)` with the `i`th of `weights`.
+fn web(mode: Mode, scheduler: Scheduler, weights: &[u32]) -> Vip {
+    let mut vip = Vip::builder("web", VIP, VipPort::One(80))
+        .mode(mode)
+        .scheduler(scheduler);
+    for (i, &w) in weights.iter().enumerate() {
+        vip = vip.backend(&alloc::format!("be{i}"), backend_addr(i), w);
     }
+    vip.build()
+}
+
+/// The lab config (the balancer at [`OWN`]/24, the gateway [`GW`]) with [`web`] as its one VIP.
+pub(crate) fn config(mode: Mode, scheduler: Scheduler, weights: &[u32]) -> Config {
+    Config::builder().vip(web(mode, scheduler, weights)).build()
 }
 
 /// An ARP frame in a fresh buffer.
@@ -522,8 +505,10 @@ fn next_hop_changes_reach_forwarding_at_once() {
         assert_eq!(dst_mac(&mut f, late), Ok(mac_of(be).to_vec()));
         // The same backend off-link: its next hop is now the gateway (not a next hop before, so
         // unknown until it answers).
-        let mut c = config(mode, Scheduler::Rr, &[1]);
-        c.interface.address = Prefix::parse("10.77.0.2/28").unwrap();
+        let c = Config::builder()
+            .address("10.77.0.2/28")
+            .vip(web(mode, Scheduler::Rr, &[1]))
+            .build();
         f.apply_config(&c, late);
         assert_eq!(dst_mac(&mut f, late), Err(Verdict::Queued));
         let (mut buf, len) = arp_frame(ArpOperation::Reply, mac_of(GW), GW, OUR_MAC, OWN);
@@ -865,13 +850,11 @@ fn config_change_keeps_flows_of_kept_backends_and_moves_the_others() {
     let before = f.stats()[0].backends[1].packets;
     // Remove be2 and add a new be9; be0 and be1 stay (and are listed in another order).
     c.version = 2;
-    c.vips[0].backends.remove(2);
-    c.vips[0].backends.swap(0, 1);
-    c.vips[0].backends.push(Backend {
-        name: "be9".into(),
-        address: backend_addr(9),
-        weight: 1,
-    });
+    c.vips[0] = Vip::builder("web", VIP, VipPort::One(80))
+        .backend("be1", backend_addr(1), 1)
+        .backend("be0", backend_addr(0), 1)
+        .backend("be9", backend_addr(9), 1)
+        .build();
     f.apply_config(&c, Instant::ZERO);
     resolve(&mut f, &[backend_addr(9)]);
     assert_eq!(f.stats()[0].backends[0].name, "be1");
@@ -1142,14 +1125,10 @@ fn drop_reason_names_are_labels() {
 
 /// A config with `[management]` on port 9000, open to 10.77.0.0/28 only.
 fn managed() -> Config {
-    let mut c = config(Mode::DsrL2, Scheduler::Rr, &[1]);
-    c.management = Some(crate::config::Management {
-        port: 9000,
-        allow: vec![Prefix::parse("10.77.0.0/28").unwrap()],
-        pubkey: None,
-        fetch: None,
-    });
-    c
+    Config::builder()
+        .management(9000, &["10.77.0.0/28"])
+        .vip(web(Mode::DsrL2, Scheduler::Rr, &[1]))
+        .build()
 }
 
 #[test]

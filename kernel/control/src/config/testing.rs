@@ -4,9 +4,10 @@
 //! [`Config::builder`] starts from the lab network every test of the project uses: the balancer
 //! at `10.77.0.2/24`, the gateway `10.77.0.1`, MTU 1500, no management port, no VIPs.
 //! [`Vip::builder`] starts a TCP dsr-l2 round-robin VIP without persistence, health checks or
-//! backends. Addresses are given as text and the builders panic on text that does not parse:
-//! they are for literals in tests, never for outside input. Neither builder validates; call
-//! [`Config::validate`] where the test needs a valid config.
+//! backends. Addresses are given as text (or, for VIPs and backends, as [`Ipv4Addr`]s, see
+//! [`BuilderAddress`]) and the builders panic on text that does not parse: they are for literals
+//! in tests, never for outside input. Neither builder validates; call [`Config::validate`] where
+//! the test needs a valid config.
 //!
 //! ```
 //! use control::config::{Config, Mode, Scheduler, Vip, VipPort};
@@ -37,6 +38,25 @@ use core::net::Ipv4Addr;
 fn address(text: &str) -> Ipv4Addr {
     text.parse()
         .unwrap_or_else(|_| panic!("{text:?} is not an IPv4 address"))
+}
+
+/// An address a VIP or backend is given: text `a.b.c.d` (panics if it does not parse), or an
+/// [`Ipv4Addr`] where the test computes it or names it by a constant.
+pub trait BuilderAddress {
+    /// The address.
+    fn ipv4(self) -> Ipv4Addr;
+}
+
+impl BuilderAddress for &str {
+    fn ipv4(self) -> Ipv4Addr {
+        address(self)
+    }
+}
+
+impl BuilderAddress for Ipv4Addr {
+    fn ipv4(self) -> Ipv4Addr {
+        self
+    }
 }
 
 fn prefix(text: &str) -> Prefix {
@@ -162,12 +182,12 @@ pub struct VipBuilder {
 }
 
 impl Vip {
-    /// A builder of a VIP named `name` at `address` (`a.b.c.d`) and `port`.
-    pub fn builder(name: &str, address_text: &str, port: VipPort) -> VipBuilder {
+    /// A builder of a VIP named `name` at `address` and `port`.
+    pub fn builder(name: &str, address: impl BuilderAddress, port: VipPort) -> VipBuilder {
         VipBuilder {
             vip: Vip {
                 name: String::from(name),
-                address: address(address_text),
+                address: address.ipv4(),
                 port,
                 protocol: Protocol::Tcp,
                 mode: Mode::DsrL2,
@@ -211,11 +231,11 @@ impl VipBuilder {
         self
     }
 
-    /// One more backend named `name` at `address` (`a.b.c.d`) with `weight`.
-    pub fn backend(mut self, name: &str, address_text: &str, weight: u32) -> Self {
+    /// One more backend named `name` at `address` with `weight`.
+    pub fn backend(mut self, name: &str, address: impl BuilderAddress, weight: u32) -> Self {
         self.vip.backends.push(Backend {
             name: String::from(name),
-            address: address(address_text),
+            address: address.ipv4(),
             weight,
         });
         self
@@ -243,6 +263,17 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(config.interface.address.to_string(), "10.77.0.2/24");
         assert_eq!(config.vips[0].backends[0].address, address("10.77.0.21"));
+    }
+
+    #[test]
+    fn addresses_as_text_and_as_ipv4addr_are_the_same() {
+        let by_text = Vip::builder("web", "10.77.0.100", VipPort::All)
+            .backend("be1", "10.77.0.21", 1)
+            .build();
+        let by_value = Vip::builder("web", Ipv4Addr::new(10, 77, 0, 100), VipPort::All)
+            .backend("be1", Ipv4Addr::new(10, 77, 0, 21), 1)
+            .build();
+        assert_eq!(by_text, by_value);
     }
 
     #[test]
