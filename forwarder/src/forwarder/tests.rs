@@ -1304,14 +1304,16 @@ fn announced_addresses_are_ours_then_the_vips() {
     );
 }
 
-/// Writes the fuzz seed corpora (`fuzz/seeds/`): run by hand with
+/// Writes the fuzz seed corpora (`fuzz/seeds/process`, and the control crate's
+/// `kernel/control/fuzz/seeds/config_blob`): run by hand with
 /// `cargo test -p forwarder --lib write_fuzz_seeds -- --ignored` after changing frame shapes.
 #[test]
 #[ignore]
 fn write_fuzz_seeds() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
     let process = root.join("process");
-    let blob = root.join("config_blob");
+    let blob = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../kernel/control/fuzz/seeds/config_blob");
     std::fs::create_dir_all(&process).unwrap();
     std::fs::create_dir_all(&blob).unwrap();
     let mut frames: Vec<Vec<u8>> = Vec::new();
