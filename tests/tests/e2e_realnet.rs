@@ -177,7 +177,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// One boot for every check; each check runs even if an earlier one failed, and the test fails
 /// naming every check that did.
 #[test]
-fn pmtu_ping_mtu_and_pinned_neighbours_on_a_real_path() {
+fn pmtu_ping_and_largest_mtu_on_a_real_path() {
     let started = Instant::now();
     let f = booted();
     eprintln!("realnet: booted in {:.1?}", started.elapsed());
