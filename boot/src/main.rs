@@ -22,7 +22,7 @@ usage:
         --tap NAME         plug the NIC into tap NAME (default: an isolated user network)
         --mac MAC          the NIC's MAC address
         --memory MIB       guest memory (default 256)
-  sidestep backend-setup --vip ADDR --mode dsr-l2|dsr-l3 [--local ADDR]
+  sidestep backend-setup --vip ADDR (--mode dsr-l2 | --mode dsr-l3 --local ADDR)
                                            print what a Linux backend needs
   sidestep keygen --out FILE [--force]     new signing key: private key to FILE (mode 0600),
                                            public key (for [management] pubkey) printed last
@@ -213,7 +213,17 @@ fn backend_setup(args: &[String]) -> Result<(), String> {
         .ok_or("backend-setup needs --mode dsr-l2|dsr-l3")?;
     let script = match mode {
         "dsr-l2" => backend_l2(vip),
-        "dsr-l3" => backend_l3(vip, flags.get("local")),
+        "dsr-l3" => {
+            let local = flags.get("local").ok_or(
+                "backend-setup --mode dsr-l3 needs --local ADDR, this backend's address in the \
+                 config: the tunnel is bound to it, because the ipip module's own tunl0 already \
+                 takes local any / remote any and Linux refuses a second such tunnel",
+            )?;
+            let local = local
+                .parse()
+                .map_err(|_| format!("--local \"{local}\" is not an IPv4 address"))?;
+            backend_l3(vip, local)
+        }
         other => return Err(format!("mode \"{other}\" is not one of dsr-l2, dsr-l3")),
     };
     print!("{script}");
@@ -370,8 +380,9 @@ fn backend_l2(vip: std::net::Ipv4Addr) -> String {
         "# Sidestep dsr-l2 backend for VIP {vip}: run as root on the backend.
 # The balancer rewrites only the Ethernet destination, so the backend must accept packets
 # addressed to the VIP, answer from it, and never answer ARP for it (the balancer does).
+# Every command may run again; any failure stops the script.
 set -e
-ip addr add {vip}/32 dev lo 2>/dev/null || true
+ip addr replace {vip}/32 dev lo
 sysctl -w net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
 # Persistent across reboots:
 cat > /etc/sysctl.d/90-sidestep-dsr.conf <<'EOF'
@@ -395,19 +406,31 @@ systemctl daemon-reload && systemctl enable --now sidestep-vip-{vip}.service
     )
 }
 
-fn backend_l3(vip: std::net::Ipv4Addr, local: Option<&str>) -> String {
-    let local = local.map(|l| format!(" local {l}")).unwrap_or_default();
+/// The dsr-l3 recipe for the backend at `local`. The tunnel is bound to that address: once the
+/// `ipip` module is loaded its fallback device `tunl0` holds local any / remote any, and Linux
+/// refuses a second tunnel with the same endpoints (`ip_tunnel_newlink` finds `tunl0` with
+/// `ip_tunnel_find`: "File exists"). A tunnel with `local` is distinct from `tunl0`, takes
+/// exactly the balancer's packets (their outer destination is the backend's address), and can
+/// be deleted, which `tunl0` cannot; an `external` (collect-metadata) device is allowed only
+/// once per namespace and also takes every other tunnel's unmatched packets.
+fn backend_l3(vip: std::net::Ipv4Addr, local: std::net::Ipv4Addr) -> String {
+    // Creates the tunnel unless it exists: rerunnable without hiding a failed `add`.
+    let add = format!(
+        "ip link show dev sidestep0 >/dev/null 2>&1 || ip link add sidestep0 type ipip local {local}"
+    );
     format!(
-        "# Sidestep dsr-l3 backend for VIP {vip}: run as root on the backend.
-# The balancer wraps each packet in an outer IPv4 header (IP-in-IP, protocol 4). The kernel's
-# ipip tunnel takes the outer header off; the VIP sits on the tunnel so the inner packet is
-# accepted, and replies leave by the normal route straight to the client, so reverse-path
-# filtering must not drop the tunnel's packets.
+        "# Sidestep dsr-l3 backend {local} for VIP {vip}: run as root on the backend.
+# The balancer wraps each packet in an outer IPv4 header (IP-in-IP, protocol 4) addressed to
+# {local}. The ipip tunnel bound to that address takes the outer header off (one without
+# `local` would clash with the ipip module's own tunl0); the VIP sits on the tunnel so the
+# inner packet is accepted, and replies leave by the normal route straight to the client, so
+# reverse-path filtering must not drop the tunnel's packets.
+# Every command may run again; any failure stops the script.
 set -e
 modprobe ipip
-ip link add sidestep0 type ipip{local} 2>/dev/null || true
+{add}
 ip link set sidestep0 up
-ip addr add {vip}/32 dev sidestep0 2>/dev/null || true
+ip addr replace {vip}/32 dev sidestep0
 sysctl -w net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 net.ipv4.conf.sidestep0.rp_filter=0
 sysctl -w net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
 # Persistent across reboots:
@@ -420,12 +443,15 @@ net.ipv4.conf.all.arp_announce = 2
 EOF
 cat > /etc/systemd/system/sidestep-tunnel-{vip}.service <<'EOF'
 [Unit]
-Description=Sidestep DSR IP-in-IP tunnel with VIP {vip}
+Description=Sidestep DSR IP-in-IP tunnel {local} with VIP {vip}
 After=network.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/bin/sh -c 'ip link add sidestep0 type ipip{local} 2>/dev/null; ip link set sidestep0 up; ip addr replace {vip}/32 dev sidestep0; sysctl -w net.ipv4.conf.sidestep0.rp_filter=0'
+ExecStart=/bin/sh -ec '{add}'
+ExecStart=/sbin/ip link set sidestep0 up
+ExecStart=/sbin/ip addr replace {vip}/32 dev sidestep0
+ExecStart=/sbin/sysctl -w net.ipv4.conf.sidestep0.rp_filter=0
 ExecStop=/sbin/ip link del sidestep0
 [Install]
 WantedBy=multi-user.target

@@ -43,6 +43,49 @@ fn check_refuses_a_bad_mode_and_names_the_field() {
     );
 }
 
+/// `sidestep check` on the example with `from` replaced by `to` once: exit status and stderr.
+fn check_edited(name: &str, from: &str, to: &str) -> (bool, String) {
+    let text = std::fs::read_to_string(example()).unwrap();
+    assert!(text.contains(from), "the example has no {from:?}");
+    let dir = TempDir::new(name);
+    let bad = dir.0.join("edited.toml");
+    std::fs::write(&bad, text.replacen(from, to, 1)).unwrap();
+    let (ok, _, err) = sidestep(&["check", bad.to_str().unwrap()]);
+    (ok, err)
+}
+
+#[test]
+fn check_refuses_an_mtu_the_receive_buffers_cannot_hold() {
+    let (ok, err) = check_edited("mtu-max", "mtu = 1500", "mtu = 1500");
+    assert!(ok, "{err}");
+    let (ok, err) = check_edited("mtu-jumbo", "mtu = 1500", "mtu = 9000");
+    assert!(!ok, "mtu 9000 was accepted");
+    assert!(
+        err.contains("interface.mtu: 9000 is above 1500, the largest packet every NIC driver"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_refuses_a_vip_on_someone_elses_address() {
+    for (addr, why) in [
+        ("10.77.0.1", "is interface.gateway"),
+        ("10.77.0.255", "is the network or broadcast address"),
+        ("10.77.0.21", "is the address of backend \"be1\""),
+    ] {
+        let (ok, err) = check_edited(
+            "vip-address",
+            "address = \"10.77.0.100\"",
+            &format!("address = \"{addr}\""),
+        );
+        assert!(!ok, "a VIP at {addr} was accepted");
+        assert!(
+            err.contains(&format!("vip \"web\": address: {addr} {why}")),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn check_reports_a_missing_file() {
     let (ok, _, err) = sidestep(&["check", "/nonexistent/sidestep.toml"]);
@@ -66,26 +109,66 @@ fn unknown_commands_and_options_are_refused() {
 
 #[test]
 fn backend_setup_prints_persistent_l2_and_l3_recipes() {
-    let (ok, out, _) = sidestep(&["backend-setup", "--vip", "10.77.0.100", "--mode", "dsr-l2"]);
+    let (ok, l2, _) = sidestep(&["backend-setup", "--vip", "10.77.0.100", "--mode", "dsr-l2"]);
     assert!(ok);
     for want in [
-        "ip addr add 10.77.0.100/32 dev lo",
+        "set -e\nip addr replace 10.77.0.100/32 dev lo\n",
         "arp_ignore = 1",
         "arp_announce = 2",
         "/etc/sysctl.d/",
         "systemctl daemon-reload && systemctl enable --now",
     ] {
-        assert!(out.contains(want), "missing {want}:\n{out}");
+        assert!(l2.contains(want), "missing {want}:\n{l2}");
     }
-    let (ok, out, _) = sidestep(&["backend-setup", "--vip", "10.77.0.101", "--mode", "dsr-l3"]);
+    // The ipip module's tunl0 holds local any / remote any, so the tunnel must name the
+    // backend's address: dsr-l3 needs --local.
+    let (ok, _, err) = sidestep(&["backend-setup", "--vip", "10.77.0.101", "--mode", "dsr-l3"]);
+    assert!(!ok && err.contains("needs --local ADDR"), "{err}");
+    let (ok, _, err) = sidestep(&[
+        "backend-setup",
+        "--vip",
+        "10.77.0.101",
+        "--mode",
+        "dsr-l3",
+        "--local",
+        "be3",
+    ]);
+    assert!(
+        !ok && err.contains("--local \"be3\" is not an IPv4 address"),
+        "{err}"
+    );
+    let (ok, out, _) = sidestep(&[
+        "backend-setup",
+        "--vip",
+        "10.77.0.101",
+        "--mode",
+        "dsr-l3",
+        "--local",
+        "10.88.0.31",
+    ]);
     assert!(ok);
+    let add = "ip link show dev sidestep0 >/dev/null 2>&1 || \
+               ip link add sidestep0 type ipip local 10.88.0.31";
     for want in [
-        "type ipip",
-        "ip addr add 10.77.0.101/32 dev sidestep0",
+        "set -e\nmodprobe ipip\n",
+        format!("\n{add}\nip link set sidestep0 up\n").as_str(),
+        "ip addr replace 10.77.0.101/32 dev sidestep0",
         "rp_filter=0",
         "/etc/modules-load.d/sidestep.conf",
+        format!("ExecStart=/bin/sh -ec '{add}'").as_str(),
+        "ExecStop=/sbin/ip link del sidestep0",
     ] {
         assert!(out.contains(want), "missing {want}:\n{out}");
+    }
+    assert!(
+        !out.contains("type ipip\n"),
+        "a tunnel without local:\n{out}"
+    );
+    for script in [l2, out] {
+        assert!(
+            !script.contains("|| true") && !script.contains("; ip "),
+            "a recipe hides a failure:\n{script}"
+        );
     }
     let (ok, _, err) = sidestep(&["backend-setup", "--vip", "10.77.0.101", "--mode", "nat"]);
     assert!(

@@ -129,6 +129,18 @@ pub mod pci;
 pub mod pool;
 pub mod virtio_net;
 
+/// Bytes of an Ethernet header (no 802.1Q tag).
+pub const ETH_HEADER_LEN: usize = 14;
+
+/// The largest IPv4 packet (interface MTU) every driver receives whole: the shorter of the
+/// drivers' longest frames ([`virtio_net::RX_FRAME_MAX`], bounded by the 2 KiB buffers less
+/// [`HEADROOM`]; [`ixgbe::RX_FRAME_MAX`], bounded by the device with jumbo frames off), less
+/// the Ethernet header. A longer packet would be dropped by the NIC or its driver, unseen.
+pub const MTU_MAX: usize = {
+    let (v, i) = (virtio_net::RX_FRAME_MAX, ixgbe::RX_FRAME_MAX);
+    (if v < i { v } else { i }) - ETH_HEADER_LEN
+};
+
 pub use ixgbe::{Ixgbe, IxgbeConfig, IxgbeError, MmioRegisters};
 pub use nic::{Burst, Nic, NicStats, BURST_SIZE};
 pub use pool::{Lender, PacketBuf, PacketPool, BUF_SIZE, HEADROOM};

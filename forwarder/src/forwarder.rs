@@ -33,9 +33,17 @@
 //!   before it answers ([`Forwarder::take_neighbour_hint`]); [`arp`] builds the frames that tell
 //!   it.
 //!
+//! - **ICMP to a VIP.** Errors (destination unreachable, fragmentation needed, time exceeded)
+//!   go to the backend of the flow they quote, as that flow's packets do, so that path MTU
+//!   discovery works through the balancer; echo requests are answered from the VIP. The ICMP
+//!   the balancer sends is rate-limited ([`ICMP_RATE`], [`ICMP_BURST`]) and never goes to a
+//!   broadcast, multicast, zero or own address nor answers a later fragment (the `icmp`
+//!   module). Classification tells ICMP apart only once a packet is neither TCP nor UDP.
+//!
 //! One module per concern: `field` (header layouts), `classify` (what a frame is), `tables`
 //! (what a config becomes), `dispatch` (the entry points and the flow table), `fragments`,
-//! `rewrite` (dsr-l2/dsr-l3 output, the one IPv4 header writer, ICMP), [`arp`].
+//! `rewrite` (dsr-l2/dsr-l3 output, the one IPv4 header writer, "fragmentation needed"),
+//! `icmp` (ICMP to a VIP, the limits on ICMP sent), [`arp`].
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -52,11 +60,14 @@ mod classify;
 mod dispatch;
 mod field;
 mod fragments;
+mod icmp;
 mod rewrite;
 mod tables;
 
 use classify::MgmtGuard;
 use fragments::{FragEntry, FRAG_SLOTS};
+use icmp::TokenBucket;
+pub use icmp::{ICMP_BURST, ICMP_RATE};
 use tables::{Slot, VipIndex, VipRt};
 
 /// Headroom the kernel must leave in front of every frame.
@@ -188,6 +199,8 @@ pub struct Forwarder {
     hints: Hints,
     scratch: Vec<u8>,
     ident: u16,
+    /// What the ICMP the balancer sends may spend ([`ICMP_RATE`], [`ICMP_BURST`]).
+    icmp_bucket: TokenBucket,
     seed: u64,
     /// When `poll` last swept (ms).
     swept_ms: u64,
@@ -232,6 +245,7 @@ impl Forwarder {
             hints: Hints::new(),
             scratch: vec![0; 2048],
             ident: 0,
+            icmp_bucket: TokenBucket::full(),
             seed,
             swept_ms: 0,
             direct_max_flows: DIRECT_MAX_FLOWS,

@@ -26,7 +26,7 @@ pub mod time;
 
 pub use forwarder::{
     arp, Forwarder, ForwarderError, Frames, RxFrame, Verdict, DIRECT_MAX_FLOWS, HEADROOM,
-    SWEEP_PERIOD_MS,
+    ICMP_BURST, ICMP_RATE, SWEEP_PERIOD_MS,
 };
 pub use stats::{Counters, DropReason};
 pub use time::Instant;

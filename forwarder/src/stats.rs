@@ -43,11 +43,32 @@ pub enum DropReason {
     /// fragment to the balancer's address from outside it: never handed to the local stack, so
     /// such a client gets no answer at all.
     MgmtDenied,
+    /// ICMP to a VIP too short or broken to act on: a bad ICMP checksum, a fragmented ICMP
+    /// packet, or an error whose quoted datagram is not an IPv4 header and 8 bytes of TCP or
+    /// UDP from the VIP it was sent to.
+    IcmpMalformed,
+    /// An ICMP error quoting a datagram from no VIP (no VIP has that address, port and
+    /// protocol).
+    IcmpNotVip,
+    /// An ICMP error quoting a VIP's datagram of no flow in the table, on a VIP whose scheduler
+    /// is not a consistent hash (so no balancer can tell which backend sent it), or whose VIP
+    /// has no backend up.
+    IcmpNoFlow,
+    /// ICMP to a VIP of a type the balancer neither forwards nor answers (only destination
+    /// unreachable and time exceeded are forwarded, echo requests answered).
+    IcmpUnsupported,
+    /// A packet the balancer would answer with ICMP (an echo request to a VIP, or a packet too
+    /// big for dsr-l3 with DF) left unanswered because the ICMP rate limit was reached.
+    IcmpRateLimited,
+    /// A packet the balancer never answers with ICMP though it would need an answer: a later
+    /// fragment, an ICMP message itself, or one from a broadcast, multicast, zero or own
+    /// source address.
+    IcmpRefused,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::Malformed,
         DropReason::NotForUs,
         DropReason::Unsupported,
@@ -61,6 +82,12 @@ impl DropReason {
         DropReason::NoHeadroom,
         DropReason::FlowEvicted,
         DropReason::MgmtDenied,
+        DropReason::IcmpMalformed,
+        DropReason::IcmpNotVip,
+        DropReason::IcmpNoFlow,
+        DropReason::IcmpUnsupported,
+        DropReason::IcmpRateLimited,
+        DropReason::IcmpRefused,
     ];
     /// Number of reasons.
     pub const COUNT: usize = DropReason::ALL.len();
@@ -81,6 +108,12 @@ impl DropReason {
             DropReason::NoHeadroom => "no_headroom",
             DropReason::FlowEvicted => "flow_evicted",
             DropReason::MgmtDenied => "mgmt_denied",
+            DropReason::IcmpMalformed => "icmp_malformed",
+            DropReason::IcmpNotVip => "icmp_not_vip",
+            DropReason::IcmpNoFlow => "icmp_no_flow",
+            DropReason::IcmpUnsupported => "icmp_unsupported",
+            DropReason::IcmpRateLimited => "icmp_rate_limited",
+            DropReason::IcmpRefused => "icmp_refused",
         }
     }
 
@@ -111,6 +144,13 @@ pub struct Counters {
     pub fragmented: u64,
     /// ICMP "fragmentation needed" messages sent.
     pub icmp_frag_needed: u64,
+    /// ICMP errors to a VIP (destination unreachable, time exceeded) forwarded to the backend
+    /// of the flow they quote.
+    pub icmp_forwarded: u64,
+    /// ICMP echo requests to a VIP answered.
+    pub icmp_echo_replies: u64,
+    /// Next hops whose MAC changed (an ARP packet gave a resolved next hop a new MAC).
+    pub neigh_changes: u64,
     /// Flows created.
     pub flows_created: u64,
     /// Flows moved off a backend that health checks marked down (on their next packet).

@@ -260,6 +260,8 @@ fn render(
         nic_rx_packets: nic.rx,
         nic_tx_packets: nic.tx,
         flows_rescheduled: counters.flows_rescheduled,
+        icmp_forwarded: counters.icmp_forwarded,
+        icmp_echo_replies: counters.icmp_echo_replies,
     };
     if endpoint == Endpoint::Metrics {
         Response::with(200, mgmt::PROMETHEUS, mgmt::render_metrics(&snapshot))

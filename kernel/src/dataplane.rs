@@ -27,6 +27,8 @@ const DEFAULT_FLOWS_MAX: usize = 4 << 20;
 
 // The forwarder writes outer headers into the headroom the drivers leave in front of a frame.
 const _: () = assert!(HEADROOM >= forwarder::HEADROOM);
+// `sidestep check` refuses an MTU above what the drivers receive whole; one number for both.
+const _: () = assert!(control::config::MTU_RANGE.1 as usize == drivers::MTU_MAX);
 
 /// Under a hypervisor the loop flushes the TLB (reloads CR3) this often. Under QEMU TCG the
 /// guest's TLB is QEMU's software TLB, which starts small and grows only when the guest flushes

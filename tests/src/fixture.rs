@@ -7,7 +7,7 @@
 //! binary, in a `OnceLock`) and lent to each boot. A fixture holds the lock of
 //! [`crate::one_at_a_time`] for its whole life, so the tests of one binary boot one VM at a time.
 
-use crate::netns::{self, Captured, DemoNet, HelperBins, Host, BALANCER_MAC};
+use crate::netns::{self, Captured, DemoNet, HelperBins, Host, Topology, BALANCER_MAC};
 use crate::qemu::{Image, Vm};
 use boot::qemu::{Firmware, Net};
 use std::fmt;
@@ -22,6 +22,11 @@ pub const TAP: &str = "tap0";
 /// `tests/configs/e2e.toml`: the services the network of [`crate::netns`] is built for.
 pub fn e2e_config() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/e2e.toml")
+}
+
+/// `tests/configs/realnet.toml`: the same services for [`Topology::NarrowLink`].
+pub fn realnet_config() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/realnet.toml")
 }
 
 /// Why a fixture could not be set up.
@@ -92,8 +97,18 @@ impl Fixture {
         image: &Image,
         before_boot: impl FnOnce(&DemoNet) -> netns::Result<()>,
     ) -> Result<Fixture, Error> {
+        Fixture::boot_on(bins, Topology::Segment, image, before_boot)
+    }
+
+    /// [`Fixture::boot`] on the network of `topology`.
+    pub fn boot_on(
+        bins: HelperBins,
+        topology: Topology,
+        image: &Image,
+        before_boot: impl FnOnce(&DemoNet) -> netns::Result<()>,
+    ) -> Result<Fixture, Error> {
         let lock = crate::one_at_a_time();
-        let net = DemoNet::create(bins)?;
+        let net = DemoNet::create_with(bins, topology)?;
         before_boot(&net)?;
         net.add_tap(TAP, BALANCER_MAC)?;
         let vm = Vm::start(

@@ -21,7 +21,20 @@
 //! the L2 backends a UDP echo bound to the UDP VIP. The balancer's place is a TAP device in the
 //! lb namespace: QEMU's (see [`DemoNet::add_tap`]) or the stand-in `stub-lb`'s.
 //!
-//! Why the client's route to the L3 VIP has `mtu 1480`: IP-in-IP adds 20 bytes, and every link
+//! [`Topology::NarrowLink`] adds a second client, `far`, behind two routers joined by a link
+//! of [`NARROW_MTU`] bytes (a tunnel, VPN or PPPoE hop on a real path):
+//!
+//! ```text
+//!   far 10.66.0.10 ---- edge 10.66.0.1 / 10.55.0.1 ==== 1400 ==== 10.55.0.2 rt ---- segment
+//!   (MTU 1500)          (ip_forward)                              (eth2)
+//! ```
+//!
+//! Every other link keeps 1500 bytes and `far` has no route with a smaller MTU, so a backend's
+//! full-sized reply (DF set, the VIP as source) reaches `rt`, which sends ICMP "fragmentation
+//! needed" to the VIP, that is to the balancer: the download works only if the balancer passes
+//! it on to the backend (path MTU discovery through DSR).
+//!
+//! Why the segment client's route to the L3 VIP has `mtu 1480`: IP-in-IP adds 20 bytes, and every link
 //! here has the usual 1500-byte MTU, so a full-sized client segment could not be encapsulated
 //! without fragmenting. Real dsr-l3 deployments clamp the MSS the same way.
 //!
@@ -66,6 +79,19 @@ pub const BIG_FILE_PATH: &str = "/big.bin";
 /// Size of that file: 24 MiB.
 pub const BIG_FILE_LEN: usize = 24 << 20;
 
+/// The MTU of the link between `edge` and `rt` in [`Topology::NarrowLink`].
+pub const NARROW_MTU: u32 = 1400;
+
+/// Which network [`DemoNet::create_with`] builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// The segment with its client, backends and router (the module documentation's first
+    /// picture).
+    Segment,
+    /// The segment plus [`Host::Far`] behind [`Host::Edge`] and a [`NARROW_MTU`] link to `rt`.
+    NarrowLink,
+}
+
 /// The hosts of the network. Each is a namespace; the balancer is not a host but a TAP device
 /// in the [`Host::Lb`] namespace, which holds the bridge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +108,11 @@ pub enum Host {
     Rt,
     /// dsr-l3 backend 10.88.0.31, behind the router.
     Be3,
+    /// [`Topology::NarrowLink`] only: the router between `far` and the narrow link,
+    /// 10.66.0.1 toward `far`, 10.55.0.1 on the narrow link.
+    Edge,
+    /// [`Topology::NarrowLink`] only: the client behind the narrow link, 10.66.0.10.
+    Far,
 }
 
 impl Host {
@@ -95,6 +126,9 @@ impl Host {
         Host::Be3,
     ];
 
+    /// The hosts [`Topology::NarrowLink`] adds.
+    pub const NARROW: [Host; 2] = [Host::Edge, Host::Far];
+
     /// The short name: the namespace's suffix and the backend name in the config.
     pub fn name(self) -> &'static str {
         match self {
@@ -104,6 +138,8 @@ impl Host {
             Host::Be2 => "be2",
             Host::Rt => "rt",
             Host::Be3 => "be3",
+            Host::Edge => "edge",
+            Host::Far => "far",
         }
     }
 
@@ -116,6 +152,8 @@ impl Host {
             Host::Be2 => Some(Ipv4Addr::new(10, 77, 0, 22)),
             Host::Rt => Some(GATEWAY),
             Host::Be3 => Some(Ipv4Addr::new(10, 88, 0, 31)),
+            Host::Edge => Some(EDGE_FAR),
+            Host::Far => Some(Ipv4Addr::new(10, 66, 0, 10)),
         }
     }
 
@@ -127,7 +165,7 @@ impl Host {
     /// The bridge port (in the lb namespace) this host's `eth0` hangs on, if it is on the segment.
     pub fn bridge_port(self) -> Option<String> {
         match self {
-            Host::Lb | Host::Be3 => None,
+            Host::Lb | Host::Be3 | Host::Edge | Host::Far => None,
             h => Some(format!("v-{}", h.name())),
         }
     }
@@ -135,6 +173,11 @@ impl Host {
 
 /// The router's address toward be3.
 const RT_INNER: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 1);
+/// `edge`'s address toward `far`.
+const EDGE_FAR: Ipv4Addr = Ipv4Addr::new(10, 66, 0, 1);
+/// `edge`'s and `rt`'s addresses on the narrow link.
+const EDGE_NARROW: Ipv4Addr = Ipv4Addr::new(10, 55, 0, 1);
+const RT_NARROW: Ipv4Addr = Ipv4Addr::new(10, 55, 0, 2);
 
 fn mac_for(addr: Ipv4Addr) -> String {
     let [a, b, c, d] = addr.octets();
@@ -256,6 +299,7 @@ pub struct DemoNet {
     prefix: String,
     dir: PathBuf,
     bins: HelperBins,
+    topology: Topology,
     namespaces: Vec<String>,
     processes: Mutex<Vec<Owned>>,
 }
@@ -263,6 +307,11 @@ pub struct DemoNet {
 impl DemoNet {
     /// Builds the whole network, with every backend's servers running and answering.
     pub fn create(bins: HelperBins) -> Result<DemoNet> {
+        DemoNet::create_with(bins, Topology::Segment)
+    }
+
+    /// Builds the network of `topology`, with every backend's servers running and answering.
+    pub fn create_with(bins: HelperBins, topology: Topology) -> Result<DemoNet> {
         require_tools()?;
         for (name, path) in [
             ("ipip-decap", &bins.ipip_decap),
@@ -288,12 +337,16 @@ impl DemoNet {
             prefix,
             dir,
             bins,
+            topology,
             namespaces: Vec::new(),
             processes: Mutex::new(Vec::new()),
         };
         // On any error below, `net` is dropped and removes what was built so far.
         net.build_links()?;
         net.configure_hosts()?;
+        if topology == Topology::NarrowLink {
+            net.build_narrow_link()?;
+        }
         net.start_servers()?;
         Ok(net)
     }
@@ -348,7 +401,11 @@ impl DemoNet {
     }
 
     fn build_links(&mut self) -> Result<()> {
-        for host in Host::ALL {
+        let extra: &[Host] = match self.topology {
+            Topology::Segment => &[],
+            Topology::NarrowLink => &Host::NARROW,
+        };
+        for &host in Host::ALL.iter().chain(extra) {
             let ns = self.ns(host);
             self.ip(&["netns", "add", &ns])?;
             self.namespaces.push(ns);
@@ -392,6 +449,51 @@ impl DemoNet {
             "eth0",
             mac_for(Host::Be3.addr().expect("has one")),
         )
+    }
+
+    /// `far` -- `edge` ==narrow== `rt`, with routes both ways and forwarding on `edge`. Both
+    /// ends of the narrow link get its MTU, so `rt` sends "fragmentation needed" for a larger
+    /// packet with DF set (and `edge` for one from `far`'s side).
+    fn build_narrow_link(&self) -> Result<()> {
+        let far = Host::Far.addr().expect("has one");
+        let edge_ns = self.ns(Host::Edge);
+        self.ip_in(
+            Host::Far,
+            &format!("link add eth0 type veth peer name eth0 netns {edge_ns}"),
+        )?;
+        self.up_with_address(Host::Far, "eth0", mac_for(far))?;
+        self.up_with_address(Host::Edge, "eth0", mac_for(EDGE_FAR))?;
+        self.ip_in(
+            Host::Edge,
+            &format!(
+                "link add eth1 type veth peer name eth2 netns {}",
+                self.ns(Host::Rt)
+            ),
+        )?;
+        for (host, dev, addr) in [
+            (Host::Edge, "eth1", EDGE_NARROW),
+            (Host::Rt, "eth2", RT_NARROW),
+        ] {
+            self.ip_in(host, &format!("link set {dev} address {}", mac_for(addr)))?;
+            self.ip_in(host, &format!("link set {dev} mtu {NARROW_MTU}"))?;
+            self.ip_in(host, &format!("addr add {addr}/24 dev {dev}"))?;
+            self.ip_in(host, &format!("link set {dev} up"))?;
+        }
+        self.ip_in(Host::Far, &format!("route add default via {EDGE_FAR}"))?;
+        self.ip_in(Host::Edge, &format!("route add default via {RT_NARROW}"))?;
+        self.ip_in(
+            Host::Rt,
+            &format!("route add 10.66.0.0/24 via {EDGE_NARROW} dev eth2"),
+        )?;
+        self.sysctl(
+            Host::Edge,
+            &[
+                "net.ipv4.ip_forward=1",
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.default.rp_filter=0",
+            ],
+        )?;
+        self.sysctl(Host::Rt, &["net.ipv4.conf.eth2.rp_filter=0"])
     }
 
     fn up_with_address(&self, host: Host, dev: &str, mac: String) -> Result<()> {
@@ -719,10 +821,15 @@ impl DemoNet {
 
     /// `curl -sS --max-time SECS ARGS...` from the client; the body on success.
     pub fn curl(&self, secs: u32, args: &[&str]) -> Result<String> {
+        self.curl_on(Host::Client, secs, args)
+    }
+
+    /// `curl -sS --max-time SECS ARGS...` from `host`; the body on success.
+    pub fn curl_on(&self, host: Host, secs: u32, args: &[&str]) -> Result<String> {
         let secs = secs.to_string();
         let mut argv = vec!["curl", "-sS", "--max-time", &secs];
         argv.extend_from_slice(args);
-        self.run_ok(Host::Client, &argv)
+        self.run_ok(host, &argv)
     }
 
     /// `curl -sS -o /dev/null -w %{http_code} --connect-timeout CONNECT --max-time SECS ARGS...`

@@ -78,6 +78,10 @@ pub const TX_CLEAN_BATCH: usize = 32;
 /// which fits the 1920 bytes there; 1 KiB would split ordinary 1500-byte MTU frames.
 const RX_BUF_KIB: u32 = 2;
 
+/// The longest frame (Ethernet header on, FCS stripped) the device receives with jumbo frames
+/// off (HLREG0.JUMBOEN clear): 1518 bytes including the 4-byte FCS.
+pub const RX_FRAME_MAX: usize = 1518 - 4;
+
 /// Intel's PCI vendor id, and the 82599 device ids this driver accepts.
 const INTEL: u16 = 0x8086;
 const DEVICE_IDS: [u16; 10] = [

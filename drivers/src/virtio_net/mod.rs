@@ -34,6 +34,9 @@ pub const NET_HDR_LEN: usize = 12;
 const RX_DESC_OFFSET: usize = HEADROOM - NET_HDR_LEN;
 /// Bytes a receive descriptor offers: header plus up to `MAX_FRAME` bytes of frame.
 const RX_DESC_LEN: usize = BUF_SIZE - RX_DESC_OFFSET;
+/// The longest frame (Ethernet header on, no FCS) a receive descriptor holds whole: the device
+/// cannot split a longer one without mergeable buffers, which this driver does not offer.
+pub const RX_FRAME_MAX: usize = RX_DESC_LEN - NET_HDR_LEN;
 /// The shortest frame worth passing on: an Ethernet header.
 const MIN_FRAME: usize = 14;
 
@@ -303,7 +306,7 @@ impl<H: Hal, T: Transport> Nic for VirtioNet<H, T> {
             };
             let written = written as usize;
             let frame_len = written.wrapping_sub(NET_HDR_LEN);
-            if !(NET_HDR_LEN + MIN_FRAME..=RX_DESC_LEN).contains(&written)
+            if !(NET_HDR_LEN + MIN_FRAME..=NET_HDR_LEN + RX_FRAME_MAX).contains(&written)
                 || buf.set_frame(HEADROOM, frame_len).is_err()
             {
                 self.stats.rx_dropped += 1;

@@ -90,10 +90,10 @@ impl FlowPacket {
         }
     }
 
-    /// A later fragment (no ports): its addresses and protocol as the key (not a flow's key),
-    /// its TTL in place of the VIP.
+    /// A packet without ports (a later fragment, an ICMP message): its addresses and protocol
+    /// as the key (not a flow's key), its TTL in place of the VIP.
     #[inline(always)]
-    fn later_fragment(ip: Ip, ttl: u8, ident: u16) -> FlowPacket {
+    pub(super) fn no_ports(ip: Ip, ttl: u8, ident: u16) -> FlowPacket {
         let key = FlowKey {
             addrs: (u64::from(ip.src) << 32) | u64::from(ip.dst),
             rest: u64::from(ip.proto),
@@ -171,9 +171,12 @@ pub(super) enum Class {
     /// An ARP frame.
     Arp,
     /// A TCP or UDP fragment other than the first (no ports, no hash; the TTL where a flow
-    /// packet has its VIP: see [`FlowPacket::later_fragment`]). The same payload type as
+    /// packet has its VIP: see [`FlowPacket::no_ports`]). The same payload type as
     /// `Flow`, so that the compiler stores one set of words whichever variant it is.
     LaterFragment(FlowPacket),
+    /// An ICMP message, not fragmented, to a VIP's address (built as a later fragment is:
+    /// [`FlowPacket::no_ports`]); the `icmp` module decides what it is.
+    Icmp(FlowPacket),
 }
 
 // Whole words; a dozen separate small fields made it nearly twice as large.
@@ -251,10 +254,17 @@ impl Forwarder {
             return Class::Local;
         }
         if ip.proto != ipv4::PROTO_TCP && ip.proto != ipv4::PROTO_UDP {
-            return Class::Drop(DropReason::NotVip);
+            // ICMP is told apart only here, off the TCP/UDP path.
+            if ip.proto != ipv4::PROTO_ICMP || self.vip_addrs.binary_search(&ip.dst).is_err() {
+                return Class::Drop(DropReason::NotVip);
+            }
+            if frag_offset != 0 || more_frags {
+                return Class::Drop(DropReason::IcmpRefused);
+            }
+            return Class::Icmp(FlowPacket::no_ports(ip, ttl, ident));
         }
         if frag_offset != 0 {
-            return Class::LaterFragment(FlowPacket::later_fragment(ip, ttl, ident));
+            return Class::LaterFragment(FlowPacket::no_ports(ip, ttl, ident));
         }
         let l4 = &packet[ip.ihl()..ip.total()];
         // (source port, destination port, packet kind)

@@ -130,6 +130,7 @@ impl Forwarder {
             Class::Local => self.local(buf, head, end),
             Class::Arp => self.arp(buf, head, end, now),
             Class::LaterFragment(p) => self.later_fragment(buf, head, end, p, now),
+            Class::Icmp(p) => self.icmp(buf, head, end, p, now),
         }
     }
 
@@ -263,14 +264,9 @@ impl Forwarder {
             Scheduler::Wrr => v.sched.wrr(),
             Scheduler::Lc => v.sched.least_conns(false, |s| slots[s as usize].conns),
             Scheduler::Wlc => v.sched.least_conns(true, |s| slots[s as usize].conns),
-            Scheduler::Sh => v.sched.maglev(hash_key(
-                FlowKey {
-                    addrs: u64::from(src),
-                    rest: 1,
-                },
-                CONSISTENT_SEED,
-            )),
-            Scheduler::Maglev => v.sched.maglev(hash_key(key, CONSISTENT_SEED)),
+            Scheduler::Sh | Scheduler::Maglev => {
+                consistent_hash(v.scheduler, key, src).and_then(|h| v.sched.maglev(h))
+            }
         }?;
         if let (Some((k, h, secs)), Some(p)) = (pkey, self.persist.as_mut()) {
             let (ps, _) = p.insert(h, k, now_s);
@@ -279,5 +275,21 @@ impl Forwarder {
             e.touch(FlowState::Persist, now_s, secs);
         }
         Some(choice)
+    }
+}
+
+/// The hash a consistent scheduler (`sh`, `maglev`) picks the backend of a new flow (`key`,
+/// from `src`) by, the same on every balancer (a fixed seed); `None` for the others.
+pub(super) fn consistent_hash(scheduler: Scheduler, key: FlowKey, src: u32) -> Option<u64> {
+    match scheduler {
+        Scheduler::Sh => Some(hash_key(
+            FlowKey {
+                addrs: u64::from(src),
+                rest: 1,
+            },
+            CONSISTENT_SEED,
+        )),
+        Scheduler::Maglev => Some(hash_key(key, CONSISTENT_SEED)),
+        Scheduler::Rr | Scheduler::Wrr | Scheduler::Lc | Scheduler::Wlc => None,
     }
 }

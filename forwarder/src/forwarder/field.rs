@@ -121,8 +121,16 @@ pub(super) mod icmp {
     /// Bytes of the offending datagram's payload quoted after its header (RFC 792).
     pub const QUOTED_PAYLOAD: usize = 8;
 
+    /// Code.
+    pub const CODE: usize = 1;
+    /// Echo reply (type 0).
+    pub const ECHO_REPLY: u8 = 0;
+    /// Destination unreachable (type 3).
+    pub const DST_UNREACHABLE: u8 = 3;
     /// Echo request (type 8).
     pub const ECHO_REQUEST: u8 = 8;
+    /// Time exceeded (type 11).
+    pub const TIME_EXCEEDED: u8 = 11;
     /// "Fragmentation needed and DF set" (code 4 of type 3).
     pub const FRAG_NEEDED: u8 = 4;
 }

@@ -22,20 +22,22 @@ use crate::time::Instant;
 /// TTL of every IPv4 header the balancer writes.
 const OUTER_TTL: u8 = 64;
 
-/// The variable fields of an IPv4 header the balancer writes (no options; the source is the
-/// balancer's address, the TTL [`OUTER_TTL`]).
-struct Ipv4Out {
+/// The variable fields of an IPv4 header the balancer writes (no options; the TTL
+/// [`OUTER_TTL`]).
+pub(super) struct Ipv4Out {
     /// DSCP and ECN.
-    tos: u8,
+    pub tos: u8,
     /// Total length, header included.
-    total: usize,
-    ident: u16,
-    df: bool,
-    more_frags: bool,
+    pub total: usize,
+    pub ident: u16,
+    pub df: bool,
+    pub more_frags: bool,
     /// In bytes (a multiple of 8).
-    frag_offset: u16,
-    proto: u8,
-    dst: Ipv4Addr,
+    pub frag_offset: u16,
+    pub proto: u8,
+    /// The balancer's address, or a VIP's (an echo reply).
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
 }
 
 impl Forwarder {
@@ -97,16 +99,16 @@ impl Forwarder {
         }
     }
 
-    fn next_ident(&mut self) -> u16 {
+    pub(super) fn next_ident(&mut self) -> u16 {
         self.ident = self.ident.wrapping_add(1);
         self.ident
     }
 
-    /// The Ethernet header (to `dst_mac`, from us, IPv4) and the IPv4 header `h` (from our
-    /// address) at the front of `frame`: the one writer of the IPv4 headers the balancer
-    /// originates here (encapsulation, each outer fragment, ICMP replies).
+    /// The Ethernet header (to `dst_mac`, from us, IPv4) and the IPv4 header `h` at the front
+    /// of `frame`: the one writer of the IPv4 headers the balancer originates here
+    /// (encapsulation, each outer fragment, ICMP replies).
     #[inline(always)]
-    fn write_headers(&self, frame: &mut [u8], dst_mac: [u8; 6], h: &Ipv4Out) {
+    pub(super) fn write_headers(&self, frame: &mut [u8], dst_mac: [u8; 6], h: &Ipv4Out) {
         let mut eth = EthernetFrame::new_unchecked(&mut frame[..ethernet::HEADER_LEN]);
         eth.set_dst_addr(EthernetAddress(dst_mac));
         eth.set_src_addr(EthernetAddress(self.mac));
@@ -126,7 +128,7 @@ impl Forwarder {
         ip.set_frag_offset(h.frag_offset);
         ip.set_hop_limit(OUTER_TTL);
         ip.set_next_header(IpProtocol::from(h.proto));
-        ip.set_src_addr(self.own);
+        ip.set_src_addr(h.src);
         ip.set_dst_addr(h.dst);
         ip.fill_checksum();
     }
@@ -145,7 +147,7 @@ impl Forwarder {
     ) -> Verdict {
         if ip.total() + ipv4::HEADER_LEN > self.mtu {
             if ip.df {
-                return self.frag_needed(buf, head, ip);
+                return self.frag_needed(buf, head, ip, now);
             }
             return self.encapsulate_fragmented(buf, head, ip, backend, hop, mac, now);
         }
@@ -163,6 +165,7 @@ impl Forwarder {
             more_frags: false,
             frag_offset: 0,
             proto: ipv4::PROTO_IPIP,
+            src: self.own,
             dst: backend,
         };
         self.write_headers(&mut buf[start..start + len], mac.unwrap_or([0; 6]), &outer);
@@ -206,6 +209,7 @@ impl Forwarder {
             more_frags: false,
             frag_offset: first as u16,
             proto: ipv4::PROTO_IPIP,
+            src: self.own,
             dst: backend,
         };
         let dst_mac = mac.unwrap_or([0; 6]);
@@ -237,9 +241,16 @@ impl Forwarder {
 
     /// Answer the client with ICMP "fragmentation needed" (type 3 code 4, next-hop MTU =
     /// MTU - 20) quoting the original IP header and 8 bytes, written in the headroom so that the
-    /// quoted bytes stay where they are.
-    fn frag_needed(&mut self, buf: &mut [u8], head: usize, ip: Ip) -> Verdict {
+    /// quoted bytes stay where they are. Not for an ICMP message (an error is never answered
+    /// with one), nor where [`Forwarder::may_send_icmp`] refuses.
+    fn frag_needed(&mut self, buf: &mut [u8], head: usize, ip: Ip, now: Instant) -> Verdict {
         const HEADERS: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN + icmp::HEADER_LEN;
+        if ip.proto == ipv4::PROTO_ICMP {
+            return self.drop(DropReason::IcmpRefused);
+        }
+        if let Err(reason) = self.may_send_icmp(&buf[head..], now) {
+            return self.drop(reason);
+        }
         // The new headers take the old Ethernet header's place and this much in front of it.
         let pre = HEADERS - ethernet::HEADER_LEN;
         if head < pre {
@@ -258,6 +269,7 @@ impl Forwarder {
             more_frags: false,
             frag_offset: 0,
             proto: ipv4::PROTO_ICMP,
+            src: self.own,
             dst: Ipv4Addr::from(ip.src),
         };
         let frame = &mut buf[start..start + len];

@@ -37,8 +37,11 @@ pub const NAME_MAX: usize = 32;
 pub const VIPS_MAX: usize = 256;
 /// Most backends behind one VIP.
 pub const BACKENDS_MAX: usize = 1024;
-/// Smallest and largest interface MTU.
-pub const MTU_RANGE: (u16, u16) = (576, 9216);
+/// Smallest and largest interface MTU. The largest is what every NIC driver receives whole
+/// (`drivers::MTU_MAX`, which the kernel asserts at compile time equals it): the 82599 runs with
+/// jumbo frames off (1518-byte frames with the FCS), and virtio-net's 2 KiB buffers hold 1920
+/// bytes of frame after their 128 bytes of headroom.
+pub const MTU_RANGE: (u16, u16) = (576, 1500);
 /// Bounds of the flow table capacity an operator may ask for.
 pub const FLOWS_RANGE: (u32, u32) = (1024, 64 * 1024 * 1024);
 

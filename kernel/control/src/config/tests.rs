@@ -208,7 +208,18 @@ fn interface_rules() {
     assert!(refused(&c).starts_with("interface.gateway:"));
     let mut c = example();
     c.interface.mtu = 100;
-    assert!(refused(&c).starts_with("interface.mtu:"));
+    assert!(refused(&c).starts_with("interface.mtu: 100 is below 576"));
+    c.interface.mtu = MTU_RANGE.1;
+    c.validate().unwrap();
+    c.interface.mtu = MTU_RANGE.1 + 1;
+    assert_eq!(
+        refused(&c),
+        "interface.mtu: 1501 is above 1500, the largest packet every NIC driver receives whole \
+         (the 82599 runs without jumbo frames; virtio-net's 2 KiB buffers keep 128 bytes of \
+         headroom); larger frames would be dropped unseen"
+    );
+    c.interface.mtu = 9000;
+    assert!(refused(&c).starts_with("interface.mtu: 9000 is above 1500"));
     let mut c = example();
     c.interface.nic = Some("e1000".into());
     assert!(refused(&c).starts_with("interface.nic:"));
@@ -221,6 +232,46 @@ fn vip_rules() {
     let mut c = example();
     c.vips[0].address = c.interface.address.address;
     assert!(refused(&c).contains("is the balancer's own interface address"));
+    let mut c = example();
+    c.vips[0].address = c.interface.gateway.unwrap();
+    assert_eq!(
+        refused(&c),
+        "vip \"web\": address: 10.77.0.1 is interface.gateway; a VIP needs an address of its own"
+    );
+    for (addr, what) in [("10.77.0.0", "network"), ("10.77.0.255", "broadcast")] {
+        let mut c = example();
+        c.vips[0].address = addr.parse().unwrap();
+        assert_eq!(
+            refused(&c),
+            format!(
+                "vip \"web\": address: {addr} is the network or broadcast address of the \
+                 interface subnet 10.77.0.0/24"
+            ),
+            "{what}"
+        );
+    }
+    // A /31 has no network or broadcast address (RFC 3021): both are hosts.
+    let mut c = example();
+    c.interface.address = Prefix::parse("10.77.0.2/31").unwrap();
+    c.interface.gateway = Some(Ipv4Addr::new(10, 77, 0, 3));
+    c.vips[0].mode = Mode::DsrL3;
+    c.vips[0].address = Ipv4Addr::new(10, 77, 0, 100);
+    c.validate().unwrap();
+    // A backend of this VIP or of another one.
+    let mut c = example();
+    c.vips[0].address = c.vips[0].backends[1].address;
+    assert!(refused(&c).starts_with(
+        "vip \"web\": address: 10.77.0.22 is the address of backend \"be2\" of vip \"web\""
+    ));
+    let mut c = example();
+    c.vips.push(
+        Vip::builder("web2", "10.77.0.21", VipPort::One(8080))
+            .backend("be2", "10.77.0.22", 1)
+            .build(),
+    );
+    assert!(refused(&c).starts_with(
+        "vip \"web2\": address: 10.77.0.21 is the address of backend \"be1\" of vip \"web\""
+    ));
     let mut c = example();
     c.vips[0].backends.clear();
     assert_eq!(refused(&c), "vip \"web\": has no backends");

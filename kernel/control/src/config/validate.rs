@@ -125,12 +125,23 @@ impl Config {
                 ));
             }
         }
-        if !(MTU_RANGE.0..=MTU_RANGE.1).contains(&iface.mtu) {
+        if iface.mtu < MTU_RANGE.0 {
             return Err(ConfigError::new(
                 "interface.mtu",
                 format!(
-                    "{} is out of range {}..={}",
-                    iface.mtu, MTU_RANGE.0, MTU_RANGE.1
+                    "{} is below {}, the datagram size every IPv4 host must accept",
+                    iface.mtu, MTU_RANGE.0
+                ),
+            ));
+        }
+        if iface.mtu > MTU_RANGE.1 {
+            return Err(ConfigError::new(
+                "interface.mtu",
+                format!(
+                    "{} is above {}, the largest packet every NIC driver receives whole \
+                     (the 82599 runs without jumbo frames; virtio-net's 2 KiB buffers keep \
+                     128 bytes of headroom); larger frames would be dropped unseen",
+                    iface.mtu, MTU_RANGE.1
                 ),
             ));
         }
@@ -214,6 +225,7 @@ impl Config {
                 "is the balancer's own interface address; a VIP needs an address of its own",
             ));
         }
+        self.validate_vip_address_is_free(vip)?;
         if vip.port == VipPort::One(0) {
             return Err(ConfigError::new(
                 format!("{field}: port"),
@@ -307,6 +319,52 @@ impl Config {
                         format!("{} is already backend \"{}\"", be.address, earlier.name),
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// A VIP's address must belong to nobody else on the network: the balancer answers ARP for
+    /// it and takes every packet sent to it, so sharing it with the gateway or a backend would
+    /// capture their traffic, and the subnet's network or broadcast address is no host's.
+    fn validate_vip_address_is_free(&self, vip: &Vip) -> Result<(), ConfigError> {
+        let field = format!("{}: address", vip_field(vip));
+        let net = self.interface.address;
+        if self.interface.gateway == Some(vip.address) {
+            return Err(ConfigError::new(
+                field,
+                format!(
+                    "{} is interface.gateway; a VIP needs an address of its own",
+                    vip.address
+                ),
+            ));
+        }
+        if net.len < 31
+            && net.contains(vip.address)
+            && (vip.address == net.network() || vip.address == net.broadcast())
+        {
+            return Err(ConfigError::new(
+                field,
+                format!(
+                    "{} is the network or broadcast address of the interface subnet {}/{}",
+                    vip.address,
+                    net.network(),
+                    net.len
+                ),
+            ));
+        }
+        for other in &self.vips {
+            if let Some(be) = other.backends.iter().find(|b| b.address == vip.address) {
+                return Err(ConfigError::new(
+                    field,
+                    format!(
+                        "{} is the address of backend \"{}\" of vip \"{}\"; a VIP needs an \
+                         address of its own",
+                        vip.address, be.name, other.name
+                    ),
+                ));
             }
         }
         Ok(())

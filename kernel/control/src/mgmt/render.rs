@@ -42,6 +42,10 @@ pub struct Snapshot<'a> {
     pub nic_tx_packets: u64,
     /// Flows moved off backends that went down.
     pub flows_rescheduled: u64,
+    /// ICMP errors to a VIP forwarded to the backend of the flow they quote.
+    pub icmp_forwarded: u64,
+    /// ICMP echo requests to a VIP answered.
+    pub icmp_echo_replies: u64,
 }
 
 /// Escape a Prometheus label value.
@@ -134,6 +138,24 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
         o,
         "sidestep_flows_rescheduled_total {}",
         s.flows_rescheduled
+    );
+    family(
+        &mut o,
+        "sidestep_icmp_forwarded_total",
+        "counter",
+        "ICMP errors to a VIP forwarded to the backend of the flow they quote.",
+    );
+    let _ = writeln!(o, "sidestep_icmp_forwarded_total {}", s.icmp_forwarded);
+    family(
+        &mut o,
+        "sidestep_icmp_echo_replies_total",
+        "counter",
+        "ICMP echo requests to a VIP answered by the balancer.",
+    );
+    let _ = writeln!(
+        o,
+        "sidestep_icmp_echo_replies_total {}",
+        s.icmp_echo_replies
     );
     family(
         &mut o,
@@ -370,6 +392,8 @@ pub(crate) mod tests {
             nic_rx_packets: 0,
             nic_tx_packets: 0,
             flows_rescheduled: 0,
+            icmp_forwarded: 0,
+            icmp_echo_replies: 0,
         };
         assert_eq!(
             render_status(&s),
@@ -403,6 +427,8 @@ pub(crate) mod tests {
             nic_rx_packets: 5,
             nic_tx_packets: 6,
             flows_rescheduled: 4,
+            icmp_forwarded: 8,
+            icmp_echo_replies: 9,
         };
         let m = render_metrics(&s);
         for line in [
@@ -422,6 +448,9 @@ pub(crate) mod tests {
             "sidestep_health_transitions_total{vip=\"web\",backend=\"be1\"} 2",
             "sidestep_nic_rx_packets_total 5",
             "sidestep_flows_rescheduled_total 4",
+            "# TYPE sidestep_icmp_forwarded_total counter",
+            "sidestep_icmp_forwarded_total 8",
+            "sidestep_icmp_echo_replies_total 9",
             "sidestep_flows_capacity 1024",
         ] {
             assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");

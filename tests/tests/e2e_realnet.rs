@@ -1,0 +1,207 @@
+//! End-to-end tests on a real network path: the image, booted with `tests/configs/realnet.toml`,
+//! on the network of [`Topology::NarrowLink`] (see `tests::netns`), where the client `far` sits
+//! behind two Linux routers joined by a 1400-byte link.
+//!
+//! One image boots once for all checks (they run in one test, in an order that keeps them
+//! independent): path MTU discovery through both DSR modes (a big download from `far` only
+//! completes if the balancer passes the narrow router's "fragmentation needed" on to the
+//! backend), ping of a VIP, and a datagram of the largest MTU `sidestep check` accepts.
+
+use std::net::Ipv4Addr;
+use std::time::Instant;
+use tests::fixture::{self, backend_of, Fixture, TAP};
+use tests::netns::{
+    self, Host, Topology, BIG_FILE_LEN, BIG_FILE_PATH, NARROW_MTU, UDP_PORT, VIP_DNS, VIP_WEB,
+    VIP_WEB3,
+};
+use tests::qemu::Image;
+
+/// A download that moves less than this many bytes a second for [`STALL_SECS`] has stalled
+/// (a PMTU black hole): curl gives up then, not at its overall time limit.
+const STALL_BYTES_PER_SEC: &str = "1000";
+const STALL_SECS: &str = "20";
+
+/// Sends one datagram of `argv[3]` bytes with DF set (`IP_PMTUDISC_DO`) from a socket
+/// connected to `argv[1]:argv[2]`, and prints the length and start of the reply.
+const UDP_DF_PY: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO
+s.settimeout(3)
+s.connect((sys.argv[1], int(sys.argv[2])))
+s.send(b"x" * int(sys.argv[3]))
+reply = s.recv(4096)
+print(len(reply), reply[:16].decode(errors="replace"))
+"#;
+
+fn booted() -> Fixture {
+    let image = Image::build(&fixture::realnet_config()).expect("build the realnet image");
+    Fixture::boot_on(tests::helper_bins!(), Topology::NarrowLink, &image, |_| {
+        Ok(())
+    })
+    .expect("boot the realnet fixture")
+}
+
+/// `far` downloads the big file through `vip`; it must arrive byte for byte, the balancer must
+/// have received the narrow router's "fragmentation needed" for it, and one of `backends`
+/// must have learnt the narrow path's MTU toward `far`.
+fn check_download_through_narrow_link(f: &Fixture, vip: Ipv4Addr, backends: &[Host]) {
+    let started = Instant::now();
+    let cap = f
+        .net
+        .capture(Host::Lb, TAP, "icmp")
+        .expect("capture the tap");
+    let got = f.net.dir().join(format!("far-download-{vip}"));
+    let url = format!("http://{vip}{BIG_FILE_PATH}");
+    let result = f.net.curl_on(
+        Host::Far,
+        180,
+        &[
+            "--speed-limit",
+            STALL_BYTES_PER_SEC,
+            "--speed-time",
+            STALL_SECS,
+            "-o",
+            &got.to_string_lossy(),
+            &url,
+        ],
+    );
+    let seen = cap.finish().expect("read the tap capture");
+    if let Err(e) = result {
+        panic!(
+            "download {url} from far stalled or failed (a PMTU black hole?): {e}\n{}",
+            f.diagnostics()
+        );
+    }
+    let bytes = std::fs::read(&got).expect("read the download");
+    let _ = std::fs::remove_file(&got);
+    assert_eq!(bytes.len(), BIG_FILE_LEN, "download through {vip}: length");
+    assert!(
+        bytes == netns::big_file_content(),
+        "download through {vip}: content differs"
+    );
+    let frag_needed = seen
+        .matching(&format!("dst host {vip} and icmp[0] = 3 and icmp[1] = 4"))
+        .expect("filter the capture");
+    assert!(
+        !frag_needed.is_empty(),
+        "no \"fragmentation needed\" to {vip} reached the balancer, so the narrow link was not \
+         in the path; {} ICMP packets on {}",
+        seen.lines.len(),
+        seen.what
+    );
+    let far = Host::Far.addr().expect("has one").to_string();
+    let learnt = backends.iter().any(|&be| {
+        f.net
+            .run_ok(be, &["ip", "route", "get", &far])
+            .is_ok_and(|route| route.contains(&format!("mtu {NARROW_MTU}")))
+    });
+    assert!(
+        learnt,
+        "none of {backends:?} learnt the path MTU {NARROW_MTU} toward far"
+    );
+    eprintln!(
+        "far: {BIG_FILE_LEN} bytes through {vip} in {:.1?}, {} frag-needed passed on",
+        started.elapsed(),
+        frag_needed.len()
+    );
+}
+
+/// An operator pings the VIPs from behind the routers.
+fn check_ping_vips(f: &Fixture) {
+    for vip in [VIP_WEB, VIP_WEB3] {
+        let out = f
+            .net
+            .run(
+                Host::Far,
+                &["ping", "-c", "3", "-i", "0.2", "-W", "2", &vip.to_string()],
+            )
+            .expect("run ping");
+        assert!(
+            out.success,
+            "VIP {vip} did not answer ping: {}{}\n{}",
+            out.stdout,
+            out.stderr,
+            f.diagnostics()
+        );
+    }
+}
+
+/// A datagram that fills the largest accepted MTU (`interface.mtu = 1500`: a 1514-byte frame)
+/// with DF set passes the balancer to a dsr-l2 backend, which answers it.
+fn check_largest_mtu_datagram(f: &Fixture) {
+    let payload = 1500 - 20 - 8;
+    let mut last = String::new();
+    for _ in 0..3 {
+        let out = f
+            .net
+            .run(
+                Host::Client,
+                &[
+                    "python3",
+                    "-c",
+                    UDP_DF_PY,
+                    &VIP_DNS.to_string(),
+                    &UDP_PORT.to_string(),
+                    &payload.to_string(),
+                ],
+            )
+            .expect("run python3");
+        if out.success {
+            let (len, start) = out.stdout.trim().split_once(' ').unwrap_or(("", ""));
+            let be = backend_of(start).unwrap_or_else(|| panic!("not an echo: {}", out.stdout));
+            let want = payload + "backend= ".len() + be.len();
+            assert_eq!(len, want.to_string(), "echo of {payload} bytes from {be}");
+            return;
+        }
+        last = format!("{}{}", out.stdout, out.stderr);
+    }
+    panic!(
+        "a {payload}-byte datagram with DF to {VIP_DNS}:{UDP_PORT} was not answered: {last}\n{}",
+        f.diagnostics()
+    );
+}
+
+/// A check over the booted fixture.
+type Check = dyn Fn(&Fixture);
+
+/// The message of a check's panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// One boot for every check; each check runs even if an earlier one failed, and the test fails
+/// naming every check that did.
+#[test]
+fn pmtu_ping_and_largest_mtu_on_a_real_path() {
+    let started = Instant::now();
+    let f = booted();
+    eprintln!("realnet: booted in {:.1?}", started.elapsed());
+    let checks: [(&str, &Check); 4] = [
+        ("ping of a VIP from far", &check_ping_vips),
+        ("a datagram of the largest MTU", &check_largest_mtu_datagram),
+        ("dsr-l2 download through the narrow link", &|f| {
+            check_download_through_narrow_link(f, VIP_WEB, &[Host::Be1, Host::Be2])
+        }),
+        ("dsr-l3 download through the narrow link", &|f| {
+            check_download_through_narrow_link(f, VIP_WEB3, &[Host::Be3])
+        }),
+    ];
+    let mut failed = Vec::new();
+    for (name, check) in checks {
+        let t = Instant::now();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&f))) {
+            Ok(()) => eprintln!("realnet: ok: {name} ({:.1?})", t.elapsed()),
+            Err(p) => {
+                eprintln!("realnet: FAILED: {name} ({:.1?})", t.elapsed());
+                failed.push(format!("{name}: {}", panic_message(p.as_ref())));
+            }
+        }
+    }
+    eprintln!("realnet: all checks in {:.1?}", started.elapsed());
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+}
