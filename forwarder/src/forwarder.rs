@@ -32,6 +32,16 @@
 //!   ([`DropReason::MgmtDenied`]). The forwarder notes the neighbours the local stack must learn
 //!   before it answers ([`Forwarder::take_neighbour_hint`]); [`arp`] builds the frames that tell
 //!   it.
+//! - **Several balancers** (ECMP behind routers that speak BGP): a `maglev` or `sh` VIP picks a
+//!   new flow's backend from the running config alone (backend addresses, weights, config order,
+//!   health) and a fixed hash seed, never from the instance's address, MAC, flow-hash seed or
+//!   the configs it ran before; so a packet that reaches this balancer mid-stream (its flow
+//!   moved here from another balancer) and misses the flow table goes where the first balancer
+//!   sent its SYN (forwarder/tests/consistency.rs). Such a miss creates a flow entry like any
+//!   other: the flow then keeps its backend when the backend set changes later (a Maglev
+//!   refill moves a few other keys too), as it would on the balancer that saw it open. The
+//!   price: a flood of made-up ACKs fills the table with established entries (900 s) and
+//!   evicts real flows; creating none for a consistent VIP's non-SYN misses is issue 18's.
 //!
 //! - **ICMP to a VIP.** Errors (destination unreachable, fragmentation needed, time exceeded)
 //!   go to the backend of the flow they quote, as that flow's packets do, so that path MTU
@@ -87,7 +97,8 @@ pub const DIRECT_MAX_FLOWS: usize = 4096;
 /// of 60 s and more, and a share paced by time costs the same whatever the caller's polling
 /// rate (forwarder/BENCHMARKS.md).
 pub const SWEEP_PERIOD_MS: u64 = 10_000;
-/// Fixed seed of the Maglev/source-hash key hash, so that several balancers agree.
+/// Fixed seed of the Maglev/source-hash key hash, so that several balancers agree (the
+/// per-instance `seed` only places flows in this instance's flow table).
 const CONSISTENT_SEED: u64 = 0x5349_4445_5354_4550; // "SIDESTEP"
 
 /// What to do with a frame after [`Forwarder::process`].

@@ -6,6 +6,10 @@
 //! "a response crossed the balancer" means. Images are built by the caller (once per test
 //! binary, in a `OnceLock`) and lent to each boot. A fixture holds the lock of
 //! [`crate::one_at_a_time`] for its whole life, so the tests of one binary boot one VM at a time.
+//!
+//! [`Balancers`] is the scale-out form: several images side by side on the segment, each on a
+//! TAP of its own, with [`Host::Wan`] as a client behind the router, whose route to a VIP spreads
+//! over the balancers (ECMP). One of them can be killed mid-test ([`Balancers::kill`]).
 
 use crate::netns::{self, Captured, DemoNet, HelperBins, Host, Topology, BALANCER_MAC};
 use crate::qemu::{Image, Vm};
@@ -167,20 +171,9 @@ impl Fixture {
         &self,
         what: &str,
         timeout: Duration,
-        mut probe: impl FnMut() -> Option<T>,
+        probe: impl FnMut() -> Option<T>,
     ) -> T {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(v) = probe() {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not within {timeout:?}\n{}",
-                self.diagnostics()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        eventually(what, timeout, || self.diagnostics(), probe)
     }
 
     /// `GET http://ADDR:PORT/PATH` from the client: the body; panics with the diagnostics if
@@ -242,4 +235,121 @@ pub fn backend_of(body: &str) -> Option<&str> {
     body.trim()
         .strip_prefix("backend=")
         .and_then(|rest| rest.split_whitespace().next())
+}
+
+/// Polls `probe` every 100 ms until it gives `Some`; panics with `diagnostics()` after `timeout`.
+fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    diagnostics: impl Fn() -> String,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {timeout:?}\n{}",
+            diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One balancer of [`Balancers`]: the image to boot, its TAP and its NIC's MAC.
+pub struct Place<'a> {
+    /// The image (its config names the balancer's address).
+    pub image: &'a Image,
+    /// The TAP device in the lb namespace.
+    pub tap: &'a str,
+    /// The MAC of its NIC.
+    pub mac: &'a str,
+}
+
+/// Several balancers on the network, with [`Host::Wan`] added. Fields drop in order: the
+/// balancers, then the network, then the lock.
+pub struct Balancers {
+    vms: Vec<Option<Vm>>,
+    /// The network, its hosts and their servers.
+    pub net: DemoNet,
+    _one_at_a_time: MutexGuard<'static, ()>,
+}
+
+impl Balancers {
+    /// Builds the network with the wan client, runs `before_boot` on it, then boots every
+    /// place's image (BIOS) side by side and waits until each prints `ready`.
+    pub fn boot(
+        bins: HelperBins,
+        places: &[Place<'_>],
+        before_boot: impl FnOnce(&DemoNet) -> netns::Result<()>,
+    ) -> Result<Balancers, Error> {
+        let lock = crate::one_at_a_time();
+        let mut net = DemoNet::create(bins)?;
+        net.add_wan_client()?;
+        before_boot(&net)?;
+        let mut vms = Vec::with_capacity(places.len());
+        for p in places {
+            net.add_tap(p.tap, p.mac)?;
+            let vm = Vm::spawn(
+                p.image,
+                Firmware::Bios,
+                Net::Tap(p.tap.into()),
+                Some(p.mac),
+                Some(&net.lb_netns()),
+            )
+            .map_err(Error::Boot)?;
+            vms.push(Some(vm));
+        }
+        // Booted together: under TCG each boot takes long, and they overlap.
+        for vm in vms.iter_mut().flatten() {
+            vm.wait_for("ready", crate::qemu::BOOT_TIMEOUT)
+                .map_err(Error::Boot)?;
+        }
+        Ok(Balancers {
+            vms,
+            net,
+            _one_at_a_time: lock,
+        })
+    }
+
+    /// Balancer `i`, unless it was killed.
+    pub fn vm(&self, i: usize) -> Option<&Vm> {
+        self.vms.get(i).and_then(Option::as_ref)
+    }
+
+    /// Kills balancer `i`'s QEMU (by PID), as a crash or power loss would.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(slot) = self.vms.get_mut(i) {
+            drop(slot.take());
+        }
+    }
+
+    /// Every balancer's serial console and the helper logs, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        let consoles: String = self
+            .vms
+            .iter()
+            .enumerate()
+            .map(|(i, vm)| match vm {
+                Some(vm) => format!(
+                    "--- serial console of balancer {i} ---\n{}\n",
+                    vm.serial_log()
+                ),
+                None => format!("--- balancer {i}: killed ---\n"),
+            })
+            .collect();
+        format!("{consoles}{}", self.net.all_logs())
+    }
+
+    /// As [`Fixture::eventually`].
+    pub fn eventually<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        probe: impl FnMut() -> Option<T>,
+    ) -> T {
+        eventually(what, timeout, || self.diagnostics(), probe)
+    }
 }

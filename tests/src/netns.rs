@@ -58,6 +58,11 @@ use std::time::{Duration, Instant};
 pub const BALANCER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 /// The MAC tests give the balancer's NIC (QEMU `-device virtio-net-pci,mac=...`).
 pub const BALANCER_MAC: &str = "52:54:00:77:00:02";
+/// A second balancer's address, for tests with two balancers behind the router
+/// ([`DemoNet::add_far_client`], [`DemoNet::route_over`]).
+pub const BALANCER2: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
+/// The MAC tests give the second balancer's NIC.
+pub const BALANCER2_MAC: &str = "52:54:00:77:00:03";
 /// The router, the config's `interface.gateway`.
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 /// VIP `web`: HTTP (tcp/80), dsr-l2, be1 + be2.
@@ -113,10 +118,13 @@ pub enum Host {
     Edge,
     /// [`Topology::NarrowLink`] only: the client behind the narrow link, 10.66.0.10.
     Far,
+    /// A client behind the router, 10.99.0.10; exists only after [`DemoNet::add_wan_client`].
+    /// Its packets to a VIP take the router's route, as an Internet client's would.
+    Wan,
 }
 
 impl Host {
-    /// Every host, in the order they are built.
+    /// Every host [`DemoNet::create`] builds, in that order ([`Host::Far`] is added on demand).
     pub const ALL: [Host; 6] = [
         Host::Lb,
         Host::Client,
@@ -139,6 +147,7 @@ impl Host {
             Host::Rt => "rt",
             Host::Be3 => "be3",
             Host::Edge => "edge",
+            Host::Wan => "wan",
             Host::Far => "far",
         }
     }
@@ -154,6 +163,7 @@ impl Host {
             Host::Be3 => Some(Ipv4Addr::new(10, 88, 0, 31)),
             Host::Edge => Some(EDGE_FAR),
             Host::Far => Some(Ipv4Addr::new(10, 66, 0, 10)),
+            Host::Wan => Some(Ipv4Addr::new(10, 99, 0, 10)),
         }
     }
 
@@ -165,7 +175,7 @@ impl Host {
     /// The bridge port (in the lb namespace) this host's `eth0` hangs on, if it is on the segment.
     pub fn bridge_port(self) -> Option<String> {
         match self {
-            Host::Lb | Host::Be3 | Host::Edge | Host::Far => None,
+            Host::Lb | Host::Be3 | Host::Edge | Host::Far | Host::Wan => None,
             h => Some(format!("v-{}", h.name())),
         }
     }
@@ -178,6 +188,8 @@ const EDGE_FAR: Ipv4Addr = Ipv4Addr::new(10, 66, 0, 1);
 /// `edge`'s and `rt`'s addresses on the narrow link.
 const EDGE_NARROW: Ipv4Addr = Ipv4Addr::new(10, 55, 0, 1);
 const RT_NARROW: Ipv4Addr = Ipv4Addr::new(10, 55, 0, 2);
+/// The router's address toward [`Host::Wan`].
+const RT_WAN: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 
 fn mac_for(addr: Ipv4Addr) -> String {
     let [a, b, c, d] = addr.octets();
@@ -830,6 +842,64 @@ impl DemoNet {
         let mut argv = vec!["curl", "-sS", "--max-time", &secs];
         argv.extend_from_slice(args);
         self.run_ok(host, &argv)
+    }
+
+    /// Adds [`Host::Wan`], a client on 10.99.0.0/24 behind the router (its `eth2`), with a
+    /// default route through it. Backends reach it through their default route (the router).
+    pub fn add_wan_client(&mut self) -> Result<()> {
+        let ns = self.ns(Host::Wan);
+        self.ip(&["netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        self.ip_in(Host::Wan, "link set lo up")?;
+        self.sysctl(
+            Host::Wan,
+            &[
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ],
+        )?;
+        self.ip_in(
+            Host::Rt,
+            &format!("link add eth2 type veth peer name eth0 netns {ns}"),
+        )?;
+        self.ip_in(
+            Host::Rt,
+            &format!("link set eth2 address {}", mac_for(RT_WAN)),
+        )?;
+        self.ip_in(Host::Rt, &format!("addr add {RT_WAN}/24 dev eth2"))?;
+        self.ip_in(Host::Rt, "link set eth2 up")?;
+        self.sysctl(Host::Rt, &["net.ipv4.conf.eth2.rp_filter=0"])?;
+        self.up_with_address(
+            Host::Wan,
+            "eth0",
+            mac_for(Host::Wan.addr().expect("has one")),
+        )?;
+        self.ip_in(Host::Wan, &format!("route add default via {RT_WAN}"))?;
+        Ok(())
+    }
+
+    /// Routes `vip`/32 on the router over `hops` (one next hop each, equal cost), replacing any
+    /// route it had, with the layer-4 multipath hash (`fib_multipath_hash_policy=1`) so that
+    /// flows of one client spread too: what a router's kernel holds for a VIP that several
+    /// balancers announce (BIRD with `merge paths`). No hops removes the route.
+    pub fn route_over(&self, vip: Ipv4Addr, hops: &[Ipv4Addr]) -> Result<()> {
+        self.sysctl(Host::Rt, &["net.ipv4.fib_multipath_hash_policy=1"])?;
+        if hops.is_empty() {
+            return self
+                .ip_in(Host::Rt, &format!("route del {vip}/32"))
+                .map(drop);
+        }
+        let hops: String = hops
+            .iter()
+            .map(|h| format!(" nexthop via {h} dev eth0"))
+            .collect();
+        self.ip_in(Host::Rt, &format!("route replace {vip}/32{hops}"))
+            .map(drop)
+    }
+
+    /// The router's route to `vip` as `ip route show VIP` prints it.
+    pub fn route_of(&self, vip: Ipv4Addr) -> Result<String> {
+        self.ip_in(Host::Rt, &format!("route show {vip}"))
     }
 
     /// `curl -sS -o /dev/null -w %{http_code} --connect-timeout CONNECT --max-time SECS ARGS...`
