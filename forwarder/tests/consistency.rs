@@ -59,7 +59,7 @@ fn config(instance: &Instance, scheduler: Scheduler, backends: &[usize], version
         .mode(Mode::DsrL2)
         .scheduler(scheduler);
     for &i in backends {
-        vip = vip.backend(&format!("be{i}"), &backend_addr(i).to_string(), WEIGHTS[i]);
+        vip = vip.backend(&format!("be{i}"), backend_addr(i), WEIGHTS[i]);
     }
     let c = Config::builder()
         .version(version)
