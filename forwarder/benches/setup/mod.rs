@@ -46,6 +46,7 @@ pub fn config(mode: Mode) -> Config {
                     name: format!("be{i}"),
                     address: Ipv4Addr::new(10, 77, 0, 21 + i),
                     weight: 1,
+                    mac: None,
                 })
                 .collect(),
         }],

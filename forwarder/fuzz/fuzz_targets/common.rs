@@ -32,6 +32,7 @@ pub fn config() -> Config {
                 name: format!("be{i}"),
                 address: Ipv4Addr::new(10, 77, 0, 21 + i),
                 weight: u32::from(i),
+                mac: None,
             })
             .collect(),
     };

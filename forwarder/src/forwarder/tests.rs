@@ -56,6 +56,7 @@ pub(crate) fn config(mode: Mode, scheduler: Scheduler, weights: &[u32]) -> Confi
                     name: alloc::format!("be{i}"),
                     address: backend_addr(i),
                     weight: w,
+                    mac: None,
                 })
                 .collect(),
         }],
@@ -503,16 +504,15 @@ fn next_hop_changes_reach_forwarding_at_once() {
             }
         };
         assert_eq!(dst_mac(&mut f, Instant::ZERO), Ok(mac_of(be).to_vec()));
-        // The backend moved to another NIC.
+        // The backend moved to another NIC (once the locktime since it was learnt is over).
         let moved = [2, 9, 9, 9, 9, 9];
+        let moved_at = Instant::from_millis(crate::neigh::LOCKTIME_MS);
         let (mut buf, len) = arp_frame(ArpOperation::Reply, moved, be, OUR_MAC, OWN);
-        assert_eq!(
-            f.process(&mut buf, HEAD, len, Instant::ZERO),
-            Verdict::Local
-        );
-        assert_eq!(dst_mac(&mut f, Instant::ZERO), Ok(moved.to_vec()));
+        assert_eq!(f.process(&mut buf, HEAD, len, moved_at), Verdict::Local);
+        assert_eq!(dst_mac(&mut f, moved_at), Ok(moved.to_vec()));
+        assert_eq!(f.counters().neigh_changes, 1);
         // No answer to the refresh: forgotten after the grace period, frames wait for ARP.
-        let late = Instant::from_millis(crate::neigh::REFRESH_MS + crate::neigh::STALE_GRACE_MS);
+        let late = moved_at.plus_millis(crate::neigh::REFRESH_MS + crate::neigh::STALE_GRACE_MS);
         f.poll(late, &mut |_| {});
         assert_eq!(f.neighbour(be), None);
         assert_eq!(dst_mac(&mut f, late), Err(Verdict::Queued));
@@ -871,6 +871,7 @@ fn config_change_keeps_flows_of_kept_backends_and_moves_the_others() {
         name: "be9".into(),
         address: backend_addr(9),
         weight: 1,
+        mac: None,
     });
     f.apply_config(&c, Instant::ZERO);
     resolve(&mut f, &[backend_addr(9)]);
