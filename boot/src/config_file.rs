@@ -9,8 +9,8 @@
 
 use base64::Engine;
 use control::config::{
-    parse_name, Backend, Config, ConfigError, Health, HealthKind, Interface, Limits, Management,
-    Mode, Polling, Prefix, Protocol, Scheduler, Vip, VipPort,
+    parse_mac, parse_name, Backend, Config, ConfigError, Health, HealthKind, Interface, Limits,
+    Management, Mode, Polling, Prefix, Protocol, Scheduler, Vip, VipPort,
 };
 use serde::Deserialize;
 use std::net::Ipv4Addr;
@@ -91,6 +91,7 @@ struct FileBackend {
     name: String,
     address: String,
     weight: Option<i64>,
+    mac: Option<String>,
     /// Never valid: caught to explain why, instead of a bare "unknown field".
     port: Option<toml::Value>,
 }
@@ -274,6 +275,17 @@ fn translate_vip(v: FileVip) -> Result<Vip, ConfigError> {
                 0,
                 i64::from(u32::MAX),
             )?,
+            mac: b
+                .mac
+                .map(|text| {
+                    parse_mac(&text).ok_or_else(|| {
+                        ConfigError::new(
+                            format!("{bfield}: mac"),
+                            format!("\"{text}\" is not a MAC address like 02:00:0a:4d:00:15"),
+                        )
+                    })
+                })
+                .transpose()?,
             name: b.name,
         });
     }
@@ -447,6 +459,30 @@ weight = 0
             e.starts_with("vip \"web\": backend \"be1\": port: a backend has no port"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn backend_mac_is_pinned_checked_and_named() {
+        let pinned = "weight = 1\nmac = \"02:00:0A:4d:00:15\"\n";
+        let c = parse(&EXAMPLE.replace("weight = 1\n", pinned)).unwrap();
+        assert_eq!(c.vips[0].backends[0].mac, Some([2, 0, 0x0a, 0x4d, 0, 0x15]));
+        assert_eq!(c.vips[0].backends[1].mac, None);
+        assert_eq!(
+            refused(|t| t.replace("weight = 1\n", "weight = 1\nmac = \"02:00:0a:4d:15\"\n")),
+            "vip \"web\": backend \"be1\": mac: \"02:00:0a:4d:15\" is not a MAC address like \
+             02:00:0a:4d:00:15"
+        );
+        for (mac, why) in [
+            ("01:00:5e:00:00:01", "is not a unicast MAC"),
+            ("00:00:00:00:00:00", "is not a unicast MAC"),
+        ] {
+            let e =
+                refused(|t| t.replace("weight = 1\n", &format!("weight = 1\nmac = \"{mac}\"\n")));
+            assert!(
+                e.starts_with(&format!("vip \"web\": backend \"be1\": mac: {mac} {why}")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -252,7 +252,7 @@ impl Forwarder {
             flows: FlowTable::new(flow_capacity, seed),
             persist: None,
             frags: vec![FragEntry::default(); FRAG_SLOTS],
-            neigh: Neighbours::new(),
+            neigh: Neighbours::new(mac),
             hints: Hints::new(),
             scratch: vec![0; 2048],
             ident: 0,

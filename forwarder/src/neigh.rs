@@ -15,6 +15,13 @@
 //! or a frame has waited [`PENDING_TIMEOUT_MS`], it is dropped and counted. The queue's buffers
 //! are allocated once, up front.
 //!
+//! Hygiene, since any host on the link can send ARP: only next hops get entries (ARP about
+//! other addresses creates none); the balancer's own MAC, broadcast, multicast and zero MACs
+//! are never learnt ([`usable_mac`]); a resolved next hop's MAC is replaced only if its last
+//! update is [`LOCKTIME_MS`] old (Linux's `locktime`), and each replacement is reported
+//! ([`Learnt::Changed`], counted by the forwarder); a backend whose MAC the config pins
+//! (`mac` on `[[vip.backend]]`) is never asked for and ignores ARP about its address.
+//!
 //! The kernel's local stack (smoltcp) learns neighbours only from what it is told; the forwarder
 //! keeps a small queue of [`Hints`], neighbours it saw talking to the balancer's own address,
 //! for the kernel to pass on.
@@ -47,6 +54,29 @@ pub const RETRY_MS: u64 = 1_000;
 pub const BACKOFF_MS: u64 = 10_000;
 /// Neighbours visited per `poll` call, to bound its work.
 pub const POLL_BATCH: usize = 64;
+/// A resolved next hop's MAC is not replaced within this long of its last update (Linux's
+/// `locktime`): of two hosts answering for one address, the first answer holds, rather than
+/// frames flapping between them.
+pub const LOCKTIME_MS: u64 = 1_000;
+
+/// Whether `mac` may be a neighbour's: not zero, not a group (multicast or broadcast) address,
+/// not the balancer's own `own`. Anything else in an ARP packet is a mistake or a spoof.
+pub fn usable_mac(mac: [u8; 6], own: [u8; 6]) -> bool {
+    mac != [0; 6] && mac[0] & 1 == 0 && mac != own
+}
+
+/// What [`Neighbours::learn`] did with an ARP packet's sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Learnt {
+    /// Nothing: not a next hop, an unusable MAC ([`usable_mac`]), or a pinned next hop.
+    Ignored,
+    /// The next hop's MAC is now known, or confirmed unchanged.
+    Resolved,
+    /// The next hop had another MAC, now replaced.
+    Changed,
+    /// The next hop had another MAC, updated less than [`LOCKTIME_MS`] ago: kept.
+    Locked,
+}
 
 /// One next hop.
 #[derive(Clone, Copy, Debug)]
@@ -57,6 +87,8 @@ pub struct Neighbour {
     pub mac: [u8; 6],
     /// Whether `mac` is known.
     pub resolved: bool,
+    /// Whether `mac` is pinned by the config: never asked for, never replaced by ARP.
+    pub pinned: bool,
     confirmed: Instant,
     last_request: Option<Instant>,
     requests: u8,
@@ -75,6 +107,8 @@ struct Pending {
 /// The neighbour table and the frames waiting on it.
 #[derive(Clone)]
 pub struct Neighbours {
+    /// The balancer's own MAC, never a neighbour's.
+    own: [u8; 6],
     list: Vec<Neighbour>,
     by_ip: BTreeMap<u32, u32>,
     cursor: usize,
@@ -84,9 +118,10 @@ pub struct Neighbours {
 }
 
 impl Neighbours {
-    /// An empty table with its queue allocated.
-    pub fn new() -> Neighbours {
+    /// An empty table with its queue allocated, for a balancer at `own`.
+    pub fn new(own: [u8; 6]) -> Neighbours {
         Neighbours {
+            own,
             list: Vec::new(),
             by_ip: BTreeMap::new(),
             cursor: 0,
@@ -96,29 +131,46 @@ impl Neighbours {
         }
     }
 
-    /// Replace the set of next hops by `hops` (deduplicated), keeping what is known about the
-    /// ones that stay. Returns nothing; look indices up with [`index_of`](Self::index_of).
-    pub fn set_hops(&mut self, hops: &[Ipv4Addr]) {
-        let mut list = Vec::with_capacity(hops.len());
+    /// Replace the set of next hops by `hops` (deduplicated; each with its pinned MAC, if
+    /// any), keeping what is known about the ones that stay. A hop pinned by any of its
+    /// entries is pinned; one no longer pinned keeps its MAC until ARP replaces or ages it.
+    /// Look indices up with [`index_of`](Self::index_of).
+    pub fn set_hops(&mut self, hops: &[(Ipv4Addr, Option<[u8; 6]>)]) {
+        let mut list: Vec<Neighbour> = Vec::with_capacity(hops.len());
         let mut by_ip = BTreeMap::new();
-        for &ip in hops {
+        for &(ip, pin) in hops {
             let k = u32::from(ip);
-            if by_ip.contains_key(&k) {
-                continue;
-            }
-            let n = match self.by_ip.get(&k) {
-                Some(&i) => self.list[i as usize],
-                None => Neighbour {
-                    ip,
-                    mac: [0; 6],
-                    resolved: false,
-                    confirmed: Instant::ZERO,
-                    last_request: None,
-                    requests: 0,
-                },
+            let i = match by_ip.get(&k) {
+                Some(&i) => i as usize,
+                None => {
+                    let n = match self.by_ip.get(&k) {
+                        Some(&i) => Neighbour {
+                            pinned: false,
+                            ..self.list[i as usize]
+                        },
+                        None => Neighbour {
+                            ip,
+                            mac: [0; 6],
+                            resolved: false,
+                            pinned: false,
+                            confirmed: Instant::ZERO,
+                            last_request: None,
+                            requests: 0,
+                        },
+                    };
+                    by_ip.insert(k, list.len() as u32);
+                    list.push(n);
+                    list.len() - 1
+                }
             };
-            by_ip.insert(k, list.len() as u32);
-            list.push(n);
+            if let Some(mac) = pin {
+                let n = &mut list[i];
+                n.mac = mac;
+                n.resolved = true;
+                n.pinned = true;
+                n.requests = 0;
+                n.last_request = None;
+            }
         }
         self.list = list;
         self.by_ip = by_ip;
@@ -141,22 +193,33 @@ impl Neighbours {
         &self.list
     }
 
-    /// Learn `ip` is at `mac` (from an ARP packet) if `ip` is one of our next hops.
-    pub fn learn(&mut self, ip: Ipv4Addr, mac: [u8; 6], now: Instant) -> bool {
-        if mac == [0; 6] || mac[0] & 1 == 1 {
-            return false;
+    /// Learn `ip` is at `mac` (from an ARP packet's sender) if `ip` is one of our next hops,
+    /// `mac` is [usable](usable_mac), the hop is not pinned, and a different MAC it had was
+    /// not updated within [`LOCKTIME_MS`]. Addresses that are no next hop get no entry.
+    pub fn learn(&mut self, ip: Ipv4Addr, mac: [u8; 6], now: Instant) -> Learnt {
+        if !usable_mac(mac, self.own) {
+            return Learnt::Ignored;
         }
-        match self.by_ip.get(&u32::from(ip)) {
-            Some(&i) => {
-                let n = &mut self.list[i as usize];
-                n.mac = mac;
-                n.resolved = true;
-                n.confirmed = now;
-                n.requests = 0;
-                n.last_request = None;
-                true
-            }
-            None => false,
+        let Some(&i) = self.by_ip.get(&u32::from(ip)) else {
+            return Learnt::Ignored;
+        };
+        let n = &mut self.list[i as usize];
+        if n.pinned {
+            return Learnt::Ignored;
+        }
+        let changed = n.resolved && n.mac != mac;
+        if changed && now.millis_since(n.confirmed) < LOCKTIME_MS {
+            return Learnt::Locked;
+        }
+        n.mac = mac;
+        n.resolved = true;
+        n.confirmed = now;
+        n.requests = 0;
+        n.last_request = None;
+        if changed {
+            Learnt::Changed
+        } else {
+            Learnt::Resolved
         }
     }
 
@@ -221,12 +284,16 @@ impl Neighbours {
     /// ARP request now: unresolved ones every [`RETRY_MS`] (then every [`BACKOFF_MS`] after three
     /// tries), resolved ones every [`RETRY_MS`] once they are [`REFRESH_MS`] old; a resolved
     /// entry that stays unconfirmed past its grace period ([`STALE_GRACE_MS`]) is forgotten.
+    /// Pinned ones are never asked for.
     pub fn due_requests(&mut self, now: Instant, request: &mut dyn FnMut(Request)) {
         let n = self.list.len();
         for _ in 0..POLL_BATCH.min(n) {
             let i = self.cursor;
             self.cursor = if i + 1 >= n { 0 } else { i + 1 };
             let nb = &mut self.list[i];
+            if nb.pinned {
+                continue;
+            }
             let age = now.millis_since(nb.confirmed);
             if nb.resolved && age >= REFRESH_MS + STALE_GRACE_MS {
                 nb.resolved = false;
@@ -305,23 +372,18 @@ impl Default for Hints {
     }
 }
 
-impl Default for Neighbours {
-    fn default() -> Self {
-        Neighbours::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
     const B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 6);
+    const OWN_MAC: [u8; 6] = [0x02, 0x5e, 0, 0, 0, 1];
 
     #[test]
     fn requests_retry_then_back_off_and_refresh() {
-        let mut n = Neighbours::new();
-        n.set_hops(&[A, A]);
+        let mut n = Neighbours::new(OWN_MAC);
+        n.set_hops(&[(A, None), (A, None)]);
         assert_eq!(n.all().len(), 1);
         let mut asked = Vec::new();
         for t in (0..20_000).step_by(500) {
@@ -330,8 +392,14 @@ mod tests {
         // 0, 1000, 2000 then every 10 s.
         let times: Vec<u64> = asked.iter().map(|a| a.0).collect();
         assert_eq!(times, vec![0, 1000, 2000, 12000]);
-        assert!(n.learn(A, [2, 0, 0, 0, 0, 1], Instant::from_millis(20_000)));
-        assert!(!n.learn(B, [2, 0, 0, 0, 0, 1], Instant::from_millis(20_000)));
+        assert_eq!(
+            n.learn(A, [2, 0, 0, 0, 0, 1], Instant::from_millis(20_000)),
+            Learnt::Resolved
+        );
+        assert_eq!(
+            n.learn(B, [2, 0, 0, 0, 0, 1], Instant::from_millis(20_000)),
+            Learnt::Ignored
+        );
         asked.clear();
         let refresh = 20_000 + REFRESH_MS;
         n.due_requests(Instant::from_millis(refresh - 1000), &mut |ip| {
@@ -348,17 +416,23 @@ mod tests {
         n.due_requests(Instant::from_millis(refresh + STALE_GRACE_MS), &mut |_| {});
         assert!(!n.get(0).unwrap().resolved);
         // A reply during the grace re-confirms it: no request until the next refresh.
-        assert!(n.learn(A, [2, 0, 0, 0, 0, 2], Instant::from_millis(200_000)));
+        assert_eq!(
+            n.learn(A, [2, 0, 0, 0, 0, 2], Instant::from_millis(200_000)),
+            Learnt::Resolved
+        );
         asked.clear();
         n.due_requests(
             Instant::from_millis(200_000 + REFRESH_MS + 3_500),
             &mut |ip| asked.push((0, ip)),
         );
-        assert!(n.learn(
-            A,
-            [2, 0, 0, 0, 0, 2],
-            Instant::from_millis(200_000 + REFRESH_MS + 4_000)
-        ));
+        assert_eq!(
+            n.learn(
+                A,
+                [2, 0, 0, 0, 0, 2],
+                Instant::from_millis(200_000 + REFRESH_MS + 4_000)
+            ),
+            Learnt::Resolved
+        );
         n.due_requests(
             Instant::from_millis(200_000 + REFRESH_MS + 5_000),
             &mut |ip| asked.push((1, ip)),
@@ -383,8 +457,8 @@ mod tests {
 
     #[test]
     fn queue_releases_on_resolution_and_times_out() {
-        let mut n = Neighbours::new();
-        n.set_hops(&[A, B]);
+        let mut n = Neighbours::new(OWN_MAC);
+        n.set_hops(&[(A, None), (B, None)]);
         let frame = [0u8; 60];
         assert!(n.enqueue(A, &frame, Instant::ZERO));
         assert!(n.enqueue(B, &frame, Instant::ZERO));
@@ -400,5 +474,82 @@ mod tests {
         let dropped = n.release(Instant::from_millis(PENDING_TIMEOUT_MS), &mut |_| {});
         assert_eq!(dropped as usize, PENDING_MAX - 1);
         assert_eq!(n.pending_len(), 0);
+    }
+
+    #[test]
+    fn zero_group_and_own_macs_are_never_learnt_nor_are_other_addresses() {
+        let mut n = Neighbours::new(OWN_MAC);
+        n.set_hops(&[(A, None)]);
+        for mac in [
+            [0; 6],
+            [0xff; 6],
+            [0x01, 0x00, 0x5e, 0, 0, 1],
+            [0x33, 0x33, 0, 0, 0, 1],
+            OWN_MAC,
+        ] {
+            assert_eq!(n.learn(A, mac, Instant::ZERO), Learnt::Ignored, "{mac:?}");
+        }
+        assert!(!n.get(0).unwrap().resolved);
+        // ARP from an address that is no next hop makes no entry.
+        assert_eq!(
+            n.learn(B, [2, 0, 0, 0, 0, 6], Instant::ZERO),
+            Learnt::Ignored
+        );
+        assert_eq!((n.all().len(), n.index_of(B)), (1, None));
+        // Nor does a good MAC for a next hop, once learnt, give way to a bad one.
+        assert_eq!(
+            n.learn(A, [2, 0, 0, 0, 0, 5], Instant::ZERO),
+            Learnt::Resolved
+        );
+        let later = Instant::from_secs(10);
+        assert_eq!(n.learn(A, [0xff; 6], later), Learnt::Ignored);
+        assert_eq!(n.get(0).unwrap().mac, [2, 0, 0, 0, 0, 5]);
+        assert!(usable_mac([2, 0, 0, 0, 0, 5], OWN_MAC));
+    }
+
+    #[test]
+    fn a_changed_mac_is_reported_and_held_back_within_the_locktime() {
+        let mut n = Neighbours::new(OWN_MAC);
+        n.set_hops(&[(A, None)]);
+        let (m1, m2) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let t = |ms| Instant::from_millis(ms);
+        assert_eq!(n.learn(A, m1, t(5_000)), Learnt::Resolved);
+        // A second host answering for A within a second of the first: the first holds.
+        assert_eq!(n.learn(A, m2, t(5_999)), Learnt::Locked);
+        assert_eq!(n.get(0).unwrap().mac, m1);
+        // The same MAC again is a confirmation, and restarts the lock.
+        assert_eq!(n.learn(A, m1, t(5_500)), Learnt::Resolved);
+        assert_eq!(n.learn(A, m2, t(6_499)), Learnt::Locked);
+        assert_eq!(n.learn(A, m2, t(6_500)), Learnt::Changed);
+        assert_eq!(n.get(0).unwrap().mac, m2);
+        assert_eq!(n.learn(A, m1, t(7_000)), Learnt::Locked);
+        assert_eq!(n.learn(A, m1, t(7_500)), Learnt::Changed);
+    }
+
+    #[test]
+    fn a_pinned_mac_is_resolved_at_once_never_asked_for_and_never_replaced() {
+        let pin = [2, 0, 0, 0, 0, 0x77];
+        let mut n = Neighbours::new(OWN_MAC);
+        // A pinned by one VIP's backend and not by another's: pinned.
+        n.set_hops(&[(A, None), (A, Some(pin)), (B, None)]);
+        assert_eq!(n.all().len(), 2);
+        let a = n.get(n.index_of(A).unwrap()).copied().unwrap();
+        assert!(a.resolved && a.pinned);
+        assert_eq!(a.mac, pin);
+        for ms in (0..200_000).step_by(500) {
+            let t = Instant::from_millis(ms);
+            assert_eq!(n.learn(A, [2, 0, 0, 0, 0, 1], t), Learnt::Ignored);
+            n.due_requests(t, &mut |ip| assert_ne!(ip, A, "asked for a pinned hop"));
+        }
+        let a = n.get(n.index_of(A).unwrap()).copied().unwrap();
+        assert!(a.resolved);
+        assert_eq!(a.mac, pin);
+        // Unpinned by a new config: ARP may replace it again.
+        n.set_hops(&[(A, None)]);
+        assert!(!n.get(0).unwrap().pinned);
+        assert_eq!(
+            n.learn(A, [2, 0, 0, 0, 0, 1], Instant::from_secs(300)),
+            Learnt::Changed
+        );
     }
 }

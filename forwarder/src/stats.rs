@@ -43,9 +43,9 @@ pub enum DropReason {
     /// fragment to the balancer's address from outside it: never handed to the local stack, so
     /// such a client gets no answer at all.
     MgmtDenied,
-    /// ICMP to a VIP too short or broken to act on: a bad ICMP checksum, a fragmented ICMP
-    /// packet, or an error whose quoted datagram is not an IPv4 header and 8 bytes of TCP or
-    /// UDP from the VIP it was sent to.
+    /// ICMP to a VIP too short or broken to act on: a bad ICMP checksum, or an error whose
+    /// quoted datagram is not an IPv4 header and 8 bytes of TCP or UDP (a first fragment or
+    /// whole) from the VIP it was sent to.
     IcmpMalformed,
     /// An ICMP error quoting a datagram from no VIP (no VIP has that address, port and
     /// protocol).
@@ -61,8 +61,9 @@ pub enum DropReason {
     /// big for dsr-l3 with DF) left unanswered because the ICMP rate limit was reached.
     IcmpRateLimited,
     /// A packet the balancer never answers with ICMP though it would need an answer: a later
-    /// fragment, an ICMP message itself, or one from a broadcast, multicast, zero or own
-    /// source address.
+    /// fragment, an ICMP message too big for dsr-l3, one from a broadcast, multicast, zero,
+    /// loopback or own (the balancer's, a VIP's) source address or from a group MAC; and any
+    /// fragment of an ICMP message to a VIP (neither reassembled nor forwarded).
     IcmpRefused,
 }
 

@@ -1,6 +1,7 @@
 //! ARP on the data plane (see [`crate::neigh`] for why the forwarder owns it): answering
 //! requests for the balancer's address and every VIP in place, learning next hops from every
-//! ARP packet, passing replies addressed to the balancer up to the local stack, and building
+//! ARP packet (by the neighbour table's hygiene rules: no zero, group or own MAC, no change
+//! within a second, nothing over a pinned MAC), passing replies addressed to the balancer up to the local stack, and building
 //! the ARP frames the balancer sends: requests for next hops, gratuitous ARP for its addresses,
 //! and the synthesized replies that tell the local stack about a neighbour
 //! ([`neighbour_hint`]). [`is_arp_reply`] recognises the local stack's own replies, which the
@@ -16,6 +17,7 @@ use smoltcp::wire::{ArpHardware, ArpOperation, ArpPacket, EthernetAddress, Ether
 use super::field::{arp, ethernet};
 use super::{Forwarder, Verdict};
 use crate::config::Config;
+use crate::neigh::{usable_mac, Learnt};
 use crate::stats::DropReason;
 use crate::time::Instant;
 
@@ -154,7 +156,9 @@ impl Forwarder {
         let Some((op, sha, spa, tpa)) = parsed else {
             return self.drop(DropReason::Malformed);
         };
-        self.neigh.learn(spa, sha, now);
+        if self.neigh.learn(spa, sha, now) == Learnt::Changed {
+            self.counters.neigh_changes += 1;
+        }
         let ours = tpa == self.own || self.vip_addrs.binary_search(&u32::from(tpa)).is_ok();
         match op {
             ArpOperation::Request if ours => {
@@ -168,7 +172,7 @@ impl Forwarder {
                 p.set_target_hardware_addr(&sha);
                 p.set_target_protocol_addr(&spa.octets());
                 self.counters.arp_replies += 1;
-                if tpa == self.own {
+                if tpa == self.own && usable_mac(sha, self.mac) {
                     // The asker will talk to the local stack next, which must know it to answer.
                     self.hints.push(spa, sha);
                 }
@@ -186,3 +190,6 @@ impl Forwarder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

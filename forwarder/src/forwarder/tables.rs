@@ -240,12 +240,16 @@ impl Forwarder {
             s.sync();
         }
 
-        // Next hops: the backend itself when on-link, else the gateway.
-        let hops: Vec<Ipv4Addr> = self
-            .slots
+        // Next hops: the backend itself when on-link (with the MAC the config pins, if any),
+        // else the gateway.
+        let hops: Vec<(Ipv4Addr, Option<[u8; 6]>)> = config
+            .vips
             .iter()
-            .filter(|s| s.live)
-            .map(|s| self.next_hop_of(s.address))
+            .flat_map(|v| v.backends.iter())
+            .map(|b| {
+                let hop = self.next_hop_of(b.address);
+                (hop, b.mac.filter(|_| hop == b.address))
+            })
             .collect();
         self.neigh.set_hops(&hops);
         for i in 0..self.slots.len() {

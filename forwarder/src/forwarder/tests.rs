@@ -486,16 +486,15 @@ fn next_hop_changes_reach_forwarding_at_once() {
             }
         };
         assert_eq!(dst_mac(&mut f, Instant::ZERO), Ok(mac_of(be).to_vec()));
-        // The backend moved to another NIC.
+        // The backend moved to another NIC (once the locktime since it was learnt is over).
         let moved = [2, 9, 9, 9, 9, 9];
+        let moved_at = Instant::from_millis(crate::neigh::LOCKTIME_MS);
         let (mut buf, len) = arp_frame(ArpOperation::Reply, moved, be, OUR_MAC, OWN);
-        assert_eq!(
-            f.process(&mut buf, HEAD, len, Instant::ZERO),
-            Verdict::Local
-        );
-        assert_eq!(dst_mac(&mut f, Instant::ZERO), Ok(moved.to_vec()));
+        assert_eq!(f.process(&mut buf, HEAD, len, moved_at), Verdict::Local);
+        assert_eq!(dst_mac(&mut f, moved_at), Ok(moved.to_vec()));
+        assert_eq!(f.counters().neigh_changes, 1);
         // No answer to the refresh: forgotten after the grace period, frames wait for ARP.
-        let late = Instant::from_millis(crate::neigh::REFRESH_MS + crate::neigh::STALE_GRACE_MS);
+        let late = moved_at.plus_millis(crate::neigh::REFRESH_MS + crate::neigh::STALE_GRACE_MS);
         f.poll(late, &mut |_| {});
         assert_eq!(f.neighbour(be), None);
         assert_eq!(dst_mac(&mut f, late), Err(Verdict::Queued));

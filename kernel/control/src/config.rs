@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 /// The first bytes of every config blob.
 pub const BLOB_MAGIC: [u8; 8] = *b"SIDESTEP";
 /// The layout of the encoded blob; bumped whenever the model's fields change.
-pub const BLOB_FORMAT: u16 = 2;
+pub const BLOB_FORMAT: u16 = 3;
 /// Largest blob the image accepts (a config of many VIPs and backends stays far below it).
 pub const BLOB_MAX: usize = 1 << 20;
 
@@ -286,6 +286,9 @@ pub struct Backend {
     pub address: Ipv4Addr,
     /// Relative share of new flows; 0 drains.
     pub weight: u32,
+    /// Its MAC, pinned (on-link backends only): the balancer sends to it without ARP and
+    /// ignores ARP about the backend's address, so no other host on the link can claim it.
+    pub mac: Option<[u8; 6]>,
 }
 
 /// A config that is not valid, or a blob that cannot be read: which field, and what is wrong.
@@ -426,10 +429,42 @@ impl Config {
                     s.push_str(", ");
                 }
                 s.push_str(&format!("{} {} w{}", be.name, be.address, be.weight));
+                if let Some(mac) = be.mac {
+                    s.push_str(&format!(" mac {}", MacText(mac)));
+                }
             }
             s.push(']');
         }
         s
+    }
+}
+
+/// Parse a MAC address written as six hex pairs joined by colons (`02:00:0a:4d:00:15`).
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// A MAC address shown as [`parse_mac`] reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MacText(pub [u8; 6]);
+
+impl fmt::Display for MacText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 

@@ -237,7 +237,20 @@ impl VipBuilder {
             name: String::from(name),
             address: address.ipv4(),
             weight,
+            mac: None,
         });
+        self
+    }
+
+    /// Pin the MAC of the backend added last to `mac_text` (`02:00:0a:4d:00:15`).
+    pub fn backend_mac(mut self, mac_text: &str) -> Self {
+        let mac = super::parse_mac(mac_text)
+            .unwrap_or_else(|| panic!("{mac_text:?} is not a MAC like 02:00:0a:4d:00:15"));
+        self.vip
+            .backends
+            .last_mut()
+            .expect("backend_mac follows backend")
+            .mac = Some(mac);
         self
     }
 

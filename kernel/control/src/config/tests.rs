@@ -316,3 +316,85 @@ fn summary_lists_vips_and_backends() {
         "config v1: interface 10.77.0.2/24, 1 vips, 2 backends; web 10.77.0.100:80/tcp dsr-l2 wlc [be1 10.77.0.21 w1, be2 10.77.0.22 w2]"
     );
 }
+
+#[test]
+fn a_pinned_backend_mac_is_unicast_on_link_and_one_per_address_and_survives_the_blob() {
+    let pinned = |mac: &str| {
+        Config::builder()
+            .vip(
+                Vip::builder("web", "10.77.0.100", VipPort::One(80))
+                    .mode(Mode::DsrL3)
+                    .backend("be1", "10.77.0.21", 1)
+                    .backend_mac(mac)
+                    .build(),
+            )
+            .build()
+    };
+    let c = pinned("02:00:0a:4d:00:15");
+    c.validate().unwrap();
+    assert_eq!(Config::from_blob(&c.to_blob()).unwrap(), c);
+    assert!(c
+        .summary()
+        .contains("be1 10.77.0.21 w1 mac 02:00:0a:4d:00:15"));
+    for mac in [
+        "00:00:00:00:00:00",
+        "ff:ff:ff:ff:ff:ff",
+        "01:00:5e:00:00:01",
+    ] {
+        let e = refused(&pinned(mac));
+        assert!(
+            e.starts_with(&format!(
+                "vip \"web\": backend \"be1\": mac: {mac} is not a unicast MAC"
+            )),
+            "{e}"
+        );
+    }
+    let mut off_link = pinned("02:00:0a:4d:00:15");
+    off_link.vips[0].backends[0].address = Ipv4Addr::new(10, 88, 0, 5);
+    let e = refused(&off_link);
+    assert!(
+        e.starts_with("vip \"web\": backend \"be1\": mac: 10.88.0.5 is off the interface subnet"),
+        "{e}"
+    );
+    // Another VIP may share the backend, unpinned or pinned alike, not pinned otherwise.
+    let mut two = pinned("02:00:0a:4d:00:15");
+    let mut other = two.vips[0].clone();
+    other.name = "api".into();
+    other.address = Ipv4Addr::new(10, 77, 0, 101);
+    other.backends[0].mac = None;
+    two.vips.push(other);
+    two.validate().unwrap();
+    two.vips[1].backends[0].mac = Some([2, 0, 0x0a, 0x4d, 0, 0x15]);
+    two.validate().unwrap();
+    two.vips[1].backends[0].mac = Some([2, 0, 0x0a, 0x4d, 0, 0x99]);
+    let e = refused(&two);
+    assert!(
+        e.starts_with(
+            "vip \"web\": backend \"be1\": mac: 10.77.0.21 is pinned to 02:00:0a:4d:00:15 here \
+             but to 02:00:0a:4d:00:99 by backend \"be1\" of vip \"api\""
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn mac_text_is_six_hex_pairs() {
+    assert_eq!(
+        parse_mac("02:00:0A:4d:00:15"),
+        Some([2, 0, 10, 0x4d, 0, 0x15])
+    );
+    for bad in [
+        "",
+        "02:00:0a:4d:00",
+        "02:00:0a:4d:00:15:01",
+        "2:00:0a:4d:00:15",
+        "02-00-0a-4d-00-15",
+        "0g:00:0a:4d:00:15",
+    ] {
+        assert_eq!(parse_mac(bad), None, "{bad}");
+    }
+    assert_eq!(
+        MacText([2, 0, 10, 0x4d, 0, 0x15]).to_string(),
+        "02:00:0a:4d:00:15"
+    );
+}

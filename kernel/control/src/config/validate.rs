@@ -2,8 +2,8 @@
 //! broken rule is reported, naming its field in the words of the config file.
 
 use super::{
-    parse_http_url, parse_pci_address, Config, ConfigError, Health, Management, Mode, Vip, VipPort,
-    BACKENDS_MAX, FLOWS_RANGE, MTU_RANGE, NAME_MAX, VIPS_MAX, WEIGHT_MAX,
+    parse_http_url, parse_pci_address, Config, ConfigError, Health, MacText, Management, Mode, Vip,
+    VipPort, BACKENDS_MAX, FLOWS_RANGE, MTU_RANGE, NAME_MAX, VIPS_MAX, WEIGHT_MAX,
 };
 use alloc::format;
 use alloc::string::String;
@@ -282,6 +282,48 @@ impl Config {
                 ));
             }
             let on_link = self.interface.address.contains(be.address);
+            if let Some(mac) = be.mac {
+                let mfield = format!("{bfield}: mac");
+                if mac == [0; 6] || mac[0] & 1 != 0 {
+                    return Err(ConfigError::new(
+                        mfield,
+                        format!(
+                            "{} is not a unicast MAC (zero, or the group bit of the first byte \
+                             is set); give the backend NIC's own address",
+                            MacText(mac)
+                        ),
+                    ));
+                }
+                if !on_link {
+                    return Err(ConfigError::new(
+                        mfield,
+                        format!(
+                            "{} is off the interface subnet, so frames to it go to the gateway's \
+                             MAC; a MAC can be pinned only for a backend on the link",
+                            be.address
+                        ),
+                    ));
+                }
+                let other = self
+                    .vips
+                    .iter()
+                    .flat_map(|v| v.backends.iter().map(move |b| (v, b)))
+                    .find(|(_, b)| b.address == be.address && b.mac.is_some_and(|m| m != mac));
+                if let Some((v, b)) = other {
+                    return Err(ConfigError::new(
+                        mfield,
+                        format!(
+                            "{} is pinned to {} here but to {} by backend \"{}\" of vip \"{}\"; \
+                             one address has one MAC",
+                            be.address,
+                            MacText(mac),
+                            MacText(b.mac.unwrap_or_default()),
+                            b.name,
+                            v.name
+                        ),
+                    ));
+                }
+            }
             match vip.mode {
                 Mode::DsrL2 if !on_link => {
                     return Err(ConfigError::new(

@@ -46,6 +46,8 @@ pub struct Snapshot<'a> {
     pub icmp_forwarded: u64,
     /// ICMP echo requests to a VIP answered.
     pub icmp_echo_replies: u64,
+    /// Next hops whose MAC an ARP packet changed.
+    pub neigh_changes: u64,
 }
 
 /// Escape a Prometheus label value.
@@ -157,6 +159,13 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
         "sidestep_icmp_echo_replies_total {}",
         s.icmp_echo_replies
     );
+    family(
+        &mut o,
+        "sidestep_neigh_changes_total",
+        "counter",
+        "Next hops (backends, the gateway) whose MAC an ARP packet changed.",
+    );
+    let _ = writeln!(o, "sidestep_neigh_changes_total {}", s.neigh_changes);
     family(
         &mut o,
         "sidestep_drops_total",
@@ -394,6 +403,7 @@ pub(crate) mod tests {
             flows_rescheduled: 0,
             icmp_forwarded: 0,
             icmp_echo_replies: 0,
+            neigh_changes: 0,
         };
         assert_eq!(
             render_status(&s),
@@ -429,6 +439,7 @@ pub(crate) mod tests {
             flows_rescheduled: 4,
             icmp_forwarded: 8,
             icmp_echo_replies: 9,
+            neigh_changes: 10,
         };
         let m = render_metrics(&s);
         for line in [
@@ -451,6 +462,7 @@ pub(crate) mod tests {
             "# TYPE sidestep_icmp_forwarded_total counter",
             "sidestep_icmp_forwarded_total 8",
             "sidestep_icmp_echo_replies_total 9",
+            "sidestep_neigh_changes_total 10",
             "sidestep_flows_capacity 1024",
         ] {
             assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
