@@ -32,6 +32,7 @@ pub fn config(mode: Mode) -> Config {
         },
         management: None,
         limits: Limits::default(),
+        bgp: None,
         vips: vec![Vip {
             name: "web".into(),
             address: VIP,

@@ -51,6 +51,7 @@ pub fn config() -> Config {
             fetch: None,
         }),
         limits: Limits::default(),
+        bgp: None,
         vips: vec![
             vip(
                 "l2",

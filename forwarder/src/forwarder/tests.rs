@@ -40,6 +40,7 @@ pub(crate) fn config(mode: Mode, scheduler: Scheduler, weights: &[u32]) -> Confi
         },
         management: None,
         limits: Limits::default(),
+        bgp: None,
         vips: vec![crate::config::Vip {
             name: "web".into(),
             address: VIP,
