@@ -43,11 +43,14 @@ pub enum DropReason {
     /// fragment to the balancer's address from outside it: never handed to the local stack, so
     /// such a client gets no answer at all.
     MgmtDenied,
+    /// TCP to the BGP port (179) from a source that is not a `[[bgp.peer]]`: never handed to
+    /// the local stack, so it gets no answer at all.
+    BgpDenied,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::NotForUs,
         DropReason::Unsupported,
@@ -61,6 +64,7 @@ impl DropReason {
         DropReason::NoHeadroom,
         DropReason::FlowEvicted,
         DropReason::MgmtDenied,
+        DropReason::BgpDenied,
     ];
     /// Number of reasons.
     pub const COUNT: usize = DropReason::ALL.len();
@@ -81,6 +85,7 @@ impl DropReason {
             DropReason::NoHeadroom => "no_headroom",
             DropReason::FlowEvicted => "flow_evicted",
             DropReason::MgmtDenied => "mgmt_denied",
+            DropReason::BgpDenied => "bgp_denied",
         }
     }
 

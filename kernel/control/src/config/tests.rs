@@ -338,6 +338,11 @@ fn bgp_rules_name_their_field() {
         })
         .collect();
     assert!(refused(&c).starts_with("bgp.peer: 17 peers given; at most 16"));
+    let mut c = with_bgp();
+    c.management = example().management;
+    c.validate().unwrap();
+    c.management.as_mut().unwrap().port = 179;
+    assert!(refused(&c).starts_with("management.port: 179 is the BGP port"));
 }
 
 #[test]

@@ -130,6 +130,16 @@ impl Config {
                 format!("{} peers given; at most {BGP_PEERS_MAX}", bgp.peers.len()),
             ));
         }
+        if self
+            .management
+            .as_ref()
+            .is_some_and(|m| m.port == crate::bgp::PORT)
+        {
+            return Err(ConfigError::new(
+                "management.port",
+                "179 is the BGP port, which [bgp] listens on; pick another management port",
+            ));
+        }
         let net = self.interface.address;
         for (i, peer) in bgp.peers.iter().enumerate() {
             let field = format!("bgp.peer \"{}\"", peer.address);
