@@ -9,8 +9,9 @@
 
 use base64::Engine;
 use control::config::{
-    parse_mac, parse_name, Backend, Config, ConfigError, Health, HealthKind, Interface, Limits,
-    Management, Mode, Polling, Prefix, Protocol, Scheduler, Vip, VipPort,
+    parse_mac, parse_name, Backend, Bgp, BgpPeer, Config, ConfigError, Health, HealthKind,
+    Interface, Limits, Management, Mode, Polling, Prefix, Protocol, Scheduler, Vip, VipPort,
+    BGP_HOLD_DEFAULT,
 };
 use serde::Deserialize;
 use std::net::Ipv4Addr;
@@ -24,6 +25,26 @@ struct FileConfig {
     limits: Option<FileLimits>,
     #[serde(default)]
     vip: Vec<FileVip>,
+    bgp: Option<FileBgp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBgp {
+    asn: i64,
+    router_id: Option<String>,
+    hold_time: Option<i64>,
+    announce: Option<bool>,
+    bfd: Option<bool>,
+    #[serde(default)]
+    peer: Vec<FileBgpPeer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBgpPeer {
+    address: String,
+    asn: i64,
 }
 
 #[derive(Deserialize)]
@@ -184,12 +205,42 @@ fn translate(file: FileConfig) -> Result<Config, ConfigError> {
         .into_iter()
         .map(translate_vip)
         .collect::<Result<Vec<_>, _>>()?;
+    let bgp = file.bgp.map(translate_bgp).transpose()?;
     Ok(Config {
         version: file.version,
         interface,
         management,
         limits,
         vips,
+        bgp,
+    })
+}
+
+fn translate_bgp(b: FileBgp) -> Result<Bgp, ConfigError> {
+    let mut peers = Vec::with_capacity(b.peer.len());
+    for p in b.peer {
+        let address = address("bgp.peer: address", &p.address)?;
+        let field = format!("bgp.peer \"{address}\": asn");
+        peers.push(BgpPeer {
+            address,
+            asn: ranged(&field, p.asn, 0, i64::from(u32::MAX))?,
+        });
+    }
+    Ok(Bgp {
+        asn: ranged("bgp.asn", b.asn, 0, i64::from(u32::MAX))?,
+        router_id: b
+            .router_id
+            .map(|r| address("bgp.router_id", &r))
+            .transpose()?,
+        hold_time: ranged(
+            "bgp.hold_time",
+            b.hold_time.unwrap_or(i64::from(BGP_HOLD_DEFAULT)),
+            0,
+            65535,
+        )?,
+        announce: b.announce.unwrap_or(true),
+        bfd: b.bfd.unwrap_or(false),
+        peers,
     })
 }
 
@@ -576,6 +627,69 @@ weight = 0
         assert!(
             refused(|t| t.replace("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "AAEC"))
                 .starts_with("management.pubkey: is 3 bytes")
+        );
+    }
+
+    const BGP: &str = r#"
+[bgp]
+asn = 4200000000
+router_id = "10.77.0.2"
+hold_time = 9
+announce = true
+bfd = false
+
+[[bgp.peer]]
+address = "10.77.0.1"
+asn = 65000
+"#;
+
+    fn with_bgp() -> String {
+        format!("{}{BGP}", EXAMPLE.replace("\"wlc\"", "\"maglev\""))
+    }
+
+    #[test]
+    fn bgp_section_parses_with_its_defaults() {
+        let c = parse(&with_bgp()).unwrap();
+        let bgp = c.bgp.as_ref().unwrap();
+        assert_eq!(
+            (bgp.asn, bgp.hold_time, bgp.announce, bgp.bfd),
+            (4_200_000_000, 9, true, false)
+        );
+        assert_eq!(bgp.peers[0].address.to_string(), "10.77.0.1");
+        let minimal = with_bgp()
+            .replace("router_id = \"10.77.0.2\"\n", "")
+            .replace("hold_time = 9\n", "")
+            .replace("announce = true\n", "")
+            .replace("bfd = false\n", "");
+        let bgp = parse(&minimal).unwrap().bgp.unwrap();
+        assert_eq!(
+            (bgp.router_id, bgp.hold_time, bgp.announce),
+            (None, 90, true)
+        );
+        assert!(parse(EXAMPLE).unwrap().bgp.is_none());
+    }
+
+    #[test]
+    fn bgp_values_are_checked() {
+        let bad = |from: &str, to: &str| {
+            parse(&with_bgp().replace(from, to))
+                .expect_err("should be refused")
+                .to_string()
+        };
+        assert!(bad("asn = 4200000000", "asn = 4294967296")
+            .starts_with("bgp.asn: 4294967296 is out of range"));
+        assert!(bad("hold_time = 9", "hold_time = 70000")
+            .starts_with("bgp.hold_time: 70000 is out of range"));
+        assert!(bad("bfd = false", "bfd = true").starts_with("bgp.bfd: BFD is not supported yet"));
+        assert!(bad("\"10.77.0.1\"\nasn", "\"router\"\nasn")
+            .starts_with("bgp.peer: address: \"router\""));
+        assert!(bad("asn = 65000", "asn = -1")
+            .starts_with("bgp.peer \"10.77.0.1\": asn: -1 is out of range"));
+        assert!(bad("bfd = false", "bfd = false\nmed = 1").contains("med"));
+        let e = parse(&format!("{EXAMPLE}{BGP}")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("vip \"web\": scheduler: \"wlc\" cannot be used with [bgp]"),
+            "{e}"
         );
     }
 

@@ -198,6 +198,8 @@ pub struct Forwarder {
     version: u64,
     /// `[management]`'s port and allow list, when the config has a management section.
     mgmt: Option<MgmtGuard>,
+    /// `[bgp]`'s peers, when the config has a BGP section: the only sources taken on port 179.
+    bgp_peers: Option<Vec<Ipv4Addr>>,
     vips: Vec<VipRt>,
     index: VipIndex,
     vip_addrs: Vec<u32>,
@@ -245,6 +247,7 @@ impl Forwarder {
             mtu: usize::from(config.interface.mtu),
             version: 0,
             mgmt: None,
+            bgp_peers: None,
             vips: Vec::new(),
             index: VipIndex::build(&[]),
             vip_addrs: Vec::new(),

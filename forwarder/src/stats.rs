@@ -65,11 +65,14 @@ pub enum DropReason {
     /// loopback or own (the balancer's, a VIP's) source address or from a group MAC; and any
     /// fragment of an ICMP message to a VIP (neither reassembled nor forwarded).
     IcmpRefused,
+    /// TCP to the BGP port (179) from a source that is not a `[[bgp.peer]]`: never handed to
+    /// the local stack, so it gets no answer at all.
+    BgpDenied,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::Malformed,
         DropReason::NotForUs,
         DropReason::Unsupported,
@@ -89,6 +92,7 @@ impl DropReason {
         DropReason::IcmpUnsupported,
         DropReason::IcmpRateLimited,
         DropReason::IcmpRefused,
+        DropReason::BgpDenied,
     ];
     /// Number of reasons.
     pub const COUNT: usize = DropReason::ALL.len();
@@ -115,6 +119,7 @@ impl DropReason {
             DropReason::IcmpUnsupported => "icmp_unsupported",
             DropReason::IcmpRateLimited => "icmp_rate_limited",
             DropReason::IcmpRefused => "icmp_refused",
+            DropReason::BgpDenied => "bgp_denied",
         }
     }
 

@@ -345,7 +345,30 @@ impl Forwarder {
         }
         TcpPacket::new_checked(ip.payload()).is_ok_and(|t| t.dst_port() == m.port)
     }
+
+    /// Whether `frame` (as for [`mgmt_denied`](Self::mgmt_denied)) is TCP to the BGP port from
+    /// a source that is not a `[[bgp.peer]]` while the config has `[bgp]`: such a source gets
+    /// no answer at all (no SYN-ACK, no reset).
+    pub(super) fn bgp_denied(&self, frame: &[u8]) -> bool {
+        let Some(peers) = &self.bgp_peers else {
+            return false;
+        };
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return false;
+        };
+        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+            return false;
+        };
+        if ip.next_header() != IpProtocol::Tcp || ip.frag_offset() != 0 {
+            return false;
+        }
+        TcpPacket::new_checked(ip.payload())
+            .is_ok_and(|t| t.dst_port() == BGP_PORT && !peers.contains(&ip.src_addr()))
+    }
 }
+
+/// The TCP port BGP sessions are opened to.
+const BGP_PORT: u16 = 179;
 
 /// The on-link sender of a frame to the balancer that opens a conversation (a TCP SYN without
 /// ACK or an ICMP echo request, first fragment), if it came from a unicast MAC: its address

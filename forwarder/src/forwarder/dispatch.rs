@@ -144,6 +144,9 @@ impl Forwarder {
         if self.mgmt_denied(frame) {
             return self.drop(DropReason::MgmtDenied);
         }
+        if self.bgp_denied(frame) {
+            return self.drop(DropReason::BgpDenied);
+        }
         self.counters.local += 1;
         if let Some((ip, mac)) = opens_conversation(frame, self.subnet) {
             self.hints.push(ip, mac);

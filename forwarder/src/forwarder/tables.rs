@@ -172,6 +172,10 @@ impl Forwarder {
             port: m.port,
             allow: m.allow.clone(),
         });
+        self.bgp_peers = config
+            .bgp
+            .as_ref()
+            .map(|b| b.peers.iter().map(|p| p.address).collect());
 
         // Match surviving backends to their slots by (VIP name, address).
         let mut old: BTreeMap<(String, u32), u32> = BTreeMap::new();

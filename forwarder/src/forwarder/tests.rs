@@ -1131,6 +1131,62 @@ fn managed() -> Config {
 }
 
 #[test]
+fn bgp_from_a_source_that_is_not_a_peer_is_dropped_before_the_local_stack() {
+    let peer = Ipv4Addr::new(10, 77, 0, 1);
+    let mut c = managed();
+    c.vips[0].scheduler = Scheduler::Maglev;
+    c.bgp = Some(crate::config::Bgp {
+        asn: 65010,
+        router_id: None,
+        hold_time: 9,
+        announce: true,
+        bfd: false,
+        peers: vec![crate::config::BgpPeer {
+            address: peer,
+            asn: 65000,
+        }],
+    });
+    c.validate().unwrap();
+    let mut f = ready(&c);
+    let to_us = |src: Ipv4Addr, dport: u16| {
+        let mut p = Pkt::tcp(40000, 0x02);
+        p.src = src;
+        p.dst = OWN;
+        p.dport = dport;
+        p
+    };
+    let stranger = Ipv4Addr::new(10, 77, 0, 9); // inside the management allow-list
+    assert_eq!(
+        send(&mut f, &to_us(peer, 179), Instant::ZERO),
+        Err(Verdict::Local)
+    );
+    assert_eq!(
+        send(&mut f, &to_us(stranger, 179), Instant::ZERO),
+        Err(Verdict::Drop(DropReason::BgpDenied))
+    );
+    assert_eq!(
+        send(&mut f, &to_us(CLIENT, 179), Instant::ZERO),
+        Err(Verdict::Drop(DropReason::BgpDenied))
+    );
+    // The answers to our own dial come from port 179, to another port: they pass.
+    let mut answer = to_us(peer, 50000);
+    answer.sport = 179;
+    assert_eq!(send(&mut f, &answer, Instant::ZERO), Err(Verdict::Local));
+    assert_eq!(
+        send(&mut f, &to_us(stranger, 9000), Instant::ZERO),
+        Err(Verdict::Local)
+    );
+    assert_eq!(f.counters().drop_count(DropReason::BgpDenied), 2);
+    assert_eq!(DropReason::BgpDenied.name(), "bgp_denied");
+    // Without [bgp] nothing is judged on port 179.
+    f.apply_config(&managed(), Instant::ZERO);
+    assert_eq!(
+        send(&mut f, &to_us(stranger, 179), Instant::ZERO),
+        Err(Verdict::Local)
+    );
+}
+
+#[test]
 fn management_from_outside_allow_is_dropped_before_the_local_stack() {
     let mut f = ready(&managed());
     let denied = Verdict::Drop(DropReason::MgmtDenied);

@@ -44,6 +44,12 @@ pub const BACKENDS_MAX: usize = 1024;
 pub const MTU_RANGE: (u16, u16) = (576, 1500);
 /// Bounds of the flow table capacity an operator may ask for.
 pub const FLOWS_RANGE: (u32, u32) = (1024, 64 * 1024 * 1024);
+/// Most BGP peers of one balancer.
+pub const BGP_PEERS_MAX: usize = 16;
+/// Bounds of the BGP hold time in seconds (RFC 4271 allows 0 too; a balancer always wants one).
+pub const BGP_HOLD_RANGE: (u16, u16) = (3, 65535);
+/// The BGP hold time when the file gives none (RFC 4271's suggested value).
+pub const BGP_HOLD_DEFAULT: u16 = 90;
 
 /// A whole Sidestep configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +64,42 @@ pub struct Config {
     pub limits: Limits,
     /// The virtual services.
     pub vips: Vec<Vip>,
+    /// Announcing the VIPs to routers by BGP; `None` announces nothing.
+    pub bgp: Option<Bgp>,
+}
+
+/// BGP: the VIPs announced as /32 routes to the routers, which spread flows over balancers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bgp {
+    /// This balancer's autonomous system number (4-byte ASNs allowed).
+    pub asn: u32,
+    /// The BGP identifier; `None` uses the interface address ([`Bgp::router_id`]).
+    pub router_id: Option<Ipv4Addr>,
+    /// Seconds without a message from a peer before its session is dropped; keepalives are sent
+    /// every third of it.
+    pub hold_time: u16,
+    /// Whether the VIPs are announced at all; false withdraws every one (draining the balancer).
+    pub announce: bool,
+    /// A BFD session with each peer (not supported yet: validation refuses true).
+    pub bfd: bool,
+    /// The routers, each on the interface subnet.
+    pub peers: Vec<BgpPeer>,
+}
+
+impl Bgp {
+    /// The BGP identifier in use: the configured one, else the interface address.
+    pub fn router_id(&self, interface: &Interface) -> Ipv4Addr {
+        self.router_id.unwrap_or(interface.address.address)
+    }
+}
+
+/// One router this balancer keeps a BGP session with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpPeer {
+    /// The router's address on the interface subnet (single hop).
+    pub address: Ipv4Addr,
+    /// The router's autonomous system number.
+    pub asn: u32,
 }
 
 /// The balancer's own place on the data network.

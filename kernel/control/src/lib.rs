@@ -1,5 +1,6 @@
 //! Sidestep's control plane as pure logic: what the image decides that is not a packet decision.
 //!
+//! - [`bgp`]: the BGP-4 speaker that announces the VIPs to routers (codec, session, routes).
 //! - [`config`]: the config model, its validation and its blob (shared with the host tool and the
 //!   forwarder); `envelope`: the signed envelope around a blob (feature `signed`).
 //! - [`mgmt`]: the management API's HTTP parsing, routing and rendering; [`stats`]: the metrics
@@ -18,6 +19,7 @@
 
 extern crate alloc;
 
+pub mod bgp;
 pub mod config;
 #[cfg(feature = "signed")]
 pub mod envelope;

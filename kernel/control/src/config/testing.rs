@@ -28,8 +28,8 @@
 //! ```
 
 use super::{
-    Backend, Config, Health, Interface, Limits, Management, Mode, Polling, Prefix, Protocol,
-    Scheduler, Vip, VipPort,
+    Backend, Bgp, BgpPeer, Config, Health, Interface, Limits, Management, Mode, Polling, Prefix,
+    Protocol, Scheduler, Vip, VipPort, BGP_HOLD_DEFAULT,
 };
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -85,6 +85,7 @@ impl Config {
                 management: None,
                 limits: Limits::default(),
                 vips: Vec::new(),
+                bgp: None,
             },
         }
     }
@@ -156,6 +157,49 @@ impl ConfigBuilder {
         self
     }
 
+    /// A `[bgp]` section with AS `asn`, the default hold time, announcing, without BFD or peers.
+    pub fn bgp(mut self, asn: u32) -> Self {
+        self.config.bgp = Some(Bgp {
+            asn,
+            router_id: None,
+            hold_time: BGP_HOLD_DEFAULT,
+            announce: true,
+            bfd: false,
+            peers: Vec::new(),
+        });
+        self
+    }
+
+    /// One more BGP peer at `address` (`a.b.c.d`) in AS `asn` (after [`ConfigBuilder::bgp`]).
+    ///
+    /// # Panics
+    /// Without a `[bgp]` section.
+    pub fn bgp_peer(mut self, address_text: &str, asn: u32) -> Self {
+        self.bgp_mut().peers.push(BgpPeer {
+            address: address(address_text),
+            asn,
+        });
+        self
+    }
+
+    /// The BGP hold time in seconds (after [`ConfigBuilder::bgp`]).
+    ///
+    /// # Panics
+    /// Without a `[bgp]` section.
+    pub fn bgp_hold_time(mut self, seconds: u16) -> Self {
+        self.bgp_mut().hold_time = seconds;
+        self
+    }
+
+    /// Whether the VIPs are announced (after [`ConfigBuilder::bgp`]).
+    ///
+    /// # Panics
+    /// Without a `[bgp]` section.
+    pub fn bgp_announce(mut self, announce: bool) -> Self {
+        self.bgp_mut().announce = announce;
+        self
+    }
+
     /// One more VIP (after those added before).
     pub fn vip(mut self, vip: Vip) -> Self {
         self.config.vips.push(vip);
@@ -165,6 +209,13 @@ impl ConfigBuilder {
     /// The config, not validated.
     pub fn build(self) -> Config {
         self.config
+    }
+
+    fn bgp_mut(&mut self) -> &mut Bgp {
+        self.config
+            .bgp
+            .as_mut()
+            .expect("ConfigBuilder::bgp must come first")
     }
 
     fn management_mut(&mut self) -> &mut Management {

@@ -398,3 +398,107 @@ fn mac_text_is_six_hex_pairs() {
         "02:00:0a:4d:00:15"
     );
 }
+
+fn with_bgp() -> Config {
+    let mut c = Config::builder()
+        .bgp(65010)
+        .bgp_peer("10.77.0.1", 65000)
+        .vip(
+            Vip::builder("web", "10.77.0.100", VipPort::One(80))
+                .scheduler(Scheduler::Maglev)
+                .backend("be1", "10.77.0.21", 1)
+                .build(),
+        )
+        .build();
+    c.bgp.as_mut().unwrap().hold_time = 9;
+    c
+}
+
+#[test]
+fn bgp_section_round_trips_and_defaults_its_router_id() {
+    let c = with_bgp();
+    c.validate().unwrap();
+    assert_eq!(Config::from_blob(&c.to_blob()).unwrap(), c);
+    let bgp = c.bgp.as_ref().unwrap();
+    assert_eq!(bgp.router_id(&c.interface).to_string(), "10.77.0.2");
+}
+
+/// A change to a valid `[bgp]` and the start of the error it must cause.
+type BgpCase = (fn(&mut Bgp), &'static str);
+
+#[test]
+fn bgp_rules_name_their_field() {
+    let cases: [BgpCase; 9] = [
+        (|b| b.asn = 0, "bgp.asn: 0 is reserved"),
+        (|b| b.asn = 23456, "bgp.asn: 23456 is reserved"),
+        (
+            |b| b.router_id = Some(core::net::Ipv4Addr::UNSPECIFIED),
+            "bgp.router_id: 0.0.0.0",
+        ),
+        (
+            |b| b.hold_time = 2,
+            "bgp.hold_time: 2 seconds is out of range 3..=65535",
+        ),
+        (|b| b.bfd = true, "bgp.bfd: BFD is not supported yet"),
+        (|b| b.peers.clear(), "bgp.peer: none given"),
+        (
+            |b| b.peers[0].address = "10.99.0.1".parse().unwrap(),
+            "bgp.peer \"10.99.0.1\": address: 10.99.0.1 is not a host on the interface subnet",
+        ),
+        (
+            |b| b.peers[0].asn = 0,
+            "bgp.peer \"10.77.0.1\": asn: 0 is reserved",
+        ),
+        (
+            |b| b.peers.push(b.peers[0].clone()),
+            "bgp.peer \"10.77.0.1\": is listed twice",
+        ),
+    ];
+    for (edit, want) in cases {
+        let mut c = with_bgp();
+        edit(c.bgp.as_mut().unwrap());
+        let e = refused(&c);
+        assert!(e.starts_with(want), "{e}");
+    }
+    let mut c = with_bgp();
+    c.bgp.as_mut().unwrap().peers[0].address = "10.77.0.2".parse().unwrap();
+    assert!(refused(&c).contains("the balancer's own address or a VIP"));
+    let mut c = with_bgp();
+    c.bgp.as_mut().unwrap().peers = (1..=17)
+        .map(|i| BgpPeer {
+            address: core::net::Ipv4Addr::new(10, 77, 0, 100 + i),
+            asn: 65000,
+        })
+        .collect();
+    assert!(refused(&c).starts_with("bgp.peer: 17 peers given; at most 16"));
+    let mut c = with_bgp();
+    c.management = example().management;
+    c.validate().unwrap();
+    c.management.as_mut().unwrap().port = 179;
+    assert!(refused(&c).starts_with("management.port: 179 is the BGP port"));
+}
+
+#[test]
+fn bgp_needs_schedulers_every_balancer_agrees_on() {
+    for s in [Scheduler::Rr, Scheduler::Wrr, Scheduler::Lc, Scheduler::Wlc] {
+        let mut c = with_bgp();
+        c.vips[0].scheduler = s;
+        let e = refused(&c);
+        assert!(
+            e.starts_with(&format!(
+                "vip \"web\": scheduler: \"{}\" cannot be used with [bgp]",
+                s.name()
+            )),
+            "{e}"
+        );
+        assert!(
+            e.contains("same backend for a flow it has never seen"),
+            "{e}"
+        );
+        c.bgp = None;
+        c.validate().unwrap();
+    }
+    let mut c = with_bgp();
+    c.vips[0].scheduler = Scheduler::Sh;
+    c.validate().unwrap();
+}

@@ -2,8 +2,9 @@
 //! broken rule is reported, naming its field in the words of the config file.
 
 use super::{
-    parse_http_url, parse_pci_address, Config, ConfigError, Health, MacText, Management, Mode, Vip,
-    VipPort, BACKENDS_MAX, FLOWS_RANGE, MTU_RANGE, NAME_MAX, VIPS_MAX, WEIGHT_MAX,
+    parse_http_url, parse_pci_address, Bgp, Config, ConfigError, Health, MacText, Management,
+    Mode, Scheduler, Vip, VipPort, BACKENDS_MAX, BGP_HOLD_RANGE, BGP_PEERS_MAX, FLOWS_RANGE,
+    MTU_RANGE, NAME_MAX, VIPS_MAX, WEIGHT_MAX,
 };
 use alloc::format;
 use alloc::string::String;
@@ -76,6 +77,114 @@ impl Config {
                         ),
                     ));
                 }
+            }
+        }
+        if let Some(bgp) = &self.bgp {
+            self.validate_bgp(bgp)?;
+        }
+        Ok(())
+    }
+
+    fn validate_bgp(&self, bgp: &Bgp) -> Result<(), ConfigError> {
+        // AS 0 is reserved (RFC 7607) and AS_TRANS only stands in for a 4-byte ASN (RFC 6793).
+        let bad_asn = |asn: u32| asn == 0 || asn == u32::from(crate::bgp::AS_TRANS);
+        if bad_asn(bgp.asn) {
+            return Err(ConfigError::new(
+                "bgp.asn",
+                format!("{} is reserved; use 1..=4294967295 but 23456", bgp.asn),
+            ));
+        }
+        if let Some(id) = bgp.router_id {
+            if id.is_unspecified() {
+                return Err(ConfigError::new(
+                    "bgp.router_id",
+                    "0.0.0.0 is not a BGP identifier; leave it out to use interface.address",
+                ));
+            }
+        }
+        if !(BGP_HOLD_RANGE.0..=BGP_HOLD_RANGE.1).contains(&bgp.hold_time) {
+            return Err(ConfigError::new(
+                "bgp.hold_time",
+                format!(
+                    "{} seconds is out of range {}..={}",
+                    bgp.hold_time, BGP_HOLD_RANGE.0, BGP_HOLD_RANGE.1
+                ),
+            ));
+        }
+        if bgp.bfd {
+            return Err(ConfigError::new(
+                "bgp.bfd",
+                "BFD is not supported yet; set bfd = false (failures are then detected by \
+                 the hold time)",
+            ));
+        }
+        if bgp.peers.is_empty() {
+            return Err(ConfigError::new(
+                "bgp.peer",
+                "none given; [bgp] needs at least one [[bgp.peer]] to announce to",
+            ));
+        }
+        if bgp.peers.len() > BGP_PEERS_MAX {
+            return Err(ConfigError::new(
+                "bgp.peer",
+                format!("{} peers given; at most {BGP_PEERS_MAX}", bgp.peers.len()),
+            ));
+        }
+        if self
+            .management
+            .as_ref()
+            .is_some_and(|m| m.port == crate::bgp::PORT)
+        {
+            return Err(ConfigError::new(
+                "management.port",
+                "179 is the BGP port, which [bgp] listens on; pick another management port",
+            ));
+        }
+        let net = self.interface.address;
+        for (i, peer) in bgp.peers.iter().enumerate() {
+            let field = format!("bgp.peer \"{}\"", peer.address);
+            if !is_unicast(peer.address) || !net.contains(peer.address) {
+                return Err(ConfigError::new(
+                    format!("{field}: address"),
+                    format!(
+                        "{} is not a host on the interface subnet {}/{}; peers are single hop",
+                        peer.address,
+                        net.network(),
+                        net.len
+                    ),
+                ));
+            }
+            if peer.address == net.address || self.vips.iter().any(|v| v.address == peer.address) {
+                return Err(ConfigError::new(
+                    format!("{field}: address"),
+                    "is the balancer's own address or a VIP",
+                ));
+            }
+            if bad_asn(peer.asn) {
+                return Err(ConfigError::new(
+                    format!("{field}: asn"),
+                    format!("{} is reserved; use 1..=4294967295 but 23456", peer.asn),
+                ));
+            }
+            if bgp.peers[..i].iter().any(|p| p.address == peer.address) {
+                return Err(ConfigError::new(
+                    field,
+                    "is listed twice; each router is one [[bgp.peer]]",
+                ));
+            }
+        }
+        for vip in &self.vips {
+            if !matches!(vip.scheduler, Scheduler::Maglev | Scheduler::Sh) {
+                return Err(ConfigError::new(
+                    format!("{}: scheduler", vip_field(vip)),
+                    format!(
+                        "\"{}\" cannot be used with [bgp]: the routers spread a VIP's flows over \
+                         every balancer (and move them when one fails), so each balancer must \
+                         pick the same backend for a flow it has never seen; use \"maglev\" or \
+                         \"sh\", which depend on the config alone",
+                        vip.scheduler.name()
+                    ),
+                ));
             }
         }
         Ok(())
