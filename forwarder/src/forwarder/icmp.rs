@@ -291,4 +291,4 @@ impl Forwarder {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
