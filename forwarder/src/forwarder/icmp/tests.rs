@@ -580,7 +580,10 @@ fn the_fuzz_seeds_reach_the_icmp_path() {
         .iter()
         .map(|frame| send(&mut f, frame, Instant::ZERO).0)
         .collect();
-    assert!(matches!(verdicts[0], Verdict::Forward { .. }), "{verdicts:?}");
+    assert!(
+        matches!(verdicts[0], Verdict::Forward { .. }),
+        "{verdicts:?}"
+    );
     // The fuzz config has a UDP VIP on 10.77.0.100; this lab's UDP VIP is .101.
     assert_eq!(verdicts[1], Verdict::Drop(DropReason::IcmpNotVip));
     assert_eq!(verdicts[2], Verdict::Drop(DropReason::IcmpMalformed));
