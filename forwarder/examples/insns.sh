@@ -10,7 +10,7 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 (cd "$wt" && cargo build -q --release -p forwarder --example insns)
 bin="$wt/target/release/examples/insns"
-total() { callgrind_annotate --inclusive=yes "$1" | awk -v f="insns::$2" '$0 ~ f {gsub(",", "", $1); print $1; exit}'; }
+total() { callgrind_annotate --inclusive=yes "$1" 2>/dev/null | awk -v f="insns::$2" '$0 ~ f && !n++ {gsub(",", "", $1); print $1}'; }
 for mode in dsr-l2 dsr-l3; do
     for rounds in 100 300; do
         SIDESTEP_INSNS_MODE=$mode SIDESTEP_INSNS_ROUNDS=$rounds valgrind --tool=callgrind \
