@@ -262,6 +262,7 @@ fn render(
         flows_rescheduled: counters.flows_rescheduled,
         icmp_forwarded: counters.icmp_forwarded,
         icmp_echo_replies: counters.icmp_echo_replies,
+        icmp_frag_needed: counters.icmp_frag_needed,
         neigh_changes: counters.neigh_changes,
     };
     if endpoint == Endpoint::Metrics {

@@ -5,14 +5,15 @@
 //! One image boots once for all checks (they run in one test, in an order that keeps them
 //! independent): path MTU discovery through both DSR modes (a big download from `far` only
 //! completes if the balancer passes the narrow router's "fragmentation needed" on to the
-//! backend), ping of a VIP, and a datagram of the largest MTU `sidestep check` accepts.
+//! backend), ping of a VIP, a datagram of the largest MTU `sidestep check` accepts, and a
+//! spoofed ARP reply for a backend whose MAC the config pins.
 
 use std::net::Ipv4Addr;
 use std::time::Instant;
 use tests::fixture::{self, backend_of, Fixture, TAP};
 use tests::netns::{
-    self, Host, Topology, BIG_FILE_LEN, BIG_FILE_PATH, NARROW_MTU, UDP_PORT, VIP_DNS, VIP_WEB,
-    VIP_WEB3,
+    self, Host, Topology, BALANCER, BALANCER_MAC, BIG_FILE_LEN, BIG_FILE_PATH, NARROW_MTU,
+    UDP_PORT, VIP_DNS, VIP_WEB, VIP_WEB3,
 };
 use tests::qemu::Image;
 
@@ -32,6 +33,26 @@ s.connect((sys.argv[1], int(sys.argv[2])))
 s.send(b"x" * int(sys.argv[3]))
 reply = s.recv(4096)
 print(len(reply), reply[:16].decode(errors="replace"))
+"#;
+
+/// Sends `argv[6]` rounds, 0.7 s apart (longer than any neighbour lock time), of ARP frames
+/// from `argv[1]` to the MAC `argv[2]` (only), claiming that `argv[4]` is at `argv[3]`: a
+/// reply to `argv[5]` and a gratuitous request.
+const ARP_SPOOF_PY: &str = r#"
+import socket, sys, time
+dev, dst, src, claim, target, rounds = sys.argv[1:7]
+mac = lambda m: bytes.fromhex(m.replace(":", ""))
+ip = socket.inet_aton
+def frame(op, tha, tpa):
+    arp = b"\x00\x01\x08\x00\x06\x04" + op + mac(src) + ip(claim) + tha + tpa
+    return (mac(dst) + mac(src) + b"\x08\x06" + arp).ljust(60, b"\x00")
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((dev, 0))
+for _ in range(int(rounds)):
+    s.send(frame(b"\x00\x02", mac(dst), ip(target)))
+    s.send(frame(b"\x00\x01", b"\x00" * 6, ip(claim)))
+    time.sleep(0.7)
+print("sent")
 "#;
 
 fn booted() -> Fixture {
@@ -162,6 +183,82 @@ fn check_largest_mtu_datagram(f: &Fixture) {
     );
 }
 
+/// The client claims be1's address in ARP to the balancer, more than once and over more than a
+/// second; be1's MAC is pinned, so be1 keeps getting its share of `web` and nothing for a VIP
+/// reaches the client.
+fn check_spoofed_arp_changes_nothing(f: &Fixture) {
+    let net = &f.net;
+    let be1 = Host::Be1.addr().expect("has one");
+    let client_mac = Host::Client.mac().expect("has one");
+    let tap = net.capture(Host::Lb, TAP, "arp").expect("capture the tap");
+    let out = net
+        .run(
+            Host::Client,
+            &[
+                "python3",
+                "-c",
+                ARP_SPOOF_PY,
+                "eth0",
+                BALANCER_MAC,
+                &client_mac,
+                &be1.to_string(),
+                &BALANCER.to_string(),
+                "4",
+            ],
+        )
+        .expect("run python3");
+    assert!(out.success, "spoofing failed: {}{}", out.stdout, out.stderr);
+    let arp = tap.finish().expect("read the tap capture");
+    let [a, b, c, d] = be1.octets();
+    let spoofed = arp
+        .matching(&format!(
+            "ether src {client_mac} and arp[14:4] = 0x{a:02x}{b:02x}{c:02x}{d:02x}"
+        ))
+        .expect("filter");
+    assert!(
+        spoofed.len() >= 8,
+        "the spoofed ARP did not reach the balancer: {:?}",
+        arp.lines
+    );
+
+    let to_client = net
+        .capture(Host::Lb, "v-client", "ip")
+        .expect("capture v-client");
+    let to_be1 = net.capture(Host::Lb, "v-be1", "ip").expect("capture v-be1");
+    let url = format!("http://{VIP_WEB}/");
+    let seen: Vec<String> = (0..10)
+        .map(|_| {
+            let body = net
+                .curl_on(Host::Far, 10, &[&url])
+                .unwrap_or_else(|e| panic!("GET {url} after the spoof: {e}\n{}", f.diagnostics()));
+            backend_of(&body).unwrap_or("?").to_owned()
+        })
+        .collect();
+    let to_client = to_client.finish().expect("read v-client");
+    let to_be1 = to_be1.finish().expect("read v-be1");
+    assert!(
+        seen.iter().any(|s| s == "be1"),
+        "be1 never answered: {seen:?}"
+    );
+    let stolen = to_client
+        .matching(&format!("dst host {VIP_WEB}"))
+        .expect("filter");
+    assert!(
+        stolen.is_empty(),
+        "traffic for {VIP_WEB} went to the spoofer: {stolen:?}"
+    );
+    let kept = to_be1
+        .matching(&format!(
+            "ether dst {} and dst host {VIP_WEB}",
+            Host::Be1.mac().expect("has one")
+        ))
+        .expect("filter");
+    assert!(
+        !kept.is_empty(),
+        "no request for {VIP_WEB} reached be1's MAC"
+    );
+}
+
 /// A check over the booted fixture.
 type Check = dyn Fn(&Fixture);
 
@@ -177,13 +274,17 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// One boot for every check; each check runs even if an earlier one failed, and the test fails
 /// naming every check that did.
 #[test]
-fn pmtu_ping_and_largest_mtu_on_a_real_path() {
+fn pmtu_ping_mtu_and_pinned_neighbours_on_a_real_path() {
     let started = Instant::now();
     let f = booted();
     eprintln!("realnet: booted in {:.1?}", started.elapsed());
-    let checks: [(&str, &Check); 4] = [
+    let checks: [(&str, &Check); 5] = [
         ("ping of a VIP from far", &check_ping_vips),
         ("a datagram of the largest MTU", &check_largest_mtu_datagram),
+        (
+            "a spoofed ARP reply for a pinned backend",
+            &check_spoofed_arp_changes_nothing,
+        ),
         ("dsr-l2 download through the narrow link", &|f| {
             check_download_through_narrow_link(f, VIP_WEB, &[Host::Be1, Host::Be2])
         }),

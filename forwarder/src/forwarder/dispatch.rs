@@ -130,7 +130,7 @@ impl Forwarder {
             Class::Local => self.local(buf, head, end),
             Class::Arp => self.arp(buf, head, end, now),
             Class::LaterFragment(p) => self.later_fragment(buf, head, end, p, now),
-            Class::Icmp(p) => self.icmp(buf, head, end, p, now),
+            Class::Icmp => self.icmp(buf, head, end, now),
         }
     }
 

@@ -25,7 +25,7 @@ use core::net::Ipv4Addr;
 
 use smoltcp::wire::{Icmpv4Packet, Ipv4Packet};
 
-use super::classify::FlowPacket;
+use super::classify::{FlowPacket, Ip};
 use super::dispatch::consistent_hash;
 use super::field::{be16, be32, ethernet, icmp, ipv4, tcp};
 use super::rewrite::Ipv4Out;
@@ -124,8 +124,9 @@ fn unicast_peer(src: u32, subnet_broadcast: u32) -> bool {
 }
 
 impl Forwarder {
-    /// An ICMP message, not fragmented, to a VIP's address (`buf[head..end]`, its IPv4 header
-    /// checked; `p` from [`FlowPacket::no_ports`]): forward an error, answer an echo request.
+    /// An ICMP message not to the balancer's own address (`buf[head..end]`, its IPv4 header
+    /// checked; `p` from [`FlowPacket::no_ports`]): to a VIP and whole, forward an error or
+    /// answer an echo request; anything else is dropped.
     /// Out of line: TCP and UDP never come here.
     #[inline(never)]
     pub(super) fn icmp(
@@ -133,10 +134,30 @@ impl Forwarder {
         buf: &mut [u8],
         head: usize,
         end: usize,
-        p: FlowPacket,
         now: Instant,
     ) -> Verdict {
-        let ip = p.ip();
+        let Some(h) = buf
+            .get(head + ethernet::HEADER_LEN..)
+            .and_then(|h| h.first_chunk::<{ ipv4::HEADER_LEN }>())
+        else {
+            return self.drop(DropReason::Malformed);
+        };
+        let ip = Ip {
+            src: be32(h, ipv4::SRC),
+            dst: be32(h, ipv4::DST),
+            proto: ipv4::PROTO_ICMP,
+            ihl: (h[ipv4::VER_IHL] & 0x0f) * 4,
+            total: be16(h, ipv4::LENGTH),
+            df: h[ipv4::FLAGS] & ipv4::DF != 0,
+        };
+        if self.vip_addrs.binary_search(&ip.dst).is_err() {
+            return self.drop(DropReason::NotVip);
+        }
+        // A fragment of ICMP is neither reassembled nor forwarded.
+        if be16(h, ipv4::FLG_OFF) & ipv4::OFFSET_MASK != 0 || h[ipv4::FLAGS] & ipv4::MF != 0 {
+            return self.drop(DropReason::IcmpRefused);
+        }
+        let p = FlowPacket::no_ports(ip, h[ipv4::TTL], be16(h, ipv4::IDENT));
         let l4 = head + ethernet::HEADER_LEN + ip.ihl();
         let Some(message) = buf.get(l4..head + ethernet::HEADER_LEN + ip.total()) else {
             return self.drop(DropReason::Malformed);
@@ -291,4 +312,4 @@ impl Forwarder {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

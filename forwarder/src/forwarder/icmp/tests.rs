@@ -552,3 +552,40 @@ fn no_icmp_answers_a_bad_source_or_a_fragment() {
     assert_eq!(v, Verdict::Drop(DropReason::IcmpRefused));
     assert_eq!(f.counters().icmp_frag_needed, 0);
 }
+
+/// ICMP frames for the fuzz seed corpora (see `write_fuzz_seeds` in the forwarder's tests):
+/// errors quoting TCP and UDP of the fuzz config's VIP 10.77.0.100, a short quote, and an
+/// echo request, so that fuzzing starts inside the ICMP path rather than having to find it.
+pub(in crate::forwarder) fn fuzz_seed_frames() -> Vec<Vec<u8>> {
+    let mut udp = TIME_EXCEEDED_UDP.to_vec();
+    udp[19] = 0x64;
+    udp[43] = 0x64;
+    let mut short = FRAG_NEEDED_TCP.to_vec();
+    short.truncate(20 + 8 + 20 + 4);
+    [
+        FRAG_NEEDED_TCP.to_vec(),
+        with_icmp_checksum(udp),
+        with_icmp_checksum(short),
+        ECHO_REQUEST.to_vec(),
+    ]
+    .iter()
+    .map(|ip| from_gateway(&[ip]))
+    .collect()
+}
+
+#[test]
+fn the_fuzz_seeds_reach_the_icmp_path() {
+    let mut f = ready(&lab(Mode::DsrL2, Scheduler::Maglev));
+    let verdicts: Vec<Verdict> = fuzz_seed_frames()
+        .iter()
+        .map(|frame| send(&mut f, frame, Instant::ZERO).0)
+        .collect();
+    assert!(
+        matches!(verdicts[0], Verdict::Forward { .. }),
+        "{verdicts:?}"
+    );
+    // The fuzz config has a UDP VIP on 10.77.0.100; this lab's UDP VIP is .101.
+    assert_eq!(verdicts[1], Verdict::Drop(DropReason::IcmpNotVip));
+    assert_eq!(verdicts[2], Verdict::Drop(DropReason::IcmpMalformed));
+    assert!(matches!(verdicts[3], Verdict::Reply { .. }), "{verdicts:?}");
+}

@@ -46,6 +46,9 @@ pub struct Snapshot<'a> {
     pub icmp_forwarded: u64,
     /// ICMP echo requests to a VIP answered.
     pub icmp_echo_replies: u64,
+    /// ICMP "fragmentation needed" sent to clients whose DF packet would not fit once
+    /// encapsulated (dsr-l3).
+    pub icmp_frag_needed: u64,
     /// Next hops whose MAC an ARP packet changed.
     pub neigh_changes: u64,
 }
@@ -159,6 +162,13 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
         "sidestep_icmp_echo_replies_total {}",
         s.icmp_echo_replies
     );
+    family(
+        &mut o,
+        "sidestep_icmp_frag_needed_total",
+        "counter",
+        "ICMP fragmentation needed sent for DF packets too big to encapsulate (dsr-l3).",
+    );
+    let _ = writeln!(o, "sidestep_icmp_frag_needed_total {}", s.icmp_frag_needed);
     family(
         &mut o,
         "sidestep_neigh_changes_total",
@@ -403,6 +413,7 @@ pub(crate) mod tests {
             flows_rescheduled: 0,
             icmp_forwarded: 0,
             icmp_echo_replies: 0,
+            icmp_frag_needed: 0,
             neigh_changes: 0,
         };
         assert_eq!(
@@ -439,6 +450,7 @@ pub(crate) mod tests {
             flows_rescheduled: 4,
             icmp_forwarded: 8,
             icmp_echo_replies: 9,
+            icmp_frag_needed: 3,
             neigh_changes: 10,
         };
         let m = render_metrics(&s);
@@ -462,6 +474,7 @@ pub(crate) mod tests {
             "# TYPE sidestep_icmp_forwarded_total counter",
             "sidestep_icmp_forwarded_total 8",
             "sidestep_icmp_echo_replies_total 9",
+            "sidestep_icmp_frag_needed_total 3",
             "sidestep_neigh_changes_total 10",
             "sidestep_flows_capacity 1024",
         ] {
