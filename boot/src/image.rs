@@ -87,6 +87,7 @@ pub fn build(config_path: &Path, out: &Path) -> Result<Images, String> {
 /// ramdisk). The blob is not checked here: `build` checks it, and tests use this to bake in
 /// deliberately broken ones.
 pub fn write_images(kernel: &Path, blob: &Path, out: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let kernel = &strip_kernel(kernel, out)?;
     let mut builder = bootloader::DiskImageBuilder::new(kernel.to_path_buf());
     builder.set_ramdisk(blob.to_path_buf());
     let mut boot_config = bootloader::BootConfig::default();
@@ -104,5 +105,85 @@ pub fn write_images(kernel: &Path, blob: &Path, out: &Path) -> Result<(PathBuf, 
     builder
         .create_uefi_image(&uefi)
         .map_err(|e| format!("cannot write the UEFI image: {e:#}"))?;
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "      sizes: {} {} bytes, {} {} bytes (kernel {} bytes; its debug info in {})",
+        file_name(&bios),
+        size(&bios),
+        file_name(&uefi),
+        size(&uefi),
+        size(kernel),
+        DEBUG_FILE
+    );
     Ok((bios, uefi))
+}
+
+/// Beside the images: the kernel's debug info, for symbolising a panic's addresses
+/// (`addr2line -e sidestep-kernel.debug ADDR`); the images carry the kernel without it.
+pub const DEBUG_FILE: &str = "sidestep-kernel.debug";
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Write `out/sidestep-kernel` (the ELF without debug info, about a fifth of its size) and
+/// `out/sidestep-kernel.debug` (only the debug info) from `kernel`, with the toolchain's
+/// llvm-objcopy (the llvm-tools component rust-toolchain.toml installs). Returns the stripped
+/// kernel's path.
+fn strip_kernel(kernel: &Path, out: &Path) -> Result<PathBuf, String> {
+    let objcopy = objcopy()?;
+    let stripped = out.join("sidestep-kernel");
+    let debug = out.join(DEBUG_FILE);
+    for (args, what) in [
+        (vec!["--only-keep-debug"], &debug),
+        (vec!["--strip-debug"], &stripped),
+    ] {
+        let status = Command::new(&objcopy)
+            .args(args)
+            .arg(kernel)
+            .arg(what)
+            .status()
+            .map_err(|e| format!("cannot run {}: {e}", objcopy.display()))?;
+        if !status.success() {
+            return Err(format!(
+                "{} {} failed ({status})",
+                objcopy.display(),
+                kernel.display()
+            ));
+        }
+    }
+    Ok(stripped)
+}
+
+/// The toolchain's llvm-objcopy: `<sysroot>/lib/rustlib/<host>/bin/llvm-objcopy`.
+fn objcopy() -> Result<PathBuf, String> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let ask = |args: &[&str]| -> Result<String, String> {
+        let o = Command::new(&rustc)
+            .current_dir(repo_root())
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run {rustc}: {e}"))?;
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let sysroot = ask(&["--print", "sysroot"])?;
+    let host = ask(&["-vV"])?
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .ok_or("rustc -vV names no host")?;
+    let path = Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(host)
+        .join("bin/llvm-objcopy");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} is missing: install it with `rustup component add llvm-tools-preview` \
+             (qemu/setup does)",
+            path.display()
+        ))
+    }
 }

@@ -1,8 +1,11 @@
-//! The monotonic clock: the time-stamp counter, calibrated once against the PIT.
+//! The monotonic clock: the time-stamp counter, its rate known once at boot.
 //!
 //! Timeouts (flows, ARP, health checks) need a cheap clock in the poll loop; `rdtsc` is one
-//! instruction. Its rate is measured at boot by counting TSC ticks while the PIT's channel 2
-//! (a fixed 1.193182 MHz crystal) counts down a known interval.
+//! instruction. Its rate comes from CPUID where the CPU or hypervisor states it (leaf 0x15's
+//! crystal ratio, the hypervisor timing leaf 0x40000010), otherwise it is measured by counting
+//! TSC ticks while the PIT's channel 2 (a fixed 1.193182 MHz crystal) counts down a known
+//! interval. Leaf 0x16 (a nominal "base frequency" in MHz) is not used: it is a marketing figure
+//! that can be off by a percent, which timeouts would inherit.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::instructions::port::Port;
@@ -55,22 +58,84 @@ fn measure(ms: u64) -> u64 {
     }
 }
 
-/// Calibrate: take the lowest of three 10 ms measurements (an emulator's stalls only make a
-/// measurement longer, never shorter). Returns the TSC rate in Hz.
-pub fn init() -> u64 {
+/// Where the TSC rate came from.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Source {
+    /// CPUID leaf 0x15: the core crystal clock times the TSC/crystal ratio.
+    Crystal,
+    /// The hypervisor's timing leaf 0x40000010 (KVM with invariant TSC, VMware).
+    Hypervisor,
+    /// Measured against the PIT.
+    Pit,
+}
+
+impl Source {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Source::Crystal => "from CPUID leaf 0x15",
+            Source::Hypervisor => "from the hypervisor's CPUID leaf 0x40000010",
+            Source::Pit => "calibrated against the PIT",
+        }
+    }
+}
+
+/// PIT measurements taken (the lowest wins: an emulator's stalls only make a measurement
+/// longer, never shorter) and the length of each. 2 ms is 2 386 PIT ticks, so one tick of
+/// error is 0.04 %.
+const PIT_ROUNDS: usize = 3;
+const PIT_MS: u64 = 2;
+
+/// The TSC rate in Hz stated by CPUID leaf 0x15 (TSC = crystal * EBX / EAX), if the CPU gives
+/// both the ratio and the crystal's frequency.
+fn crystal_hz() -> Option<u64> {
+    // An unsupported leaf returns zeros or the highest leaf's values, which the checks reject.
+    if core::arch::x86_64::__cpuid(0).eax < 0x15 {
+        return None;
+    }
+    let r = core::arch::x86_64::__cpuid(0x15);
+    (r.eax != 0 && r.ebx != 0 && r.ecx != 0)
+        .then(|| u64::from(r.ecx) * u64::from(r.ebx) / u64::from(r.eax))
+}
+
+/// The TSC rate in Hz from the hypervisor timing leaf (EAX: TSC kHz), where the hypervisor
+/// (CPUID 1 ECX bit 31) lists that leaf.
+fn hypervisor_hz() -> Option<u64> {
+    if core::arch::x86_64::__cpuid(1).ecx & (1 << 31) == 0
+        || core::arch::x86_64::__cpuid(0x4000_0000).eax < 0x4000_0010
+    {
+        return None;
+    }
+    let khz = core::arch::x86_64::__cpuid(0x4000_0010).eax;
+    (khz != 0).then(|| u64::from(khz) * 1000)
+}
+
+/// The local APIC timer's rate in Hz from the hypervisor timing leaf (EBX: bus kHz), if given.
+pub fn hypervisor_apic_hz() -> Option<u64> {
+    hypervisor_hz()?;
+    let khz = core::arch::x86_64::__cpuid(0x4000_0010).ebx;
+    (khz != 0).then(|| u64::from(khz) * 1000)
+}
+
+/// Learn the TSC rate (CPUID where given, else the lowest of a few short PIT measurements).
+/// Returns it in Hz and where it came from.
+pub fn init() -> (u64, Source) {
     TSC_AT_BOOT.store(rdtsc(), Ordering::Relaxed);
-    let hz = (0..3)
-        .map(|_| measure(10))
-        .min()
-        .unwrap_or(0)
-        .max(1_000_000);
+    let (hz, source) = if let Some(hz) = crystal_hz() {
+        (hz, Source::Crystal)
+    } else if let Some(hz) = hypervisor_hz() {
+        (hz, Source::Hypervisor)
+    } else {
+        let hz = (0..PIT_ROUNDS).map(|_| measure(PIT_MS)).min().unwrap_or(0);
+        (hz, Source::Pit)
+    };
+    let hz = hz.max(1_000_000);
     TSC_HZ.store(hz, Ordering::Relaxed);
     // hz >= 1 MHz, so the quotient is below 1000 << 32 and fits.
     NANOS_PER_TICK_Q32.store(
         ((1_000_000_000u128 << 32) / hz as u128) as u64,
         Ordering::Relaxed,
     );
-    hz
+    (hz, source)
 }
 
 /// Whether the CPU says its TSC runs at a constant rate in every power state (CPUID 0x80000007).

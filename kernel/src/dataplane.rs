@@ -69,8 +69,10 @@ impl<N: Nic> Dataplane<N> {
     /// Build the forwarder's tables for `config` over `nic`, and the local stack and control
     /// loop beside it.
     pub fn new(mut nic: N, config: &Config, heap_bytes: u64) -> Dataplane<N> {
+        crate::phases::end("nic");
         let mac = nic.mac_address();
         let mut fwd = Forwarder::new(config, mac, flow_capacity(config, heap_bytes));
+        crate::phases::end("forwarder tables");
         if idle::emulated_cpu() {
             // The prefetch pass only adds instructions where prefetching does nothing.
             fwd.set_prefetch(false);
@@ -121,6 +123,7 @@ impl<N: Nic> Dataplane<N> {
             self.send_copy(&forwarder::arp::gratuitous(self.mac, addr));
         }
         let config = self.ctl.config();
+        crate::phases::end("control");
         info!(
             "ready: forwarding as {} ({} VIPs){}",
             config.interface.address,
@@ -130,6 +133,8 @@ impl<N: Nic> Dataplane<N> {
                 None => String::new(),
             }
         );
+        // After the ready line: tools take the first line that says "ready".
+        crate::phases::report();
         let mut idle = Idle::init(config.interface.poll);
         let housekeeping_cycles = HOUSEKEEPING_US * clock::tsc_hz() / 1_000_000;
         let mut last_housekeeping = 0u64;

@@ -128,6 +128,10 @@ impl Idle {
     }
 }
 
+/// How long the local APIC timer is counted against the TSC when no CPUID leaf states its
+/// rate: at a bus clock of 100 MHz or more, 2 ms give 200 000 ticks, a part in 10^5.
+const CALIBRATE_US: u64 = 2_000;
+
 /// CPUID leaf 1, ECX bit 31: set by hypervisors (KVM, QEMU TCG, Hyper-V, VMware, Xen HVM).
 pub fn under_hypervisor() -> bool {
     let ecx = core::arch::x86_64::__cpuid(1).ecx;
@@ -181,18 +185,21 @@ fn setup_apic() -> Result<u64, &'static str> {
     apic_write(REG_SVR, (1 << 8) | u32::from(SPURIOUS_VECTOR));
     // Divide by 1: the timer counts at the APIC's bus clock.
     apic_write(REG_TIMER_DIVIDE, 0b1011);
-    // Calibrate against the TSC over 10 ms (the timer runs while masked).
+    // Send any EOI a firmware interrupt might still be waiting for.
+    apic_write(REG_EOI, 0);
+    if let Some(hz) = clock::hypervisor_apic_hz() {
+        return Ok((hz / 1_000_000).max(1));
+    }
+    // Calibrate against the TSC over CALIBRATE_US (the timer runs while masked).
     apic_write(REG_TIMER_INITIAL, u32::MAX);
-    clock::delay_us(10_000);
+    clock::delay_us(CALIBRATE_US as u32);
     let left = apic_read(REG_TIMER_CURRENT);
     apic_write(REG_TIMER_INITIAL, 0);
     let ticks = u64::from(u32::MAX - left);
-    if ticks < 10_000 {
+    if ticks < CALIBRATE_US {
         return Err("the local APIC timer does not count");
     }
-    // Send any EOI a firmware interrupt might still be waiting for.
-    apic_write(REG_EOI, 0);
-    Ok((ticks / 10_000).max(1))
+    Ok((ticks / CALIBRATE_US).max(1))
 }
 
 /// Remap the two 8259s to vectors 0x20..0x2f (away from the exceptions) and mask every line.

@@ -22,6 +22,7 @@ mod idle;
 mod local;
 mod memory;
 mod nic;
+mod phases;
 mod serial;
 mod server;
 mod statslog;
@@ -47,13 +48,15 @@ entry_point!(kernel_main, config = &BOOTLOADER_CONFIG);
 fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     serial::init();
     info!("sidestep {} starting", env!("CARGO_PKG_VERSION"));
-    let hz = clock::init();
+    let (hz, source) = clock::init();
     info!(
-        "clock: TSC {}.{:03} MHz (calibrated against the PIT; invariant TSC: {})",
+        "clock: TSC {}.{:03} MHz ({}; invariant TSC: {})",
         hz / 1_000_000,
         (hz / 1000) % 1000,
+        source.describe(),
         if clock::invariant_tsc() { "yes" } else { "no" }
     );
+    phases::end("clock");
     let mem = match memory::init(
         boot_info.physical_memory_offset.into_option(),
         &boot_info.memory_regions,
@@ -67,6 +70,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         mem.heap >> 20,
         mem.heap_phys
     );
+    phases::end("memory");
 
     let mut functions = alloc::vec::Vec::new();
     pci::scan(&PortConfigSpace, |f| functions.push(f));
@@ -74,12 +78,14 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     for f in &functions {
         info!("pci: {f}");
     }
+    phases::end("pci");
 
     let config = match load_config(boot_info) {
         Ok(c) => c,
         Err(e) => panic!("config: {e}"),
     };
     info!("{}", config.summary());
+    phases::end("config");
 
     nic::start(&config, &functions, mem.heap)
 }

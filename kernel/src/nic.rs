@@ -64,6 +64,7 @@ pub fn start(config: &Config, functions: &[PciFunction], heap_bytes: u64) -> ! {
         Ok(p) => p,
         Err(e) => panic!("packet pool: {e:?}"),
     };
+    crate::phases::end("packet pool");
     info!("nic: {driver} at {}", function.address);
     if driver == "ixgbe" {
         let bar = match ixgbe::pci_bring_up(&PortConfigSpace, function.address) {

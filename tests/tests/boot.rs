@@ -56,9 +56,40 @@ fn boots_to_ready(firmware: Firmware) {
         log.contains("forwarder: 65536 flows capacity"),
         "limits.flows not applied:\n{log}"
     );
+    // Each boot phase with its duration, in one line after ready.
+    let phases = log
+        .lines()
+        .find(|l| l.contains("boot: kernel entry to ready "))
+        .unwrap_or_else(|| panic!("no boot phase line:\n{log}"));
+    for phase in ["clock ", "memory ", "pci ", "nic ", "forwarder tables ", "control "] {
+        assert!(phases.contains(phase), "no {phase:?} in {phases}");
+    }
     let ready = log.lines().find(|l| l.contains("ready")).unwrap();
     assert!(ready.contains("10.66.0.2/24"), "{ready}");
     assert!(!log.contains("PANIC"), "{log}");
+}
+
+/// The images carry the kernel without its debug info, which lies beside them.
+#[test]
+fn images_carry_a_stripped_kernel_and_the_debug_info_lies_beside_them() {
+    let image = image();
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    let kernel = image.dir.join("sidestep-kernel");
+    let debug = image.dir.join(boot::image::DEBUG_FILE);
+    assert!(
+        size(&debug) > 2 * size(&kernel),
+        "debug info {} bytes, stripped kernel {} bytes",
+        size(&debug),
+        size(&kernel)
+    );
+    for img in [&image.bios, &image.uefi] {
+        assert!(
+            size(img) < size(&kernel) + size(&debug),
+            "{} is {} bytes: the debug info went in",
+            img.display(),
+            size(img)
+        );
+    }
 }
 
 #[test]
