@@ -61,7 +61,14 @@ fn boots_to_ready(firmware: Firmware) {
         .lines()
         .find(|l| l.contains("boot: kernel entry to ready "))
         .unwrap_or_else(|| panic!("no boot phase line:\n{log}"));
-    for phase in ["clock ", "memory ", "pci ", "nic ", "forwarder tables ", "control "] {
+    for phase in [
+        "clock ",
+        "memory ",
+        "pci ",
+        "nic ",
+        "forwarder tables ",
+        "control ",
+    ] {
         assert!(phases.contains(phase), "no {phase:?} in {phases}");
     }
     let ready = log.lines().find(|l| l.contains("ready")).unwrap();
