@@ -1,5 +1,6 @@
 //! Sidestep's control plane as pure logic: what the image decides that is not a packet decision.
 //!
+//! - [`bfd`]: BFD (RFC 5880/5881) single-hop sessions with the BGP peers.
 //! - [`bgp`]: the BGP-4 speaker that announces the VIPs to routers (codec, session, routes).
 //! - [`config`]: the config model, its validation and its blob (shared with the host tool and the
 //!   forwarder); `envelope`: the signed envelope around a blob (feature `signed`).
@@ -19,6 +20,7 @@
 
 extern crate alloc;
 
+pub mod bfd;
 pub mod bgp;
 pub mod config;
 #[cfg(feature = "signed")]
