@@ -12,6 +12,7 @@ extern crate alloc;
 
 #[cfg(feature = "ceiling")]
 mod ceiling;
+mod bgp;
 mod clock;
 mod controller;
 mod dataplane;
