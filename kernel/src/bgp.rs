@@ -186,8 +186,11 @@ impl Bgp {
             }
             if gone {
                 let c = self.conns.remove(i);
+                // Our FIN in answer to the peer's (or nothing, for a socket already closed).
+                local.sockets.get_mut::<Socket>(c.handle).close();
                 self.linger(c.handle, now_ms);
-                self.speaker.step(now_ms, peer, Event::Closed(dir), &mut out);
+                self.speaker
+                    .step(now_ms, peer, Event::Closed(dir), &mut out);
                 self.act(core::mem::take(&mut out), now_ms, ports, local);
                 touched = true;
                 continue;
@@ -268,7 +271,10 @@ impl Bgp {
     fn relisten(&mut self, sockets: &mut SocketSet<'static>) {
         if let Some(handle) = self.listener {
             let s = sockets.get_mut::<Socket>(handle);
-            if let Err(e) = s.listen(IpListenEndpoint { addr: None, port: PORT }) {
+            if let Err(e) = s.listen(IpListenEndpoint {
+                addr: None,
+                port: PORT,
+            }) {
                 warn!("bgp: cannot listen on port {PORT}: {e}");
             }
         }

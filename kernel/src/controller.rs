@@ -122,9 +122,7 @@ impl Controller {
         for (ip, mac) in hints {
             local.learn(ip, mac);
         }
-        touched |= self
-            .bgp
-            .poll(ms, &self.config, fwd, local, &mut self.ports);
+        touched |= self.bgp.poll(ms, &self.config, fwd, local, &mut self.ports);
 
         // Configs accepted this round; the newest is what a later one must be newer than.
         let mut accepted: Option<Config> = None;

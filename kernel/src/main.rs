@@ -10,9 +10,9 @@
 
 extern crate alloc;
 
+mod bgp;
 #[cfg(feature = "ceiling")]
 mod ceiling;
-mod bgp;
 mod clock;
 mod controller;
 mod dataplane;

@@ -637,6 +637,8 @@ pub(crate) mod tests {
             bgp_announced: &[],
             ..s
         });
-        assert!(none.lines().any(|l| l == "sidestep_bgp_announced{vip=\"web\"} 0"));
+        assert!(none
+            .lines()
+            .any(|l| l == "sidestep_bgp_announced{vip=\"web\"} 0"));
     }
 }
