@@ -295,6 +295,16 @@ fn vip_packets(b: &Balancers, i: usize) -> u64 {
     metric(b, i, "sidestep_vip_packets_total{vip=\"web\"}")
 }
 
+/// `sidestep_vip_packets_total{vip="web"}` of both balancers, read at the same time (a read
+/// takes long on a loaded machine, and the download's progress is measured between two).
+fn vip_packets_both(b: &Balancers) -> [u64; 2] {
+    std::thread::scope(|s| {
+        let a = s.spawn(|| vip_packets(b, 0));
+        let other = vip_packets(b, 1);
+        [a.join().expect("read A's metrics"), other]
+    })
+}
+
 /// Push `config` (signed) to balancer `i` from the client.
 fn push(b: &Balancers, key: &SigningKey, i: usize, config: &Config) {
     let to = format!("{}:{MGMT_PORT}", ADDRS[i]);
@@ -410,6 +420,68 @@ fn check_gobgp_interop(b: &Balancers) {
     assert_eq!(metric(b, 0, &peer), 1, "balancer A: {peer}");
 }
 
+/// A peer that sends a malformed message gets the NOTIFICATION RFC 4271 names for it (here a
+/// message of unknown type: Message Header Error / Bad Message Type), and nothing else is
+/// disturbed: the other session stays Established and the VIP is still served. GoBGP is
+/// stopped first, so that its address may connect again.
+fn check_malformed_message_gets_notification(b: &Balancers) {
+    b.net.stop("gobgpd").expect("stop gobgpd");
+    let script = format!(
+        r#"
+import socket, struct, sys, time
+def messages(s):
+    buf = b""
+    while True:
+        while len(buf) >= 19:
+            n = struct.unpack("!H", buf[16:18])[0]
+            if len(buf) < n:
+                break
+            yield buf[18], buf[19:n]
+            buf = buf[n:]
+        chunk = s.recv(4096)
+        if not chunk:
+            return
+        buf += chunk
+deadline = time.time() + 30
+while time.time() < deadline:
+    try:
+        s = socket.create_connection(("{BALANCER}", 179), timeout=5)
+        got = messages(s)
+        kind, _ = next(got)
+    except (OSError, StopIteration):
+        time.sleep(0.5)
+        continue
+    if kind != 1:
+        sys.exit("the first message was of type %d, not an OPEN" % kind)
+    s.sendall(bytes([255]) * 16 + struct.pack("!HB", 19, 9))
+    for kind, body in got:
+        if kind == 3:
+            print("NOTIFICATION %d/%d" % (body[0], body[1]))
+            sys.exit(0)
+    sys.exit("closed without a NOTIFICATION")
+sys.exit("no connection to port 179 was taken")
+"#
+    );
+    let out = b
+        .net
+        .run_ok(Host::Client, &["python3", "-c", &script])
+        .unwrap_or_else(|e| panic!("a malformed message to A: {e}\n{}", b.diagnostics()));
+    assert_eq!(
+        out.trim(),
+        "NOTIFICATION 1/3",
+        "A's answer to a message of type 9"
+    );
+    let peer = format!("sidestep_bgp_session_up{{peer=\"{GATEWAY}\"}}");
+    assert_eq!(metric(b, 0, &peer), 1, "A's session with the router");
+    let serial = b.vm(0).map(|vm| vm.serial_log()).unwrap_or_default();
+    assert!(
+        serial.contains(&format!("bgp: peer {} ", client()))
+            && serial.contains("sent NOTIFICATION 1/3"),
+        "A logs the session's end with the NOTIFICATION it sent:\n{serial}"
+    );
+    check_connections_over(b, &[0, 1]);
+}
+
 /// Every backend down (their servers stopped): both balancers withdraw the VIP; back up, both
 /// announce it again.
 fn check_withdrawn_when_every_backend_is_down(b: &Balancers) {
@@ -491,19 +563,22 @@ fn check_a_download_survives_its_balancer(b: &mut Balancers) {
     let started = Instant::now();
     b.eventually("the download is under way", Duration::from_secs(30), || {
         let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-        (size > 1 << 20).then_some(())
+        (size > 1 << 19).then_some(())
     });
-    let first = [vip_packets(b, 0), vip_packets(b, 1)];
-    std::thread::sleep(Duration::from_secs(2));
-    let second = [vip_packets(b, 0), vip_packets(b, 1)];
+    let measuring = Instant::now();
+    let first = vip_packets_both(b);
+    std::thread::sleep(Duration::from_secs(3));
+    let second = vip_packets_both(b);
     let rise = [second[0] - first[0], second[1] - first[1]];
     let carrier = if rise[0] > rise[1] { 0 } else { 1 };
     let other = 1 - carrier;
     assert!(
-        rise[carrier] >= 5 && rise[other] == 0,
-        "one balancer should carry the download: VIP packets in two seconds {rise:?}"
+        rise[carrier] >= 3 && rise[other] == 0,
+        "one balancer should carry the download: VIP packets in three seconds {rise:?}"
     );
     let size_at_kill = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    let measured = measuring.elapsed();
+    let killed_after = started.elapsed();
     b.kill(carrier);
     let killed = Instant::now();
     b.eventually(
@@ -532,12 +607,14 @@ fn check_a_download_survives_its_balancer(b: &mut Balancers) {
         got == big_file_content(),
         "the download differs from the file"
     );
+    // A quarter of the file or more must come through the other balancer.
     assert!(
-        size_at_kill < BIG_FILE_LEN as u64 / 2,
+        size_at_kill < BIG_FILE_LEN as u64 / 4 * 3,
         "the balancer died too late to prove anything ({size_at_kill} bytes were there)"
     );
     eprintln!(
-        "e2e_bgp: balancer {carrier} killed at {size_at_kill} bytes; the download took {:?}",
+        "e2e_bgp: balancer {carrier} killed at {size_at_kill} bytes, {killed_after:?} into the \
+         download ({measured:?} measuring which balancer carried it); the download took {:?}",
         started.elapsed()
     );
 }
@@ -599,6 +676,7 @@ fn two_balancers_announce_a_vip_to_bird_and_a_flow_survives_losing_its_balancer(
     }
     check_connections_over(b, &[0, 1]);
     check_gobgp_interop(b);
+    check_malformed_message_gets_notification(b);
     check_withdrawn_when_every_backend_is_down(b);
     check_drain_by_push(b, &setup);
     check_a_download_survives_its_balancer(&mut balancers);
