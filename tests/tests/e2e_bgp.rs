@@ -2,19 +2,20 @@
 //! segment announce the VIP by BGP to BIRD 2 on the router `rt`, which installs it in its
 //! kernel table with both balancers as next hops (`merge paths`) and spreads flows over them by
 //! the layer-4 multipath hash; a client (`wan`, 10.99.0.10) sits behind the router, as an
-//! Internet client would. GoBGP, in the segment client's namespace, peers with balancer A as a
-//! second, independent implementation.
+//! Internet client would. GoBGP, then FRR's bgpd, in the segment client's namespace, peer with
+//! balancer A as independent implementations.
 //!
 //! ```text
 //!   wan 10.99.0.10 --- rt (10.99.0.1 | 10.77.0.1) --- br0 --+-- tap0: balancer A 10.77.0.2
 //!                      BIRD, AS 65000                       +-- tap1: balancer B 10.77.0.3
 //!                                                           +-- be1, be2 (dsr-l2)
-//!                                                           +-- client 10.77.0.10: GoBGP, AS 65001
+//!                                                           +-- client 10.77.0.10: GoBGP, then
+//!                                                               FRR, AS 65001
 //! ```
 //!
 //! Both images run the same services (a maglev dsr-l2 VIP over be1 and be2, health checks,
 //! management open to the client for `/metrics` and signed pushes, `[bgp]` AS 65010 with a 3 s
-//! hold time); only the interface address differs, and A also peers with GoBGP.
+//! hold time); only the interface address differs, and A also peers with the client's address.
 //!
 //! One boot of both images serves every check (CI time): they run in order in one test, the
 //! balancer kill last.
@@ -35,10 +36,10 @@ use tests::qemu::Image;
 const MGMT_PORT: u16 = 9100;
 /// Rate of the download a balancer dies under: about 24 s for the 24 MiB file.
 const SLOW_RATE: &str = "1M";
-/// The balancers' AS; the router's; GoBGP's.
+/// The balancers' AS; the router's; the AS of GoBGP and FRR on the client.
 const LB_AS: u32 = 65010;
 const RT_AS: u32 = 65000;
-const GOBGP_AS: u32 = 65001;
+const CLIENT_AS: u32 = 65001;
 /// The hold time both sides propose: the router drops a dead balancer's routes after it.
 const HOLD_TIME: u16 = 3;
 /// GoBGP's gRPC API, on the loopback of the client's namespace.
@@ -54,11 +55,11 @@ fn client() -> Ipv4Addr {
 }
 
 /// The config of the balancer at `address` (version 1): everything else is the same for both,
-/// but for the GoBGP peer that `a` has.
+/// but for the peer on the client (GoBGP, then FRR) that `a` has.
 fn config_text(address: Ipv4Addr, pubkey: &str, gobgp: bool) -> String {
     let client = client();
     let gobgp_peer = if gobgp {
-        format!("\n[[bgp.peer]]\naddress = \"{client}\"\nasn = {GOBGP_AS}\n")
+        format!("\n[[bgp.peer]]\naddress = \"{client}\"\nasn = {CLIENT_AS}\n")
     } else {
         String::new()
     };
@@ -198,7 +199,7 @@ fn start_gobgp(net: &DemoNet) -> tests::netns::Result<()> {
     let text = format!(
         r#"# Written by tests/tests/e2e_bgp.rs: a second BGP implementation peering with A.
 [global.config]
-  as = {GOBGP_AS}
+  as = {CLIENT_AS}
   router-id = "{client}"
   port = 179
 
@@ -482,6 +483,89 @@ sys.exit("no connection to port 179 was taken")
     check_connections_over(b, &[0, 1]);
 }
 
+/// FRR's bgpd (without zebra: it installs nothing) in the client's namespace, in GoBGP's place:
+/// its session with A comes up and it receives the same /32 with next hop A and AS path
+/// [65010]. bgpd drops its privileges to the `frr` user, so its directory is open to it.
+fn check_frr_interop(b: &Balancers) {
+    let dir = b.net.dir().join("frr");
+    std::fs::create_dir_all(&dir).expect("create frr's directory");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("open frr's directory to bgpd");
+    let client = client();
+    let conf = dir.join("bgpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "! Written by tests/tests/e2e_bgp.rs: FRR peering with balancer A.\n\
+             router bgp {CLIENT_AS}\n \
+             bgp router-id {client}\n \
+             no bgp ebgp-requires-policy\n \
+             neighbor {BALANCER} remote-as {LB_AS}\n \
+             neighbor {BALANCER} timers 3 9\n \
+             neighbor {BALANCER} timers connect 1\n"
+        ),
+    )
+    .expect("write bgpd.conf");
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let conf_arg = conf.to_string_lossy().into_owned();
+    let pid_arg = dir.join("bgpd.pid").to_string_lossy().into_owned();
+    b.net
+        .spawn(
+            Host::Client,
+            "bgpd",
+            &[
+                "/usr/lib/frr/bgpd",
+                "-Z",
+                "-f",
+                &conf_arg,
+                "-i",
+                &pid_arg,
+                "--vty_socket",
+                &dir_arg,
+                "-u",
+                "frr",
+                "-g",
+                "frr",
+            ],
+        )
+        .expect("start FRR's bgpd");
+    let vtysh = |command: &str| {
+        b.net
+            .run(
+                Host::Client,
+                &[
+                    "vtysh",
+                    "--vty_socket",
+                    &dir_arg,
+                    "-d",
+                    "bgpd",
+                    "-c",
+                    command,
+                ],
+            )
+            .map(|o| o.stdout)
+            .unwrap_or_default()
+    };
+    let route = b.eventually(
+        "FRR's session with A is up and holds the VIP's route",
+        Duration::from_secs(40),
+        || {
+            vtysh("show bgp ipv4 unicast")
+                .lines()
+                .find(|l| l.contains(&format!("{VIP_WEB}/32")))
+                .map(str::to_owned)
+        },
+    );
+    assert!(
+        route.contains(&BALANCER.to_string()) && route.contains(&format!("{LB_AS} i")),
+        "FRR's route: next hop A, AS path [{LB_AS}], origin IGP: {route}"
+    );
+    let summary = vtysh("show bgp summary");
+    let peer = format!("sidestep_bgp_session_up{{peer=\"{client}\"}}");
+    assert_eq!(metric(b, 0, &peer), 1, "balancer A: {peer}\n{summary}");
+    b.net.stop("bgpd").expect("stop FRR's bgpd");
+}
+
 /// Every backend down (their servers stopped): both balancers withdraw the VIP; back up, both
 /// announce it again.
 fn check_withdrawn_when_every_backend_is_down(b: &Balancers) {
@@ -677,6 +761,7 @@ fn two_balancers_announce_a_vip_to_bird_and_a_flow_survives_losing_its_balancer(
     check_connections_over(b, &[0, 1]);
     check_gobgp_interop(b);
     check_malformed_message_gets_notification(b);
+    check_frr_interop(b);
     check_withdrawn_when_every_backend_is_down(b);
     check_drain_by_push(b, &setup);
     check_a_download_survives_its_balancer(&mut balancers);
