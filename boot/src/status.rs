@@ -3,8 +3,9 @@
 //! The document's shape is a contract with the image:
 //! `{"version":V,"uptime_ms":U,"flows_capacity":C,"drops":{"malformed":N,...},"vips":[{"name",
 //! "address","port","protocol","mode","scheduler","packets","bytes","flows","backends":[{"name",
-//! "address","weight","up","packets","bytes","flows"}]}]}`. Fields the image adds later are
-//! ignored here, so an older tool still reads a newer image.
+//! "address","weight","up","packets","bytes","flows"}]}]}`, with `[bgp]` also
+//! `"bgp":{"peers":[{"address","asn","state","uptime_ms"}],"announced":["A.B.C.D",..]}`.
+//! Fields the image adds later are ignored here, so an older tool still reads a newer image.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -26,6 +27,35 @@ pub struct Status {
     /// Every VIP with its counters.
     #[serde(default)]
     pub vips: Vec<VipStatus>,
+    /// The BGP speaker's sessions and announcements (only with `[bgp]`).
+    #[serde(default)]
+    pub bgp: Option<BgpStatus>,
+}
+
+/// The BGP speaker.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct BgpStatus {
+    /// Every configured peer's session.
+    #[serde(default)]
+    pub peers: Vec<BgpPeerStatus>,
+    /// The VIP addresses announced to at least one peer.
+    #[serde(default)]
+    pub announced: Vec<String>,
+}
+
+/// One BGP peer's session.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct BgpPeerStatus {
+    /// The peer's address.
+    pub address: String,
+    /// The peer's AS.
+    #[serde(default)]
+    pub asn: u64,
+    /// The session's state as RFC 4271 names it.
+    pub state: String,
+    /// How long the session has been Established, while it is.
+    #[serde(default)]
+    pub uptime_ms: Option<u64>,
 }
 
 /// One VIP.
@@ -204,6 +234,9 @@ pub fn render(status: &Status) -> String {
         out.push_str("(no VIPs)\n");
     }
     out.push('\n');
+    if let Some(bgp) = &status.bgp {
+        out.push_str(&render_bgp(bgp));
+    }
     if status.drops.is_empty() {
         out.push_str("drops: none\n");
     } else {
@@ -213,6 +246,30 @@ pub fn render(status: &Status) -> String {
             .map(|(why, n)| format!("{why} {n}"))
             .collect();
         out.push_str(&format!("drops: {}\n", drops.join(", ")));
+    }
+    out
+}
+
+/// The BGP lines of the table: one per peer, then what is announced.
+fn render_bgp(bgp: &BgpStatus) -> String {
+    let mut out = String::new();
+    for p in &bgp.peers {
+        let up = match p.uptime_ms {
+            Some(ms) => format!(", up {}", uptime(ms)),
+            None => String::new(),
+        };
+        out.push_str(&format!(
+            "bgp peer {} AS {}: {}{up}\n",
+            p.address, p.asn, p.state
+        ));
+    }
+    if bgp.peers.is_empty() {
+        out.push_str("bgp: no peers\n");
+    }
+    if bgp.announced.is_empty() {
+        out.push_str("bgp announced: none\n\n");
+    } else {
+        out.push_str(&format!("bgp announced: {}\n\n", bgp.announced.join(", ")));
     }
     out
 }
@@ -261,6 +318,25 @@ any  -        10.77.0.103:*/tcp   dsr-l3 maglev  0/0 up       -        0      0 
 drops: malformed 7, no_vip 2
 ";
         assert_eq!(table, want, "\n{table}");
+    }
+
+    #[test]
+    fn bgp_sessions_are_listed() {
+        let json = r#"{"version":2,"uptime_ms":0,"vips":[],
+            "bgp":{"peers":[{"address":"10.77.0.1","asn":65000,"state":"Established","uptime_ms":61000},
+                            {"address":"10.77.0.5","asn":65001,"state":"Active","uptime_ms":null}],
+                   "announced":["10.77.0.100"]}}"#;
+        let table = render(&Status::parse(json).unwrap());
+        assert!(
+            table.contains(
+                "bgp peer 10.77.0.1 AS 65000: Established, up 00:01:01\n\
+                 bgp peer 10.77.0.5 AS 65001: Active\n\
+                 bgp announced: 10.77.0.100\n"
+            ),
+            "{table}"
+        );
+        let plain = render(&Status::parse(EXAMPLE).unwrap());
+        assert!(!plain.contains("bgp"), "{plain}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! configs are applied between two bursts: the forwarder's tables, the local stack's address,
 //! the management port and the health checks all follow.
 
+use crate::bgp::Bgp;
 use crate::fetch::{Fetch, Outcome};
 use crate::health::Checker;
 use crate::local::{LocalStack, Ports};
@@ -46,6 +47,8 @@ pub struct Controller {
     health: Checker,
     fetch: Option<Fetch>,
     ports: Ports,
+    /// The BGP speaker (no sockets without `[bgp]`).
+    bgp: Bgp,
     /// The version baked into the image, for log lines.
     baked_version: u64,
 }
@@ -78,12 +81,16 @@ impl Controller {
             },
             None => None,
         };
+        let mut ports = Ports::new(port.unwrap_or(0));
+        let mut bgp = Bgp::new();
+        bgp.configure(now_ms, config, fwd, local, &mut ports);
         Controller {
             config: config.clone(),
             server: Server::new(&mut local.sockets, port),
             health,
             fetch,
-            ports: Ports::new(port.unwrap_or(0)),
+            ports,
+            bgp,
             baked_version: config.version,
         }
     }
@@ -115,12 +122,14 @@ impl Controller {
         for (ip, mac) in hints {
             local.learn(ip, mac);
         }
+        touched |= self.bgp.poll(ms, &self.config, fwd, local, &mut self.ports);
 
         // Configs accepted this round; the newest is what a later one must be newer than.
         let mut accepted: Option<Config> = None;
         {
             let running = &self.config;
             let health = &self.health;
+            let bgp = &self.bgp;
             // The clock counts from boot.
             let uptime_ms = ms;
             let fwd_ref: &Forwarder = fwd;
@@ -144,7 +153,16 @@ impl Controller {
                             }
                         }
                     }
-                    Ok(endpoint) => render(endpoint, running, health, fwd_ref, nic, uptime_ms),
+                    Ok(endpoint) => {
+                        let view = Parts {
+                            config: running,
+                            health,
+                            bgp,
+                            fwd: fwd_ref,
+                            nic,
+                        };
+                        render(endpoint, &view, uptime_ms)
+                    }
                 }
             };
             touched |= self.server.poll(&mut local.sockets, ms, &mut handler);
@@ -217,6 +235,8 @@ impl Controller {
         self.ports.avoid = port.unwrap_or(0);
         self.health
             .configure(&new, fwd, &mut local.sockets, now.millis());
+        self.bgp
+            .configure(now.millis(), &new, fwd, local, &mut self.ports);
         let after = forwarder::arp::announced(&new);
         self.config = new;
         if after != before {
@@ -234,15 +254,24 @@ fn accept(newest: &Config, blob: &[u8]) -> Result<Config, Response> {
     mgmt::check_signed_config(blob, pubkey, newest.version)
 }
 
-/// `GET /metrics` or `GET /status`.
-fn render(
-    endpoint: Endpoint,
-    config: &Config,
-    health: &Checker,
-    fwd: &Forwarder,
+/// What `/metrics` and `/status` are rendered from.
+struct Parts<'a> {
+    config: &'a Config,
+    health: &'a Checker,
+    bgp: &'a Bgp,
+    fwd: &'a Forwarder,
     nic: NicCounts,
-    uptime_ms: u64,
-) -> Response {
+}
+
+/// `GET /metrics` or `GET /status`.
+fn render(endpoint: Endpoint, parts: &Parts<'_>, uptime_ms: u64) -> Response {
+    let Parts {
+        config,
+        health,
+        bgp,
+        fwd,
+        nic,
+    } = *parts;
     let vips = fwd.stats();
     let counters = fwd.counters();
     let drops: Vec<(&str, u64)> = DropReason::ALL
@@ -250,6 +279,13 @@ fn render(
         .map(|r| (r.name(), counters.drop_count(*r)))
         .collect();
     let transitions = health.transitions();
+    let bgp_peers = bgp.peers(uptime_ms);
+    let bgp_announced: Vec<Ipv4Addr> = config
+        .vips
+        .iter()
+        .map(|v| v.address)
+        .filter(|a| bgp.announced(*a))
+        .collect();
     let snapshot = Snapshot {
         config,
         uptime_ms,
@@ -264,6 +300,8 @@ fn render(
         icmp_echo_replies: counters.icmp_echo_replies,
         icmp_frag_needed: counters.icmp_frag_needed,
         neigh_changes: counters.neigh_changes,
+        bgp_peers: &bgp_peers,
+        bgp_announced: &bgp_announced,
     };
     if endpoint == Endpoint::Metrics {
         Response::with(200, mgmt::PROMETHEUS, mgmt::render_metrics(&snapshot))

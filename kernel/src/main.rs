@@ -10,6 +10,7 @@
 
 extern crate alloc;
 
+mod bgp;
 #[cfg(feature = "ceiling")]
 mod ceiling;
 mod clock;

@@ -1,53 +1,89 @@
 //! End-to-end scale-out tests (issue 16): two Sidestep images side by side on the balancer
-//! segment, the router `rt` spreading a VIP's flows over both by ECMP (the layer-4 multipath
-//! hash), and a client (`far`, 10.99.0.10) behind the router, as an Internet client would be:
+//! segment announce the VIP by BGP to BIRD 2 on the router `rt`, which installs it in its
+//! kernel table with both balancers as next hops (`merge paths`) and spreads flows over them by
+//! the layer-4 multipath hash; a client (`wan`, 10.99.0.10) sits behind the router, as an
+//! Internet client would. GoBGP, then FRR's bgpd, in the segment client's namespace, peer with
+//! balancer A as independent implementations.
 //!
 //! ```text
-//!   far 10.99.0.10 --- rt (10.99.0.1 | 10.77.0.1) --- br0 --+-- tap0: balancer A 10.77.0.2
-//!                       VIP/32: nexthop A, nexthop B        +-- tap1: balancer B 10.77.0.3
-//!                                                           +-- be1, be2 (dsr-l2), client
+//!   wan 10.99.0.10 --- rt (10.99.0.1 | 10.77.0.1) --- br0 --+-- tap0: balancer A 10.77.0.2
+//!                      BIRD, AS 65000                       +-- tap1: balancer B 10.77.0.3
+//!                                                           +-- be1, be2 (dsr-l2)
+//!                                                           +-- client 10.77.0.10: GoBGP, then
+//!                                                               FRR, AS 65001
 //! ```
 //!
 //! Both images run the same services (a maglev dsr-l2 VIP over be1 and be2, health checks,
-//! management open to the client for `/metrics`); only the interface address differs. The
-//! router's route is set here as the one BIRD would install for a VIP both balancers announce
-//! (`merge paths`), and changed as a withdrawal would change it: the BGP speaker is not in the
-//! image yet, so these checks prove the two-balancer harness and the property the speaker relies
-//! on, that a flow moved from one balancer to the other keeps its backend.
+//! management open to the client for `/metrics` and signed pushes, `[bgp]` AS 65010 with a 3 s
+//! hold time); only the interface address differs, and A also peers with the client's address.
 //!
 //! One boot of both images serves every check (CI time): they run in order in one test, the
 //! balancer kill last.
 
+use boot::control::config::Config;
+use boot::signing::SigningKey;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tests::fixture::{backend_of, Balancers, Place};
 use tests::netns::{
-    big_file_content, Host, BALANCER, BALANCER2, BALANCER2_MAC, BALANCER_MAC, BIG_FILE_LEN,
-    BIG_FILE_PATH, VIP_WEB,
+    big_file_content, DemoNet, Host, BALANCER, BALANCER2, BALANCER2_MAC, BALANCER_MAC,
+    BIG_FILE_LEN, BIG_FILE_PATH, GATEWAY, VIP_WEB,
 };
 use tests::qemu::Image;
 
 /// The management port of both balancers.
 const MGMT_PORT: u16 = 9100;
-/// Rate of the download a balancer dies under: about 12 s for the 24 MiB file.
-const SLOW_RATE: &str = "2M";
+/// Rate of the download a balancer dies under: about 24 s for the 24 MiB file.
+const SLOW_RATE: &str = "1M";
+/// The balancers' AS; the router's; the AS of GoBGP and FRR on the client.
+const LB_AS: u32 = 65010;
+const RT_AS: u32 = 65000;
+const CLIENT_AS: u32 = 65001;
+/// The hold time both sides propose: the router drops a dead balancer's routes after it.
+const HOLD_TIME: u16 = 3;
+/// GoBGP's gRPC API, on the loopback of the client's namespace.
+const GOBGP_API_PORT: &str = "50051";
+/// The balancers' addresses, in boot order.
+const ADDRS: [Ipv4Addr; 2] = [BALANCER, BALANCER2];
+/// How long a route change may take to show in the router's table: the balancer sends it
+/// within a second; the rest is slack for a loaded machine.
+const ROUTE_CHANGE: Duration = Duration::from_secs(5);
 
-/// The config of the balancer at `address`: everything else is the same for both.
-fn config_text(address: Ipv4Addr) -> String {
-    let client = Host::Client.addr().expect("has one");
+fn client() -> Ipv4Addr {
+    Host::Client.addr().expect("has one")
+}
+
+/// The config of the balancer at `address` (version 1): everything else is the same for both,
+/// but for the peer on the client (GoBGP, then FRR) that `a` has.
+fn config_text(address: Ipv4Addr, pubkey: &str, gobgp: bool) -> String {
+    let client = client();
+    let gobgp_peer = if gobgp {
+        format!("\n[[bgp.peer]]\naddress = \"{client}\"\nasn = {CLIENT_AS}\n")
+    } else {
+        String::new()
+    };
     format!(
         r#"# Written by tests/tests/e2e_bgp.rs: one of two balancers behind the router.
 version = 1
 
 [interface]
 address = "{address}/24"
-gateway = "10.77.0.1"
+gateway = "{GATEWAY}"
 
 [management]
 port = {MGMT_PORT}
 allow = ["{client}/32"]
+pubkey = "{pubkey}"
 
+[bgp]
+asn = {LB_AS}
+hold_time = {HOLD_TIME}
+
+[[bgp.peer]]
+address = "{GATEWAY}"
+asn = {RT_AS}
+{gobgp_peer}
 [[vip]]
 name = "web"
 address = "{VIP_WEB}"
@@ -77,48 +113,251 @@ weight = 1
     )
 }
 
-/// The run's configs and images: target/test-images/ecmp-setup/ecmp-{a,b}.toml, replaced
-/// each run.
-fn images() -> (Image, Image) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-images/ecmp-setup");
+/// The run's key, configs and images: target/test-images/bgp-setup/, replaced each run.
+struct Setup {
+    key: SigningKey,
+    configs: [Config; 2],
+    images: [Image; 2],
+}
+
+fn setup() -> Setup {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-images/bgp-setup");
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create the config directory");
-    let build = |name: &str, address: Ipv4Addr| {
+    let key = SigningKey::generate();
+    let pubkey = key.public_base64();
+    let build = |name: &str, address: Ipv4Addr, gobgp: bool| {
+        let text = config_text(address, &pubkey, gobgp);
         let path: PathBuf = dir.join(format!("{name}.toml"));
-        std::fs::write(&path, config_text(address)).expect("write a config");
-        Image::build(&path).unwrap_or_else(|e| panic!("build {name}: {e}"))
+        std::fs::write(&path, &text).expect("write a config");
+        let config =
+            boot::config_file::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
+        let image = Image::build(&path).unwrap_or_else(|e| panic!("build {name}: {e}"));
+        (config, image)
     };
-    (build("ecmp-a", BALANCER), build("ecmp-b", BALANCER2))
-}
-
-/// The balancers' addresses, in boot order.
-const ADDRS: [Ipv4Addr; 2] = [BALANCER, BALANCER2];
-
-/// `sidestep_vip_packets_total{vip="web"}` of balancer `i`, read from the client.
-fn vip_packets(b: &Balancers, i: usize) -> u64 {
-    let url = format!("http://{}:{MGMT_PORT}/metrics", ADDRS[i]);
-    let text = b
-        .net
-        .curl(10, &[&url])
-        .unwrap_or_else(|e| panic!("GET {url}: {e}\n{}", b.diagnostics()));
-    text.lines()
-        .find_map(|l| l.strip_prefix("sidestep_vip_packets_total{vip=\"web\"} "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VIP packet count in {url}:\n{text}"))
-}
-
-fn check_the_route_has_two_next_hops(b: &Balancers) {
-    let route = b.net.route_of(VIP_WEB).expect("ip route show");
-    for hop in ADDRS {
-        assert!(
-            route.contains(&format!("nexthop via {hop} ")),
-            "no next hop {hop} in the router's route: {route}"
-        );
+    let (ca, ia) = build("bgp-a", BALANCER, true);
+    let (cb, ib) = build("bgp-b", BALANCER2, false);
+    Setup {
+        key,
+        configs: [ca, cb],
+        images: [ia, ib],
     }
 }
 
-/// Many new connections from the wan client: every one answered by a backend, and both
-/// balancers carried some (the router's hash spreads the source ports).
-fn check_connections_spread_over_both(b: &Balancers) {
+/// BIRD's control socket in the run's directory.
+fn bird_socket(net: &DemoNet) -> String {
+    net.dir().join("bird.ctl").to_string_lossy().into_owned()
+}
+
+/// BIRD on the router: a session with each balancer (passive and active), their routes into
+/// the kernel table with both next hops merged, the layer-4 multipath hash.
+fn start_bird(net: &DemoNet) -> tests::netns::Result<()> {
+    net.run_ok(
+        Host::Rt,
+        &["sysctl", "-q", "-w", "net.ipv4.fib_multipath_hash_policy=1"],
+    )?;
+    let conf = net.dir().join("bird.conf");
+    let peers: String = ADDRS
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("protocol bgp lb{i} from balancer {{ neighbor {a} as {LB_AS}; }}\n"))
+        .collect();
+    let text = format!(
+        r#"# Written by tests/tests/e2e_bgp.rs: the router in front of the balancers.
+router id {GATEWAY};
+protocol device {{ scan time 1; }}
+protocol kernel {{
+    ipv4 {{ import none; export all; }};
+    merge paths on;
+}}
+template bgp balancer {{
+    local {GATEWAY} as {RT_AS};
+    hold time {HOLD_TIME};
+    keepalive time 1;
+    connect retry time 1;
+    error wait time 1, 5;
+    ipv4 {{ import all; export none; }};
+}}
+{peers}"#
+    );
+    std::fs::write(&conf, text).expect("write bird.conf");
+    let conf = conf.to_string_lossy().into_owned();
+    let pid = net.dir().join("bird.pid").to_string_lossy().into_owned();
+    let sock = bird_socket(net);
+    net.spawn(
+        Host::Rt,
+        "bird",
+        &["bird", "-f", "-c", &conf, "-s", &sock, "-P", &pid],
+    )?;
+    Ok(())
+}
+
+/// GoBGP in the segment client's namespace, peering with balancer A.
+fn start_gobgp(net: &DemoNet) -> tests::netns::Result<()> {
+    let conf = net.dir().join("gobgpd.toml");
+    let client = client();
+    let text = format!(
+        r#"# Written by tests/tests/e2e_bgp.rs: a second BGP implementation peering with A.
+[global.config]
+  as = {CLIENT_AS}
+  router-id = "{client}"
+  port = 179
+
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "{BALANCER}"
+    peer-as = {LB_AS}
+  [neighbors.timers.config]
+    hold-time = 9
+    keepalive-interval = 3
+    connect-retry = 1
+"#
+    );
+    std::fs::write(&conf, text).expect("write gobgpd.toml");
+    let conf = conf.to_string_lossy().into_owned();
+    let api = format!("127.0.0.1:{GOBGP_API_PORT}");
+    net.spawn(
+        Host::Client,
+        "gobgpd",
+        &[
+            "gobgpd",
+            "-f",
+            &conf,
+            "-t",
+            "toml",
+            "--api-hosts",
+            &api,
+            "--pprof-disable",
+            "-p",
+        ],
+    )?;
+    Ok(())
+}
+
+fn birdc(b: &Balancers, args: &[&str]) -> String {
+    let sock = bird_socket(&b.net);
+    let mut argv = vec!["birdc", "-s", sock.as_str()];
+    argv.extend_from_slice(args);
+    // Its exit status is not an answer: "Network not found" (no route) exits non-zero too.
+    let out = b
+        .net
+        .run(Host::Rt, &argv)
+        .unwrap_or_else(|e| panic!("birdc {args:?}: {e}\n{}", b.diagnostics()));
+    out.stdout
+}
+
+fn gobgp(b: &Balancers, args: &[&str]) -> String {
+    let mut argv = vec!["gobgp", "-u", "127.0.0.1", "-p", GOBGP_API_PORT];
+    argv.extend_from_slice(args);
+    b.net
+        .run_ok(Host::Client, &argv)
+        .unwrap_or_else(|e| panic!("gobgp {args:?}: {e}\n{}", b.diagnostics()))
+}
+
+/// The next hops of the router's kernel route to the VIP (none without a route).
+fn next_hops(b: &Balancers) -> Vec<Ipv4Addr> {
+    let route = b.net.route_of(VIP_WEB).expect("ip route show");
+    let words: Vec<&str> = route.split_whitespace().collect();
+    let mut hops: Vec<Ipv4Addr> = words
+        .windows(2)
+        .filter(|w| w[0] == "via")
+        .filter_map(|w| w[1].parse().ok())
+        .collect();
+    hops.sort();
+    hops
+}
+
+/// Waits until the router's route to the VIP goes over exactly `hops`; returns how long.
+fn wait_for_hops(b: &Balancers, what: &str, hops: &[Ipv4Addr]) -> Duration {
+    let started = Instant::now();
+    b.eventually(what, ROUTE_CHANGE, || (next_hops(b) == hops).then_some(()));
+    started.elapsed()
+}
+
+/// `/metrics` of balancer `i`, read from the client.
+fn metrics(b: &Balancers, i: usize) -> String {
+    let url = format!("http://{}:{MGMT_PORT}/metrics", ADDRS[i]);
+    b.net
+        .curl(10, &[&url])
+        .unwrap_or_else(|e| panic!("GET {url}: {e}\n{}", b.diagnostics()))
+}
+
+/// One sample of balancer `i`'s metrics, by its full name with labels.
+fn metric(b: &Balancers, i: usize, sample: &str) -> u64 {
+    let text = metrics(b, i);
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {sample} in balancer {i}'s metrics:\n{text}"))
+}
+
+/// `sidestep_vip_packets_total{vip="web"}` of balancer `i`.
+fn vip_packets(b: &Balancers, i: usize) -> u64 {
+    metric(b, i, "sidestep_vip_packets_total{vip=\"web\"}")
+}
+
+/// `sidestep_vip_packets_total{vip="web"}` of both balancers, read at the same time (a read
+/// takes long on a loaded machine, and the download's progress is measured between two).
+fn vip_packets_both(b: &Balancers) -> [u64; 2] {
+    std::thread::scope(|s| {
+        let a = s.spawn(|| vip_packets(b, 0));
+        let other = vip_packets(b, 1);
+        [a.join().expect("read A's metrics"), other]
+    })
+}
+
+/// Push `config` (signed) to balancer `i` from the client.
+fn push(b: &Balancers, key: &SigningKey, i: usize, config: &Config) {
+    let to = format!("{}:{MGMT_PORT}", ADDRS[i]);
+    let signed = key.sign(config);
+    let response = b
+        .net
+        .in_netns(Host::Client, || boot::client::push(&to, &signed))
+        .expect("enter the client's namespace")
+        .unwrap_or_else(|e| panic!("push to {to}: {e}\n{}", b.diagnostics()));
+    assert_eq!(
+        response.status, 200,
+        "push of v{} to {to}: {}",
+        config.version, response.body
+    );
+}
+
+/// Both balancers' sessions with BIRD are Established, as BIRD and the balancers say.
+fn check_sessions_established(b: &Balancers) {
+    b.eventually(
+        "BIRD has both sessions Established",
+        Duration::from_secs(30),
+        || {
+            let out = birdc(b, &["show", "protocols"]);
+            let up = out
+                .lines()
+                .filter(|l| l.starts_with("lb") && l.contains("Established"))
+                .count();
+            (up == 2).then_some(())
+        },
+    );
+    for (i, addr) in ADDRS.iter().enumerate() {
+        let peer = format!("sidestep_bgp_session_up{{peer=\"{GATEWAY}\"}}");
+        assert_eq!(metric(b, i, &peer), 1, "balancer {i}: {peer}");
+        let status = b
+            .net
+            .curl(10, &[&format!("http://{addr}:{MGMT_PORT}/status")])
+            .expect("GET /status");
+        let parsed = boot::status::Status::parse(&status)
+            .unwrap_or_else(|e| panic!("balancer {i}'s /status: {e}\n{status}"));
+        let rt = parsed
+            .bgp
+            .as_ref()
+            .and_then(|bgp| bgp.peers.iter().find(|p| p.address == GATEWAY.to_string()))
+            .unwrap_or_else(|| panic!("balancer {i}: no BGP peer {GATEWAY} in {status}"));
+        assert_eq!(rt.state, "Established", "balancer {i}: {status}");
+        assert!(rt.uptime_ms.is_some(), "balancer {i}: {status}");
+    }
+}
+
+/// Many new connections from the wan client: every one answered by a backend, and the
+/// balancers in `carrying` carried some, the others none.
+fn check_connections_over(b: &Balancers, carrying: &[usize]) {
     let before = [vip_packets(b, 0), vip_packets(b, 1)];
     let url = format!("http://{VIP_WEB}/");
     for n in 0..40 {
@@ -132,16 +371,256 @@ fn check_connections_spread_over_both(b: &Balancers) {
         );
     }
     let carried = [vip_packets(b, 0) - before[0], vip_packets(b, 1) - before[1]];
-    assert!(
-        carried.iter().all(|&n| n > 0),
-        "VIP packets per balancer over 40 connections: {carried:?}"
-    );
+    for (i, n) in carried.iter().enumerate() {
+        assert_eq!(
+            *n > 0,
+            carrying.contains(&i),
+            "VIP packets per balancer over 40 connections: {carried:?} (expected traffic on {carrying:?})"
+        );
+    }
 }
 
-/// A slow download from the wan client; the balancer carrying it is killed mid-way and the
-/// router's route loses it (as a withdrawal, or its hold timer, would do); the download
-/// completes byte-exact through the other balancer, which sends the flow's packets to the same
-/// backend by the VIP's consistent hash.
+/// GoBGP's session with A is Established and it holds the same /32 BIRD got from A.
+fn check_gobgp_interop(b: &Balancers) {
+    b.eventually(
+        "GoBGP's session with balancer A is Established",
+        Duration::from_secs(30),
+        || {
+            let out = gobgp(b, &["neighbor"]);
+            out.lines()
+                .any(|l| l.contains(&BALANCER.to_string()) && l.contains("Establ"))
+                .then_some(())
+        },
+    );
+    let route = b.eventually(
+        "GoBGP holds the VIP's route from A",
+        Duration::from_secs(10),
+        || {
+            let rib = gobgp(b, &["global", "rib", "-a", "ipv4"]);
+            rib.lines()
+                .find(|l| l.contains(&format!("{VIP_WEB}/32")))
+                .map(str::to_owned)
+        },
+    );
+    assert!(
+        route.contains(&BALANCER.to_string()) && route.contains(&LB_AS.to_string()),
+        "GoBGP's route: next hop A, AS path [{LB_AS}]: {route}"
+    );
+    let bird = birdc(b, &["show", "route", "for", &VIP_WEB.to_string(), "all"]);
+    assert!(
+        bird.contains(&format!("{VIP_WEB}/32")) && bird.contains(&format!("BGP.as_path: {LB_AS}")),
+        "BIRD's route for the VIP: {bird}"
+    );
+    let rib = gobgp(b, &["global", "rib", "-a", "ipv4"]);
+    assert_eq!(
+        rib.matches("/32").count(),
+        1,
+        "GoBGP got exactly the one VIP route: {rib}"
+    );
+    let peer = format!("sidestep_bgp_session_up{{peer=\"{}\"}}", client());
+    assert_eq!(metric(b, 0, &peer), 1, "balancer A: {peer}");
+}
+
+/// A peer that sends a malformed message gets the NOTIFICATION RFC 4271 names for it (here a
+/// message of unknown type: Message Header Error / Bad Message Type), and nothing else is
+/// disturbed: the other session stays Established and the VIP is still served. GoBGP is
+/// stopped first, so that its address may connect again.
+fn check_malformed_message_gets_notification(b: &Balancers) {
+    b.net.stop("gobgpd").expect("stop gobgpd");
+    let script = format!(
+        r#"
+import socket, struct, sys, time
+def messages(s):
+    buf = b""
+    while True:
+        while len(buf) >= 19:
+            n = struct.unpack("!H", buf[16:18])[0]
+            if len(buf) < n:
+                break
+            yield buf[18], buf[19:n]
+            buf = buf[n:]
+        chunk = s.recv(4096)
+        if not chunk:
+            return
+        buf += chunk
+deadline = time.time() + 30
+while time.time() < deadline:
+    try:
+        s = socket.create_connection(("{BALANCER}", 179), timeout=5)
+        got = messages(s)
+        kind, _ = next(got)
+    except (OSError, StopIteration):
+        time.sleep(0.5)
+        continue
+    if kind != 1:
+        sys.exit("the first message was of type %d, not an OPEN" % kind)
+    s.sendall(bytes([255]) * 16 + struct.pack("!HB", 19, 9))
+    for kind, body in got:
+        if kind == 3:
+            print("NOTIFICATION %d/%d" % (body[0], body[1]))
+            sys.exit(0)
+    sys.exit("closed without a NOTIFICATION")
+sys.exit("no connection to port 179 was taken")
+"#
+    );
+    let out = b
+        .net
+        .run_ok(Host::Client, &["python3", "-c", &script])
+        .unwrap_or_else(|e| panic!("a malformed message to A: {e}\n{}", b.diagnostics()));
+    assert_eq!(
+        out.trim(),
+        "NOTIFICATION 1/3",
+        "A's answer to a message of type 9"
+    );
+    let peer = format!("sidestep_bgp_session_up{{peer=\"{GATEWAY}\"}}");
+    assert_eq!(metric(b, 0, &peer), 1, "A's session with the router");
+    let serial = b.vm(0).map(|vm| vm.serial_log()).unwrap_or_default();
+    assert!(
+        serial.contains(&format!("bgp: peer {} ", client()))
+            && serial.contains("sent NOTIFICATION 1/3"),
+        "A logs the session's end with the NOTIFICATION it sent:\n{serial}"
+    );
+    check_connections_over(b, &[0, 1]);
+}
+
+/// FRR's bgpd (without zebra: it installs nothing) in the client's namespace, in GoBGP's place:
+/// its session with A comes up and it receives the same /32 with next hop A and AS path
+/// [65010]. bgpd drops its privileges to the `frr` user, so its directory is open to it.
+fn check_frr_interop(b: &Balancers) {
+    let dir = b.net.dir().join("frr");
+    std::fs::create_dir_all(&dir).expect("create frr's directory");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("open frr's directory to bgpd");
+    let client = client();
+    let conf = dir.join("bgpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "! Written by tests/tests/e2e_bgp.rs: FRR peering with balancer A.\n\
+             router bgp {CLIENT_AS}\n \
+             bgp router-id {client}\n \
+             no bgp ebgp-requires-policy\n \
+             neighbor {BALANCER} remote-as {LB_AS}\n \
+             neighbor {BALANCER} timers 3 9\n \
+             neighbor {BALANCER} timers connect 1\n"
+        ),
+    )
+    .expect("write bgpd.conf");
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let conf_arg = conf.to_string_lossy().into_owned();
+    let pid_arg = dir.join("bgpd.pid").to_string_lossy().into_owned();
+    b.net
+        .spawn(
+            Host::Client,
+            "bgpd",
+            &[
+                "/usr/lib/frr/bgpd",
+                "-Z",
+                "-f",
+                &conf_arg,
+                "-i",
+                &pid_arg,
+                "--vty_socket",
+                &dir_arg,
+                "-u",
+                "frr",
+                "-g",
+                "frr",
+            ],
+        )
+        .expect("start FRR's bgpd");
+    let vtysh = |command: &str| {
+        b.net
+            .run(
+                Host::Client,
+                &[
+                    "vtysh",
+                    "--vty_socket",
+                    &dir_arg,
+                    "-d",
+                    "bgpd",
+                    "-c",
+                    command,
+                ],
+            )
+            .map(|o| o.stdout)
+            .unwrap_or_default()
+    };
+    let route = b.eventually(
+        "FRR's session with A is up and holds the VIP's route",
+        Duration::from_secs(40),
+        || {
+            vtysh("show bgp ipv4 unicast")
+                .lines()
+                .find(|l| l.contains(&format!("{VIP_WEB}/32")))
+                .map(str::to_owned)
+        },
+    );
+    assert!(
+        route.contains(&BALANCER.to_string()) && route.contains(&format!("{LB_AS} i")),
+        "FRR's route: next hop A, AS path [{LB_AS}], origin IGP: {route}"
+    );
+    let summary = vtysh("show bgp summary");
+    let peer = format!("sidestep_bgp_session_up{{peer=\"{client}\"}}");
+    assert_eq!(metric(b, 0, &peer), 1, "balancer A: {peer}\n{summary}");
+    b.net.stop("bgpd").expect("stop FRR's bgpd");
+}
+
+/// Every backend down (their servers stopped): both balancers withdraw the VIP; back up, both
+/// announce it again.
+fn check_withdrawn_when_every_backend_is_down(b: &Balancers) {
+    b.net.stop_http(Host::Be1).expect("stop be1");
+    b.net.stop_http(Host::Be2).expect("stop be2");
+    // Two failed checks at 500 ms, then the withdrawal.
+    let took = wait_for_hops(b, "the VIP withdrawn with every backend down", &[]);
+    let bird = birdc(b, &["show", "route", "for", &VIP_WEB.to_string()]);
+    assert!(
+        !bird.contains(&format!("{VIP_WEB}/32")),
+        "BIRD still has a route: {bird}"
+    );
+    for i in 0..2 {
+        assert_eq!(
+            metric(b, i, "sidestep_bgp_announced{vip=\"web\"}"),
+            0,
+            "balancer {i}"
+        );
+    }
+    eprintln!("e2e_bgp: withdrawn {took:?} after the backends stopped");
+    b.net.start_http(Host::Be1).expect("start be1");
+    b.net.start_http(Host::Be2).expect("start be2");
+    wait_for_hops(b, "the VIP announced again by both", &ADDRS);
+}
+
+/// `announce = false` pushed to B: its route is withdrawn (within a second, plus slack) while
+/// its session stays up, and new connections all go to A; `announce = true` brings it back.
+fn check_drain_by_push(b: &Balancers, setup: &Setup) {
+    let mut drained = setup.configs[1].clone();
+    drained.version = 2;
+    drained.bgp.as_mut().expect("has [bgp]").announce = false;
+    let pushed = Instant::now();
+    push(b, &setup.key, 1, &drained);
+    wait_for_hops(b, "B's route withdrawn after announce = false", &[BALANCER]);
+    let took = pushed.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "the withdrawal took {took:?}"
+    );
+    eprintln!("e2e_bgp: B withdrawn {took:?} after the push");
+    assert_eq!(metric(b, 1, "sidestep_bgp_announced{vip=\"web\"}"), 0);
+    let peer = format!("sidestep_bgp_session_up{{peer=\"{GATEWAY}\"}}");
+    assert_eq!(metric(b, 1, &peer), 1, "B's session stays up");
+    check_connections_over(b, &[0]);
+
+    let mut back = drained;
+    back.version = 3;
+    back.bgp.as_mut().expect("has [bgp]").announce = true;
+    push(b, &setup.key, 1, &back);
+    wait_for_hops(b, "B announces again after announce = true", &ADDRS);
+}
+
+/// A slow download from the wan client; the balancer carrying it is killed mid-way; BIRD's
+/// hold timer drops its route; the download completes byte-exact through the other balancer,
+/// which sends the flow's packets to the same backend by the VIP's consistent hash.
 fn check_a_download_survives_its_balancer(b: &mut Balancers) {
     let out = b.net.dir().join("download.bin");
     let url = format!("http://{VIP_WEB}{BIG_FILE_PATH}");
@@ -168,23 +647,33 @@ fn check_a_download_survives_its_balancer(b: &mut Balancers) {
     let started = Instant::now();
     b.eventually("the download is under way", Duration::from_secs(30), || {
         let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-        (size > 1 << 20).then_some(())
+        (size > 1 << 19).then_some(())
     });
-    let first = [vip_packets(b, 0), vip_packets(b, 1)];
-    std::thread::sleep(Duration::from_secs(2));
-    let second = [vip_packets(b, 0), vip_packets(b, 1)];
+    let measuring = Instant::now();
+    let first = vip_packets_both(b);
+    std::thread::sleep(Duration::from_secs(3));
+    let second = vip_packets_both(b);
     let rise = [second[0] - first[0], second[1] - first[1]];
     let carrier = if rise[0] > rise[1] { 0 } else { 1 };
     let other = 1 - carrier;
     assert!(
-        rise[carrier] >= 5 && rise[other] == 0,
-        "one balancer should carry the download: VIP packets in two seconds {rise:?}"
+        rise[carrier] >= 3 && rise[other] == 0,
+        "one balancer should carry the download: VIP packets in three seconds {rise:?}"
     );
     let size_at_kill = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    let measured = measuring.elapsed();
+    let killed_after = started.elapsed();
     b.kill(carrier);
-    b.net
-        .route_over(VIP_WEB, &[ADDRS[other]])
-        .expect("withdraw the dead balancer's route");
+    let killed = Instant::now();
+    b.eventually(
+        "the router drops the dead balancer's route (BIRD's hold timer)",
+        Duration::from_secs(u64::from(HOLD_TIME) + 10),
+        || (next_hops(b) == [ADDRS[other]]).then_some(()),
+    );
+    eprintln!(
+        "e2e_bgp: the dead balancer's route was gone {:?} after the kill",
+        killed.elapsed()
+    );
     let code = b
         .net
         .wait("download", Duration::from_secs(120))
@@ -202,42 +691,55 @@ fn check_a_download_survives_its_balancer(b: &mut Balancers) {
         got == big_file_content(),
         "the download differs from the file"
     );
+    // A quarter of the file or more must come through the other balancer.
     assert!(
-        size_at_kill < BIG_FILE_LEN as u64 / 2,
+        size_at_kill < BIG_FILE_LEN as u64 / 4 * 3,
         "the balancer died too late to prove anything ({size_at_kill} bytes were there)"
     );
     eprintln!(
-        "e2e_bgp: balancer {carrier} killed at {size_at_kill} bytes; the download took {:?}",
+        "e2e_bgp: balancer {carrier} killed at {size_at_kill} bytes, {killed_after:?} into the \
+         download ({measured:?} measuring which balancer carried it); the download took {:?}",
         started.elapsed()
     );
 }
 
 #[test]
-fn two_balancers_share_a_vip_and_a_flow_survives_losing_its_balancer() {
-    let (a, b) = images();
+fn two_balancers_announce_a_vip_to_bird_and_a_flow_survives_losing_its_balancer() {
+    let setup = setup();
     let places = [
         Place {
-            image: &a,
+            image: &setup.images[0],
             tap: "tap0",
             mac: BALANCER_MAC,
         },
         Place {
-            image: &b,
+            image: &setup.images[1],
             tap: "tap1",
             mac: BALANCER2_MAC,
         },
     ];
     let started = Instant::now();
     let mut balancers = Balancers::boot(tests::helper_bins!(), &places, |net| {
-        net.route_over(VIP_WEB, &ADDRS)
+        start_bird(net)?;
+        start_gobgp(net)
     })
     .unwrap_or_else(|e| panic!("boot two balancers: {e}"));
     eprintln!(
         "e2e_bgp: both balancers ready after {:?}",
         started.elapsed()
     );
-    // The health checks must have raised both backends on both balancers first.
     let b = &balancers;
+    check_sessions_established(b);
+    eprintln!(
+        "e2e_bgp: both sessions Established after {:?}",
+        started.elapsed()
+    );
+    // The health checks raise both backends on both balancers, which then announce the VIP.
+    b.eventually(
+        "the VIP's route over both balancers",
+        Duration::from_secs(30),
+        || (next_hops(b) == ADDRS).then_some(()),
+    );
     b.eventually(
         "both balancers answer on the VIP",
         Duration::from_secs(30),
@@ -249,7 +751,18 @@ fn two_balancers_share_a_vip_and_a_flow_survives_losing_its_balancer() {
             backend_of(&body).map(drop)
         },
     );
-    check_the_route_has_two_next_hops(b);
-    check_connections_spread_over_both(b);
+    for i in 0..2 {
+        assert_eq!(
+            metric(b, i, "sidestep_bgp_announced{vip=\"web\"}"),
+            1,
+            "balancer {i}"
+        );
+    }
+    check_connections_over(b, &[0, 1]);
+    check_gobgp_interop(b);
+    check_malformed_message_gets_notification(b);
+    check_frr_interop(b);
+    check_withdrawn_when_every_backend_is_down(b);
+    check_drain_by_push(b, &setup);
     check_a_download_survives_its_balancer(&mut balancers);
 }

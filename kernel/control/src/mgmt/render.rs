@@ -21,6 +21,19 @@ pub struct Transitions<'a> {
     pub count: u64,
 }
 
+/// One BGP peer's session as `/status` and `/metrics` show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BgpPeer {
+    /// The peer's address.
+    pub address: core::net::Ipv4Addr,
+    /// The peer's AS.
+    pub asn: u32,
+    /// The session's state as RFC 4271 names it (`Established` when up).
+    pub state: &'static str,
+    /// Milliseconds the session has been Established, while it is.
+    pub up_ms: Option<u64>,
+}
+
 /// Everything `/metrics` and `/status` show, as plain data.
 #[derive(Clone, Debug)]
 pub struct Snapshot<'a> {
@@ -51,6 +64,10 @@ pub struct Snapshot<'a> {
     pub icmp_frag_needed: u64,
     /// Next hops whose MAC an ARP packet changed.
     pub neigh_changes: u64,
+    /// Every BGP peer's session, in config order (empty without `[bgp]`).
+    pub bgp_peers: &'a [BgpPeer],
+    /// The VIP addresses announced to at least one BGP peer.
+    pub bgp_announced: &'a [core::net::Ipv4Addr],
 }
 
 /// Escape a Prometheus label value.
@@ -277,14 +294,50 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
             t.count
         );
     }
+    if s.config.bgp.is_some() {
+        bgp_metrics(&mut o, s);
+    }
     o
+}
+
+/// The BGP families, present only with `[bgp]`.
+fn bgp_metrics(o: &mut String, s: &Snapshot<'_>) {
+    family(
+        o,
+        "sidestep_bgp_session_up",
+        "gauge",
+        "1 if the BGP session with the peer is Established, else 0.",
+    );
+    for p in s.bgp_peers {
+        let _ = writeln!(
+            o,
+            "sidestep_bgp_session_up{{peer=\"{}\"}} {}",
+            p.address,
+            u8::from(p.up_ms.is_some())
+        );
+    }
+    family(
+        o,
+        "sidestep_bgp_announced",
+        "gauge",
+        "1 if the VIP's address is announced to at least one BGP peer, else 0.",
+    );
+    for v in &s.config.vips {
+        let _ = writeln!(
+            o,
+            "sidestep_bgp_announced{{vip=\"{}\"}} {}",
+            label(&v.name),
+            u8::from(s.bgp_announced.contains(&v.address))
+        );
+    }
 }
 
 /// The `/status` JSON of `s`:
 /// `{"version":V,"uptime_ms":U,"flows_capacity":C,"drops":{"malformed":N,...},"vips":[{"name":..,
 /// "address":..,"port":"80"|"*","protocol":..,"mode":..,"scheduler":..,"packets":N,"bytes":N,
 /// "flows":N,"backends":[{"name":..,"address":..,"weight":N,"up":B,"packets":N,"bytes":N,
-/// "flows":N}]}]}`.
+/// "flows":N}]}]}`, and with `[bgp]` also `"bgp":{"peers":[{"address":..,"asn":N,"state":..,
+/// "uptime_ms":N|null}],"announced":["A.B.C.D",..]}` before the closing brace.
 pub fn render_status(s: &Snapshot<'_>) -> String {
     let mut o = String::new();
     let _ = write!(
@@ -342,7 +395,33 @@ pub fn render_status(s: &Snapshot<'_>) -> String {
         }
         o.push_str("]}");
     }
-    o.push_str("]}\n");
+    o.push(']');
+    if s.config.bgp.is_some() {
+        o.push_str(",\"bgp\":{\"peers\":[");
+        for (i, p) in s.bgp_peers.iter().enumerate() {
+            let sep = if i > 0 { "," } else { "" };
+            let _ = write!(
+                o,
+                "{sep}{{\"address\":\"{}\",\"asn\":{},\"state\":\"{}\",\"uptime_ms\":",
+                p.address,
+                p.asn,
+                json_str(p.state)
+            );
+            match p.up_ms {
+                Some(ms) => {
+                    let _ = write!(o, "{ms}}}");
+                }
+                None => o.push_str("null}"),
+            }
+        }
+        o.push_str("],\"announced\":[");
+        for (i, a) in s.bgp_announced.iter().enumerate() {
+            let sep = if i > 0 { "," } else { "" };
+            let _ = write!(o, "{sep}\"{a}\"");
+        }
+        o.push_str("]}");
+    }
+    o.push_str("}\n");
     o
 }
 
@@ -415,6 +494,8 @@ pub(crate) mod tests {
             icmp_echo_replies: 0,
             icmp_frag_needed: 0,
             neigh_changes: 0,
+            bgp_peers: &[],
+            bgp_announced: &[],
         };
         assert_eq!(
             render_status(&s),
@@ -452,6 +533,8 @@ pub(crate) mod tests {
             icmp_echo_replies: 9,
             icmp_frag_needed: 3,
             neigh_changes: 10,
+            bgp_peers: &[],
+            bgp_announced: &[],
         };
         let m = render_metrics(&s);
         for line in [
@@ -486,5 +569,89 @@ pub(crate) mod tests {
             assert!(m.contains(&format!("# TYPE {name} ")), "{name}");
             assert!(m.contains(&format!("# HELP {name} ")), "{name}");
         }
+    }
+
+    #[test]
+    fn bgp_sessions_and_announcements() {
+        let mut config = config();
+        let plain = render_status(&Snapshot {
+            config: &config,
+            uptime_ms: 0,
+            flows_capacity: 0,
+            drops: &[],
+            vips: &[],
+            transitions: &[],
+            nic_rx_packets: 0,
+            nic_tx_packets: 0,
+            flows_rescheduled: 0,
+            icmp_forwarded: 0,
+            icmp_echo_replies: 0,
+            neigh_changes: 0,
+            bgp_peers: &[],
+            bgp_announced: &[],
+        });
+        assert!(!plain.contains("bgp"), "{plain}");
+        config.bgp = Config::builder()
+            .bgp(65010)
+            .bgp_peer("10.77.0.1", 65000)
+            .build()
+            .bgp;
+        let peers = [
+            BgpPeer {
+                address: "10.77.0.1".parse().unwrap(),
+                asn: 65000,
+                state: "Established",
+                up_ms: Some(4200),
+            },
+            BgpPeer {
+                address: "10.77.0.9".parse().unwrap(),
+                asn: 65000,
+                state: "Active",
+                up_ms: None,
+            },
+        ];
+        let announced = ["10.77.0.100".parse().unwrap()];
+        let s = Snapshot {
+            config: &config,
+            uptime_ms: 0,
+            flows_capacity: 0,
+            drops: &[],
+            vips: &[],
+            transitions: &[],
+            nic_rx_packets: 0,
+            nic_tx_packets: 0,
+            flows_rescheduled: 0,
+            icmp_forwarded: 0,
+            icmp_echo_replies: 0,
+            neigh_changes: 0,
+            bgp_peers: &peers,
+            bgp_announced: &announced,
+        };
+        let status = render_status(&s);
+        assert!(
+            status.ends_with(
+                "\"vips\":[],\"bgp\":{\"peers\":[\
+                 {\"address\":\"10.77.0.1\",\"asn\":65000,\"state\":\"Established\",\"uptime_ms\":4200},\
+                 {\"address\":\"10.77.0.9\",\"asn\":65000,\"state\":\"Active\",\"uptime_ms\":null}],\
+                 \"announced\":[\"10.77.0.100\"]}}\n"
+            ),
+            "{status}"
+        );
+        let m = render_metrics(&s);
+        for line in [
+            "# TYPE sidestep_bgp_session_up gauge",
+            "sidestep_bgp_session_up{peer=\"10.77.0.1\"} 1",
+            "sidestep_bgp_session_up{peer=\"10.77.0.9\"} 0",
+            "sidestep_bgp_announced{vip=\"web\"} 1",
+        ] {
+            assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
+        }
+        let none = render_metrics(&Snapshot {
+            bgp_announced: &[],
+            ..s
+        });
+        assert!(none
+            .lines()
+            .any(|l| l == "sidestep_bgp_announced{vip=\"web\"} 0"));
     }
 }
