@@ -680,7 +680,10 @@ asn = 65000
             .starts_with("bgp.asn: 4294967296 is out of range"));
         assert!(bad("hold_time = 9", "hold_time = 70000")
             .starts_with("bgp.hold_time: 70000 is out of range"));
-        assert!(bad("bfd = false", "bfd = true").starts_with("bgp.bfd: BFD is not supported yet"));
+        let e = bad("bfd = false", "bfd = 1");
+        assert!(e.contains("bfd"), "{e}");
+        assert!(parse(&with_bgp().replace("bfd = false", "bfd = true"))
+            .is_ok_and(|c| c.bgp.is_some_and(|b| b.bfd)));
         assert!(bad("\"10.77.0.1\"\nasn", "\"router\"\nasn")
             .starts_with("bgp.peer: address: \"router\""));
         assert!(bad("asn = 65000", "asn = -1")

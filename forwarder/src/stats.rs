@@ -65,8 +65,9 @@ pub enum DropReason {
     /// loopback or own (the balancer's, a VIP's) source address or from a group MAC; and any
     /// fragment of an ICMP message to a VIP (neither reassembled nor forwarded).
     IcmpRefused,
-    /// TCP to the BGP port (179) from a source that is not a `[[bgp.peer]]`: never handed to
-    /// the local stack, so it gets no answer at all.
+    /// TCP to the BGP port (179) from a source that is not a `[[bgp.peer]]`, or UDP to the BFD
+    /// port (3784) from one or with a TTL other than 255: never handed to the local stack, so
+    /// it gets no answer at all.
     BgpDenied,
 }
 

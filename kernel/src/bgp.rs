@@ -14,9 +14,13 @@
 //!   [`EVALUATE_MS`] and after every config apply, so a change reaches the peers well within a
 //!   second.
 //!
+//! With `bfd = true`, a BFD session runs beside each peer's ([`crate::bfd`]); when it goes
+//! down, the peer's BGP session is stopped (Cease, BFD down) and dials again.
+//!
 //! A closed connection's socket stays in the set until its close has gone out (FIN or reset),
 //! at most [`LINGER_MS`]. Without `[bgp]` there are no sockets and [`Bgp::poll`] returns at once.
 
+use crate::bfd::Bfd;
 use crate::local::{LocalStack, Ports};
 use alloc::vec::Vec;
 use control::bgp::{desired_routes, Action, Dir, Event, Speaker, State, PORT};
@@ -62,6 +66,8 @@ pub struct Bgp {
     evaluate_at: u64,
     /// Each session's state as last logged.
     logged: Vec<(Ipv4Addr, State)>,
+    /// BFD with the peers (`bfd = true`).
+    bfd: Bfd,
 }
 
 fn new_socket(sockets: &mut SocketSet<'static>) -> SocketHandle {
@@ -108,6 +114,7 @@ impl Bgp {
     ) {
         let mut out = Vec::new();
         self.speaker.configure(config, &mut out);
+        self.bfd.configure(config, local);
         self.speaker.set_desired(desired(config, fwd));
         self.evaluate_at = 0;
         let sockets = &mut local.sockets;
@@ -139,9 +146,12 @@ impl Bgp {
         if self.listener.is_none() && self.conns.is_empty() && self.closing.is_empty() {
             return false;
         }
-        let mut touched = false;
+        let (mut touched, down) = self.bfd.poll(local);
         self.reap(now_ms, &mut local.sockets);
         let mut out = Vec::new();
+        for peer in down {
+            self.speaker.bfd_down(peer, &mut out);
+        }
         for peer in core::mem::take(&mut self.failed_dials) {
             self.speaker
                 .step(now_ms, peer, Event::Closed(Dir::Outgoing), &mut out);
@@ -426,6 +436,7 @@ impl Bgp {
                 asn: s.params().peer_asn,
                 state: s.state().name(),
                 up_ms: s.established_since().map(|t| now_ms.saturating_sub(t)),
+                bfd: self.bfd.state(s.params().peer).map(|b| b.name()),
             })
             .collect()
     }

@@ -10,6 +10,7 @@
 
 extern crate alloc;
 
+mod bfd;
 mod bgp;
 #[cfg(feature = "ceiling")]
 mod ceiling;

@@ -40,8 +40,12 @@ const SLOW_RATE: &str = "1M";
 const LB_AS: u32 = 65010;
 const RT_AS: u32 = 65000;
 const CLIENT_AS: u32 = 65001;
-/// The hold time both sides propose: the router drops a dead balancer's routes after it.
-const HOLD_TIME: u16 = 3;
+/// The hold time both sides propose: long, so that only BFD (100 ms x 3) can explain a dead
+/// balancer's routes going within a few seconds.
+const HOLD_TIME: u16 = 9;
+/// How soon after a balancer's death the router must drop its route: BFD's detection time
+/// (0.3 s) plus slack for a loaded machine, well under [`HOLD_TIME`].
+const BFD_DETECTION: Duration = Duration::from_secs(3);
 /// GoBGP's gRPC API, on the loopback of the client's namespace.
 const GOBGP_API_PORT: &str = "50051";
 /// The balancers' addresses, in boot order.
@@ -79,6 +83,7 @@ pubkey = "{pubkey}"
 [bgp]
 asn = {LB_AS}
 hold_time = {HOLD_TIME}
+bfd = true
 
 [[bgp.peer]]
 address = "{GATEWAY}"
@@ -170,8 +175,12 @@ protocol kernel {{
     ipv4 {{ import none; export all; }};
     merge paths on;
 }}
+protocol bfd {{
+    interface "*" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }};
+}}
 template bgp balancer {{
     local {GATEWAY} as {RT_AS};
+    bfd on;
     hold time {HOLD_TIME};
     keepalive time 1;
     connect retry time 1;
@@ -352,6 +361,30 @@ fn check_sessions_established(b: &Balancers) {
             .unwrap_or_else(|| panic!("balancer {i}: no BGP peer {GATEWAY} in {status}"));
         assert_eq!(rt.state, "Established", "balancer {i}: {status}");
         assert!(rt.uptime_ms.is_some(), "balancer {i}: {status}");
+    }
+    // BFD beside each session: up in BIRD and on both balancers.
+    b.eventually(
+        "BIRD has both BFD sessions up",
+        Duration::from_secs(30),
+        || {
+            let out = birdc(b, &["show", "bfd", "sessions"]);
+            let up = ADDRS
+                .iter()
+                .filter(|a| {
+                    out.lines()
+                        .any(|l| l.starts_with(&a.to_string()) && l.contains(" Up "))
+                })
+                .count();
+            (up == 2).then_some(())
+        },
+    );
+    for i in 0..ADDRS.len() {
+        let peer = format!("sidestep_bfd_session_up{{peer=\"{GATEWAY}\"}}");
+        b.eventually(
+            "the balancer's BFD session is up",
+            Duration::from_secs(10),
+            || (metric(b, i, &peer) == 1).then_some(()),
+        );
     }
 }
 
@@ -666,13 +699,15 @@ fn check_a_download_survives_its_balancer(b: &mut Balancers) {
     b.kill(carrier);
     let killed = Instant::now();
     b.eventually(
-        "the router drops the dead balancer's route (BIRD's hold timer)",
+        "the router drops the dead balancer's route (BFD)",
         Duration::from_secs(u64::from(HOLD_TIME) + 10),
         || (next_hops(b) == [ADDRS[other]]).then_some(()),
     );
-    eprintln!(
-        "e2e_bgp: the dead balancer's route was gone {:?} after the kill",
-        killed.elapsed()
+    let gone = killed.elapsed();
+    eprintln!("e2e_bgp: the dead balancer's route was gone {gone:?} after the kill");
+    assert!(
+        gone < BFD_DETECTION,
+        "the route went {gone:?} after the kill: BFD did not detect it (hold time {HOLD_TIME} s)"
     );
     let code = b
         .net

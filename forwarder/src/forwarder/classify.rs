@@ -345,9 +345,10 @@ impl Forwarder {
         TcpPacket::new_checked(ip.payload()).is_ok_and(|t| t.dst_port() == m.port)
     }
 
-    /// Whether `frame` (as for [`mgmt_denied`](Self::mgmt_denied)) is TCP to the BGP port from
-    /// a source that is not a `[[bgp.peer]]` while the config has `[bgp]`: such a source gets
-    /// no answer at all (no SYN-ACK, no reset).
+    /// Whether `frame` (as for [`mgmt_denied`](Self::mgmt_denied)) is, while the config has
+    /// `[bgp]`, TCP to the BGP port from a source that is not a `[[bgp.peer]]` (such a source
+    /// gets no answer at all: no SYN-ACK, no reset), or UDP to the BFD port from a source that
+    /// is not a peer or with a TTL other than 255.
     pub(super) fn bgp_denied(&self, frame: &[u8]) -> bool {
         let Some(peers) = &self.bgp_peers else {
             return false;
@@ -358,16 +359,27 @@ impl Forwarder {
         let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
             return false;
         };
-        if ip.next_header() != IpProtocol::Tcp || ip.frag_offset() != 0 {
+        if ip.frag_offset() != 0 {
             return false;
         }
-        TcpPacket::new_checked(ip.payload())
-            .is_ok_and(|t| t.dst_port() == BGP_PORT && !peers.contains(&ip.src_addr()))
+        let stranger = !peers.contains(&ip.src_addr());
+        match ip.next_header() {
+            IpProtocol::Tcp => TcpPacket::new_checked(ip.payload())
+                .is_ok_and(|t| t.dst_port() == BGP_PORT && stranger),
+            // BFD: from a peer on the link only (RFC 5881 5: TTL 255, which no router in
+            // between would leave).
+            IpProtocol::Udp => UdpPacket::new_checked(ip.payload())
+                .is_ok_and(|u| u.dst_port() == BFD_PORT && (stranger || ip.hop_limit() != BFD_TTL)),
+            _ => false,
+        }
     }
 }
 
 /// The TCP port BGP sessions are opened to.
 const BGP_PORT: u16 = 179;
+/// The UDP port of single-hop BFD control packets, and the only TTL they may arrive with.
+const BFD_PORT: u16 = 3784;
+const BFD_TTL: u8 = 255;
 
 /// The on-link sender of a frame to the balancer that opens a conversation (a TCP SYN without
 /// ACK or an ICMP echo request, first fragment), if it came from a unicast MAC: its address

@@ -1178,6 +1178,27 @@ fn bgp_from_a_source_that_is_not_a_peer_is_dropped_before_the_local_stack() {
     );
     assert_eq!(f.counters().drop_count(DropReason::BgpDenied), 2);
     assert_eq!(DropReason::BgpDenied.name(), "bgp_denied");
+    // BFD: from a peer with TTL 255 only.
+    let bfd = |src: Ipv4Addr, ttl: u8| {
+        let mut p = Pkt::udp(49152, 3784);
+        p.src = src;
+        p.dst = OWN;
+        p.ttl = ttl;
+        p
+    };
+    assert_eq!(
+        send(&mut f, &bfd(peer, 255), Instant::ZERO),
+        Err(Verdict::Local)
+    );
+    assert_eq!(
+        send(&mut f, &bfd(peer, 254), Instant::ZERO),
+        Err(Verdict::Drop(DropReason::BgpDenied))
+    );
+    assert_eq!(
+        send(&mut f, &bfd(stranger, 255), Instant::ZERO),
+        Err(Verdict::Drop(DropReason::BgpDenied))
+    );
+    assert_eq!(f.counters().drop_count(DropReason::BgpDenied), 4);
     // Without [bgp] nothing is judged on port 179.
     f.apply_config(&managed(), Instant::ZERO);
     assert_eq!(

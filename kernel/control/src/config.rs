@@ -80,7 +80,8 @@ pub struct Bgp {
     pub hold_time: u16,
     /// Whether the VIPs are announced at all; false withdraws every one (draining the balancer).
     pub announce: bool,
-    /// A BFD session with each peer (not supported yet: validation refuses true).
+    /// A single-hop BFD session (RFC 5880/5881) with each peer, so that a peer notices a dead
+    /// balancer in a fraction of a second instead of a hold time.
     pub bfd: bool,
     /// The routers, each on the interface subnet.
     pub peers: Vec<BgpPeer>,

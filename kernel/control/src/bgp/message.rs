@@ -113,6 +113,8 @@ pub mod code {
     pub const PEER_DECONFIGURED: u8 = 3;
     /// Cease: the session's own settings changed.
     pub const OTHER_CONFIGURATION_CHANGE: u8 = 6;
+    /// Cease: the BFD session with the peer went down (RFC 9384).
+    pub const BFD_DOWN: u8 = 10;
     /// Cease: this connection lost a collision with the other one to the same peer.
     pub const CONNECTION_COLLISION_RESOLUTION: u8 = 7;
 }

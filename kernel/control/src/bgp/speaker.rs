@@ -136,6 +136,16 @@ impl Speaker {
         taken
     }
 
+    /// Stop `peer`'s session because its BFD session went down (Cease, subcode BFD down); it
+    /// dials again as after any other close.
+    pub fn bfd_down(&mut self, peer: Ipv4Addr, out: &mut Vec<(Ipv4Addr, Action)>) {
+        if let Some(session) = self.sessions.iter_mut().find(|s| s.params().peer == peer) {
+            let mut actions = Vec::new();
+            session.stop(code::BFD_DOWN, &mut actions);
+            out.extend(actions.into_iter().map(|a| (peer, a)));
+        }
+    }
+
     /// Every peer's session, in config order.
     pub fn sessions(&self) -> &[Session] {
         &self.sessions

@@ -111,13 +111,6 @@ impl Config {
                 ),
             ));
         }
-        if bgp.bfd {
-            return Err(ConfigError::new(
-                "bgp.bfd",
-                "BFD is not supported yet; set bfd = false (failures are then detected by \
-                 the hold time)",
-            ));
-        }
         if bgp.peers.is_empty() {
             return Err(ConfigError::new(
                 "bgp.peer",

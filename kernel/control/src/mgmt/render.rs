@@ -32,6 +32,8 @@ pub struct BgpPeer {
     pub state: &'static str,
     /// Milliseconds the session has been Established, while it is.
     pub up_ms: Option<u64>,
+    /// The state of the BFD session with the peer (`up`, `down`, ...), with `bfd = true`.
+    pub bfd: Option<&'static str>,
 }
 
 /// Everything `/metrics` and `/status` show, as plain data.
@@ -316,6 +318,24 @@ fn bgp_metrics(o: &mut String, s: &Snapshot<'_>) {
             u8::from(p.up_ms.is_some())
         );
     }
+    if s.bgp_peers.iter().any(|p| p.bfd.is_some()) {
+        family(
+            o,
+            "sidestep_bfd_session_up",
+            "gauge",
+            "1 if the BFD session with the BGP peer is up, else 0.",
+        );
+        for p in s.bgp_peers {
+            if let Some(state) = p.bfd {
+                let _ = writeln!(
+                    o,
+                    "sidestep_bfd_session_up{{peer=\"{}\"}} {}",
+                    p.address,
+                    u8::from(state == "up")
+                );
+            }
+        }
+    }
     family(
         o,
         "sidestep_bgp_announced",
@@ -337,7 +357,8 @@ fn bgp_metrics(o: &mut String, s: &Snapshot<'_>) {
 /// "address":..,"port":"80"|"*","protocol":..,"mode":..,"scheduler":..,"packets":N,"bytes":N,
 /// "flows":N,"backends":[{"name":..,"address":..,"weight":N,"up":B,"packets":N,"bytes":N,
 /// "flows":N}]}]}`, and with `[bgp]` also `"bgp":{"peers":[{"address":..,"asn":N,"state":..,
-/// "uptime_ms":N|null}],"announced":["A.B.C.D",..]}` before the closing brace.
+/// "uptime_ms":N|null,"bfd":..(with bfd = true)}],"announced":["A.B.C.D",..]}` before the
+/// closing brace.
 pub fn render_status(s: &Snapshot<'_>) -> String {
     let mut o = String::new();
     let _ = write!(
@@ -409,10 +430,14 @@ pub fn render_status(s: &Snapshot<'_>) -> String {
             );
             match p.up_ms {
                 Some(ms) => {
-                    let _ = write!(o, "{ms}}}");
+                    let _ = write!(o, "{ms}");
                 }
-                None => o.push_str("null}"),
+                None => o.push_str("null"),
             }
+            if let Some(bfd) = p.bfd {
+                let _ = write!(o, ",\"bfd\":\"{}\"", json_str(bfd));
+            }
+            o.push('}');
         }
         o.push_str("],\"announced\":[");
         for (i, a) in s.bgp_announced.iter().enumerate() {
@@ -603,12 +628,14 @@ pub(crate) mod tests {
                 asn: 65000,
                 state: "Established",
                 up_ms: Some(4200),
+                bfd: Some("up"),
             },
             BgpPeer {
                 address: "10.77.0.9".parse().unwrap(),
                 asn: 65000,
                 state: "Active",
                 up_ms: None,
+                bfd: None,
             },
         ];
         let announced = ["10.77.0.100".parse().unwrap()];
@@ -633,7 +660,7 @@ pub(crate) mod tests {
         assert!(
             status.ends_with(
                 "\"vips\":[],\"bgp\":{\"peers\":[\
-                 {\"address\":\"10.77.0.1\",\"asn\":65000,\"state\":\"Established\",\"uptime_ms\":4200},\
+                 {\"address\":\"10.77.0.1\",\"asn\":65000,\"state\":\"Established\",\"uptime_ms\":4200,\"bfd\":\"up\"},\
                  {\"address\":\"10.77.0.9\",\"asn\":65000,\"state\":\"Active\",\"uptime_ms\":null}],\
                  \"announced\":[\"10.77.0.100\"]}}\n"
             ),
@@ -644,6 +671,7 @@ pub(crate) mod tests {
             "# TYPE sidestep_bgp_session_up gauge",
             "sidestep_bgp_session_up{peer=\"10.77.0.1\"} 1",
             "sidestep_bgp_session_up{peer=\"10.77.0.9\"} 0",
+            "sidestep_bfd_session_up{peer=\"10.77.0.1\"} 1",
             "sidestep_bgp_announced{vip=\"web\"} 1",
         ] {
             assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
