@@ -111,7 +111,7 @@ impl Config {
             VrrpVersion::V3 => (10, 4095 * 10, "centiseconds"),
             VrrpVersion::V2 => (1000, 255 * 1000, "whole seconds"),
         };
-        if vrrp.advert_ms == 0 || vrrp.advert_ms % step != 0 || vrrp.advert_ms > most {
+        if vrrp.advert_ms == 0 || !vrrp.advert_ms.is_multiple_of(step) || vrrp.advert_ms > most {
             return Err(ConfigError::new(
                 "vrrp.advert_ms",
                 format!(
