@@ -254,6 +254,10 @@ impl Forwarder {
             return Class::Local;
         }
         if ip.proto != ipv4::PROTO_TCP && ip.proto != ipv4::PROTO_UDP {
+            // VRRP advertisements are for the kernel's VRRP router (through the local path).
+            if ip.proto == ipv4::PROTO_VRRP && ip.dst == ipv4::VRRP_GROUP {
+                return Class::Local;
+            }
             // ICMP is told apart only here, off the TCP/UDP path.
             if ip.proto != ipv4::PROTO_ICMP || self.vip_addrs.binary_search(&ip.dst).is_err() {
                 return Class::Drop(DropReason::NotVip);

@@ -13,7 +13,7 @@
 pub mod packet;
 pub mod router;
 
-pub use packet::{Advert, ChecksumForm, ParseError};
+pub use packet::{frame, received, Advert, ChecksumForm, ParseError, Received};
 pub use router::{Output, Reject, Router, State};
 
 /// The IP protocol number of VRRP.

@@ -222,6 +222,73 @@ impl Advert {
     }
 }
 
+/// Length of the Ethernet header and of the plain IPv4 header the frames here carry.
+const ETH_LEN: usize = 14;
+const IP_LEN: usize = 20;
+
+/// The Ethernet frame of a VRRP message `msg` sent by the master of `vrid` from `src`: to the
+/// group's MAC from the virtual router's MAC (RFC 9568 7.3), IPv4 with TTL 255, precedence
+/// "internetwork control" (as keepalived sends), IP identification `ident`.
+pub fn frame(msg: &[u8], src: Ipv4Addr, vrid: u8, ident: u16) -> Vec<u8> {
+    let total = IP_LEN + msg.len();
+    let mut f = Vec::with_capacity(ETH_LEN + total);
+    f.extend_from_slice(&super::GROUP_MAC);
+    f.extend_from_slice(&super::virtual_mac(vrid));
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = [0u8; IP_LEN];
+    ip[0] = 0x45;
+    ip[1] = 0xc0;
+    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    ip[4..6].copy_from_slice(&ident.to_be_bytes());
+    ip[8] = super::TTL;
+    ip[9] = PROTOCOL;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&super::GROUP.octets());
+    let sum = internet_checksum(&[&ip]);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(msg);
+    f
+}
+
+/// The IPv4 parts of a received frame that a [`super::Router`] needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Received<'a> {
+    /// The sender's address.
+    pub src: Ipv4Addr,
+    /// The destination address.
+    pub dst: Ipv4Addr,
+    /// The IP TTL.
+    pub ttl: u8,
+    /// The VRRP message (the IP payload, without Ethernet padding).
+    pub msg: &'a [u8],
+}
+
+/// The VRRP message in an Ethernet frame, if it is IPv4 protocol 112 and not fragmented (its
+/// IP header checksum was checked by the forwarder).
+pub fn received(frame: &[u8]) -> Option<Received<'_>> {
+    if frame.len() < ETH_LEN + IP_LEN || frame[12..14] != [0x08, 0x00] {
+        return None;
+    }
+    let ip = &frame[ETH_LEN..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let fragmented = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
+    if ip[0] >> 4 != 4 || ihl < IP_LEN || total < ihl || total > ip.len() || fragmented {
+        return None;
+    }
+    if ip[9] != PROTOCOL {
+        return None;
+    }
+    let addr = |at: usize| Ipv4Addr::new(ip[at], ip[at + 1], ip[at + 2], ip[at + 3]);
+    Some(Received {
+        src: addr(12),
+        dst: addr(16),
+        ttl: ip[8],
+        msg: &ip[ihl..total],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +388,27 @@ mod tests {
     }
 
     #[test]
+    fn frames_are_built_and_read_back() {
+        let msg = advert(VrrpVersion::V3).encode(SRC, GROUP, ChecksumForm::PseudoHeader);
+        let mut f = frame(&msg, SRC, 51, 7);
+        assert_eq!(&f[..6], &crate::vrrp::GROUP_MAC);
+        assert_eq!(&f[6..12], &[0, 0, 0x5e, 0, 1, 51]);
+        assert_eq!(f.len(), 14 + 20 + msg.len());
+        assert_eq!(internet_checksum(&[&f[14..34]]), 0);
+        // Ethernet padding after the IP packet is not part of the message.
+        f.extend_from_slice(&[0; 10]);
+        let r = received(&f).unwrap();
+        assert_eq!((r.src, r.dst, r.ttl, r.msg), (SRC, GROUP, 255, &msg[..]));
+        let mut frag = f.clone();
+        frag[14 + 6] = 0x20;
+        assert_eq!(received(&frag), None);
+        let mut tcp = f.clone();
+        tcp[14 + 9] = 6;
+        assert_eq!(received(&tcp), None);
+        assert_eq!(received(&f[..30]), None);
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic() {
         let mut seed = 0x1234_5678u32;
         for len in 0..64 {
@@ -332,6 +420,7 @@ mod tests {
                     })
                     .collect();
                 let _ = Advert::parse(&m, SRC, GROUP);
+                let _ = received(&m);
             }
         }
     }
