@@ -16,6 +16,7 @@ use alloc::format;
 use alloc::vec::Vec;
 use control::config::Config;
 use control::mgmt::{self, Endpoint, Request, Response, Snapshot};
+use control::vrrp::Status as VrrpStatus;
 use core::net::Ipv4Addr;
 use forwarder::{DropReason, Forwarder, Instant};
 use log::{info, warn};
@@ -101,6 +102,7 @@ impl Controller {
         fwd: &mut Forwarder,
         local: &mut LocalStack,
         nic: NicCounts,
+        vrrp: Option<&VrrpStatus>,
     ) -> Round {
         let ms = now.millis();
         let mut hints = Vec::new();
@@ -144,7 +146,9 @@ impl Controller {
                             }
                         }
                     }
-                    Ok(endpoint) => render(endpoint, running, health, fwd_ref, nic, uptime_ms),
+                    Ok(endpoint) => {
+                        render(endpoint, running, health, fwd_ref, nic, uptime_ms, vrrp)
+                    }
                 }
             };
             touched |= self.server.poll(&mut local.sockets, ms, &mut handler);
@@ -242,6 +246,7 @@ fn render(
     fwd: &Forwarder,
     nic: NicCounts,
     uptime_ms: u64,
+    vrrp: Option<&VrrpStatus>,
 ) -> Response {
     let vips = fwd.stats();
     let counters = fwd.counters();
@@ -263,6 +268,7 @@ fn render(
         icmp_forwarded: counters.icmp_forwarded,
         icmp_echo_replies: counters.icmp_echo_replies,
         neigh_changes: counters.neigh_changes,
+        vrrp,
     };
     if endpoint == Endpoint::Metrics {
         Response::with(200, mgmt::PROMETHEUS, mgmt::render_metrics(&snapshot))

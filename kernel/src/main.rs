@@ -25,6 +25,7 @@ mod nic;
 mod serial;
 mod server;
 mod statslog;
+mod vrrp;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};

@@ -14,7 +14,7 @@ pub mod packet;
 pub mod router;
 
 pub use packet::{frame, received, Advert, ChecksumForm, ParseError, Received};
-pub use router::{Output, Reject, Router, State};
+pub use router::{Output, Reject, Router, State, Status};
 
 /// The IP protocol number of VRRP.
 pub const PROTOCOL: u8 = 112;

@@ -115,6 +115,29 @@ pub struct Output {
     pub addresses_differ: Option<Ipv4Addr>,
 }
 
+/// A virtual router as `/status` and the metrics show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// The virtual router id.
+    pub vrid: u8,
+    /// The protocol version spoken.
+    pub version: u8,
+    /// The current state.
+    pub state: State,
+    /// This router's priority.
+    pub priority: u8,
+    /// The current master's address, if known (ours while master).
+    pub master: Option<Ipv4Addr>,
+    /// The current master's priority (0 while unknown).
+    pub master_priority: u8,
+    /// Advertisements accepted.
+    pub accepted: u64,
+    /// Advertisements sent.
+    pub sent: u64,
+    /// Advertisements refused, by reason label.
+    pub rejected: [(&'static str, u64); Reject::ALL.len()],
+}
+
 /// One virtual router.
 #[derive(Clone, Debug)]
 pub struct Router {
@@ -203,6 +226,34 @@ impl Router {
     /// Advertisements sent.
     pub fn sent(&self) -> u64 {
         self.sent
+    }
+
+    /// The VIP addresses changed (a config push): later advertisements carry `addresses`.
+    pub fn set_addresses(&mut self, addresses: &[Ipv4Addr]) {
+        let mut addresses = addresses.to_vec();
+        addresses.sort_unstable();
+        addresses.dedup();
+        self.addresses = addresses;
+    }
+
+    /// The VIP addresses, sorted.
+    pub fn addresses(&self) -> &[Ipv4Addr] {
+        &self.addresses
+    }
+
+    /// What `/status` and the metrics show.
+    pub fn status(&self) -> Status {
+        Status {
+            vrid: self.vrid,
+            version: self.version.number(),
+            state: self.state,
+            priority: self.priority,
+            master: self.master,
+            master_priority: self.master_priority,
+            accepted: self.accepted,
+            sent: self.sent,
+            rejected: Reject::ALL.map(|r| (r.name(), self.rejected(r))),
+        }
     }
 
     fn skew_ms(&self) -> u64 {
