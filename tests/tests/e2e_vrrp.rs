@@ -34,8 +34,8 @@ const SLOW_RATE: &str = "1M";
 /// The group's advertisement interval.
 const ADVERT_MS: u64 = 1000;
 
-/// The config of the balancer at `address` with VRRP `priority`.
-fn config_text(address: Ipv4Addr, priority: u8) -> String {
+/// The config of the balancer at `address` with VRRP `priority` and `version`.
+fn config_text(address: Ipv4Addr, priority: u8, version: u8) -> String {
     let client = Host::Client.addr().expect("has one");
     format!(
         r#"# Written by tests/tests/e2e_vrrp.rs: one balancer of a VRRP group.
@@ -54,7 +54,7 @@ vrid = 51
 priority = {priority}
 advert_ms = {ADVERT_MS}
 preempt = true
-version = 3
+version = {version}
 
 [[vip]]
 name = "web"
@@ -91,7 +91,7 @@ fn images() -> (Image, Image) {
     std::fs::create_dir_all(&dir).expect("create the config directory");
     let build = |name: &str, address: Ipv4Addr, priority: u8| {
         let path: PathBuf = dir.join(format!("{name}.toml"));
-        std::fs::write(&path, config_text(address, priority)).expect("write a config");
+        std::fs::write(&path, config_text(address, priority, 3)).expect("write a config");
         Image::build(&path).unwrap_or_else(|e| panic!("build {name}: {e}"))
     };
     (
@@ -111,10 +111,10 @@ struct Keepalived {
 }
 
 impl Keepalived {
-    /// Writes the config (`priority`, version 3, the balancers' vrid and VIP) and the notify
+    /// Writes the config (`priority`, `version`, the balancers' vrid and VIP) and the notify
     /// script, and starts keepalived in the foreground (VRRP only, logging to its console).
-    fn start(b: &Balancers, priority: u8) -> Keepalived {
-        let label = format!("keepalived-{priority}");
+    fn start(b: &Balancers, priority: u8, version: u8) -> Keepalived {
+        let label = format!("keepalived-v{version}-{priority}");
         let dir = b.net.dir().join(&label);
         std::fs::create_dir_all(&dir).expect("create keepalived's directory");
         let state = dir.join("state");
@@ -137,7 +137,7 @@ impl Keepalived {
                 "global_defs {{
     router_id sidestep_e2e
     script_user root
-    vrrp_version 3
+    vrrp_version {version}
 }}
 vrrp_instance VI_1 {{
     state BACKUP
@@ -292,7 +292,7 @@ fn rejected(b: &Balancers, i: usize, reason: &str) -> u64 {
 /// checksum form included) and become backups of it, and the client's entry for the VIP moves
 /// to its host; when it stops (priority 0) A takes over again.
 fn check_keepalived_as_master_with_sidestep_backups(b: &Balancers) {
-    let ka = Keepalived::start(b, 200);
+    let ka = Keepalived::start(b, 200, 3);
     let peer = Host::Vrrp.addr().expect("has one").to_string();
     let peer_mac = Host::Vrrp.mac().expect("has one");
     b.eventually(
@@ -486,16 +486,78 @@ fn a_vrrp_group_with_keepalived_fails_over_without_breaking_a_download() {
         "e2e_vrrp: both balancers ready after {:?}",
         started.elapsed()
     );
-    let ka = Keepalived::start(&balancers, 50);
+    let ka = Keepalived::start(&balancers, 50, 3);
     check_roles_agree(&balancers, &ka);
     check_the_vip_is_served_by_the_master(&balancers);
     // keepalived again, at a priority above both balancers for a while.
     ka.stop(&balancers);
     check_keepalived_as_master_with_sidestep_backups(&balancers);
-    let ka = Keepalived::start(&balancers, 50);
+    let ka = Keepalived::start(&balancers, 50, 3);
     check_roles_agree(&balancers, &ka);
     check_the_vip_is_served_by_the_master(&balancers);
     check_a_download_survives_the_master(&mut balancers, &ka);
     check_keepalived_takes_over_last(&mut balancers, &ka);
     ka.stop(&balancers);
+}
+
+/// VRRP version 2 against keepalived's `vrrp_version 2`: one image (priority 100) with
+/// keepalived at 150, then at 50.
+#[test]
+fn vrrp_version_2_interoperates_with_keepalived() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-images/vrrp-setup");
+    std::fs::create_dir_all(&dir).expect("create the config directory");
+    let path = dir.join("vrrp-v2.toml");
+    std::fs::write(&path, config_text(BALANCER, 100, 2)).expect("write a config");
+    let image = Image::build(&path).unwrap_or_else(|e| panic!("build vrrp-v2: {e}"));
+    let places = [Place {
+        image: &image,
+        tap: "tap0",
+        mac: BALANCER_MAC,
+    }];
+    let mut b = Balancers::boot(tests::helper_bins!(), &places, |_| Ok(()))
+        .unwrap_or_else(|e| panic!("boot the balancer: {e}"));
+    b.net.add_vrrp_peer().expect("add keepalived's host");
+    let ka = Keepalived::start(&b, 150, 2);
+    let peer = Host::Vrrp.addr().expect("has one").to_string();
+    b.eventually(
+        "keepalived master, the balancer its backup",
+        Duration::from_secs(30),
+        || {
+            let ok =
+                ka.state()? == "MASTER" && role(&b, 0)? == ("backup".into(), Some(peer.clone()));
+            ok.then_some(())
+        },
+    );
+    let accepted = status(&b, 0)
+        .and_then(|s| s.vrrp)
+        .map(|v| v.master_priority);
+    assert_eq!(
+        accepted,
+        Some(150),
+        "the master's priority as the balancer saw it"
+    );
+    for reason in ["checksum", "version", "interval", "auth_type"] {
+        assert_eq!(rejected(&b, 0, reason), 0, "adverts refused for {reason}");
+    }
+    let log = ka.log(&b);
+    assert!(
+        !log.to_lowercase().contains("checksum"),
+        "keepalived complained about a checksum:\n{log}"
+    );
+    ka.stop(&b);
+    let own = BALANCER.to_string();
+    b.eventually(
+        "the balancer master after keepalived left",
+        Duration::from_secs(20),
+        || (role(&b, 0)? == ("master".into(), Some(own.clone()))).then_some(()),
+    );
+    let ka = Keepalived::start(&b, 50, 2);
+    b.eventually(
+        "keepalived at 50 stays backup",
+        Duration::from_secs(30),
+        || (ka.state()? == "BACKUP").then_some(()),
+    );
+    check_the_vip_is_served_by_the_master(&b);
+    assert_eq!(role(&b, 0).map(|r| r.0).as_deref(), Some("master"));
+    ka.stop(&b);
 }
