@@ -5,7 +5,8 @@
 //! burst. What the forwarder decides is acted on here without looking at the bytes again:
 //! forwarded frames and the forwarder's own replies (ARP answers) leave from the buffer they
 //! arrived in; frames for the balancer itself are copied to the local stack, after the
-//! neighbours the forwarder saw for it (so smoltcp's first answer needs no ARP round trip).
+//! neighbours the forwarder saw for it (so smoltcp's first answer needs no ARP round trip);
+//! VRRP advertisements among them go to the virtual router (`crate::vrrp`) instead.
 //! Between bursts, at most every [`HOUSEKEEPING_US`], the forwarder's timers, the local stack
 //! and the control loop run.
 
