@@ -10,8 +10,8 @@
 use base64::Engine;
 use control::config::{
     parse_mac, parse_name, Backend, Bgp, BgpPeer, Config, ConfigError, Health, HealthKind,
-    Interface, Limits, Management, Mode, Polling, Prefix, Protocol, Scheduler, Vip, VipPort,
-    BGP_HOLD_DEFAULT,
+    Interface, Limits, Management, Mode, Polling, Prefix, Protocol, Scheduler, Vip, VipPort, Vrrp,
+    VrrpVersion, BGP_HOLD_DEFAULT, VRRP_ADVERT_MS_DEFAULT, VRRP_PRIORITY_DEFAULT,
 };
 use serde::Deserialize;
 use std::net::Ipv4Addr;
@@ -26,6 +26,17 @@ struct FileConfig {
     #[serde(default)]
     vip: Vec<FileVip>,
     bgp: Option<FileBgp>,
+    vrrp: Option<FileVrrp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileVrrp {
+    vrid: i64,
+    priority: Option<i64>,
+    advert_ms: Option<i64>,
+    preempt: Option<bool>,
+    version: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -206,6 +217,7 @@ fn translate(file: FileConfig) -> Result<Config, ConfigError> {
         .map(translate_vip)
         .collect::<Result<Vec<_>, _>>()?;
     let bgp = file.bgp.map(translate_bgp).transpose()?;
+    let vrrp = file.vrrp.map(translate_vrrp).transpose()?;
     Ok(Config {
         version: file.version,
         interface,
@@ -213,6 +225,37 @@ fn translate(file: FileConfig) -> Result<Config, ConfigError> {
         limits,
         vips,
         bgp,
+        vrrp,
+    })
+}
+
+fn translate_vrrp(v: FileVrrp) -> Result<Vrrp, ConfigError> {
+    let version = match v.version.unwrap_or(3) {
+        3 => VrrpVersion::V3,
+        2 => VrrpVersion::V2,
+        other => {
+            return Err(ConfigError::new(
+                "vrrp.version",
+                format!("{other} is not a VRRP version this balancer speaks; use 3 or 2"),
+            ))
+        }
+    };
+    Ok(Vrrp {
+        vrid: ranged("vrrp.vrid", v.vrid, 0, 255)?,
+        priority: ranged(
+            "vrrp.priority",
+            v.priority.unwrap_or(i64::from(VRRP_PRIORITY_DEFAULT)),
+            0,
+            255,
+        )?,
+        advert_ms: ranged(
+            "vrrp.advert_ms",
+            v.advert_ms.unwrap_or(i64::from(VRRP_ADVERT_MS_DEFAULT)),
+            0,
+            i64::from(u32::MAX),
+        )?,
+        preempt: v.preempt.unwrap_or(true),
+        version,
     })
 }
 
@@ -692,6 +735,50 @@ asn = 65000
         let e = parse(&format!("{EXAMPLE}{BGP}")).unwrap_err().to_string();
         assert!(
             e.starts_with("vip \"web\": scheduler: \"wlc\" cannot be used with [bgp]"),
+            "{e}"
+        );
+    }
+
+    const VRRP: &str = r#"
+[vrrp]
+vrid = 51
+priority = 150
+advert_ms = 1000
+preempt = true
+version = 3
+"#;
+
+    #[test]
+    fn vrrp_section_parses_with_its_defaults() {
+        let with = format!("{}{VRRP}", EXAMPLE.replace("\"wlc\"", "\"maglev\""));
+        let v = parse(&with).unwrap().vrrp.unwrap();
+        assert_eq!(
+            (v.vrid, v.priority, v.advert_ms, v.preempt, v.version),
+            (51, 150, 1000, true, VrrpVersion::V3)
+        );
+        let minimal = with
+            .replace("priority = 150\n", "")
+            .replace("advert_ms = 1000\n", "")
+            .replace("preempt = true\n", "")
+            .replace("version = 3\n", "");
+        let v = parse(&minimal).unwrap().vrrp.unwrap();
+        assert_eq!(
+            (v.priority, v.advert_ms, v.preempt, v.version),
+            (100, 1000, true, VrrpVersion::V3)
+        );
+        let bad = |from: &str, to: &str| {
+            parse(&with.replace(from, to))
+                .expect_err("should be refused")
+                .to_string()
+        };
+        assert!(bad("version = 3", "version = 2\nadvert_ms = 1500").contains("advert_ms"));
+        assert!(bad("version = 3", "version = 4").starts_with("vrrp.version: 4 is not"));
+        assert!(bad("vrid = 51", "vrid = 256").starts_with("vrrp.vrid: 256 is out of range"));
+        assert!(bad("priority = 150", "priority = 255").starts_with("vrrp.priority: 255"));
+        assert!(bad("preempt = true", "preempt = true\nnopreempt = 1").contains("nopreempt"));
+        let e = parse(&format!("{EXAMPLE}{VRRP}")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("vip \"web\": scheduler: \"wlc\" cannot be used with [vrrp]"),
             "{e}"
         );
     }

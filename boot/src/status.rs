@@ -5,7 +5,9 @@
 //! "address","port","protocol","mode","scheduler","packets","bytes","flows","backends":[{"name",
 //! "address","weight","up","packets","bytes","flows"}]}]}`, with `[bgp]` also
 //! `"bgp":{"peers":[{"address","asn","state","uptime_ms"}],"announced":["A.B.C.D",..]}`.
-//! Fields the image adds later are ignored here, so an older tool still reads a newer image.
+//! With `[vrrp]` also `"vrrp":{"vrid","version","state","priority","master","master_priority",
+//! ...}`. Fields the image adds later are ignored here, so an older tool still reads a newer
+//! image.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -30,6 +32,26 @@ pub struct Status {
     /// The BGP speaker's sessions and announcements (only with `[bgp]`).
     #[serde(default)]
     pub bgp: Option<BgpStatus>,
+    /// The VRRP router, with `[vrrp]`.
+    #[serde(default)]
+    pub vrrp: Option<VrrpStatus>,
+}
+
+/// The VRRP router of an image in a VRRP group.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct VrrpStatus {
+    /// The virtual router id.
+    pub vrid: u8,
+    /// `"master"`, `"backup"` or `"initialize"`.
+    pub state: String,
+    /// The image's priority.
+    pub priority: u8,
+    /// The current master's address, if known.
+    #[serde(default)]
+    pub master: Option<String>,
+    /// The current master's priority.
+    #[serde(default)]
+    pub master_priority: u8,
 }
 
 /// The BGP speaker.
@@ -237,6 +259,18 @@ pub fn render(status: &Status) -> String {
     if let Some(bgp) = &status.bgp {
         out.push_str(&render_bgp(bgp));
     }
+    if let Some(v) = &status.vrrp {
+        out.push_str(&format!(
+            "vrrp: vrid {} {} at priority {}, master {}\n",
+            v.vrid,
+            v.state,
+            v.priority,
+            match &v.master {
+                Some(m) => format!("{m} (priority {})", v.master_priority),
+                None => "unknown".into(),
+            }
+        ));
+    }
     if status.drops.is_empty() {
         out.push_str("drops: none\n");
     } else {
@@ -350,5 +384,20 @@ drops: malformed 7, no_vip 2
             table.contains("(no VIPs)") && table.contains("drops: none"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn a_vrrp_member_shows_its_role_and_master() {
+        let json = r#"{"version":1,"vrrp":{"vrid":51,"version":3,"state":"backup",
+            "priority":100,"master":"10.77.0.2","master_priority":150,"accepted":3,"sent":0,
+            "rejected":{"ttl":0}}}"#;
+        let table = render(&Status::parse(json).unwrap());
+        assert!(
+            table.contains(
+                "vrrp: vrid 51 backup at priority 100, master 10.77.0.2 (priority 150)\n"
+            ),
+            "{table}"
+        );
+        assert!(Status::parse(EXAMPLE).unwrap().vrrp.is_none());
     }
 }

@@ -220,6 +220,8 @@ pub struct Forwarder {
     /// Above this many flows in the table a burst goes through the prefetch pass
     /// ([`DIRECT_MAX_FLOWS`], or never: see [`set_prefetch`](Self::set_prefetch)).
     direct_max_flows: usize,
+    /// Whether this balancer answers for the VIPs (false while it is a VRRP backup).
+    vip_active: bool,
     counters: Counters,
 }
 
@@ -263,6 +265,7 @@ impl Forwarder {
             seed,
             swept_ms: 0,
             direct_max_flows: DIRECT_MAX_FLOWS,
+            vip_active: true,
             counters: Counters::default(),
         };
         f.apply_config(config, Instant::ZERO);
@@ -276,6 +279,19 @@ impl Forwarder {
     /// verdicts are the same either way.
     pub fn set_prefetch(&mut self, on: bool) {
         self.direct_max_flows = if on { DIRECT_MAX_FLOWS } else { usize::MAX };
+    }
+
+    /// Whether this balancer serves the VIPs (the default, and a VRRP master) or stands by (a
+    /// VRRP backup): then VIP traffic is dropped as [`DropReason::VrrpBackup`] and ARP for a VIP
+    /// goes unanswered, while flows, persistence and health state are kept, so that a takeover
+    /// needs no warm-up. A config change leaves the role as it is.
+    pub fn set_vip_role(&mut self, active: bool) {
+        self.vip_active = active;
+    }
+
+    /// Whether the VIPs are served (see [`set_vip_role`](Self::set_vip_role)).
+    pub fn vip_role(&self) -> bool {
+        self.vip_active
     }
 
     /// The global counters.

@@ -69,11 +69,14 @@ pub enum DropReason {
     /// port (3784) from one or with a TTL other than 255: never handed to the local stack, so
     /// it gets no answer at all.
     BgpDenied,
+    /// Traffic to a VIP (or ARP asking for one) while this balancer is a VRRP backup: the
+    /// master answers for the VIPs.
+    VrrpBackup,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 21] = [
         DropReason::Malformed,
         DropReason::NotForUs,
         DropReason::Unsupported,
@@ -94,6 +97,7 @@ impl DropReason {
         DropReason::IcmpRateLimited,
         DropReason::IcmpRefused,
         DropReason::BgpDenied,
+        DropReason::VrrpBackup,
     ];
     /// Number of reasons.
     pub const COUNT: usize = DropReason::ALL.len();
@@ -121,6 +125,7 @@ impl DropReason {
             DropReason::IcmpRateLimited => "icmp_rate_limited",
             DropReason::IcmpRefused => "icmp_refused",
             DropReason::BgpDenied => "bgp_denied",
+            DropReason::VrrpBackup => "vrrp_backup",
         }
     }
 

@@ -17,6 +17,7 @@ use alloc::format;
 use alloc::vec::Vec;
 use control::config::Config;
 use control::mgmt::{self, Endpoint, Request, Response, Snapshot};
+use control::vrrp::Status as VrrpStatus;
 use core::net::Ipv4Addr;
 use forwarder::{DropReason, Forwarder, Instant};
 use log::{info, warn};
@@ -108,6 +109,7 @@ impl Controller {
         fwd: &mut Forwarder,
         local: &mut LocalStack,
         nic: NicCounts,
+        vrrp: Option<&VrrpStatus>,
     ) -> Round {
         let ms = now.millis();
         let mut hints = Vec::new();
@@ -160,6 +162,7 @@ impl Controller {
                             bgp,
                             fwd: fwd_ref,
                             nic,
+                            vrrp,
                         };
                         render(endpoint, &view, uptime_ms)
                     }
@@ -261,6 +264,7 @@ struct Parts<'a> {
     bgp: &'a Bgp,
     fwd: &'a Forwarder,
     nic: NicCounts,
+    vrrp: Option<&'a VrrpStatus>,
 }
 
 /// `GET /metrics` or `GET /status`.
@@ -271,6 +275,7 @@ fn render(endpoint: Endpoint, parts: &Parts<'_>, uptime_ms: u64) -> Response {
         bgp,
         fwd,
         nic,
+        vrrp,
     } = *parts;
     let vips = fwd.stats();
     let counters = fwd.counters();
@@ -302,6 +307,7 @@ fn render(endpoint: Endpoint, parts: &Parts<'_>, uptime_ms: u64) -> Response {
         neigh_changes: counters.neigh_changes,
         bgp_peers: &bgp_peers,
         bgp_announced: &bgp_announced,
+        vrrp,
     };
     if endpoint == Endpoint::Metrics {
         Response::with(200, mgmt::PROMETHEUS, mgmt::render_metrics(&snapshot))

@@ -5,7 +5,8 @@
 //! burst. What the forwarder decides is acted on here without looking at the bytes again:
 //! forwarded frames and the forwarder's own replies (ARP answers) leave from the buffer they
 //! arrived in; frames for the balancer itself are copied to the local stack, after the
-//! neighbours the forwarder saw for it (so smoltcp's first answer needs no ARP round trip).
+//! neighbours the forwarder saw for it (so smoltcp's first answer needs no ARP round trip);
+//! VRRP advertisements among them go to the virtual router (`crate::vrrp`) instead.
 //! Between bursts, at most every [`HOUSEKEEPING_US`], the forwarder's timers, the local stack
 //! and the control loop run.
 
@@ -15,6 +16,7 @@ use crate::idle::{self, Idle};
 use crate::local::LocalStack;
 use crate::memory;
 use crate::statslog::StatsLog;
+use crate::vrrp::VrrpNode;
 use alloc::format;
 use alloc::string::String;
 use control::config::Config;
@@ -63,6 +65,9 @@ pub struct Dataplane<N: Nic> {
     /// Written by the forwarder for the first `count` frames of each burst.
     verdicts: [Verdict; drivers::BURST_SIZE],
     stats: StatsLog,
+    /// The VRRP router of `[vrrp]`, and the config version it follows.
+    vrrp: Option<VrrpNode>,
+    vrrp_version: u64,
 }
 
 impl<N: Nic> Dataplane<N> {
@@ -97,12 +102,9 @@ impl<N: Nic> Dataplane<N> {
             (fwd.flow_capacity() * 32) >> 20
         );
         let mut local = LocalStack::new(config, mac);
-        let ctl = Controller::new(
-            config,
-            &mut fwd,
-            &mut local,
-            clock::micros_since_boot() / 1000,
-        );
+        let now_ms = clock::micros_since_boot() / 1000;
+        let ctl = Controller::new(config, &mut fwd, &mut local, now_ms);
+        let vrrp = VrrpNode::new(config, mac, &mut fwd, now_ms);
         Dataplane {
             nic,
             mac,
@@ -113,14 +115,21 @@ impl<N: Nic> Dataplane<N> {
             tx: Burst::new(),
             verdicts: [Verdict::Queued; drivers::BURST_SIZE],
             stats: StatsLog::default(),
+            vrrp,
+            vrrp_version: config.version,
         }
     }
 
     /// Announce the balancer's addresses and forward forever.
     pub fn run(mut self) -> ! {
         let config = self.ctl.config();
+        // With [vrrp] the VIPs are announced by whoever becomes master.
+        let own = config.interface.address.address;
+        let vrrp = self.vrrp.is_some();
         for addr in forwarder::arp::announced(config) {
-            self.send_copy(&forwarder::arp::gratuitous(self.mac, addr));
+            if !vrrp || addr == own {
+                self.send_copy(&forwarder::arp::gratuitous(self.mac, addr));
+            }
         }
         let config = self.ctl.config();
         crate::phases::end("control");
@@ -209,7 +218,15 @@ impl<N: Nic> Dataplane<N> {
                     queue_tx(&mut self.nic, &mut self.tx, pkt);
                 }
                 Verdict::Local => {
-                    self.local.deliver(self.nic.pool().frame(&pkt));
+                    let frame = self.nic.pool().frame(&pkt);
+                    if control::vrrp::received(frame).is_some() {
+                        // VRRP is never the local stack's; without [vrrp] it is ignored.
+                        let frame = frame.to_vec();
+                        self.nic.recycle(pkt);
+                        self.vrrp_frame(&frame, now);
+                        continue;
+                    }
+                    self.local.deliver(frame);
                     self.nic.recycle(pkt);
                 }
                 Verdict::Queued | Verdict::Drop(_) => self.nic.recycle(pkt),
@@ -232,6 +249,8 @@ impl<N: Nic> Dataplane<N> {
             local,
             ctl,
             mac,
+            vrrp,
+            vrrp_version,
             ..
         } = self;
         fwd.poll(now, &mut |frame| send_copy(nic, tx, frame));
@@ -242,14 +261,40 @@ impl<N: Nic> Dataplane<N> {
             rx: nic.stats().rx_packets,
             tx: nic.stats().tx_packets,
         };
-        let round = ctl.poll(now, fwd, local, counts);
+        let status = vrrp.as_ref().map(VrrpNode::status);
+        let round = ctl.poll(now, fwd, local, counts, status.as_ref());
         if round.touched || local.has_input() {
             local.poll();
         }
+        let ms = now.millis();
+        if ctl.config().version != *vrrp_version {
+            *vrrp_version = ctl.config().version;
+            *vrrp = VrrpNode::follow(vrrp.take(), ctl.config(), *mac, fwd, ms, &mut |f| {
+                send_copy(nic, tx, f)
+            });
+        }
+        if let Some(v) = vrrp.as_mut() {
+            v.poll(ms, fwd, &mut |f| send_copy(nic, tx, f));
+        }
+        // A VRRP backup announces its own address only.
+        let own = ctl.config().interface.address.address;
+        let backup = vrrp.as_ref().is_some_and(|v| !v.is_master());
         for addr in round.announce {
-            send_copy(nic, tx, &forwarder::arp::gratuitous(*mac, addr));
+            if !backup || addr == own {
+                send_copy(nic, tx, &forwarder::arp::gratuitous(*mac, addr));
+            }
         }
         local.drain_tx(|frame| send_copy(nic, tx, frame));
+    }
+
+    /// A VRRP frame for the virtual router, if there is one.
+    fn vrrp_frame(&mut self, frame: &[u8], now: Instant) {
+        let Dataplane {
+            nic, fwd, tx, vrrp, ..
+        } = self;
+        if let Some(v) = vrrp {
+            v.receive(frame, now.millis(), fwd, &mut |f| send_copy(nic, tx, f));
+        }
     }
 
     fn send_copy(&mut self, frame: &[u8]) {

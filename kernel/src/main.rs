@@ -28,6 +28,7 @@ mod phases;
 mod serial;
 mod server;
 mod statslog;
+mod vrrp;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};

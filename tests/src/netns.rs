@@ -121,6 +121,9 @@ pub enum Host {
     /// A client behind the router, 10.99.0.10; exists only after [`DemoNet::add_wan_client`].
     /// Its packets to a VIP take the router's route, as an Internet client's would.
     Wan,
+    /// A VRRP peer on the segment (keepalived), 10.77.0.4; exists only after
+    /// [`DemoNet::add_vrrp_peer`].
+    Vrrp,
 }
 
 impl Host {
@@ -149,6 +152,7 @@ impl Host {
             Host::Edge => "edge",
             Host::Wan => "wan",
             Host::Far => "far",
+            Host::Vrrp => "vrrp",
         }
     }
 
@@ -164,6 +168,7 @@ impl Host {
             Host::Edge => Some(EDGE_FAR),
             Host::Far => Some(Ipv4Addr::new(10, 66, 0, 10)),
             Host::Wan => Some(Ipv4Addr::new(10, 99, 0, 10)),
+            Host::Vrrp => Some(Ipv4Addr::new(10, 77, 0, 4)),
         }
     }
 
@@ -876,6 +881,43 @@ impl DemoNet {
         )?;
         self.ip_in(Host::Wan, &format!("route add default via {RT_WAN}"))?;
         Ok(())
+    }
+
+    /// Adds [`Host::Vrrp`], one more host on the segment (a port of the bridge), with a default
+    /// route through the router: where a test runs a VRRP peer such as keepalived.
+    pub fn add_vrrp_peer(&mut self) -> Result<()> {
+        let host = Host::Vrrp;
+        let ns = self.ns(host);
+        self.ip(&["netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        self.ip_in(host, "link set lo up")?;
+        self.sysctl(
+            host,
+            &[
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ],
+        )?;
+        let port = host.bridge_port().expect("on the segment");
+        self.ip_in(
+            Host::Lb,
+            &format!("link add {port} type veth peer name eth0 netns {ns}"),
+        )?;
+        self.ip_in(Host::Lb, &format!("link set {port} master br0 up"))?;
+        self.up_with_address(host, "eth0", mac_for(host.addr().expect("has one")))?;
+        self.ip_in(host, &format!("route add default via {GATEWAY}"))?;
+        Ok(())
+    }
+
+    /// The MAC `host`'s neighbour table gives for `addr` on `eth0`, if it has a usable entry.
+    pub fn neighbour_mac(&self, host: Host, addr: Ipv4Addr) -> Result<Option<String>> {
+        let out = self.ip_in(host, &format!("neigh show {addr} dev eth0"))?;
+        Ok(out
+            .split_whitespace()
+            .skip_while(|w| *w != "lladdr")
+            .nth(1)
+            .filter(|_| !out.contains("FAILED") && !out.contains("INCOMPLETE"))
+            .map(str::to_owned))
     }
 
     /// Routes `vip`/32 on the router over `hops` (one next hop each, equal cost), replacing any

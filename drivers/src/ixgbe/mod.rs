@@ -18,7 +18,7 @@
 //! | wait for DMA init done (RDRXCTL.DMAIDONE) | 4.6.3 |
 //! | link: AUTOC.LMS = 10 GbE serial, restart AN, wait for LINKS.Link_Up (bounded) | 4.6.4 |
 //! | read every clear-on-read counter | 4.6.5 |
-//! | MAC from RAL/RAH\[0\] (loaded from the EEPROM), MTA zeroed, FCTRL.BAM | 4.6.7, 8.2.3.7.9 |
+//! | MAC from RAL/RAH\[0\] (loaded from the EEPROM), MTA with [`RX_MULTICAST`] only (MCSTCTRL.MFE, MO = 00b), FCTRL.BAM | 4.6.7, 8.2.3.7.2, 8.2.3.7.7, 8.2.3.7.9 |
 //! | HLREG0.RXCRCSTRP + RDRXCTL.CRCSTRIP, RSCFRSTSIZE=0, RSCACKC, FCOE_WRFIX | 4.6.7, 8.2.3.8.8 |
 //! | RXPBSIZE\[0\]=512 KiB, others 0 (DCB off, VT off); FCRTH\[0\] = 512 KiB - 0x6000 | 4.6.11.3.4, 4.6.3.2 |
 //! | RX queue 0: RDBAL/RDBAH/RDLEN, SRRCTL (advanced one buffer, 2 KiB, drop), RXDCTL.ENABLE + poll, RDT = len-1 | 4.6.7 |
@@ -81,6 +81,18 @@ const RX_BUF_KIB: u32 = 2;
 /// The longest frame (Ethernet header on, FCS stripped) the device receives with jumbo frames
 /// off (HLREG0.JUMBOEN clear): 1518 bytes including the 4-byte FCS.
 pub const RX_FRAME_MAX: usize = 1518 - 4;
+
+/// The multicast groups the NIC receives: VRRP's 224.0.0.18 (a VRRP backup must hear the
+/// master's advertisements, or it takes over and there are two masters).
+pub const RX_MULTICAST: [[u8; 6]; 1] = [[0x01, 0x00, 0x5e, 0x00, 0x00, 0x12]];
+
+/// The MTA register and bit that pass frames to `group` with MCSTCTRL.MO = 00b (8.2.3.7.7):
+/// address bits 47:36 (the high nibble of the fifth octet and the sixth octet) form a 12-bit
+/// index whose upper 7 bits pick the register and lower 5 bits the bit.
+pub const fn mta_slot(group: [u8; 6]) -> (usize, u32) {
+    let index = (group[4] as u16 >> 4) | ((group[5] as u16) << 4);
+    ((index >> 5) as usize, (index & 0x1f) as u32)
+}
 
 /// Intel's PCI vendor id, and the 82599 device ids this driver accepts.
 const INTEL: u16 = 0x8086;
@@ -334,10 +346,18 @@ impl<H: Hal, R: Registers> Ixgbe<H, R> {
     /// 4.6.7 Receive Initialization, for queue 0.
     fn init_rx(&mut self) -> Result<(), IxgbeError> {
         let r = &self.regs;
-        // Filters: RAL/RAH[0] hold our MAC from the EEPROM (read in `new`); no multicast.
-        for n in 0..regs::MTA_LEN {
-            r.write(regs::mta(n), 0);
+        // Filters: RAL/RAH[0] hold our MAC from the EEPROM (read in `new`); of multicast only
+        // the groups of RX_MULTICAST, through the MTA hash (other groups sharing a bit pass too
+        // and are dropped by the forwarder).
+        let mut mta = [0u32; regs::MTA_LEN as usize];
+        for group in RX_MULTICAST {
+            let (reg, bit) = mta_slot(group);
+            mta[reg] |= 1 << bit;
         }
+        for (n, bits) in (0..regs::MTA_LEN).zip(mta) {
+            r.write(regs::mta(n), bits);
+        }
+        r.write(regs::MCSTCTRL, regs::MCSTCTRL_MFE);
         // Unicast to our MAC plus broadcast (ARP); not promiscuous, no bad frames.
         let fctrl = r.read(regs::FCTRL) & !(regs::FCTRL_UPE | regs::FCTRL_MPE | regs::FCTRL_SBP);
         r.write(regs::FCTRL, fctrl | regs::FCTRL_BAM);

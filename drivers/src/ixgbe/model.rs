@@ -15,7 +15,7 @@
 //!   written without RTTDCS.ARBDIS (4.6.8).
 //! - Rings (7.1.9, 7.2.3): the device owns descriptors from head to tail - 1, never passes the
 //!   tail, and wraps the head at RDLEN/16 (TDLEN/16).
-//! - Receive: L2 filter (RAL/RAH\[0\], FCTRL.BAM/UPE/MPE), 1518-byte limit without JUMBOEN
+//! - Receive: L2 filter (RAL/RAH\[0\], FCTRL.BAM/UPE/MPE, MCSTCTRL.MFE/MO with the MTA), 1518-byte limit without JUMBOEN
 //!   (ROC), CRC stripped only if HLREG0.RXCRCSTRP (and RDRXCTL.CRCSTRIP agrees), frames split
 //!   over SRRCTL.BSIZEPACKET-sized buffers, no free descriptor -> MPC, advanced one-buffer
 //!   write-back (DD, EOP, length) over the read-format descriptor (7.1.6.2).
@@ -528,6 +528,22 @@ impl State {
         }
     }
 
+    /// 8.2.3.7.7: with MCSTCTRL.MFE, a multicast frame passes if the MTA bit its address
+    /// selects is set; MO picks which 12 of the 48 address bits (counted from the first octet's
+    /// least significant bit) index the table: 47:36, 46:35, 45:34 or 43:32.
+    fn mta_hit(&self, dst: &[u8]) -> bool {
+        let mcst = self.get(MCSTCTRL);
+        if mcst & MCSTCTRL_MFE == 0 {
+            return false;
+        }
+        let mut octets = [0u8; 8];
+        octets[..6].copy_from_slice(&dst[..6]);
+        let bits = u64::from_le_bytes(octets);
+        let low = [36, 35, 34, 32][(mcst & 3) as usize];
+        let index = ((bits >> low) & 0xfff) as u32;
+        self.get(mta(index / 32)) & (1 << (index % 32)) != 0
+    }
+
     fn receive(&mut self, frame: &[u8], split: Option<usize>) -> RxOutcome {
         if !self.link_up || self.get(RXCTRL) & RXCTRL_RXEN == 0 {
             return RxOutcome::Disabled;
@@ -540,7 +556,7 @@ impl State {
         let accept = if dst == [0xff; 6] {
             fctrl & (FCTRL_BAM | FCTRL_MPE) != 0
         } else if dst[0] & 1 != 0 {
-            fctrl & FCTRL_MPE != 0
+            fctrl & FCTRL_MPE != 0 || self.mta_hit(dst)
         } else {
             (rah & RAH_AV != 0 && dst == &ours[..6]) || fctrl & FCTRL_UPE != 0
         };

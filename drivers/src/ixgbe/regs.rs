@@ -212,6 +212,11 @@ pub const fn mta(n: u32) -> u32 {
 }
 /// Number of MTA registers.
 pub const MTA_LEN: u32 = 128;
+/// Multicast Control (8.2.3.7.2): MO (bits 1:0) picks the 12 address bits that index the MTA,
+/// 00b = bits 47:36; MFE enables the MTA.
+pub const MCSTCTRL: u32 = 0x0_5090;
+/// MCSTCTRL: multicast filter enable.
+pub const MCSTCTRL_MFE: u32 = 1 << 2;
 /// Receive Address Low, entry 0 (8.2.3.7.8): MAC bytes 0..4, loaded from the EEPROM.
 pub const RAL0: u32 = 0x0_A200;
 /// Receive Address High, entry 0 (8.2.3.7.9): MAC bytes 4..6 in bits 15:0.

@@ -250,6 +250,36 @@ fn init_follows_the_datasheet_sequence() {
 }
 
 #[test]
+fn receives_the_vrrp_group_through_the_multicast_table_only() {
+    let model = Model::new(Behaviour::default());
+    let mut nic = bring_up(&model, 1024);
+    assert_eq!(model.peek(MCSTCTRL), MCSTCTRL_MFE, "MTA on, MO = 00b");
+    // 01:00:5e:00:00:12: bits 47:36 are 0x120, so MTA[9] bit 0, and nothing else.
+    assert_eq!(mta_slot(RX_MULTICAST[0]), (9, 0));
+    for n in 0..MTA_LEN {
+        assert_eq!(model.peek(mta(n)), u32::from(n == 9), "MTA[{n}]");
+    }
+    let vrrp = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x12];
+    assert_eq!(model.deliver(&frame(vrrp, 1, 60)), RxOutcome::Written(1));
+    for other in [
+        [0x01, 0x00, 0x5e, 0x00, 0x00, 0x13],
+        [0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb],
+        [0x33, 0x33, 0x00, 0x00, 0x00, 0x01],
+    ] {
+        assert_eq!(
+            model.deliver(&frame(other, 2, 60)),
+            RxOutcome::Filtered,
+            "{other:02x?}"
+        );
+    }
+    let mut rx = Burst::new();
+    assert_eq!(nic.rx_burst(&mut rx), 1);
+    let got = rx.pop_front().unwrap();
+    assert_eq!(&nic.pool().frame(&got)[..6], &vrrp);
+    nic.recycle(got);
+}
+
+#[test]
 fn receives_unicast_and_broadcast_not_others() {
     let model = Model::new(Behaviour::default());
     let mut nic = bring_up(&model, 1024);

@@ -11,7 +11,10 @@
 //! `[head - 12, head + len)`: a zeroed header means "no checksum offload, no GSO".
 //!
 //! Only `MAC`, `STATUS`, `VERSION_1` and `RING_EVENT_IDX` are negotiated: no offloads, no
-//! mergeable buffers, no control queue, no interrupts (the driver is polled).
+//! mergeable buffers, no control queue, no interrupts (the driver is polled). Without the
+//! control queue (`CTRL_RX`) there is no receive filter to program: the device delivers every
+//! frame (QEMU's stays promiscuous then), so multicast such as VRRP's 224.0.0.18 arrives, and
+//! frames are sent with whatever source MAC they carry (VRRP's virtual router MAC).
 
 pub mod ring;
 

@@ -159,7 +159,12 @@ impl Forwarder {
         if self.neigh.learn(spa, sha, now) == Learnt::Changed {
             self.counters.neigh_changes += 1;
         }
-        let ours = tpa == self.own || self.vip_addrs.binary_search(&u32::from(tpa)).is_ok();
+        let vip = tpa != self.own && self.vip_addrs.binary_search(&u32::from(tpa)).is_ok();
+        if vip && !self.vip_active {
+            // A VRRP backup: the master answers for the VIPs.
+            return self.drop(DropReason::VrrpBackup);
+        }
+        let ours = tpa == self.own || vip;
         match op {
             ArpOperation::Request if ours => {
                 let mut eth = EthernetFrame::new_unchecked(&mut buf[head..end]);

@@ -254,6 +254,10 @@ impl Forwarder {
             return Class::Local;
         }
         if ip.proto != ipv4::PROTO_TCP && ip.proto != ipv4::PROTO_UDP {
+            // VRRP advertisements are for the kernel's VRRP router (through the local path).
+            if ip.proto == ipv4::PROTO_VRRP && ip.dst == ipv4::VRRP_GROUP {
+                return Class::Local;
+            }
             // ICMP is told apart only here, off the TCP/UDP path, by a tag alone: the icmp
             // module (out of line) reads the rest. Building its packet here cost every TCP and
             // UDP packet instructions (see forwarder/BENCHMARKS.md).

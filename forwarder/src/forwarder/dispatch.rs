@@ -125,6 +125,10 @@ impl Forwarder {
         // `classify` returned a class other than `Drop` only for `head + len <= buf.len()`.
         let end = head.wrapping_add(len);
         match class {
+            // A VRRP backup leaves the VIPs to the master (one test of a bool per packet).
+            Class::Flow(_) | Class::LaterFragment(_) | Class::Icmp if !self.vip_active => {
+                self.drop(DropReason::VrrpBackup)
+            }
             Class::Flow(p) => self.flow_packet(buf, head, end, p, now),
             Class::Drop(reason) => self.drop(reason),
             Class::Local => self.local(buf, head, end),

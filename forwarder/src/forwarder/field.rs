@@ -77,6 +77,10 @@ pub(super) mod ipv4 {
     pub const PROTO_TCP: u8 = 6;
     /// UDP.
     pub const PROTO_UDP: u8 = 17;
+    /// VRRP (RFC 9568).
+    pub const PROTO_VRRP: u8 = 112;
+    /// VRRP's multicast group, 224.0.0.18.
+    pub const VRRP_GROUP: u32 = 0xe000_0012;
 }
 
 /// TCP (RFC 9293).

@@ -1435,3 +1435,91 @@ fn write_fuzz_seeds() {
     c.vips[0].mode = Mode::DsrL2;
     std::fs::write(blob.join("l2"), c.to_blob()).unwrap();
 }
+
+#[test]
+fn a_vrrp_backup_drops_vip_traffic_and_arp_but_keeps_its_flows() {
+    let mut f = ready(&config(Mode::DsrL2, Scheduler::Maglev, &[1, 1]));
+    assert!(f.vip_role());
+    let syn = Pkt::tcp(4000, 0x02);
+    let first = send(&mut f, &syn, Instant::ZERO).unwrap();
+    f.set_vip_role(false);
+    let ack = Pkt::tcp(4000, 0x10);
+    assert_eq!(
+        send(&mut f, &ack, Instant::ZERO),
+        Err(Verdict::Drop(DropReason::VrrpBackup))
+    );
+    let icmp = Pkt {
+        proto: 1,
+        ..Pkt::udp(1, 1)
+    };
+    let later = Pkt {
+        frag: (false, 10),
+        ..Pkt::udp(5, 53)
+    };
+    for p in [icmp, later] {
+        let (mut buf, len) = p.build();
+        assert_eq!(
+            f.process(&mut buf, HEAD, len, Instant::ZERO),
+            Verdict::Drop(DropReason::VrrpBackup)
+        );
+    }
+    let asker = Ipv4Addr::new(10, 77, 0, 50);
+    let (mut buf, len) = arp_frame(ArpOperation::Request, mac_of(asker), asker, [0; 6], VIP);
+    assert_eq!(
+        f.process(&mut buf, HEAD, len, Instant::ZERO),
+        Verdict::Drop(DropReason::VrrpBackup)
+    );
+    // The balancer's own address is still answered, and its own traffic still reaches it.
+    let (mut buf, len) = arp_frame(ArpOperation::Request, mac_of(asker), asker, [0; 6], OWN);
+    assert!(matches!(
+        f.process(&mut buf, HEAD, len, Instant::ZERO),
+        Verdict::Reply { .. }
+    ));
+    let to_us = Pkt {
+        dst: OWN,
+        ..Pkt::tcp(4001, 0x02)
+    };
+    let (mut buf, len) = to_us.build();
+    assert_eq!(
+        f.process(&mut buf, HEAD, len, Instant::ZERO),
+        Verdict::Local
+    );
+    assert_eq!(f.counters().drop_count(DropReason::VrrpBackup), 4);
+    // Back as master: the flow made before goes on to its backend.
+    f.set_vip_role(true);
+    assert_eq!(send(&mut f, &ack, Instant::ZERO), Ok(first));
+}
+
+#[test]
+fn vrrp_advertisements_go_to_the_local_path() {
+    let mut f = ready(&config(Mode::DsrL2, Scheduler::Maglev, &[1]));
+    let advert = Pkt {
+        proto: 112,
+        dst: Ipv4Addr::new(224, 0, 0, 18),
+        src: Ipv4Addr::new(10, 77, 0, 3),
+        ttl: 255,
+        ..Pkt::udp(0, 0)
+    };
+    let (mut buf, len) = advert.build();
+    buf[HEAD..HEAD + 6].copy_from_slice(&[0x01, 0x00, 0x5e, 0x00, 0x00, 0x12]);
+    assert_eq!(
+        f.process(&mut buf, HEAD, len, Instant::ZERO),
+        Verdict::Local
+    );
+    f.set_vip_role(false);
+    let (mut buf, len) = advert.build();
+    assert_eq!(
+        f.process(&mut buf, HEAD, len, Instant::ZERO),
+        Verdict::Local
+    );
+    // Protocol 112 to another address is not VRRP.
+    let other = Pkt {
+        dst: Ipv4Addr::new(10, 77, 0, 9),
+        ..advert
+    };
+    let (mut buf, len) = other.build();
+    assert_eq!(
+        f.process(&mut buf, HEAD, len, Instant::ZERO),
+        Verdict::Drop(DropReason::NotVip)
+    );
+}

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 /// The first bytes of every config blob.
 pub const BLOB_MAGIC: [u8; 8] = *b"SIDESTEP";
 /// The layout of the encoded blob; bumped whenever the model's fields change.
-pub const BLOB_FORMAT: u16 = 3;
+pub const BLOB_FORMAT: u16 = 4;
 /// Largest blob the image accepts (a config of many VIPs and backends stays far below it).
 pub const BLOB_MAX: usize = 1 << 20;
 
@@ -50,6 +50,13 @@ pub const BGP_PEERS_MAX: usize = 16;
 pub const BGP_HOLD_RANGE: (u16, u16) = (3, 65535);
 /// The BGP hold time when the file gives none (RFC 4271's suggested value).
 pub const BGP_HOLD_DEFAULT: u16 = 90;
+/// Bounds of a VRRP priority an operator may give (255 is the address owner's, which a balancer
+/// never is: the VIPs are not its interface address; 0 means "leaving" on the wire).
+pub const VRRP_PRIORITY_RANGE: (u8, u8) = (1, 254);
+/// The VRRP priority when the file gives none (keepalived's default too).
+pub const VRRP_PRIORITY_DEFAULT: u8 = 100;
+/// The VRRP advertisement interval when the file gives none.
+pub const VRRP_ADVERT_MS_DEFAULT: u32 = 1000;
 
 /// A whole Sidestep configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +73,44 @@ pub struct Config {
     pub vips: Vec<Vip>,
     /// Announcing the VIPs to routers by BGP; `None` announces nothing.
     pub bgp: Option<Bgp>,
+    /// Sharing the VIPs with a standby balancer by VRRP; `None` serves them alone.
+    pub vrrp: Option<Vrrp>,
+}
+
+/// VRRP: an active/standby group of balancers (or keepalived) sharing every VIP; only the master
+/// answers ARP for the VIPs and forwards their traffic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vrrp {
+    /// The virtual router id, 1..=255 (keepalived's `virtual_router_id`).
+    pub vrid: u8,
+    /// This balancer's priority, 1..=254; the highest live one is master.
+    pub priority: u8,
+    /// Milliseconds between advertisements: a multiple of 10 (version 3, sent in centiseconds)
+    /// or of 1000 (version 2, sent in seconds).
+    pub advert_ms: u32,
+    /// Whether a higher priority takes over from a live master of lower priority.
+    pub preempt: bool,
+    /// Which protocol version is spoken.
+    pub version: VrrpVersion,
+}
+
+/// A VRRP protocol version (keepalived's `vrrp_version`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum VrrpVersion {
+    /// VRRP version 2 (RFC 3768): intervals in whole seconds, no authentication.
+    V2,
+    /// VRRP version 3 (RFC 9568): intervals in centiseconds.
+    V3,
+}
+
+impl VrrpVersion {
+    /// The number on the wire and in the config file.
+    pub fn number(self) -> u8 {
+        match self {
+            VrrpVersion::V2 => 2,
+            VrrpVersion::V3 => 3,
+        }
+    }
 }
 
 /// BGP: the VIPs announced as /32 routes to the routers, which spread flows over balancers.

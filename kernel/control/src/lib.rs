@@ -8,6 +8,7 @@
 //!   view it renders.
 //! - [`health`]: the rise/fall state machine and schedule of health checks.
 //! - [`fetch`]: the retry and backoff schedule of the boot-time config fetch.
+//! - [`vrrp`]: the VRRP advertisement codec and master/backup state machine (an HA pair).
 //! - [`nap`]: the poll loop's idle policy (busy polling or napping, and how long a nap is).
 //!
 //! The kernel owns the sockets, the clock and the hardware and asks this crate what to do; every
@@ -30,3 +31,4 @@ pub mod health;
 pub mod mgmt;
 pub mod nap;
 pub mod stats;
+pub mod vrrp;

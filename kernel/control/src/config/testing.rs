@@ -29,7 +29,7 @@
 
 use super::{
     Backend, Bgp, BgpPeer, Config, Health, Interface, Limits, Management, Mode, Polling, Prefix,
-    Protocol, Scheduler, Vip, VipPort, BGP_HOLD_DEFAULT,
+    Protocol, Scheduler, Vip, VipPort, Vrrp, VrrpVersion, BGP_HOLD_DEFAULT, VRRP_ADVERT_MS_DEFAULT,
 };
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -86,6 +86,7 @@ impl Config {
                 limits: Limits::default(),
                 vips: Vec::new(),
                 bgp: None,
+                vrrp: None,
             },
         }
     }
@@ -197,6 +198,19 @@ impl ConfigBuilder {
     /// Without a `[bgp]` section.
     pub fn bgp_announce(mut self, announce: bool) -> Self {
         self.bgp_mut().announce = announce;
+        self
+    }
+
+    /// A `[vrrp]` section with virtual router `vrid` at `priority`, version 3, the default
+    /// interval, preempting.
+    pub fn vrrp(mut self, vrid: u8, priority: u8) -> Self {
+        self.config.vrrp = Some(Vrrp {
+            vrid,
+            priority,
+            advert_ms: VRRP_ADVERT_MS_DEFAULT,
+            preempt: true,
+            version: VrrpVersion::V3,
+        });
         self
     }
 

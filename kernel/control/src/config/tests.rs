@@ -501,3 +501,79 @@ fn bgp_needs_schedulers_every_balancer_agrees_on() {
     c.vips[0].scheduler = Scheduler::Sh;
     c.validate().unwrap();
 }
+
+fn with_vrrp() -> Config {
+    Config::builder()
+        .vrrp(51, 150)
+        .vip(
+            Vip::builder("web", "10.77.0.100", VipPort::One(80))
+                .scheduler(Scheduler::Maglev)
+                .backend("be1", "10.77.0.21", 1)
+                .build(),
+        )
+        .build()
+}
+
+#[test]
+fn vrrp_section_round_trips() {
+    let c = with_vrrp();
+    c.validate().unwrap();
+    assert_eq!(Config::from_blob(&c.to_blob()).unwrap(), c);
+    let mut v2 = with_vrrp();
+    v2.vrrp.as_mut().unwrap().version = VrrpVersion::V2;
+    assert_eq!(Config::from_blob(&v2.to_blob()).unwrap(), v2);
+}
+
+/// A change to a valid `[vrrp]` and the start of the error it must cause.
+type VrrpCase = (fn(&mut Vrrp), &'static str);
+
+#[test]
+fn vrrp_rules_name_their_field() {
+    let cases: [VrrpCase; 7] = [
+        (|v| v.vrid = 0, "vrrp.vrid: 0 is not a virtual router id"),
+        (|v| v.priority = 0, "vrrp.priority: 0 is out of range 1..=254"),
+        (|v| v.priority = 255, "vrrp.priority: 255 is out of range"),
+        (|v| v.advert_ms = 0, "vrrp.advert_ms: 0 ms cannot be sent"),
+        (|v| v.advert_ms = 1005, "vrrp.advert_ms: 1005 ms cannot be sent"),
+        (|v| v.advert_ms = 40960, "vrrp.advert_ms: 40960 ms cannot be sent"),
+        (
+            |v| {
+                v.version = VrrpVersion::V2;
+                v.advert_ms = 500;
+            },
+            "vrrp.advert_ms: 500 ms cannot be sent by VRRP version 2, which counts in whole seconds",
+        ),
+    ];
+    for (edit, want) in cases {
+        let mut c = with_vrrp();
+        edit(c.vrrp.as_mut().unwrap());
+        let e = refused(&c);
+        assert!(e.starts_with(want), "{e}");
+    }
+    let mut c = with_vrrp();
+    c.vrrp.as_mut().unwrap().advert_ms = 10;
+    c.validate().unwrap();
+    c.vips.clear();
+    assert!(refused(&c).starts_with("vrrp: no VIP to share"));
+}
+
+#[test]
+fn vrrp_needs_schedulers_every_balancer_agrees_on() {
+    for s in [Scheduler::Rr, Scheduler::Wrr, Scheduler::Lc, Scheduler::Wlc] {
+        let mut c = with_vrrp();
+        c.vips[0].scheduler = s;
+        let e = refused(&c);
+        assert!(
+            e.starts_with(&format!(
+                "vip \"web\": scheduler: \"{}\" cannot be used with [vrrp]: a failover",
+                s.name()
+            )),
+            "{e}"
+        );
+        c.vrrp = None;
+        c.validate().unwrap();
+    }
+    let mut c = with_vrrp();
+    c.vips[0].scheduler = Scheduler::Sh;
+    c.validate().unwrap();
+}

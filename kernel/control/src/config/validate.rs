@@ -3,11 +3,12 @@
 
 use super::{
     parse_http_url, parse_pci_address, Bgp, Config, ConfigError, Health, MacText, Management, Mode,
-    Scheduler, Vip, VipPort, BACKENDS_MAX, BGP_HOLD_RANGE, BGP_PEERS_MAX, FLOWS_RANGE, MTU_RANGE,
-    NAME_MAX, VIPS_MAX, WEIGHT_MAX,
+    Scheduler, Vip, VipPort, Vrrp, VrrpVersion, BACKENDS_MAX, BGP_HOLD_RANGE, BGP_PEERS_MAX,
+    FLOWS_RANGE, MTU_RANGE, NAME_MAX, VIPS_MAX, VRRP_PRIORITY_RANGE, WEIGHT_MAX,
 };
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 
 fn vip_field(vip: &Vip) -> String {
@@ -81,6 +82,85 @@ impl Config {
         }
         if let Some(bgp) = &self.bgp {
             self.validate_bgp(bgp)?;
+        }
+        if let Some(vrrp) = &self.vrrp {
+            self.validate_vrrp(vrrp)?;
+        }
+        Ok(())
+    }
+
+    fn validate_vrrp(&self, vrrp: &Vrrp) -> Result<(), ConfigError> {
+        if vrrp.vrid == 0 {
+            return Err(ConfigError::new(
+                "vrrp.vrid",
+                "0 is not a virtual router id; use 1..=255, the virtual_router_id of the group",
+            ));
+        }
+        let (lo, hi) = VRRP_PRIORITY_RANGE;
+        if !(lo..=hi).contains(&vrrp.priority) {
+            return Err(ConfigError::new(
+                "vrrp.priority",
+                format!(
+                    "{} is out of range {lo}..={hi} (255 belongs to the owner of the addresses, \
+                     which a balancer is not)",
+                    vrrp.priority
+                ),
+            ));
+        }
+        let (step, most, unit) = match vrrp.version {
+            VrrpVersion::V3 => (10, 4095 * 10, "centiseconds"),
+            VrrpVersion::V2 => (1000, 255 * 1000, "whole seconds"),
+        };
+        if vrrp.advert_ms == 0 || !vrrp.advert_ms.is_multiple_of(step) || vrrp.advert_ms > most {
+            return Err(ConfigError::new(
+                "vrrp.advert_ms",
+                format!(
+                    "{} ms cannot be sent by VRRP version {}, which counts in {unit}: use a \
+                     multiple of {step} in {step}..={most}",
+                    vrrp.advert_ms,
+                    vrrp.version.number()
+                ),
+            ));
+        }
+        let mut addresses: Vec<Ipv4Addr> = self.vips.iter().map(|v| v.address).collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        if addresses.is_empty() {
+            return Err(ConfigError::new(
+                "vrrp",
+                "no VIP to share; [vrrp] needs at least one [[vip]]",
+            ));
+        }
+        if addresses.len() > 255 {
+            return Err(ConfigError::new(
+                "vrrp",
+                format!(
+                    "{} VIP addresses given; one advertisement carries at most 255",
+                    addresses.len()
+                ),
+            ));
+        }
+        self.require_consistent_schedulers(
+            "[vrrp]",
+            "a failover moves every flow to the new master",
+        )
+    }
+
+    /// With `section` (`[bgp]`, `[vrrp]`) a flow may reach a balancer that has never seen it
+    /// (`why`), so every VIP needs a scheduler that depends on the config alone.
+    fn require_consistent_schedulers(&self, section: &str, why: &str) -> Result<(), ConfigError> {
+        for vip in &self.vips {
+            if !matches!(vip.scheduler, Scheduler::Maglev | Scheduler::Sh) {
+                return Err(ConfigError::new(
+                    format!("{}: scheduler", vip_field(vip)),
+                    format!(
+                        "\"{}\" cannot be used with {section}: {why}, so each balancer must \
+                         pick the same backend for a flow it has never seen; use \"maglev\" or \
+                         \"sh\", which depend on the config alone",
+                        vip.scheduler.name()
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -166,21 +246,10 @@ impl Config {
                 ));
             }
         }
-        for vip in &self.vips {
-            if !matches!(vip.scheduler, Scheduler::Maglev | Scheduler::Sh) {
-                return Err(ConfigError::new(
-                    format!("{}: scheduler", vip_field(vip)),
-                    format!(
-                        "\"{}\" cannot be used with [bgp]: the routers spread a VIP's flows over \
-                         every balancer (and move them when one fails), so each balancer must \
-                         pick the same backend for a flow it has never seen; use \"maglev\" or \
-                         \"sh\", which depend on the config alone",
-                        vip.scheduler.name()
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        self.require_consistent_schedulers(
+            "[bgp]",
+            "the routers spread a VIP's flows over every balancer (and move them when one fails)",
+        )
     }
 
     fn validate_interface(&self) -> Result<(), ConfigError> {

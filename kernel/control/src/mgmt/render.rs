@@ -4,6 +4,7 @@
 
 use crate::config::Config;
 use crate::stats::{BackendStats, VipStats};
+use crate::vrrp::{State as VrrpState, Status as VrrpStatus};
 use alloc::string::String;
 use core::fmt::Write;
 
@@ -70,6 +71,8 @@ pub struct Snapshot<'a> {
     pub bgp_peers: &'a [BgpPeer],
     /// The VIP addresses announced to at least one BGP peer.
     pub bgp_announced: &'a [core::net::Ipv4Addr],
+    /// The VRRP router, with `[vrrp]`.
+    pub vrrp: Option<&'a VrrpStatus>,
 }
 
 /// Escape a Prometheus label value.
@@ -299,6 +302,9 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
     if s.config.bgp.is_some() {
         bgp_metrics(&mut o, s);
     }
+    if let Some(v) = s.vrrp {
+        vrrp_metrics(&mut o, v);
+    }
     o
 }
 
@@ -350,6 +356,80 @@ fn bgp_metrics(o: &mut String, s: &Snapshot<'_>) {
             u8::from(s.bgp_announced.contains(&v.address))
         );
     }
+}
+
+fn vrrp_metrics(o: &mut String, v: &VrrpStatus) {
+    family(
+        o,
+        "sidestep_vrrp_master",
+        "gauge",
+        "1 while this balancer is the VRRP master (serves the VIPs), else 0.",
+    );
+    let master = u8::from(v.state == VrrpState::Master);
+    let _ = writeln!(o, "sidestep_vrrp_master {master}");
+    family(
+        o,
+        "sidestep_vrrp_priority",
+        "gauge",
+        "This balancer's VRRP priority.",
+    );
+    let _ = writeln!(o, "sidestep_vrrp_priority {}", v.priority);
+    family(
+        o,
+        "sidestep_vrrp_adverts_sent_total",
+        "counter",
+        "VRRP advertisements sent.",
+    );
+    let _ = writeln!(o, "sidestep_vrrp_adverts_sent_total {}", v.sent);
+    family(
+        o,
+        "sidestep_vrrp_adverts_accepted_total",
+        "counter",
+        "VRRP advertisements of this virtual router accepted.",
+    );
+    let _ = writeln!(o, "sidestep_vrrp_adverts_accepted_total {}", v.accepted);
+    family(
+        o,
+        "sidestep_vrrp_adverts_rejected_total",
+        "counter",
+        "VRRP advertisements ignored, by reason.",
+    );
+    for (reason, n) in &v.rejected {
+        let _ = writeln!(
+            o,
+            "sidestep_vrrp_adverts_rejected_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+}
+
+/// The `"vrrp"` member of `/status`: `{"vrid":N,"version":N,"state":"master"|"backup"|
+/// "initialize","priority":N,"master":"a.b.c.d"|null,"master_priority":N,"accepted":N,"sent":N,
+/// "rejected":{"ttl":N,...}}`.
+fn vrrp_status(o: &mut String, v: &VrrpStatus) {
+    let _ = write!(
+        o,
+        ",\"vrrp\":{{\"vrid\":{},\"version\":{},\"state\":\"{}\",\"priority\":{},\"master\":",
+        v.vrid,
+        v.version,
+        v.state.name(),
+        v.priority
+    );
+    match v.master {
+        Some(m) => {
+            let _ = write!(o, "\"{m}\"");
+        }
+        None => o.push_str("null"),
+    }
+    let _ = write!(
+        o,
+        ",\"master_priority\":{},\"accepted\":{},\"sent\":{},\"rejected\":{{",
+        v.master_priority, v.accepted, v.sent
+    );
+    for (i, (reason, n)) in v.rejected.iter().enumerate() {
+        let sep = if i > 0 { "," } else { "" };
+        let _ = write!(o, "{sep}\"{reason}\":{n}");
+    }
+    o.push_str("}}");
 }
 
 /// The `/status` JSON of `s`:
@@ -446,6 +526,9 @@ pub fn render_status(s: &Snapshot<'_>) -> String {
         }
         o.push_str("]}");
     }
+    if let Some(v) = s.vrrp {
+        vrrp_status(&mut o, v);
+    }
     o.push_str("}\n");
     o
 }
@@ -521,6 +604,7 @@ pub(crate) mod tests {
             neigh_changes: 0,
             bgp_peers: &[],
             bgp_announced: &[],
+            vrrp: None,
         };
         assert_eq!(
             render_status(&s),
@@ -560,6 +644,7 @@ pub(crate) mod tests {
             neigh_changes: 10,
             bgp_peers: &[],
             bgp_announced: &[],
+            vrrp: None,
         };
         let m = render_metrics(&s);
         for line in [
@@ -615,6 +700,7 @@ pub(crate) mod tests {
             neigh_changes: 0,
             bgp_peers: &[],
             bgp_announced: &[],
+            vrrp: None,
         });
         assert!(!plain.contains("bgp"), "{plain}");
         config.bgp = Config::builder()
@@ -655,6 +741,7 @@ pub(crate) mod tests {
             neigh_changes: 0,
             bgp_peers: &peers,
             bgp_announced: &announced,
+            vrrp: None,
         };
         let status = render_status(&s);
         assert!(
@@ -678,10 +765,61 @@ pub(crate) mod tests {
         }
         let none = render_metrics(&Snapshot {
             bgp_announced: &[],
+            vrrp: None,
             ..s
         });
         assert!(none
             .lines()
             .any(|l| l == "sidestep_bgp_announced{vip=\"web\"} 0"));
+    }
+
+    #[test]
+    fn vrrp_in_metrics_and_status() {
+        let config = config();
+        let vrrp_config = crate::config::Vrrp {
+            vrid: 51,
+            priority: 150,
+            advert_ms: 1000,
+            preempt: true,
+            version: crate::config::VrrpVersion::V3,
+        };
+        let own = "10.77.0.2".parse().unwrap();
+        let mut router = crate::vrrp::Router::new(&vrrp_config, own, &[]);
+        router.start(0);
+        router.poll(10_000);
+        let status = router.status();
+        let s = Snapshot {
+            config: &config,
+            uptime_ms: 0,
+            flows_capacity: 0,
+            drops: &[],
+            vips: &[],
+            transitions: &[],
+            nic_rx_packets: 0,
+            nic_tx_packets: 0,
+            flows_rescheduled: 0,
+            icmp_forwarded: 0,
+            icmp_echo_replies: 0,
+            icmp_frag_needed: 0,
+            neigh_changes: 0,
+            bgp_peers: &[],
+            bgp_announced: &[],
+            vrrp: Some(&status),
+        };
+        let m = render_metrics(&s);
+        for line in [
+            "sidestep_vrrp_master 1",
+            "sidestep_vrrp_priority 150",
+            "sidestep_vrrp_adverts_sent_total 1",
+            "sidestep_vrrp_adverts_rejected_total{reason=\"checksum\"} 0",
+        ] {
+            assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
+        }
+        assert!(render_status(&s).ends_with(
+            "\"vips\":[],\"vrrp\":{\"vrid\":51,\"version\":3,\"state\":\"master\",\
+             \"priority\":150,\"master\":\"10.77.0.2\",\"master_priority\":150,\"accepted\":0,\
+             \"sent\":1,\"rejected\":{\"ttl\":0,\"length\":0,\"version\":0,\"type\":0,\
+             \"auth_type\":0,\"checksum\":0,\"interval\":0,\"vrid\":0}}}\n"
+        ));
     }
 }
