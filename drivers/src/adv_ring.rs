@@ -1,7 +1,7 @@
 //! The advanced descriptor rings of Intel's 82599 (ixgbe) and 82576/i350/i210 (igb) and the
 //! pool buffers behind them: which descriptor holds which buffer, the head/tail bookkeeping, and
 //! the receive and transmit loops over them. Both families share the advanced formats (82599
-//! datasheet 7.1.6 / 7.2.3.2.4, 82576 datasheet 7.1.5 / 7.2.2.3): the same one-buffer read
+//! datasheet 7.1.6 / 7.2.3.2.4, 82576 datasheet 7.1 / 7.2): the same one-buffer read
 //! format, DD and EOP at the same bits, the same transmit data descriptor and DD write-back.
 //! What differs, the receive error bit RXE, each driver passes in.
 //!

@@ -5,16 +5,16 @@
 //! datasheet) in the end-to-end tests; not yet on hardware. The descriptor rings are the ones
 //! the 82599 driver uses (`adv_ring.rs`): both families have the same advanced descriptors.
 //!
-//! # Bring-up, by datasheet section (82576 datasheet rev. 2.x; the i350 and i210 follow it)
+//! # Bring-up, by datasheet section (82576 datasheet rev. 2.6x; the i350 and i210 follow it)
 //!
 //! | step | section |
 //! |---|---|
 //! | mask every interrupt (IMC, EIMC, EIAM), before and again after the reset | 4.5.4 |
-//! | master disable: CTRL.GIO_Master_Disable, poll STATUS.GIO_Master_Enable | 5.2.3.3 |
+//! | master disable: CTRL.GIO_Master_Disable, poll STATUS.GIO_Master_Enable | 8.2.1, 8.2.2 |
 //! | stop receive and transmit (RCTL.EN, TCTL.EN), global reset CTRL.RST, wait 1 ms, poll until it self-clears | 4.5.5, 8.2.1 |
 //! | wait for the EEPROM auto-read (EECD.AUTO_RD), which loads RAL/RAH\[0\] (bounded; a valid RAH\[0\] also does) | 4.5.5, 8.2.3 |
 //! | CTRL_EXT.DRV_LOAD: tell manageability firmware a driver runs the port | 8.2.5 |
-//! | link: CTRL.SLU with speed and duplex from the PHY; restart the PHY's auto-negotiation (BMCR over MDIC); wait for STATUS.LU (bounded) | 4.5.7, 8.2.4 |
+//! | link: CTRL.SLU with speed and duplex from the PHY; restart the PHY's auto-negotiation (BMCR over MDIC); wait for STATUS.LU (bounded) | 4.5.7, 8.2 (MDIC) |
 //! | read every clear-on-read counter | 4.5.8 |
 //! | filters: RAL/RAH\[0\] (own MAC), RCTL.BAM (broadcast), RCTL.MPE (all multicast: VRRP's 01:00:5e:00:00:12 and IPv6's groups), MTA zeroed, CRC strip (RCTL.SECRC), no long packets | 4.5.9, 8.10.1 |
 //! | RX queue 0: RDBAL/RDBAH/RDLEN, SRRCTL (advanced one buffer, 2 KiB, drop), RXDCTL.ENABLE + poll, RDT = len-1, then RCTL.EN | 4.5.9 |
@@ -295,7 +295,7 @@ impl<H: Hal, R: Registers> Igb<H, R> {
     }
 
     /// 4.5.7 (copper): CTRL.SLU, then auto-negotiation enabled and restarted in the PHY's
-    /// control register over MDIC (8.2.4). A PHY that does not answer is logged; the link
+    /// control register over MDIC (8.2). A PHY that does not answer is logged; the link
     /// wait then says whether the link came up anyway.
     fn start_link(&mut self) {
         let r = &self.regs;
@@ -536,7 +536,7 @@ fn poll<R: Registers>(
     false
 }
 
-/// One PHY register access over MDIC (8.2.4): `op` on register `reg` of the internal PHY
+/// One PHY register access over MDIC (8.2): `op` on register `reg` of the internal PHY
 /// (address 1). The register's value (read) or 0 (write); `None` if the access failed or never
 /// completed.
 fn mdic<R: Registers>(r: &R, op: u32, reg: u32, data: u16, delay: fn(u32)) -> Option<u16> {
@@ -587,7 +587,7 @@ fn reset<R: Registers>(r: &R, delay: fn(u32)) -> Result<(), IgbError> {
         log::warn!("igb: PCIe master disable did not complete; resetting anyway");
     }
     r.write(regs::CTRL, r.read(regs::CTRL) | regs::CTRL_RST);
-    // 8.2.1: wait at least 1 ms after setting CTRL.RST before accessing the device again.
+    // CTRL.RST (8.2.1): give the reset about 1 ms before accessing the device again.
     delay(1000);
     if !poll(r, regs::CTRL, regs::CTRL_RST, false, RESET_POLLS, 10, delay) {
         log::error!("igb: CTRL.RST did not self-clear within ~11 ms");

@@ -194,7 +194,7 @@ pub const ROC: u32 = 0x0_40AC;
 /// The highest register offset the driver touches, plus 4: BAR0 must be at least this long.
 pub const MIN_BAR_LEN: usize = (TXDCTL + 4) as usize;
 
-// --- Descriptors (7.1.5, 7.2.2.3) ----------------------------------------------------------
+// --- Descriptors (7.1, 7.2) ----------------------------------------------------------
 
 /// Advanced receive write-back, extended error: RX data error (CRC, symbol, ...). Bit 31 here
 /// (the 82599 has it at bit 29, which on the 82576 is the L4 checksum error).
