@@ -11,8 +11,9 @@
 //! 2. Find the NIC with [`pci::scan`] and bring it up, handing it the pool:
 //!    `VirtioNet::<KernelHal>::new(&PortConfigSpace, address, pool)`, or for an 82599
 //!    [`ixgbe::pci_bring_up`], map BAR0 uncached, [`MmioRegisters::new`], then
-//!    `Ixgbe::<KernelHal>::new(regs, pool, IxgbeConfig::new(delay_us))`. Either driver fills
-//!    its receive ring at once.
+//!    `Ixgbe::<KernelHal>::new(regs, pool, IxgbeConfig::new(delay_us))`; for an 82576 / i350 /
+//!    i210 / i211 the same with [`igb::pci_bring_up`] and `Igb::<KernelHal>::new(regs, pool,
+//!    IgbConfig::new(delay_us))`. Every driver fills its receive ring at once.
 //! 3. Poll forever, one burst at a time, over the [`Nic`] trait:
 //!
 //! ```
@@ -123,6 +124,8 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 
+mod adv_ring;
+pub mod igb;
 pub mod ixgbe;
 pub mod nic;
 pub mod pci;
@@ -134,13 +137,20 @@ pub const ETH_HEADER_LEN: usize = 14;
 
 /// The largest IPv4 packet (interface MTU) every driver receives whole: the shorter of the
 /// drivers' longest frames ([`virtio_net::RX_FRAME_MAX`], bounded by the 2 KiB buffers less
-/// [`HEADROOM`]; [`ixgbe::RX_FRAME_MAX`], bounded by the device with jumbo frames off), less
+/// [`HEADROOM`]; [`ixgbe::RX_FRAME_MAX`] and [`igb::RX_FRAME_MAX`], bounded by the devices
+/// with jumbo frames off), less
 /// the Ethernet header. A longer packet would be dropped by the NIC or its driver, unseen.
 pub const MTU_MAX: usize = {
-    let (v, i) = (virtio_net::RX_FRAME_MAX, ixgbe::RX_FRAME_MAX);
-    (if v < i { v } else { i }) - ETH_HEADER_LEN
+    let (v, i, g) = (
+        virtio_net::RX_FRAME_MAX,
+        ixgbe::RX_FRAME_MAX,
+        igb::RX_FRAME_MAX,
+    );
+    let vi = if v < i { v } else { i };
+    (if vi < g { vi } else { g }) - ETH_HEADER_LEN
 };
 
+pub use igb::{Igb, IgbConfig, IgbError};
 pub use ixgbe::{Ixgbe, IxgbeConfig, IxgbeError, MmioRegisters};
 pub use nic::{Burst, Nic, NicStats, BURST_SIZE};
 pub use pool::{Lender, PacketBuf, PacketPool, BUF_SIZE, HEADROOM};

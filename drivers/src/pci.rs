@@ -99,6 +99,7 @@ impl PciFunction {
             | (0x8086, 0x10f9)
             | (0x8086, 0x151c)
             | (0x8086, 0x154d) => "82599 (ixgbe)",
+            (vendor, device) if crate::igb::supports(vendor, device) => "82576/i350/i210 (igb)",
             _ => match self.class.0 {
                 0x01 => "storage",
                 0x02 => "network",

@@ -7,7 +7,9 @@ use crate::hal::KernelHal;
 use crate::memory;
 use control::config::Config;
 use drivers::pci::{PciFunction, PortConfigSpace};
-use drivers::{ixgbe, Ixgbe, IxgbeConfig, MmioRegisters, PacketPool, VirtioNet};
+use drivers::{
+    igb, ixgbe, Igb, IgbConfig, Ixgbe, IxgbeConfig, MmioRegisters, PacketPool, VirtioNet,
+};
 use log::info;
 
 /// Bytes of packet buffers (2 KiB each) given to the NIC.
@@ -18,6 +20,7 @@ fn driver_of(f: &PciFunction) -> Option<&'static str> {
     match f.kind() {
         "virtio-net" => Some("virtio"),
         "82599 (ixgbe)" => Some("ixgbe"),
+        _ if igb::supports(f.vendor, f.device) => Some("igb"),
         _ => None,
     }
 }
@@ -33,7 +36,7 @@ fn choose_nic<'a>(
         let driver = driver_of(f)?;
         let chosen = match wanted {
             None => true,
-            Some(name @ ("virtio" | "ixgbe")) => name == driver,
+            Some(name @ ("virtio" | "ixgbe" | "igb")) => name == driver,
             Some(addr) => {
                 control::config::parse_pci_address(addr)
                     == Some((f.address.bus, f.address.device, f.address.function))
@@ -47,7 +50,7 @@ fn choose_nic<'a>(
 pub fn start(config: &Config, functions: &[PciFunction], heap_bytes: u64) -> ! {
     let Some((function, driver)) = choose_nic(config, functions) else {
         panic!(
-            "no data NIC: no PCI device is {} (Sidestep drives virtio-net and the Intel 82599)",
+            "no data NIC: no PCI device is {} (Sidestep drives virtio-net, the Intel 82599 and the Intel 82576/i350/i210/i211)",
             config
                 .interface
                 .nic
@@ -65,7 +68,13 @@ pub fn start(config: &Config, functions: &[PciFunction], heap_bytes: u64) -> ! {
         Err(e) => panic!("packet pool: {e:?}"),
     };
     crate::phases::end("packet pool");
-    info!("nic: {driver} at {}", function.address);
+    info!(
+        "nic: {driver} at {} ({:04x}:{:04x}, {})",
+        function.address,
+        function.vendor,
+        function.device,
+        function.kind()
+    );
     if driver == "ixgbe" {
         let bar = match ixgbe::pci_bring_up(&PortConfigSpace, function.address) {
             Ok(b) => b,
@@ -83,6 +92,25 @@ pub fn start(config: &Config, functions: &[PciFunction], heap_bytes: u64) -> ! {
         match Ixgbe::<KernelHal>::new(regs, pool, IxgbeConfig::new(clock::delay_us)) {
             Ok(nic) => Dataplane::new(nic, config, heap_bytes).run(),
             Err(e) => panic!("82599 at {}: {e}", function.address),
+        }
+    }
+    if driver == "igb" {
+        let bar = match igb::pci_bring_up(&PortConfigSpace, function.address) {
+            Ok(b) => b,
+            Err(e) => panic!("igb at {}: {e}", function.address),
+        };
+        let Some(regs) = memory::map_mmio(bar.phys, bar.size as usize) else {
+            panic!(
+                "igb at {}: cannot map BAR0 at {:#x}",
+                function.address, bar.phys
+            );
+        };
+        // Safety: `regs` maps exactly BAR0 of this igb NIC, uncached, for the image's lifetime,
+        // and nothing else accesses it.
+        let regs = unsafe { MmioRegisters::new(regs, bar.size as usize) };
+        match Igb::<KernelHal>::new(regs, pool, IgbConfig::new(clock::delay_us)) {
+            Ok(nic) => Dataplane::new(nic, config, heap_bytes).run(),
+            Err(e) => panic!("igb at {}: {e}", function.address),
         }
     }
     match VirtioNet::<KernelHal>::new(&PortConfigSpace, function.address, pool) {

@@ -12,7 +12,7 @@
 //! over the balancers (ECMP). One of them can be killed mid-test ([`Balancers::kill`]).
 
 use crate::netns::{self, Captured, DemoNet, HelperBins, Host, Topology, BALANCER_MAC};
-use crate::qemu::{Image, Vm};
+use crate::qemu::{Image, NicModel, Vm};
 use boot::qemu::{Firmware, Net};
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -104,10 +104,21 @@ impl Fixture {
         Fixture::boot_on(bins, Topology::Segment, image, before_boot)
     }
 
-    /// [`Fixture::boot`] on the network of `topology`.
+    /// [`Fixture::boot`] on the network of `topology`, with the NIC of `SIDESTEP_NIC`.
     pub fn boot_on(
         bins: HelperBins,
         topology: Topology,
+        image: &Image,
+        before_boot: impl FnOnce(&DemoNet) -> netns::Result<()>,
+    ) -> Result<Fixture, Error> {
+        Fixture::boot_nic(bins, topology, NicModel::from_env(), image, before_boot)
+    }
+
+    /// [`Fixture::boot_on`] with the balancer's NIC model `nic`.
+    pub fn boot_nic(
+        bins: HelperBins,
+        topology: Topology,
+        nic: NicModel,
         image: &Image,
         before_boot: impl FnOnce(&DemoNet) -> netns::Result<()>,
     ) -> Result<Fixture, Error> {
@@ -115,9 +126,10 @@ impl Fixture {
         let net = DemoNet::create_with(bins, topology)?;
         before_boot(&net)?;
         net.add_tap(TAP, BALANCER_MAC)?;
-        let vm = Vm::start(
+        let vm = Vm::start_with(
             image,
             Firmware::Bios,
+            nic,
             Net::Tap(TAP.into()),
             Some(BALANCER_MAC),
             Some(&net.lb_netns()),

@@ -4,11 +4,120 @@
 //! exactly what an operator would), and QEMU is started with the same command line as
 //! `sidestep run`, only with the serial console in a file the test reads. A [`Vm`] owns its QEMU
 //! process and kills it by PID when dropped, also when the test fails.
+//!
+//! Two choices come from the environment, so the whole suite can run on another QEMU or NIC
+//! unchanged: `SIDESTEP_QEMU` (the QEMU binary, default `qemu-system-x86_64`) and
+//! `SIDESTEP_NIC` (`virtio`, the default, or `igb`: QEMU's Intel 82576, QEMU 8 and later).
+//! Tests that are about one NIC pass it with [`Vm::start_with`].
 
 use boot::qemu::{qemu_command, Firmware, Net, RunOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// The NIC model the balancer's VM gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NicModel {
+    /// `-device virtio-net-pci`.
+    VirtioNet,
+    /// `-device igb`: QEMU's Intel 82576 (QEMU 8 and later).
+    Igb,
+}
+
+impl NicModel {
+    /// `SIDESTEP_NIC` (`virtio` or `igb`), else virtio-net. Panics on anything else, so a typo
+    /// does not silently test the default.
+    pub fn from_env() -> NicModel {
+        match std::env::var("SIDESTEP_NIC").as_deref() {
+            Err(_) | Ok("" | "virtio" | "virtio-net") => NicModel::VirtioNet,
+            Ok("igb") => NicModel::Igb,
+            Ok(other) => panic!("SIDESTEP_NIC={other:?}: use virtio or igb"),
+        }
+    }
+
+    /// QEMU's `-device` name for it.
+    pub fn device(self) -> &'static str {
+        match self {
+            NicModel::VirtioNet => "virtio-net-pci",
+            NicModel::Igb => "igb",
+        }
+    }
+
+    /// The driver the image reports on serial (`nic: DRIVER at ...`).
+    pub fn driver(self) -> &'static str {
+        match self {
+            NicModel::VirtioNet => "virtio",
+            NicModel::Igb => "igb",
+        }
+    }
+
+    /// Whether the QEMU tests use emulates this NIC.
+    pub fn available(self) -> bool {
+        match self {
+            NicModel::VirtioNet => true,
+            NicModel::Igb => qemu_has_igb(),
+        }
+    }
+
+    /// For a test about this NIC: `true` (after printing `skipped: ...`) when the QEMU cannot
+    /// emulate it, so the test returns early instead of failing on an old QEMU.
+    pub fn skip(self, test: &str) -> bool {
+        if self.available() {
+            return false;
+        }
+        // Straight to stderr, past the test harness's capture: a skip must be seen.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "{test}: skipped: QEMU has no {} ({} is too old; QEMU >= 8 emulates it, \
+             ./qemu/setup installs one, or set SIDESTEP_QEMU)",
+            self.device(),
+            qemu_binary()
+        );
+        true
+    }
+}
+
+/// The QEMU binary: `SIDESTEP_QEMU`, else `qemu-system-x86_64` from `PATH`.
+pub fn qemu_binary() -> String {
+    std::env::var("SIDESTEP_QEMU")
+        .ok()
+        .filter(|q| !q.is_empty())
+        .unwrap_or_else(|| "qemu-system-x86_64".into())
+}
+
+/// Whether [`qemu_binary`] lists the `igb` device (asked once per test binary).
+pub fn qemu_has_igb() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        Command::new(qemu_binary())
+            .args(["-device", "help"])
+            .stdin(Stdio::null())
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .chain(String::from_utf8_lossy(&o.stderr).lines())
+                    .any(|l| l.starts_with("name \"igb\""))
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// `cmd` (the `sidestep run` command line) with [`qemu_binary`] as the program and `nic` as
+/// the NIC model.
+fn with_qemu_and_nic(cmd: &Command, nic: NicModel) -> Command {
+    let mut out = Command::new(qemu_binary());
+    for arg in cmd.get_args() {
+        let arg = arg.to_string_lossy();
+        match arg.strip_prefix("virtio-net-pci,") {
+            Some(rest) => out.arg(format!("{},{rest}", nic.device())),
+            None => out.arg(&*arg),
+        };
+    }
+    out
+}
 
 /// Images built from one config file.
 pub struct Image {
@@ -68,7 +177,19 @@ impl Vm {
         mac: Option<&str>,
         netns: Option<&str>,
     ) -> Result<Vm, String> {
-        let mut vm = Vm::spawn(image, firmware, net, mac, netns)?;
+        Vm::start_with(image, firmware, NicModel::from_env(), net, mac, netns)
+    }
+
+    /// [`Vm::start`] with the NIC model `nic`.
+    pub fn start_with(
+        image: &Image,
+        firmware: Firmware,
+        nic: NicModel,
+        net: Net,
+        mac: Option<&str>,
+        netns: Option<&str>,
+    ) -> Result<Vm, String> {
+        let mut vm = Vm::spawn_with(image, firmware, nic, net, mac, netns)?;
         vm.wait_for("ready", BOOT_TIMEOUT)?;
         vm.boot_time = vm.started.elapsed();
         Ok(vm)
@@ -78,6 +199,18 @@ impl Vm {
     pub fn spawn(
         image: &Image,
         firmware: Firmware,
+        net: Net,
+        mac: Option<&str>,
+        netns: Option<&str>,
+    ) -> Result<Vm, String> {
+        Vm::spawn_with(image, firmware, NicModel::from_env(), net, mac, netns)
+    }
+
+    /// [`Vm::spawn`] with the NIC model `nic`.
+    pub fn spawn_with(
+        image: &Image,
+        firmware: Firmware,
+        nic: NicModel,
         net: Net,
         mac: Option<&str>,
         netns: Option<&str>,
@@ -105,7 +238,7 @@ impl Vm {
                     .join(format!("ovmf-vars-{}-{n}.fd", std::process::id())),
             ),
         };
-        let qemu = qemu_command(&opts)?;
+        let qemu = with_qemu_and_nic(&qemu_command(&opts)?, nic);
         let mut cmd = match netns {
             Some(ns) => {
                 // `ip netns exec` execs QEMU in place, so the child's PID is QEMU's.
@@ -122,7 +255,7 @@ impl Vm {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
+            .map_err(|e| format!("cannot start {}: {e}", qemu_binary()))?;
         Ok(Vm {
             child,
             serial,

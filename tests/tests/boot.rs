@@ -1,12 +1,13 @@
 //! Boot tests: build both images from a config and boot each under QEMU (TCG) to `ready`,
 //! checking that the image logged what was baked into it; and check that a broken config blob
-//! ends the image with a panic that QEMU reports as a failure.
+//! ends the image with a panic that QEMU reports as a failure. Both images boot with
+//! virtio-net and with QEMU's Intel 82576 (`-device igb`; skipped on a QEMU without it).
 
 use boot::qemu::{debug_exit_status, Firmware, Net};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
-use tests::qemu::{Image, Vm};
+use tests::qemu::{Image, NicModel, Vm};
 
 fn config_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/boot.toml")
@@ -23,13 +24,13 @@ fn expected_summary() -> String {
     boot::config_file::parse(&text).unwrap().summary()
 }
 
-fn boots_to_ready(firmware: Firmware) {
+fn boots_to_ready(firmware: Firmware, nic: NicModel) {
     let image = image();
-    let vm = Vm::start(image, firmware, Net::Isolated, None, None)
-        .unwrap_or_else(|e| panic!("{firmware:?} image did not boot: {e}"));
+    let vm = Vm::start_with(image, firmware, nic, Net::Isolated, None, None)
+        .unwrap_or_else(|e| panic!("{firmware:?} image on {nic:?} did not boot: {e}"));
     let log = vm.serial_log();
     eprintln!(
-        "{firmware:?}: ready {:.1} s after QEMU started",
+        "{firmware:?} on {nic:?}: ready {:.1} s after QEMU started",
         vm.boot_time.as_secs_f64()
     );
     // The summary line, exactly as the host computes it from the file...
@@ -48,10 +49,15 @@ fn boots_to_ready(firmware: Firmware) {
         assert!(log.contains(fact), "missing \"{fact}\" in:\n{log}");
     }
     assert!(log.contains("clock: TSC "), "no clock line:\n{log}");
+    let chosen = format!("nic: {} at ", nic.driver());
     assert!(
-        log.contains("virtio-net"),
-        "the PCI scan did not list the NIC:\n{log}"
+        log.contains(&chosen),
+        "no {chosen:?}: the kernel did not pick the {nic:?} NIC:\n{log}"
     );
+    if nic == NicModel::Igb {
+        assert!(log.contains("igb: mac "), "no igb bring-up line:\n{log}");
+        assert!(log.contains("igb: link up"), "igb link not up:\n{log}");
+    }
     assert!(
         log.contains("forwarder: 65536 flows capacity"),
         "limits.flows not applied:\n{log}"
@@ -101,12 +107,26 @@ fn images_carry_a_stripped_kernel_and_the_debug_info_lies_beside_them() {
 
 #[test]
 fn bios_image_boots_to_ready() {
-    boots_to_ready(Firmware::Bios);
+    boots_to_ready(Firmware::Bios, NicModel::VirtioNet);
+}
+
+#[test]
+fn bios_image_boots_to_ready_on_igb() {
+    if !NicModel::Igb.skip("bios_image_boots_to_ready_on_igb") {
+        boots_to_ready(Firmware::Bios, NicModel::Igb);
+    }
+}
+
+#[test]
+fn uefi_image_boots_to_ready_on_igb() {
+    if !NicModel::Igb.skip("uefi_image_boots_to_ready_on_igb") {
+        boots_to_ready(Firmware::Uefi, NicModel::Igb);
+    }
 }
 
 #[test]
 fn uefi_image_boots_to_ready() {
-    boots_to_ready(Firmware::Uefi);
+    boots_to_ready(Firmware::Uefi, NicModel::VirtioNet);
 }
 
 #[test]

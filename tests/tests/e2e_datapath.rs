@@ -7,6 +7,10 @@
 //! test), which proves the network, servers and assertions themselves. Tests run one at a time:
 //! each boots its own balancer under TCG, and two cores do not run several well.
 //!
+//! The plain tests boot the NIC of `SIDESTEP_NIC` (virtio-net unless set; `SIDESTEP_NIC=igb`
+//! runs them all on QEMU's Intel 82576). `igb_*` runs the DSR-L2, DSR-L3 and big-transfer checks
+//! on the 82576 whatever `SIDESTEP_NIC` says, and is skipped, saying so, on a QEMU without it.
+//!
 //! Every check that sends traffic also captures the balancer's TAP and asserts that no packet
 //! with a VIP as its source crossed it: in DSR, responses never pass the balancer.
 
@@ -15,10 +19,10 @@ use std::path::Path;
 use std::sync::OnceLock;
 use tests::fixture::{self, backend_of, Fixture};
 use tests::netns::{
-    self, Host, BALANCER, BALANCER_MAC, BIG_FILE_LEN, BIG_FILE_PATH, UDP_PORT, UNUSED, VIPS,
-    VIP_ANY, VIP_DNS, VIP_WEB, VIP_WEB3,
+    self, Host, Topology, BALANCER, BALANCER_MAC, BIG_FILE_LEN, BIG_FILE_PATH, UDP_PORT, UNUSED,
+    VIPS, VIP_ANY, VIP_DNS, VIP_WEB, VIP_WEB3,
 };
-use tests::qemu::Image;
+use tests::qemu::{Image, NicModel};
 
 fn image() -> &'static Image {
     static IMAGE: OnceLock<Image> = OnceLock::new();
@@ -28,6 +32,18 @@ fn image() -> &'static Image {
 /// The network with the image booted in the balancer's place.
 fn booted() -> Fixture {
     Fixture::boot(tests::helper_bins!(), image(), |_| Ok(())).expect("boot the e2e fixture")
+}
+
+/// The network with the image booted in the balancer's place on the NIC model `nic`.
+fn booted_on(nic: NicModel) -> Fixture {
+    Fixture::boot_nic(
+        tests::helper_bins!(),
+        Topology::Segment,
+        nic,
+        image(),
+        |_| Ok(()),
+    )
+    .expect("boot the e2e fixture")
 }
 
 /// Runs `traffic` while capturing the balancer's tap, then asserts no packet from a VIP crossed
@@ -276,6 +292,25 @@ fn big_transfers_arrive_byte_exact_in_both_modes() {
     let f = booted();
     check_big_transfer(&f, VIP_WEB);
     check_big_transfer(&f, VIP_WEB3);
+}
+
+/// DSR-L2, DSR-L3 and the byte-exact big transfers through the igb driver, on one boot.
+#[test]
+fn igb_dsr_l2_l3_and_big_transfers() {
+    if NicModel::Igb.skip("igb_dsr_l2_l3_and_big_transfers") {
+        return;
+    }
+    let f = booted_on(NicModel::Igb);
+    assert!(
+        f.serial_log().contains("nic: igb at "),
+        "the image did not drive the 82576 with igb:\n{}",
+        f.serial_log()
+    );
+    check_l2_http_spreads(&f);
+    check_l3_http(&f);
+    check_big_transfer(&f, VIP_WEB);
+    check_big_transfer(&f, VIP_WEB3);
+    check_ping_balancer(&f);
 }
 
 #[test]

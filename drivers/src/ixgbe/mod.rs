@@ -31,7 +31,7 @@
 //!
 //! # Data path
 //!
-//! One receive and one transmit ring (`ring.rs`), whose descriptors hold pool buffers: a frame
+//! One receive and one transmit ring (`adv_ring.rs`, shared with the igb driver), whose descriptors hold pool buffers: a frame
 //! is received at [`HEADROOM`](crate::pool::HEADROOM) and sent from wherever the forwarder left
 //! it, without a copy. Each doorbell (RDT, TDT) is written once per burst; transmitted buffers
 //! are reclaimed [`TX_CLEAN_BATCH`] at a time.
@@ -49,30 +49,23 @@
 //!   delay in between, so a dead device yields an error, not a hang.
 
 pub mod regs;
-mod ring;
 
 #[cfg(test)]
 pub(crate) mod model;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use core::fmt;
 use core::sync::atomic::{fence, Ordering};
 
 use virtio_drivers::Hal;
 
+use crate::adv_ring::{RingError, RxRing, TxRing};
+pub use crate::adv_ring::{RX_RING_SIZE, TX_CLEAN_BATCH, TX_RING_SIZE};
 use crate::nic::{Burst, Nic, NicStats};
 use crate::pci::{self, ConfigSpace, PciAddress};
 use crate::pool::PacketPool;
 pub use regs::{MmioRegisters, Registers};
-use ring::{RxRing, TxRing};
-
-/// Receive descriptors (a multiple of 8: RDLEN must be a multiple of 128 bytes).
-pub const RX_RING_SIZE: usize = 512;
-/// Transmit descriptors (a multiple of 8 and of [`TX_CLEAN_BATCH`]).
-pub const TX_RING_SIZE: usize = 512;
-/// Transmit descriptors reclaimed together; RS is set on the last descriptor of each batch.
-pub const TX_CLEAN_BATCH: usize = 32;
 
 /// SRRCTL.BSIZEPACKET in KiB. The device writes at most 1522 bytes (jumbo off) from HEADROOM,
 /// which fits the 1920 bytes there; 1 KiB would split ordinary 1500-byte MTU frames.
@@ -214,6 +207,17 @@ impl fmt::Display for IxgbeError {
     }
 }
 
+impl From<RingError> for IxgbeError {
+    fn from(e: RingError) -> Self {
+        match e {
+            RingError::DmaAlloc => Self::DmaAlloc,
+            RingError::PoolTooSmall { needed, available } => {
+                Self::PoolTooSmall { needed, available }
+            }
+        }
+    }
+}
+
 /// BAR0 of an 82599, ready to be mapped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bar0 {
@@ -289,7 +293,7 @@ impl<H: Hal, R: Registers> Ixgbe<H, R> {
         let delay = config.delay_us;
         reset(&regs, delay)?;
         let mac = read_mac(&regs)?;
-        let rx = RxRing::new()?;
+        let rx = RxRing::new(regs::RXD_ERR_RXE)?;
         let tx = TxRing::new()?;
         let mut nic = Ixgbe {
             regs,

@@ -325,24 +325,10 @@ pub const ROC: u32 = 0x0_40AC;
 
 // --- Descriptors (7.1.6, 7.2.3.2.4) --------------------------------------------------------------
 
-/// Advanced receive write-back, status: descriptor done.
-pub const RXD_STAT_DD: u32 = 1 << 0;
-/// Advanced receive write-back, status: end of packet.
-pub const RXD_STAT_EOP: u32 = 1 << 1;
+/// The bits both families share live with the shared ring code.
+pub use crate::adv_ring::{
+    RXD_STAT_DD, RXD_STAT_EOP, TXD_CMD_DEXT, TXD_CMD_EOP, TXD_CMD_IFCS, TXD_CMD_RS, TXD_DTYP_DATA,
+    TXD_PAYLEN_SHIFT, TXD_STAT_DD,
+};
 /// Advanced receive write-back, extended error: RX data error (CRC, symbol, ...).
 pub const RXD_ERR_RXE: u32 = 1 << 29;
-
-/// Advanced transmit data descriptor: descriptor type "data" (DTYP = 0011b, bits 23:20).
-pub const TXD_DTYP_DATA: u32 = 0x3 << 20;
-/// DCMD: end of packet.
-pub const TXD_CMD_EOP: u32 = 1 << 24;
-/// DCMD: insert FCS.
-pub const TXD_CMD_IFCS: u32 = 1 << 25;
-/// DCMD: report status (write DD back when done).
-pub const TXD_CMD_RS: u32 = 1 << 27;
-/// DCMD: descriptor extension (advanced format).
-pub const TXD_CMD_DEXT: u32 = 1 << 29;
-/// olinfo_status: PAYLEN starts at bit 14.
-pub const TXD_PAYLEN_SHIFT: u32 = 14;
-/// Write-back olinfo_status: descriptor done.
-pub const TXD_STAT_DD: u32 = 1 << 0;

@@ -14,7 +14,7 @@ use std::ptr::NonNull;
 use virtio_drivers::{BufferDirection, PhysAddr, PAGE_SIZE};
 
 /// Host memory as DMA memory, registered with the model's region list.
-pub(super) struct TestHal;
+pub(crate) struct TestHal;
 
 // Safety: allocations are page-aligned, zeroed and unaliased; physical = virtual.
 unsafe impl Hal for TestHal {
@@ -94,7 +94,7 @@ fn logged() -> Vec<String> {
 }
 
 /// A pool whose region the model may DMA into.
-pub(super) fn pool(buffers: usize) -> PacketPool {
+pub(crate) fn pool(buffers: usize) -> PacketPool {
     let mut pool = host_pool(buffers);
     let b = pool.alloc().unwrap();
     let base = pool.phys_addr(&b) - (b.index() * BUF_SIZE) as u64;

@@ -623,7 +623,7 @@ fn validate_health(field: &str, vip: &Vip, h: &Health) -> Result<(), ConfigError
 }
 
 fn valid_nic(nic: &str) -> bool {
-    if nic == "virtio" || nic == "ixgbe" {
+    if nic == "virtio" || nic == "ixgbe" || nic == "igb" {
         return true;
     }
     parse_pci_address(nic).is_some()

@@ -1,11 +1,17 @@
-//! The 82599's two descriptor rings and the pool buffers behind them: which descriptor holds
-//! which buffer, the head/tail bookkeeping, and the receive and transmit loops over them.
+//! The advanced descriptor rings of Intel's 82599 (ixgbe) and 82576/i350/i210 (igb) and the
+//! pool buffers behind them: which descriptor holds which buffer, the head/tail bookkeeping, and
+//! the receive and transmit loops over them. Both families share the advanced formats (82599
+//! datasheet 7.1.6 / 7.2.3.2.4, 82576 datasheet 7.1 / 7.2): the same one-buffer read
+//! format, DD and EOP at the same bits, the same transmit data descriptor and DD write-back.
+//! What differs, the receive error bit RXE, each driver passes in.
 //!
 //! Every access to descriptor memory is here, behind a safe API. A [`Ring`] knows its size (`N`)
 //! and checks every index it is given; it writes a descriptor only for a pool buffer it then
 //! holds, and computes the DMA address from that buffer itself, so no caller can aim the device
 //! at memory the ring does not own. The doorbells (RDT, TDT) stay with the driver: the loops here
 //! say where the tail goes, and the driver writes it once per burst.
+//!
+//! Section numbers below are the 82599's.
 //!
 //! - Receive (7.1.6 advanced descriptors, 7.1.9 ring): every descriptor holds a pool buffer at
 //!   [`HEADROOM`], so the frame lands where the forwarder expects it. The driver owns the one
@@ -25,9 +31,48 @@ use core::sync::atomic::{fence, Ordering};
 
 use virtio_drivers::{BufferDirection, Hal, PAGE_SIZE};
 
-use super::{regs, IxgbeError, RX_RING_SIZE, TX_CLEAN_BATCH, TX_RING_SIZE};
 use crate::nic::{Burst, NicStats};
 use crate::pool::{PacketBuf, PacketPool, BUF_SIZE, HEADROOM, MAX_FRAME, TX_MIN_HEAD};
+
+/// Receive descriptors (a multiple of 8: RDLEN must be a multiple of 128 bytes).
+pub const RX_RING_SIZE: usize = 512;
+/// Transmit descriptors (a multiple of 8 and of [`TX_CLEAN_BATCH`]).
+pub const TX_RING_SIZE: usize = 512;
+/// Transmit descriptors reclaimed together; RS is set on the last descriptor of each batch.
+pub const TX_CLEAN_BATCH: usize = 32;
+
+/// Receive write-back, extended status: descriptor done.
+pub const RXD_STAT_DD: u32 = 1 << 0;
+/// Receive write-back, extended status: end of packet.
+pub const RXD_STAT_EOP: u32 = 1 << 1;
+/// Transmit data descriptor DTYP (advanced data).
+pub const TXD_DTYP_DATA: u32 = 0x3 << 20;
+/// Transmit DCMD: end of packet.
+pub const TXD_CMD_EOP: u32 = 1 << 24;
+/// Transmit DCMD: insert FCS.
+pub const TXD_CMD_IFCS: u32 = 1 << 25;
+/// Transmit DCMD: report status (write DD back).
+pub const TXD_CMD_RS: u32 = 1 << 27;
+/// Transmit DCMD: descriptor extension (advanced format).
+pub const TXD_CMD_DEXT: u32 = 1 << 29;
+/// Transmit olinfo: PAYLEN starts at this bit.
+pub const TXD_PAYLEN_SHIFT: u32 = 14;
+/// Transmit write-back status: descriptor done.
+pub const TXD_STAT_DD: u32 = 1 << 0;
+
+/// Why a ring could not be set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingError {
+    /// `Hal::dma_alloc` failed for the descriptors.
+    DmaAlloc,
+    /// The pool ran out while filling the receive ring.
+    PoolTooSmall {
+        /// Buffers needed.
+        needed: usize,
+        /// Buffers there were.
+        available: usize,
+    },
+}
 
 /// Bytes per descriptor, both directions (7.1.6, 7.2.3.2).
 const DESC_SIZE: usize = 16;
@@ -47,7 +92,7 @@ struct Descriptor {
 }
 
 /// `N` descriptors in DMA memory from `Hal::dma_alloc`, and the pool buffer each one holds.
-pub(super) struct Ring<H: Hal, const N: usize> {
+pub(crate) struct Ring<H: Hal, const N: usize> {
     desc: NonNull<Descriptor>,
     phys: u64,
     pages: usize,
@@ -58,7 +103,7 @@ pub(super) struct Ring<H: Hal, const N: usize> {
 
 impl<H: Hal, const N: usize> Ring<H, N> {
     /// Allocate the descriptors (zeroed, so no DD bit is set) with no buffers.
-    pub(super) fn new() -> Result<Self, IxgbeError> {
+    pub(crate) fn new() -> Result<Self, RingError> {
         // RDLEN/TDLEN must be a multiple of 128 bytes (8.2.3.8.3, 8.2.3.9.7) and fit in 32 bits.
         const {
             assert!(N > 0 && N.is_multiple_of(8) && N * DESC_SIZE <= u32::MAX as usize);
@@ -66,7 +111,7 @@ impl<H: Hal, const N: usize> Ring<H, N> {
         let pages = (N * DESC_SIZE).div_ceil(PAGE_SIZE);
         let (phys, virt) = H::dma_alloc(pages, BufferDirection::Both);
         if phys == 0 {
-            return Err(IxgbeError::DmaAlloc);
+            return Err(RingError::DmaAlloc);
         }
         Ok(Ring {
             desc: virt.cast(),
@@ -78,12 +123,12 @@ impl<H: Hal, const N: usize> Ring<H, N> {
     }
 
     /// Physical address of descriptor 0, for RDBAL/RDBAH (TDBAL/TDBAH).
-    pub(super) fn phys(&self) -> u64 {
+    pub(crate) fn phys(&self) -> u64 {
         self.phys
     }
 
     /// Length of the ring in bytes, for RDLEN (TDLEN).
-    pub(super) fn bytes(&self) -> u32 {
+    pub(crate) fn bytes(&self) -> u32 {
         // Fits: checked in `new`.
         (N * DESC_SIZE) as u32
     }
@@ -145,35 +190,39 @@ impl<H: Hal, const N: usize> Drop for Ring<H, N> {
 }
 
 /// The receive queue: a ring whose every descriptor holds a buffer, and where to read next.
-pub(super) struct RxRing<H: Hal> {
+pub(crate) struct RxRing<H: Hal> {
     ring: Ring<H, RX_RING_SIZE>,
     /// Next descriptor to look at; RDT is always the one before it.
     next: usize,
     /// Inside a frame that spans descriptors: drop until its EOP.
     discarding: bool,
+    /// The device's RXE bit in the write-back's status/error dword (frame received with errors).
+    rx_error: u32,
 }
 
 impl<H: Hal> RxRing<H> {
-    /// An empty receive ring; [`Self::fill`] gives it its buffers.
-    pub(super) fn new() -> Result<Self, IxgbeError> {
+    /// An empty receive ring whose device reports frame errors with `rx_error` (RXE) in the
+    /// write-back's status/error dword; [`Self::fill`] gives it its buffers.
+    pub(crate) fn new(rx_error: u32) -> Result<Self, RingError> {
         Ok(RxRing {
             ring: Ring::new()?,
             next: 0,
             discarding: false,
+            rx_error,
         })
     }
 
     /// The descriptor memory, for RDBAL/RDBAH/RDLEN.
-    pub(super) fn ring(&self) -> &Ring<H, RX_RING_SIZE> {
+    pub(crate) fn ring(&self) -> &Ring<H, RX_RING_SIZE> {
         &self.ring
     }
 
     /// Give every descriptor a buffer from `pool`, in advanced read format (7.1.6.1): packet
     /// address, header address 0 (which also clears DD). Reading starts at descriptor 0.
-    pub(super) fn fill(&mut self, pool: &mut PacketPool) -> Result<(), IxgbeError> {
+    pub(crate) fn fill(&mut self, pool: &mut PacketPool) -> Result<(), RingError> {
         for i in 0..RX_RING_SIZE {
             let Some(buf) = pool.alloc() else {
-                return Err(IxgbeError::PoolTooSmall {
+                return Err(RingError::PoolTooSmall {
                     needed: RX_RING_SIZE,
                     available: i,
                 });
@@ -189,19 +238,19 @@ impl<H: Hal> RxRing<H> {
     }
 
     /// Next descriptor to look at.
-    pub(super) fn next(&self) -> usize {
+    pub(crate) fn next(&self) -> usize {
         self.next
     }
 
     /// The value for RDT: the descriptor before `next`, the one the driver keeps.
-    pub(super) fn tail(&self) -> u32 {
+    pub(crate) fn tail(&self) -> u32 {
         ((self.next + RX_RING_SIZE - 1) % RX_RING_SIZE) as u32
     }
 
     /// Move completed frames into `rx` (until it is full or the device has no more), re-arming
     /// each descriptor at once with a fresh buffer. Returns how many frames were added; the
     /// caller then moves RDT to [`Self::tail`] if [`Self::next`] moved.
-    pub(super) fn receive(
+    pub(crate) fn receive(
         &mut self,
         pool: &mut PacketPool,
         rx: &mut Burst,
@@ -214,15 +263,15 @@ impl<H: Hal> RxRing<H> {
                 break;
             };
             let status = wb as u32;
-            if status & regs::RXD_STAT_DD == 0 {
+            if status & RXD_STAT_DD == 0 {
                 break;
             }
             // The rest of the write-back and the frame are read after DD (x86 keeps loads in
             // order; this keeps the compiler from hoisting them).
             fence(Ordering::Acquire);
             let len = usize::from((wb >> 32) as u16);
-            let eop = status & regs::RXD_STAT_EOP != 0;
-            let bad = status & regs::RXD_ERR_RXE != 0 || !(MIN_FRAME..=MAX_FRAME).contains(&len);
+            let eop = status & RXD_STAT_EOP != 0;
+            let bad = status & self.rx_error != 0 || !(MIN_FRAME..=MAX_FRAME).contains(&len);
             if !eop || self.discarding || bad {
                 // A piece of a multi-descriptor frame, or a frame we will not pass on: reuse the
                 // buffer in place. Count the frame once, at its end.
@@ -284,7 +333,7 @@ impl<H: Hal> RxRing<H> {
 }
 
 /// The transmit queue: a ring of in-flight frames between `clean` and `tail`.
-pub(super) struct TxRing<H: Hal> {
+pub(crate) struct TxRing<H: Hal> {
     ring: Ring<H, TX_RING_SIZE>,
     /// Next descriptor to fill (our TDT).
     tail: usize,
@@ -294,7 +343,7 @@ pub(super) struct TxRing<H: Hal> {
 
 impl<H: Hal> TxRing<H> {
     /// An empty transmit ring (TDH = TDT = 0).
-    pub(super) fn new() -> Result<Self, IxgbeError> {
+    pub(crate) fn new() -> Result<Self, RingError> {
         Ok(TxRing {
             ring: Ring::new()?,
             tail: 0,
@@ -303,17 +352,17 @@ impl<H: Hal> TxRing<H> {
     }
 
     /// The descriptor memory, for TDBAL/TDBAH/TDLEN.
-    pub(super) fn ring(&self) -> &Ring<H, TX_RING_SIZE> {
+    pub(crate) fn ring(&self) -> &Ring<H, TX_RING_SIZE> {
         &self.ring
     }
 
     /// The value for TDT: the next descriptor to fill.
-    pub(super) fn tail(&self) -> u32 {
+    pub(crate) fn tail(&self) -> u32 {
         self.tail as u32
     }
 
     /// Return every completed batch of descriptors' buffers to the pool.
-    pub(super) fn reclaim(&mut self, pool: &mut PacketPool) {
+    pub(crate) fn reclaim(&mut self, pool: &mut PacketPool) {
         loop {
             let in_flight = (self.tail + TX_RING_SIZE - self.clean) % TX_RING_SIZE;
             if in_flight < TX_CLEAN_BATCH {
@@ -325,7 +374,7 @@ impl<H: Hal> TxRing<H> {
             let Some(wb) = self.ring.status(last) else {
                 return;
             };
-            if (wb >> 32) as u32 & regs::TXD_STAT_DD == 0 {
+            if (wb >> 32) as u32 & TXD_STAT_DD == 0 {
                 return;
             }
             fence(Ordering::Acquire);
@@ -341,7 +390,7 @@ impl<H: Hal> TxRing<H> {
     /// Put the frames of `tx` on the ring, front first, until it is full (frames left stay in
     /// `tx`, in order); malformed frames are freed and counted. Returns how many were queued;
     /// the caller then moves TDT to [`Self::tail`] if any were.
-    pub(super) fn transmit(
+    pub(crate) fn transmit(
         &mut self,
         pool: &mut PacketPool,
         tx: &mut Burst,
@@ -367,19 +416,15 @@ impl<H: Hal> TxRing<H> {
             }
             let i = self.tail;
             let rs = if i % TX_CLEAN_BATCH == TX_CLEAN_BATCH - 1 {
-                regs::TXD_CMD_RS
+                TXD_CMD_RS
             } else {
                 0
             };
             // 7.2.3.2.4: one buffer per frame, so DTALEN = PAYLEN = len (at most 2 KiB, and
             // `head + len` lies inside the buffer, which `PacketBuf::set_frame` guarantees).
-            let cmd_type_len = len as u32
-                | regs::TXD_DTYP_DATA
-                | regs::TXD_CMD_DEXT
-                | regs::TXD_CMD_IFCS
-                | regs::TXD_CMD_EOP
-                | rs;
-            let olinfo = (len as u32) << regs::TXD_PAYLEN_SHIFT;
+            let cmd_type_len =
+                len as u32 | TXD_DTYP_DATA | TXD_CMD_DEXT | TXD_CMD_IFCS | TXD_CMD_EOP | rs;
+            let olinfo = (len as u32) << TXD_PAYLEN_SHIFT;
             let hi = u64::from(cmd_type_len) | (u64::from(olinfo) << 32);
             if let Err(buf) = self.ring.put(i, pool, buf, head, hi) {
                 // Not reachable: descriptors between `clean` and `tail` were reclaimed.
@@ -398,8 +443,8 @@ impl<H: Hal> TxRing<H> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{pool, TestHal};
     use super::*;
+    use crate::ixgbe::tests::{pool, TestHal};
 
     /// The raw quadwords of descriptor `i`, read past the ring's own checks.
     fn raw<const N: usize>(ring: &Ring<TestHal, N>, i: usize) -> (u64, u64) {
