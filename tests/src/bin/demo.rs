@@ -48,13 +48,15 @@ fn helper_bins() -> Result<HelperBins, String> {
 
 /// Where the demo writes its configs (and, on failure, the consoles and logs).
 fn demo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/demo")
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/demo");
+    // Shown to the user: without the `tests/..` detour once it exists.
+    let _ = std::fs::create_dir_all(&dir);
+    dir.canonicalize().unwrap_or(dir)
 }
 
 /// Writes both balancers' configs and builds their images.
 fn build_images() -> Result<[Image; 2], String> {
     let dir = demo_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let mut images = Vec::with_capacity(2);
     for (name, address) in NAMES.iter().zip(ADDRS) {
         let text = scaleout::config_text(&BalancerConfig {
@@ -90,10 +92,10 @@ fn demo() -> Result<(), String> {
     })
     .map_err(|e| e.to_string())?;
     println!(
-        "   both ready after {:.1} s",
+        "   network built and both balancers ready after {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let outcome = show(&mut b, wait);
+    let outcome = show(&mut b, Instant::now(), wait);
     if outcome.is_err() {
         let log = demo_dir().join("failure.log");
         match std::fs::write(&log, b.diagnostics()) {
@@ -128,22 +130,41 @@ fn backend_packets(b: &Balancers) -> Result<[[u64; 3]; 2], String> {
 }
 
 /// `count` new connections from the client behind the router to `url`, each printed with the
-/// backend that answered.
+/// backend that answered and the balancer that carried it: the one whose `/metrics` counted
+/// packets to a backend meanwhile.
 fn ask(b: &Balancers, url: &str, count: usize) -> Result<(), String> {
     for i in 1..=count {
+        let before = backend_packets(b)?;
         let body = b
             .net
             .curl_on(Host::Wan, 10, &[url])
             .map_err(|e| format!("request {i} to {url}: {e}"))?;
+        let after = backend_packets(b)?;
+        let backend = backend_of(&body).ok_or_else(|| format!("not a backend's page: {body:?}"))?;
+        let carried: Vec<String> = NAMES
+            .iter()
+            .enumerate()
+            .filter_map(|(n, name)| {
+                let sent = after[n]
+                    .iter()
+                    .sum::<u64>()
+                    .saturating_sub(before[n].iter().sum());
+                (sent > 0).then(|| format!("{name} ({sent} packets)"))
+            })
+            .collect();
         println!(
-            "   request {i}: answered by {}",
-            backend_of(&body).ok_or_else(|| format!("not a backend's page: {body:?}"))?
+            "   request {i}: answered by {backend}, carried by {}",
+            if carried.is_empty() {
+                "neither balancer?".to_owned()
+            } else {
+                carried.join(" and ")
+            }
         );
     }
     Ok(())
 }
 
-fn show(b: &mut Balancers, wait: bool) -> Result<(), String> {
+fn show(b: &mut Balancers, ready: Instant, wait: bool) -> Result<(), String> {
     for (i, name) in NAMES.iter().enumerate() {
         let Some(vm) = b.vm(i) else { continue };
         println!(
@@ -161,7 +182,6 @@ fn show(b: &mut Balancers, wait: bool) -> Result<(), String> {
     }
 
     println!("\n== BGP");
-    let t = Instant::now();
     let up = scaleout::wait_until(
         "BIRD has both sessions Established",
         Duration::from_secs(30),
@@ -169,8 +189,8 @@ fn show(b: &mut Balancers, wait: bool) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     println!(
-        "   BIRD: {up} of 2 sessions Established ({:.1} s after the boot)",
-        t.elapsed().as_secs_f64()
+        "   BIRD: {up} of 2 sessions Established (seen {:.1} s after both balancers were ready)",
+        ready.elapsed().as_secs_f64()
     );
     for (i, name) in NAMES.iter().enumerate() {
         let sample = format!("sidestep_bgp_session_up{{peer=\"{GATEWAY}\"}}");
@@ -239,7 +259,7 @@ fn show(b: &mut Balancers, wait: bool) -> Result<(), String> {
     }
 
     println!(
-        "\n== a slow download (1 MB/s) of {BIG_FILE_LEN} bytes from the client: \
+        "\n== a slow download (curl --limit-rate 1M) of {BIG_FILE_LEN} bytes from the client: \
          http://{VIP_WEB}{BIG_FILE_PATH}"
     );
     let r = scaleout::download_through_a_kill(b, VIP_WEB).map_err(|e| e.to_string())?;
