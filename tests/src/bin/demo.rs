@@ -57,6 +57,8 @@ fn demo_dir() -> PathBuf {
 /// Writes both balancers' configs and builds their images.
 fn build_images() -> Result<[Image; 2], String> {
     let dir = demo_dir();
+    // A failure log of an earlier run would be taken for this one's.
+    let _ = std::fs::remove_file(dir.join("failure.log"));
     let mut images = Vec::with_capacity(2);
     for (name, address) in NAMES.iter().zip(ADDRS) {
         let text = scaleout::config_text(&BalancerConfig {
