@@ -225,21 +225,19 @@ impl Fixture {
     ) -> Result<(T, TapTraffic), netns::Error> {
         let cap = self.net.capture(Host::Lb, TAP, "ip")?;
         let result = traffic();
-        let seen: Captured = cap.finish()?;
-        let requests = seen.matching(&format!(
-            "ether dst {BALANCER_MAC} and ({})",
-            netns::to_any(vips)
-        ))?;
-        let responses = seen.matching(&netns::from_any(vips))?;
-        Ok((
-            result,
-            TapTraffic {
-                what: seen.what,
-                requests,
-                responses,
-            },
-        ))
+        Ok((result, sort_capture(cap.finish()?, BALANCER_MAC, vips)?))
     }
+}
+
+/// Sorts what a capture of the TAP of the balancer with `mac` saw by `vips`.
+fn sort_capture(seen: Captured, mac: &str, vips: &[Ipv4Addr]) -> netns::Result<TapTraffic> {
+    let requests = seen.matching(&format!("ether dst {mac} and ({})", netns::to_any(vips)))?;
+    let responses = seen.matching(&netns::from_any(vips))?;
+    Ok(TapTraffic {
+        what: seen.what,
+        requests,
+        responses,
+    })
 }
 
 /// The backend name in a `backend=NAME ...` body (the backends' index page and their UDP echo).
@@ -284,6 +282,8 @@ pub struct Place<'a> {
 /// balancers, then the network, then the lock.
 pub struct Balancers {
     vms: Vec<Option<Vm>>,
+    /// Each balancer's TAP and MAC, in boot order.
+    taps: Vec<(String, String)>,
     /// The network, its hosts and their servers.
     pub net: DemoNet,
     _one_at_a_time: MutexGuard<'static, ()>,
@@ -321,6 +321,10 @@ impl Balancers {
         }
         Ok(Balancers {
             vms,
+            taps: places
+                .iter()
+                .map(|p| (p.tap.to_owned(), p.mac.to_owned()))
+                .collect(),
             net,
             _one_at_a_time: lock,
         })
@@ -336,6 +340,27 @@ impl Balancers {
         if let Some(slot) = self.vms.get_mut(i) {
             drop(slot.take());
         }
+    }
+
+    /// Runs `traffic` while capturing every balancer's TAP, and sorts what crossed each (in
+    /// boot order) by `vips`, as [`Fixture::watch_tap`] does for one.
+    pub fn watch_taps<T>(
+        &self,
+        vips: &[Ipv4Addr],
+        traffic: impl FnOnce() -> T,
+    ) -> Result<(T, Vec<TapTraffic>), netns::Error> {
+        let caps = self
+            .taps
+            .iter()
+            .map(|(tap, _)| self.net.capture(Host::Lb, tap, "ip"))
+            .collect::<netns::Result<Vec<_>>>()?;
+        let result = traffic();
+        let seen = caps
+            .into_iter()
+            .zip(&self.taps)
+            .map(|(cap, (_, mac))| sort_capture(cap.finish()?, mac, vips))
+            .collect::<netns::Result<Vec<_>>>()?;
+        Ok((result, seen))
     }
 
     /// Every balancer's serial console and the helper logs, for failure messages.

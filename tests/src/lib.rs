@@ -1,6 +1,7 @@
 //! Helpers for Sidestep's end-to-end tests: building images, running them under QEMU, building
 //! private networks of real Linux hosts in network namespaces, and the fixture that puts a
-//! balancer on such a network (used by the e2e tests and `qemu/demo`).
+//! balancer on such a network (used by the e2e tests and `qemu/demo`), and the
+//! two-balancer BGP scenario both run ([`scaleout`]).
 //!
 //! Every resource a test creates (namespace, tap, QEMU process) is owned by a guard whose `Drop`
 //! removes it, so a failing test cleans up too.
@@ -9,6 +10,7 @@ pub mod fixture;
 pub mod netns;
 pub mod qemu;
 pub mod rawio;
+pub mod scaleout;
 
 use std::sync::{Mutex, MutexGuard};
 

@@ -579,7 +579,8 @@ impl DemoNet {
         Ok(())
     }
 
-    fn write_file(&self, path: &Path, content: &[u8]) -> Result<()> {
+    /// Writes `content` to `path` (a file of [`DemoNet::dir`], say a daemon's config).
+    pub fn write_file(&self, path: &Path, content: &[u8]) -> Result<()> {
         fs::write(path, content).map_err(|e| Error(format!("cannot write {}: {e}", path.display())))
     }
 

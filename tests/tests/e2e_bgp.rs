@@ -17,6 +17,9 @@
 //! management open to the client for `/metrics` and signed pushes, `[bgp]` AS 65010 with a 3 s
 //! hold time); only the interface address differs, and A also peers with the client's address.
 //!
+//! The pieces `qemu/demo` shows too (the configs, BIRD, the router's table, the balancers'
+//! metrics, the download whose balancer is killed) are in `tests::scaleout`.
+//!
 //! One boot of both images serves every check (CI time): they run in order in one test, the
 //! balancer kill last.
 
@@ -25,97 +28,23 @@ use boot::signing::SigningKey;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tests::fixture::{backend_of, Balancers, Place};
-use tests::netns::{
-    big_file_content, DemoNet, Host, BALANCER, BALANCER2, BALANCER2_MAC, BALANCER_MAC,
-    BIG_FILE_LEN, BIG_FILE_PATH, GATEWAY, VIP_WEB,
-};
+use tests::fixture::{backend_of, Balancers};
+use tests::netns::{DemoNet, Host, BALANCER, BALANCER2, BIG_FILE_LEN, GATEWAY, VIP_WEB};
 use tests::qemu::Image;
+use tests::scaleout::{self, BalancerConfig, ADDRS, HOLD_TIME, LB_AS, MGMT_PORT, ROUTE_CHANGE};
 
-/// The management port of both balancers.
-const MGMT_PORT: u16 = 9100;
-/// Rate of the download a balancer dies under: about 24 s for the 24 MiB file.
-const SLOW_RATE: &str = "1M";
-/// The balancers' AS; the router's; the AS of GoBGP and FRR on the client.
-const LB_AS: u32 = 65010;
-const RT_AS: u32 = 65000;
+/// The AS of GoBGP and FRR on the client.
 const CLIENT_AS: u32 = 65001;
-/// The hold time both sides propose: long, so that only BFD (100 ms x 3) can explain a dead
-/// balancer's routes going within a few seconds.
-const HOLD_TIME: u16 = 9;
-/// How soon after a balancer's death the router must drop its route: BFD's detection time
-/// (0.3 s) plus slack for a loaded machine, well under [`HOLD_TIME`].
-const BFD_DETECTION: Duration = Duration::from_secs(3);
 /// GoBGP's gRPC API, on the loopback of the client's namespace.
 const GOBGP_API_PORT: &str = "50051";
-/// The balancers' addresses, in boot order.
-const ADDRS: [Ipv4Addr; 2] = [BALANCER, BALANCER2];
-/// How long a route change may take to show in the router's table: the balancer sends it
-/// within a second; the rest is slack for a loaded machine.
-const ROUTE_CHANGE: Duration = Duration::from_secs(5);
 
 fn client() -> Ipv4Addr {
     Host::Client.addr().expect("has one")
 }
 
-/// The config of the balancer at `address` (version 1): everything else is the same for both,
-/// but for the peer on the client (GoBGP, then FRR) that `a` has.
-fn config_text(address: Ipv4Addr, pubkey: &str, gobgp: bool) -> String {
-    let client = client();
-    let gobgp_peer = if gobgp {
-        format!("\n[[bgp.peer]]\naddress = \"{client}\"\nasn = {CLIENT_AS}\n")
-    } else {
-        String::new()
-    };
-    format!(
-        r#"# Written by tests/tests/e2e_bgp.rs: one of two balancers behind the router.
-version = 1
-
-[interface]
-address = "{address}/24"
-gateway = "{GATEWAY}"
-
-[management]
-port = {MGMT_PORT}
-allow = ["{client}/32"]
-pubkey = "{pubkey}"
-
-[bgp]
-asn = {LB_AS}
-hold_time = {HOLD_TIME}
-bfd = true
-
-[[bgp.peer]]
-address = "{GATEWAY}"
-asn = {RT_AS}
-{gobgp_peer}
-[[vip]]
-name = "web"
-address = "{VIP_WEB}"
-port = 80
-protocol = "tcp"
-mode = "dsr-l2"
-scheduler = "maglev"
-
-[vip.health]
-kind = "tcp"
-port = 80
-interval_ms = 500
-timeout_ms = 300
-rise = 2
-fall = 2
-
-[[vip.backend]]
-name = "be1"
-address = "10.77.0.21"
-weight = 1
-
-[[vip.backend]]
-name = "be2"
-address = "10.77.0.22"
-weight = 1
-"#
-    )
+/// Fails the test with `e` and every console and log.
+fn fail(b: &Balancers, what: &str, e: impl std::fmt::Display) -> ! {
+    panic!("{what}: {e}\n{}", b.diagnostics())
 }
 
 /// The run's key, configs and images: target/test-images/bgp-setup/, replaced each run.
@@ -132,7 +61,13 @@ fn setup() -> Setup {
     let key = SigningKey::generate();
     let pubkey = key.public_base64();
     let build = |name: &str, address: Ipv4Addr, gobgp: bool| {
-        let text = config_text(address, &pubkey, gobgp);
+        let text = scaleout::config_text(&BalancerConfig {
+            address,
+            written_by: "tests/tests/e2e_bgp.rs",
+            pubkey: Some(&pubkey),
+            extra_peer: gobgp.then_some((client(), CLIENT_AS)),
+            dsr_l3: false,
+        });
         let path: PathBuf = dir.join(format!("{name}.toml"));
         std::fs::write(&path, &text).expect("write a config");
         let config =
@@ -147,58 +82,6 @@ fn setup() -> Setup {
         configs: [ca, cb],
         images: [ia, ib],
     }
-}
-
-/// BIRD's control socket in the run's directory.
-fn bird_socket(net: &DemoNet) -> String {
-    net.dir().join("bird.ctl").to_string_lossy().into_owned()
-}
-
-/// BIRD on the router: a session with each balancer (passive and active), their routes into
-/// the kernel table with both next hops merged, the layer-4 multipath hash.
-fn start_bird(net: &DemoNet) -> tests::netns::Result<()> {
-    net.run_ok(
-        Host::Rt,
-        &["sysctl", "-q", "-w", "net.ipv4.fib_multipath_hash_policy=1"],
-    )?;
-    let conf = net.dir().join("bird.conf");
-    let peers: String = ADDRS
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("protocol bgp lb{i} from balancer {{ neighbor {a} as {LB_AS}; }}\n"))
-        .collect();
-    let text = format!(
-        r#"# Written by tests/tests/e2e_bgp.rs: the router in front of the balancers.
-router id {GATEWAY};
-protocol device {{ scan time 1; }}
-protocol kernel {{
-    ipv4 {{ import none; export all; }};
-    merge paths on;
-}}
-protocol bfd {{
-    interface "*" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }};
-}}
-template bgp balancer {{
-    local {GATEWAY} as {RT_AS};
-    bfd on;
-    hold time {HOLD_TIME};
-    keepalive time 1;
-    connect retry time 1;
-    error wait time 1, 5;
-    ipv4 {{ import all; export none; }};
-}}
-{peers}"#
-    );
-    std::fs::write(&conf, text).expect("write bird.conf");
-    let conf = conf.to_string_lossy().into_owned();
-    let pid = net.dir().join("bird.pid").to_string_lossy().into_owned();
-    let sock = bird_socket(net);
-    net.spawn(
-        Host::Rt,
-        "bird",
-        &["bird", "-f", "-c", &conf, "-s", &sock, "-P", &pid],
-    )?;
-    Ok(())
 }
 
 /// GoBGP in the segment client's namespace, peering with balancer A.
@@ -244,15 +127,7 @@ fn start_gobgp(net: &DemoNet) -> tests::netns::Result<()> {
 }
 
 fn birdc(b: &Balancers, args: &[&str]) -> String {
-    let sock = bird_socket(&b.net);
-    let mut argv = vec!["birdc", "-s", sock.as_str()];
-    argv.extend_from_slice(args);
-    // Its exit status is not an answer: "Network not found" (no route) exits non-zero too.
-    let out = b
-        .net
-        .run(Host::Rt, &argv)
-        .unwrap_or_else(|e| panic!("birdc {args:?}: {e}\n{}", b.diagnostics()));
-    out.stdout
+    scaleout::birdc(&b.net, args).unwrap_or_else(|e| fail(b, &format!("birdc {args:?}"), e))
 }
 
 fn gobgp(b: &Balancers, args: &[&str]) -> String {
@@ -265,54 +140,23 @@ fn gobgp(b: &Balancers, args: &[&str]) -> String {
 
 /// The next hops of the router's kernel route to the VIP (none without a route).
 fn next_hops(b: &Balancers) -> Vec<Ipv4Addr> {
-    let route = b.net.route_of(VIP_WEB).expect("ip route show");
-    let words: Vec<&str> = route.split_whitespace().collect();
-    let mut hops: Vec<Ipv4Addr> = words
-        .windows(2)
-        .filter(|w| w[0] == "via")
-        .filter_map(|w| w[1].parse().ok())
-        .collect();
-    hops.sort();
-    hops
+    scaleout::next_hops(&b.net, VIP_WEB).unwrap_or_else(|e| fail(b, "the router's route", e))
 }
 
 /// Waits until the router's route to the VIP goes over exactly `hops`; returns how long.
 fn wait_for_hops(b: &Balancers, what: &str, hops: &[Ipv4Addr]) -> Duration {
-    let started = Instant::now();
-    b.eventually(what, ROUTE_CHANGE, || (next_hops(b) == hops).then_some(()));
-    started.elapsed()
-}
-
-/// `/metrics` of balancer `i`, read from the client.
-fn metrics(b: &Balancers, i: usize) -> String {
-    let url = format!("http://{}:{MGMT_PORT}/metrics", ADDRS[i]);
-    b.net
-        .curl(10, &[&url])
-        .unwrap_or_else(|e| panic!("GET {url}: {e}\n{}", b.diagnostics()))
+    scaleout::wait_for_hops(&b.net, what, VIP_WEB, hops, ROUTE_CHANGE)
+        .unwrap_or_else(|e| fail(b, what, e))
 }
 
 /// One sample of balancer `i`'s metrics, by its full name with labels.
 fn metric(b: &Balancers, i: usize, sample: &str) -> u64 {
-    let text = metrics(b, i);
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {sample} in balancer {i}'s metrics:\n{text}"))
+    scaleout::metric(&b.net, i, sample).unwrap_or_else(|e| fail(b, "metrics", e))
 }
 
 /// `sidestep_vip_packets_total{vip="web"}` of balancer `i`.
 fn vip_packets(b: &Balancers, i: usize) -> u64 {
-    metric(b, i, "sidestep_vip_packets_total{vip=\"web\"}")
-}
-
-/// `sidestep_vip_packets_total{vip="web"}` of both balancers, read at the same time (a read
-/// takes long on a loaded machine, and the download's progress is measured between two).
-fn vip_packets_both(b: &Balancers) -> [u64; 2] {
-    std::thread::scope(|s| {
-        let a = s.spawn(|| vip_packets(b, 0));
-        let other = vip_packets(b, 1);
-        [a.join().expect("read A's metrics"), other]
-    })
+    scaleout::vip_packets(&b.net, i).unwrap_or_else(|e| fail(b, "metrics", e))
 }
 
 /// Push `config` (signed) to balancer `i` from the client.
@@ -337,11 +181,8 @@ fn check_sessions_established(b: &Balancers) {
         "BIRD has both sessions Established",
         Duration::from_secs(30),
         || {
-            let out = birdc(b, &["show", "protocols"]);
-            let up = out
-                .lines()
-                .filter(|l| l.starts_with("lb") && l.contains("Established"))
-                .count();
+            let up = scaleout::bird_sessions_established(&b.net)
+                .unwrap_or_else(|e| fail(b, "BIRD's sessions", e));
             (up == 2).then_some(())
         },
     );
@@ -367,7 +208,8 @@ fn check_sessions_established(b: &Balancers) {
         "BIRD has both BFD sessions up",
         Duration::from_secs(30),
         || {
-            let out = birdc(b, &["show", "bfd", "sessions"]);
+            let out = scaleout::birdc(&b.net, &["show", "bfd", "sessions"])
+                .unwrap_or_else(|e| fail(b, "BIRD's BFD sessions", e));
             let up = ADDRS
                 .iter()
                 .filter(|a| {
@@ -651,111 +493,43 @@ fn check_drain_by_push(b: &Balancers, setup: &Setup) {
     wait_for_hops(b, "B announces again after announce = true", &ADDRS);
 }
 
-/// A slow download from the wan client; the balancer carrying it is killed mid-way; BIRD's
-/// hold timer drops its route; the download completes byte-exact through the other balancer,
+/// A slow download from the wan client; the balancer carrying it is killed mid-way; BFD drops
+/// its route within [`scaleout::BFD_DETECTION`] (the hold time is far longer); the download completes byte-exact through the other balancer,
 /// which sends the flow's packets to the same backend by the VIP's consistent hash.
 fn check_a_download_survives_its_balancer(b: &mut Balancers) {
-    let out = b.net.dir().join("download.bin");
-    let url = format!("http://{VIP_WEB}{BIG_FILE_PATH}");
-    let out_arg = out.to_string_lossy().into_owned();
-    b.net
-        .spawn(
-            Host::Wan,
-            "download",
-            &[
-                "curl",
-                "-sS",
-                "--limit-rate",
-                SLOW_RATE,
-                "--max-time",
-                "120",
-                "-o",
-                &out_arg,
-                &url,
-            ],
-        )
-        .expect("start the download");
-    // Which balancer carries it: the one whose VIP count rises while it runs (the client's
-    // ACKs; few, as the client's receive path coalesces segments), while the other's does not.
-    let started = Instant::now();
-    b.eventually("the download is under way", Duration::from_secs(30), || {
-        let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-        (size > 1 << 19).then_some(())
-    });
-    let measuring = Instant::now();
-    let first = vip_packets_both(b);
-    std::thread::sleep(Duration::from_secs(3));
-    let second = vip_packets_both(b);
-    let rise = [second[0] - first[0], second[1] - first[1]];
-    let carrier = if rise[0] > rise[1] { 0 } else { 1 };
-    let other = 1 - carrier;
+    let report = scaleout::download_through_a_kill(b, VIP_WEB)
+        .unwrap_or_else(|e| fail(b, "a download through a balancer's death", e));
+    eprintln!(
+        "e2e_bgp: the dead balancer's route was gone {:?} after the kill",
+        report.route_gone_after
+    );
     assert!(
-        rise[carrier] >= 3 && rise[other] == 0,
-        "one balancer should carry the download: VIP packets in three seconds {rise:?}"
+        report.route_gone_after < scaleout::BFD_DETECTION,
+        "the route went {:?} after the kill: BFD did not detect it (hold time {HOLD_TIME} s)",
+        report.route_gone_after
     );
-    let size_at_kill = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-    let measured = measuring.elapsed();
-    let killed_after = started.elapsed();
-    b.kill(carrier);
-    let killed = Instant::now();
-    b.eventually(
-        "the router drops the dead balancer's route (BFD)",
-        Duration::from_secs(u64::from(HOLD_TIME) + 10),
-        || (next_hops(b) == [ADDRS[other]]).then_some(()),
-    );
-    let gone = killed.elapsed();
-    eprintln!("e2e_bgp: the dead balancer's route was gone {gone:?} after the kill");
-    assert!(
-        gone < BFD_DETECTION,
-        "the route went {gone:?} after the kill: BFD did not detect it (hold time {HOLD_TIME} s)"
-    );
-    let code = b
-        .net
-        .wait("download", Duration::from_secs(120))
-        .unwrap_or_else(|e| panic!("{e}\n{}", b.diagnostics()));
-    assert_eq!(
-        code,
-        Some(0),
-        "the download failed after its balancer died: {}\n{}",
-        b.net.log("download"),
-        b.diagnostics()
-    );
-    let got = std::fs::read(&out).expect("read the download");
-    assert_eq!(got.len(), BIG_FILE_LEN, "the download's length");
-    assert!(
-        got == big_file_content(),
-        "the download differs from the file"
-    );
+    assert_eq!(report.received, BIG_FILE_LEN, "the download's length");
+    assert!(report.intact, "the download differs from the file");
     // A quarter of the file or more must come through the other balancer.
     assert!(
-        size_at_kill < BIG_FILE_LEN as u64 / 4 * 3,
-        "the balancer died too late to prove anything ({size_at_kill} bytes were there)"
+        report.size_at_kill < BIG_FILE_LEN as u64 / 4 * 3,
+        "the balancer died too late to prove anything ({} bytes were there)",
+        report.size_at_kill
     );
     eprintln!(
-        "e2e_bgp: balancer {carrier} killed at {size_at_kill} bytes, {killed_after:?} into the \
-         download ({measured:?} measuring which balancer carried it); the download took {:?}",
-        started.elapsed()
+        "e2e_bgp: balancer {} killed at {} bytes, {:?} into the download ({:?} measuring which \
+         balancer carried it); the download took {:?}",
+        report.carrier, report.size_at_kill, report.killed_after, report.measured, report.took
     );
 }
 
 #[test]
 fn two_balancers_announce_a_vip_to_bird_and_a_flow_survives_losing_its_balancer() {
     let setup = setup();
-    let places = [
-        Place {
-            image: &setup.images[0],
-            tap: "tap0",
-            mac: BALANCER_MAC,
-        },
-        Place {
-            image: &setup.images[1],
-            tap: "tap1",
-            mac: BALANCER2_MAC,
-        },
-    ];
+    let places = scaleout::places(&setup.images);
     let started = Instant::now();
     let mut balancers = Balancers::boot(tests::helper_bins!(), &places, |net| {
-        start_bird(net)?;
+        scaleout::start_bird(net)?;
         start_gobgp(net)
     })
     .unwrap_or_else(|e| panic!("boot two balancers: {e}"));

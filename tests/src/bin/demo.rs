@@ -1,20 +1,28 @@
-//! `qemu/demo`: boots the Sidestep image built from `qemu/demo.toml` on a private network of real
-//! Linux hosts (see `tests::netns`, set up by `tests::fixture` as in the e2e tests), sends it
-//! traffic, and shows DSR at work: which backend answered each request, and that no reply
-//! crossed the balancer. Everything it creates is removed when it ends. `--wait` keeps the
-//! network up until Enter is pressed, for poking at it by hand
-//! (`ip netns exec <prefix>client curl http://10.77.0.100/`).
+//! `qemu/demo`: what Sidestep does, on a private network of real Linux hosts in namespaces (see
+//! `tests::netns`). Two Sidestep images (A and B) sit side by side on the backends' segment and
+//! announce the VIPs by BGP to BIRD on the router, which spreads flows over both (ECMP); a client
+//! behind the router sends requests, the backends answer it directly (DSR, dsr-l2 and dsr-l3),
+//! and then the balancer carrying a slow download is killed while the download goes on through
+//! the other. It is the scenario of the e2e test `e2e_bgp` (the shared pieces are in
+//! `tests::scaleout`), told with the numbers of this run. Everything it creates is removed when
+//! it ends, also on failure. `--wait` keeps the network up until Enter is pressed, for poking at
+//! it by hand (`ip netns exec <prefix>wan curl http://10.77.0.100/`).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tests::fixture::{backend_of, Fixture};
-use tests::netns::{self, HelperBins, Host, BALANCER};
+use std::time::{Duration, Instant};
+use tests::fixture::{backend_of, Balancers};
+use tests::netns::{self, HelperBins, Host, BIG_FILE_LEN, BIG_FILE_PATH, GATEWAY, VIP_WEB};
 use tests::qemu::Image;
+use tests::scaleout::{self, BalancerConfig, ADDRS, LB_AS, RT_AS};
 
-/// The VIPs of `qemu/demo.toml`.
-const WEB: Ipv4Addr = netns::VIP_WEB;
+/// The dsr-l3 VIP (`web-l3`, be3 behind the router).
 const WEB_L3: Ipv4Addr = netns::VIP_WEB3;
+/// The balancers' names in what the demo prints, in boot order.
+const NAMES: [&str; 2] = ["A", "B"];
+/// Each VIP's backends, as `/metrics` labels them.
+const BACKENDS: [(&str, &str); 3] = [("web", "be1"), ("web", "be2"), ("web-l3", "be3")];
 
 fn main() -> ExitCode {
     match demo() {
@@ -38,91 +46,268 @@ fn helper_bins() -> Result<HelperBins, String> {
     })
 }
 
-/// `count` requests to `url` from the client, each printed with the backend that answered.
-fn ask(f: &Fixture, url: &str, count: usize) -> Result<(), String> {
+/// Where the demo writes its configs (and, on failure, the consoles and logs).
+fn demo_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/demo");
+    // Shown to the user: without the `tests/..` detour once it exists.
+    let _ = std::fs::create_dir_all(&dir);
+    dir.canonicalize().unwrap_or(dir)
+}
+
+/// Writes both balancers' configs and builds their images.
+fn build_images() -> Result<[Image; 2], String> {
+    let dir = demo_dir();
+    // A failure log of an earlier run would be taken for this one's.
+    let _ = std::fs::remove_file(dir.join("failure.log"));
+    let mut images = Vec::with_capacity(2);
+    for (name, address) in NAMES.iter().zip(ADDRS) {
+        let text = scaleout::config_text(&BalancerConfig {
+            address,
+            written_by: "qemu/demo (tests/src/bin/demo.rs)",
+            pubkey: None,
+            extra_peer: None,
+            dsr_l3: true,
+        });
+        let path = dir.join(format!("demo-{}.toml", name.to_lowercase()));
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("   {name} ({address}): {}", path.display());
+        images.push(Image::build(&path)?);
+    }
+    images
+        .try_into()
+        .map_err(|_| "two images were not built".to_owned())
+}
+
+fn demo() -> Result<(), String> {
+    let wait = std::env::args().any(|a| a == "--wait");
+    println!("== building two images; their configs differ only in interface.address:");
+    let images = build_images()?;
+    println!(
+        "\n== building the network in namespaces: BIRD on the router {GATEWAY} (AS {RT_AS}), \
+         balancers A and B (AS {LB_AS}) on the segment with be1 and be2, be3 behind the \
+         router, a client {} behind the router; booting A and B under QEMU",
+        Host::Wan.addr().map(|a| a.to_string()).unwrap_or_default()
+    );
+    let started = Instant::now();
+    let mut b = Balancers::boot(helper_bins()?, &scaleout::places(&images), |net| {
+        scaleout::start_bird(net)
+    })
+    .map_err(|e| e.to_string())?;
+    println!(
+        "   network built and both balancers ready after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let outcome = show(&mut b, Instant::now(), wait);
+    if outcome.is_err() {
+        let log = demo_dir().join("failure.log");
+        match std::fs::write(&log, b.diagnostics()) {
+            Ok(()) => eprintln!("demo: consoles and logs are in {}", log.display()),
+            Err(e) => eprintln!("demo: cannot write {}: {e}", log.display()),
+        }
+    }
+    drop(b);
+    println!("\n== torn down (namespaces, taps, QEMU, BIRD, servers)");
+    outcome
+}
+
+/// The router's route to `vip`, one line.
+fn route_line(b: &Balancers, vip: Ipv4Addr) -> Result<String, String> {
+    let route = b.net.route_of(vip).map_err(|e| e.to_string())?;
+    Ok(route.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// Packets each balancer sent to each backend, as its `/metrics` counts them.
+fn backend_packets(b: &Balancers) -> Result<[[u64; 3]; 2], String> {
+    let mut all = [[0; 3]; 2];
+    for (i, row) in all.iter_mut().enumerate() {
+        let text = scaleout::metrics(&b.net, i).map_err(|e| e.to_string())?;
+        for (n, (vip, be)) in BACKENDS.iter().enumerate() {
+            let sample =
+                format!("sidestep_backend_packets_total{{vip=\"{vip}\",backend=\"{be}\"}}");
+            row[n] = scaleout::sample_of(&text, &sample)
+                .ok_or_else(|| format!("no {sample} in {}'s metrics:\n{text}", NAMES[i]))?;
+        }
+    }
+    Ok(all)
+}
+
+/// `count` new connections from the client behind the router to `url`, each printed with the
+/// backend that answered and the balancer that carried it: the one whose `/metrics` counted
+/// packets to a backend meanwhile.
+fn ask(b: &Balancers, url: &str, count: usize) -> Result<(), String> {
     for i in 1..=count {
-        let body = f.net.curl(5, &[url]).map_err(|e| e.to_string())?;
+        let before = backend_packets(b)?;
+        let body = b
+            .net
+            .curl_on(Host::Wan, 10, &[url])
+            .map_err(|e| format!("request {i} to {url}: {e}"))?;
+        let after = backend_packets(b)?;
+        let backend = backend_of(&body).ok_or_else(|| format!("not a backend's page: {body:?}"))?;
+        let carried: Vec<String> = NAMES
+            .iter()
+            .enumerate()
+            .filter_map(|(n, name)| {
+                let sent = after[n]
+                    .iter()
+                    .sum::<u64>()
+                    .saturating_sub(before[n].iter().sum());
+                (sent > 0).then(|| format!("{name} ({sent} packets)"))
+            })
+            .collect();
         println!(
-            "   request {i}: answered by {}",
-            backend_of(&body).unwrap_or("?")
+            "   request {i}: answered by {backend}, carried by {}",
+            if carried.is_empty() {
+                "neither balancer?".to_owned()
+            } else {
+                carried.join(" and ")
+            }
         );
     }
     Ok(())
 }
 
-fn demo() -> Result<(), String> {
-    let wait = std::env::args().any(|a| a == "--wait");
-    let config: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qemu/demo.toml");
-    println!("== building the image from {}", config.display());
-    let image = Image::build(&config)?;
-    println!(
-        "== building the demo network in namespaces and booting {} under QEMU",
-        image.bios.display()
-    );
-    let f = Fixture::boot(helper_bins()?, &image, |_| Ok(())).map_err(|e| e.to_string())?;
-    if let Some(vm) = f.vm() {
+fn show(b: &mut Balancers, ready: Instant, wait: bool) -> Result<(), String> {
+    for (i, name) in NAMES.iter().enumerate() {
+        let Some(vm) = b.vm(i) else { continue };
         println!(
-            "   ready after {:.1} s; the console says:",
-            vm.boot_time.as_secs_f64()
+            "   {name} {} (QEMU PID {}), its console:",
+            ADDRS[i],
+            vm.pid()
         );
-    }
-    for line in f
-        .serial_log()
-        .lines()
-        .filter(|l| l.contains("config v") || l.contains("ready"))
-    {
-        println!("   | {line}");
+        for line in vm
+            .serial_log()
+            .lines()
+            .filter(|l| l.contains("config v") || l.contains("ready"))
+        {
+            println!("   | {line}");
+        }
     }
 
-    let (traffic, tap) = f
-        .watch_tap(&[WEB, WEB_L3], || -> Result<(), String> {
+    println!("\n== BGP");
+    let up = scaleout::wait_until(
+        "BIRD has both sessions Established",
+        Duration::from_secs(30),
+        || Ok((scaleout::bird_sessions_established(&b.net)? == 2).then_some(2)),
+    )
+    .map_err(|e| e.to_string())?;
+    println!(
+        "   BIRD: {up} of 2 sessions Established (seen {:.1} s after both balancers were ready)",
+        ready.elapsed().as_secs_f64()
+    );
+    for (i, name) in NAMES.iter().enumerate() {
+        let sample = format!("sidestep_bgp_session_up{{peer=\"{GATEWAY}\"}}");
+        let v = scaleout::metric(&b.net, i, &sample).map_err(|e| e.to_string())?;
+        println!("   {name}'s /metrics: {sample} {v}");
+    }
+    for vip in [VIP_WEB, WEB_L3] {
+        scaleout::wait_for_hops(
+            &b.net,
+            &format!("the route to {vip} over both balancers"),
+            vip,
+            &ADDRS,
+            Duration::from_secs(30),
+        )
+        .map_err(|e| e.to_string())?;
+        let hops = scaleout::next_hops(&b.net, vip).map_err(|e| e.to_string())?;
+        println!(
+            "   router's table: {vip} has {} next hops (ECMP): {}",
+            hops.len(),
+            route_line(b, vip)?
+        );
+    }
+
+    let client = Host::Wan.addr().map(|a| a.to_string()).unwrap_or_default();
+    let before = backend_packets(b)?;
+    let (traffic, taps) = b
+        .watch_taps(&[VIP_WEB, WEB_L3], || -> Result<(), String> {
             println!(
-                "\n== client {} -> http://{WEB}/ (dsr-l2, round robin over be1 and be2)",
-                Host::Client
-                    .addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default()
+                "\n== client {client} (behind the router) -> http://{VIP_WEB}/ \
+                 (dsr-l2, maglev over be1 and be2), 8 new connections"
             );
-            ask(&f, &format!("http://{WEB}/"), 6)?;
-            println!("\n== client -> http://{WEB_L3}/ (dsr-l3: IP-in-IP to be3 behind the router)");
-            ask(&f, &format!("http://{WEB_L3}/"), 3)
+            ask(b, &format!("http://{VIP_WEB}/"), 8)?;
+            println!(
+                "\n== client -> http://{WEB_L3}/ (dsr-l3: IP-in-IP to be3 behind the router), \
+                 4 new connections"
+            );
+            ask(b, &format!("http://{WEB_L3}/"), 4)
         })
         .map_err(|e| e.to_string())?;
     traffic?;
-    println!("\n== client -> ping {BALANCER} (the balancer itself)");
-    let ping = f
-        .net
-        .run(
-            Host::Client,
-            &["ping", "-c", "2", "-W", "1", &BALANCER.to_string()],
-        )
-        .map_err(|e| e.to_string())?;
-    if let Some(line) = ping
-        .stdout
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-    {
-        println!("   {line}");
+    let after = backend_packets(b)?;
+    println!("\n== which balancer carried them: packets each sent to each backend (its /metrics)");
+    for (i, name) in NAMES.iter().enumerate() {
+        let counts: Vec<String> = BACKENDS
+            .iter()
+            .enumerate()
+            .map(|(n, (vip, be))| {
+                format!("{vip}/{be} {}", after[i][n].saturating_sub(before[i][n]))
+            })
+            .collect();
+        println!("   {name} {}: {}", ADDRS[i], counts.join(", "));
+    }
+    println!("\n== on the balancers' taps during those requests");
+    for (i, tap) in taps.iter().enumerate() {
+        println!(
+            "   {}: {} packets to a VIP came in, {} from a VIP went out",
+            NAMES[i],
+            tap.requests.len(),
+            tap.responses.len()
+        );
+    }
+    if taps.iter().all(|t| t.responses.is_empty()) {
+        println!("   (the replies went straight from the backends to the client)");
+    } else {
+        return Err("a reply from a VIP crossed a balancer's tap, which DSR never does".into());
+    }
+
+    println!(
+        "\n== a slow download (curl --limit-rate 1M) of {BIG_FILE_LEN} bytes from the client: \
+         http://{VIP_WEB}{BIG_FILE_PATH}"
+    );
+    let r = scaleout::download_through_a_kill(b, VIP_WEB).map_err(|e| e.to_string())?;
+    let (dead, alive) = (NAMES[r.carrier], NAMES[1 - r.carrier]);
+    println!(
+        "   {dead} carries it: VIP packets in 3 s on {}: {}, on {}: {}",
+        NAMES[0], r.rise[0], NAMES[1], r.rise[1]
+    );
+    println!(
+        "   killed {dead}'s QEMU (PID {}) {:.1} s into the download, at {} bytes",
+        r.pid,
+        r.killed_after.as_secs_f64(),
+        r.size_at_kill
+    );
+    println!(
+        "   BIRD dropped {dead}'s route {:.1} s after the kill (BFD; the BGP hold time is {} s): {}",
+        r.route_gone_after.as_secs_f64(),
+        scaleout::HOLD_TIME,
+        route_line(b, VIP_WEB)?
+    );
+    println!(
+        "   download complete after {:.1} s: {} bytes received, {}",
+        r.took.as_secs_f64(),
+        r.received,
+        if r.intact {
+            "identical to the file the backends serve"
+        } else {
+            "DIFFERENT from the file the backends serve"
+        }
+    );
+    if !r.intact {
+        return Err("the download is not byte-exact".into());
     }
     println!(
-        "\n== on the balancer's tap: {} packets to a VIP came in, {} from a VIP went out \
-         (the replies went straight from the backends to the client)",
-        tap.requests.len(),
-        tap.responses.len()
+        "   {} bytes arrived after the kill: {alive} took over the flow's packets and sent them \
+         to the same backend (the VIP's consistent hash)",
+        r.received as u64 - r.size_at_kill
     );
-    std::thread::sleep(std::time::Duration::from_secs(5));
-    if let Some(line) = f.serial_log().lines().rfind(|l| l.contains("stats:")) {
-        println!("   | {line}");
-    }
+
     if wait {
         println!(
-            "\nThe network is up (namespaces {}*). Press Enter to tear it down.",
-            f.net.ns(Host::Client).trim_end_matches("client")
+            "\nThe network is up (namespaces {}*; {alive} still runs). Press Enter to tear it down.",
+            b.net.ns(Host::Wan).trim_end_matches("wan")
         );
         let mut line = String::new();
         let _ = std::io::stdin().read_line(&mut line);
     }
-    drop(f);
-    println!("\n== torn down");
     Ok(())
 }
