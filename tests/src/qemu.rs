@@ -147,6 +147,28 @@ impl Image {
             dir,
         })
     }
+
+    /// The same images copied to `target/test-images/<name>/`, for a VM that runs beside one
+    /// booted from these: QEMU locks the disk image (and the UEFI variables beside it) it
+    /// writes, so two VMs cannot share one file.
+    pub fn copy_as(&self, name: &str) -> Result<Image, String> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/test-images")
+            .join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let copy = |from: &Path| -> Result<PathBuf, String> {
+            let to = dir.join(from.file_name().unwrap_or_default());
+            std::fs::copy(from, &to)
+                .map_err(|e| format!("{} -> {}: {e}", from.display(), to.display()))?;
+            Ok(to)
+        };
+        Ok(Image {
+            bios: copy(&self.bios)?,
+            uefi: copy(&self.uefi)?,
+            dir,
+        })
+    }
 }
 
 /// The accelerator tests use: `SIDESTEP_ACCEL`, else TCG (the nested KVM of CI machines runs
