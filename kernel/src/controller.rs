@@ -27,6 +27,9 @@ pub struct NicCounts {
     pub rx: u64,
     /// Frames transmitted.
     pub tx: u64,
+    /// A running count of the balancer's own receive losses: bursts that found the NIC's ring
+    /// exhausted, refills without a pool buffer, frames the local stack's queue refused.
+    pub rx_drops: u64,
 }
 
 /// What one round of the control loop leaves for the data plane.
@@ -111,6 +114,7 @@ impl Controller {
             &mut self.ports,
             fwd,
             &mut hints,
+            nic.rx_drops,
         );
         for (ip, mac) in hints {
             local.learn(ip, mac);

@@ -8,6 +8,11 @@
 //! neighbours the forwarder saw for it (so smoltcp's first answer needs no ARP round trip).
 //! Between bursts, at most every [`HOUSEKEEPING_US`], the forwarder's timers, the local stack
 //! and the control loop run.
+//!
+//! Frames the balancer makes itself (ARP, health checks, management replies) have a transmit
+//! burst of their own, sent before the forwarded one each round: a flood that fills the transmit
+//! ring sheds forwarded frames, never the balancer's own (so its health checks keep going out
+//! and its answers keep coming back).
 
 use crate::clock;
 use crate::controller::{Controller, NicCounts};
@@ -60,6 +65,11 @@ pub struct Dataplane<N: Nic> {
     ctl: Controller,
     rx: Burst,
     tx: Burst,
+    /// Frames the balancer makes itself, sent before `tx`.
+    local_tx: Burst,
+    /// Forwarded frames shed because the transmit ring stayed full, and when that was last logged.
+    tx_shed: u64,
+    tx_shed_logged: Option<Instant>,
     /// Written by the forwarder for the first `count` frames of each burst.
     verdicts: [Verdict; drivers::BURST_SIZE],
     stats: StatsLog,
@@ -109,6 +119,9 @@ impl<N: Nic> Dataplane<N> {
             ctl,
             rx: Burst::new(),
             tx: Burst::new(),
+            local_tx: Burst::new(),
+            tx_shed: 0,
+            tx_shed_logged: None,
             verdicts: [Verdict::Queued; drivers::BURST_SIZE],
             stats: StatsLog::default(),
         }
@@ -157,22 +170,41 @@ impl<N: Nic> Dataplane<N> {
                 self.housekeeping(now);
             }
             self.stats.maybe_log(now, &self.fwd, &self.nic, &idle);
-            let sent = !self.tx.is_empty();
+            let sent = !self.tx.is_empty() || !self.local_tx.is_empty();
             if received > 0 || sent {
                 idle.worked(tsc, received);
             } else {
                 idle.nothing(tsc);
             }
             if sent {
+                // The balancer's own frames first; those that find no room wait a round.
+                if !self.local_tx.is_empty() {
+                    self.nic.tx_burst(&mut self.local_tx);
+                }
                 self.nic.tx_burst(&mut self.tx);
                 if self.tx.is_full() {
                     // The TX ring stayed full for a whole round: shed rather than stall receive.
-                    warn!("tx ring full; dropping {} frames", self.tx.len());
-                    while let Some(p) = self.tx.pop_front() {
-                        self.nic.recycle(p);
-                    }
+                    self.shed_tx(now);
                 }
             }
+        }
+    }
+
+    /// Drop the forwarded frames left in `tx`, counted, with a log line at most every second.
+    fn shed_tx(&mut self, now: Instant) {
+        self.tx_shed += self.tx.len() as u64;
+        while let Some(p) = self.tx.pop_front() {
+            self.nic.recycle(p);
+        }
+        if self
+            .tx_shed_logged
+            .is_none_or(|t| now.millis().saturating_sub(t.millis()) >= 1000)
+        {
+            self.tx_shed_logged = Some(now);
+            warn!(
+                "tx ring full: {} forwarded frames shed so far",
+                self.tx_shed
+            );
         }
     }
 
@@ -196,12 +228,20 @@ impl<N: Nic> Dataplane<N> {
                 break;
             };
             match self.verdicts[i] {
-                Verdict::Forward { head, len } | Verdict::Reply { head, len } => {
+                Verdict::Forward { head, len } => {
                     if pkt.set_frame(head, len).is_err() {
                         self.nic.recycle(pkt);
                         continue;
                     }
                     queue_tx(&mut self.nic, &mut self.tx, pkt);
+                }
+                // The forwarder's own answers (ARP, ICMP) are the balancer's frames.
+                Verdict::Reply { head, len } => {
+                    if pkt.set_frame(head, len).is_err() {
+                        self.nic.recycle(pkt);
+                        continue;
+                    }
+                    queue_tx(&mut self.nic, &mut self.local_tx, pkt);
                 }
                 Verdict::Local => {
                     self.local.deliver(self.nic.pool().frame(&pkt));
@@ -223,7 +263,7 @@ impl<N: Nic> Dataplane<N> {
         let Dataplane {
             nic,
             fwd,
-            tx,
+            local_tx: tx,
             local,
             ctl,
             mac,
@@ -233,9 +273,11 @@ impl<N: Nic> Dataplane<N> {
         if local.due() {
             local.poll();
         }
+        let stats = nic.stats();
         let counts = NicCounts {
-            rx: nic.stats().rx_packets,
-            tx: nic.stats().tx_packets,
+            rx: stats.rx_packets,
+            tx: stats.tx_packets,
+            rx_drops: stats.rx_ring_exhausted + stats.rx_no_buffer + local.dropped(),
         };
         let round = ctl.poll(now, fwd, local, counts);
         if round.touched || local.has_input() {
@@ -248,7 +290,7 @@ impl<N: Nic> Dataplane<N> {
     }
 
     fn send_copy(&mut self, frame: &[u8]) {
-        send_copy(&mut self.nic, &mut self.tx, frame);
+        send_copy(&mut self.nic, &mut self.local_tx, frame);
     }
 }
 
