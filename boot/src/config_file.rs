@@ -90,6 +90,7 @@ struct FileVip {
     mode: Option<String>,
     scheduler: Option<String>,
     persistence: Option<i64>,
+    fail_open: Option<bool>,
     health: Option<FileHealth>,
     #[serde(default)]
     backend: Vec<FileBackend>,
@@ -375,6 +376,7 @@ fn translate_vip(v: FileVip) -> Result<Vip, ConfigError> {
             .map(|p| ranged(&f("persistence"), p, 0, i64::from(u32::MAX)))
             .transpose()?,
         health,
+        fail_open: v.fail_open.unwrap_or(true),
         backends,
         name: v.name,
     })
@@ -448,6 +450,15 @@ weight = 0
         assert_eq!(web.persistence, Some(300));
         assert_eq!(web.health.as_ref().unwrap().fall, 3);
         assert_eq!(web.backends[1].weight, 0);
+    }
+
+    #[test]
+    fn fail_open_defaults_to_true_and_takes_a_boolean() {
+        assert!(parse(EXAMPLE).unwrap().vips[0].fail_open);
+        let off = EXAMPLE.replace("persistence = 300", "persistence = 300\nfail_open = false");
+        assert!(!parse(&off).unwrap().vips[0].fail_open);
+        let bad = refused(|t| t.replace("persistence = 300", "persistence = 300\nfail_open = 1"));
+        assert!(bad.contains("fail_open"), "{bad}");
     }
 
     #[test]

@@ -26,7 +26,11 @@
 //!   existing flows stay. Down (failed health checks) also moves its existing flows: each is
 //!   rescheduled on its next packet to a backend that is up, as IPVS's `expire_nodest_conn` does
 //!   for a removed destination (a TCP connection moved mid-stream is reset by its new backend;
-//!   the client reconnects instead of waiting on a dead server).
+//!   the client reconnects instead of waiting on a dead server). When no backend of a VIP is up
+//!   (and its config says `fail_open`, the default), the VIP *fails open*, as AWS NLB and
+//!   Maglev do: its scheduler takes every backend with a weight again and flows stay where they
+//!   are, so a health-check outage (the checker's fault as often as the backends') costs no
+//!   traffic ([`Forwarder::failing_open`]).
 //! - **The balancer's own traffic** goes up to the kernel's local stack ([`Verdict::Local`]),
 //!   except TCP to the management port from outside `[management] allow`
 //!   ([`DropReason::MgmtDenied`]). The forwarder notes the neighbours the local stack must learn

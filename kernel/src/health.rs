@@ -284,11 +284,23 @@ impl Check {
     }
 
     fn tell(&self, up: bool, fwd: &mut Forwarder) {
+        let was_open = fwd.failing_open(&self.vip);
         if let Err(e) = fwd.set_backend_up(&self.vip, &self.backend, up) {
             warn!(
                 "health: vip \"{}\" backend \"{}\": {e}",
                 self.vip, self.backend
             );
+        }
+        match (was_open, fwd.failing_open(&self.vip)) {
+            (false, true) => warn!(
+                "health: vip \"{}\": every backend is down; failing open (traffic still goes to them by the consistent hash; fail_open = false drops it instead)",
+                self.vip
+            ),
+            (true, false) => info!(
+                "health: vip \"{}\": a backend is up again; no longer failing open",
+                self.vip
+            ),
+            _ => {}
         }
     }
 }

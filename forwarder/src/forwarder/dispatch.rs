@@ -251,7 +251,7 @@ impl Forwarder {
                 let ok = self
                     .slots
                     .get(b as usize)
-                    .is_some_and(|s| s.live && s.vip == vi as u32 && s.up && s.weight > 0)
+                    .is_some_and(|s| s.keeps == vi as u32 && s.weight > 0)
                     && e.expires > now_s;
                 if ok {
                     e.touch(FlowState::Persist, now_s, secs);

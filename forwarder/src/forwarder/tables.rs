@@ -30,9 +30,12 @@ pub(super) struct Slot {
     pub name: String,
     pub weight: u32,
     pub up: bool,
+    /// Its VIP is failing open (every backend down, `fail_open`): it keeps and takes flows
+    /// although down.
+    pub open: bool,
     /// Index of its next hop in the neighbour table.
     pub neigh: u32,
-    /// `vip` while the slot is live and up, else [`NO_VIP`]: the one comparison a packet of an
+    /// `vip` while the slot is live and up (or failing open), else [`NO_VIP`]: the one comparison a packet of an
     /// existing flow makes to know it may stay here (kept by [`Slot::sync`] whenever `live`,
     /// `up` or `vip` change, instead of testing the three per packet).
     pub keeps: u32,
@@ -54,9 +57,9 @@ impl Slot {
         }
     }
 
-    /// Bring [`keeps`](Self::keeps) up to date after `live`, `up` or `vip` changed.
+    /// Bring [`keeps`](Self::keeps) up to date after `live`, `up`, `open` or `vip` changed.
     fn sync(&mut self) {
-        self.keeps = if self.live && self.up {
+        self.keeps = if self.live && (self.up || self.open) {
             self.vip
         } else {
             NO_VIP
@@ -71,6 +74,10 @@ pub(super) struct VipRt {
     pub mode: Mode,
     pub scheduler: Scheduler,
     pub persistence: Option<u32>,
+    /// `fail_open` of the config.
+    pub fail_open: bool,
+    /// Every backend is down and `fail_open`: the scheduler takes them all the same.
+    pub failing_open: bool,
     /// Slots in config order.
     pub backends: Vec<u32>,
     pub sched: SchedState,
@@ -220,6 +227,7 @@ impl Forwarder {
                     name: b.name.clone(),
                     weight: b.weight,
                     up: true,
+                    open: false,
                     neigh: 0,
                     keeps: NO_VIP,
                     conns: 0,
@@ -286,6 +294,8 @@ impl Forwarder {
                 mode: v.mode,
                 scheduler: v.scheduler,
                 persistence: v.persistence,
+                fail_open: v.fail_open,
+                failing_open: false,
                 backends: placed[vi].iter().map(|p| p.unwrap_or(0)).collect(),
                 sched: SchedState::default(),
                 packets,
@@ -317,21 +327,43 @@ impl Forwarder {
         }
     }
 
+    /// The scheduler of VIP `vi` over its eligible backends: those up with a weight, or, when
+    /// none is up and the VIP fails open, all with a weight (the consistent hash then sends
+    /// each flow where it went while they were up).
     fn rebuild_sched(&mut self, vi: usize) {
         let v = &self.vips[vi];
-        let eligible: Vec<Candidate> = v
-            .backends
-            .iter()
-            .map(|&id| (id, &self.slots[id as usize]))
-            .filter(|(_, s)| s.up && s.weight > 0)
-            .map(|(id, s)| Candidate {
-                slot: id,
-                weight: s.weight,
-                id: u32::from(s.address),
-            })
-            .collect();
+        let candidates = |need_up: bool| -> Vec<Candidate> {
+            v.backends
+                .iter()
+                .map(|&id| (id, &self.slots[id as usize]))
+                .filter(|(_, s)| (s.up || !need_up) && s.weight > 0)
+                .map(|(id, s)| Candidate {
+                    slot: id,
+                    weight: s.weight,
+                    id: u32::from(s.address),
+                })
+                .collect()
+        };
+        let mut eligible = candidates(true);
+        let open = eligible.is_empty() && v.fail_open;
+        if open {
+            eligible = candidates(false);
+        }
         let table = matches!(v.scheduler, Scheduler::Maglev | Scheduler::Sh);
-        self.vips[vi].sched = SchedState::new(eligible, table);
+        let v = &mut self.vips[vi];
+        v.sched = SchedState::new(eligible, table);
+        v.failing_open = open;
+        for &id in &v.backends {
+            let s = &mut self.slots[id as usize];
+            s.open = open;
+            s.sync();
+        }
+    }
+
+    /// Whether VIP `vip` (by name) is failing open now: every backend down, its flows sent to
+    /// them all the same.
+    pub fn failing_open(&self, vip: &str) -> bool {
+        self.vips.iter().any(|v| v.name == vip && v.failing_open)
     }
 
     /// Mark backend number `backend` (config order) of VIP number `vip` up or down. Down means
@@ -399,6 +431,7 @@ impl Forwarder {
                     .collect();
                 VipStats {
                     name: v.name.clone(),
+                    failing_open: v.failing_open,
                     packets: v.packets,
                     bytes: v.bytes,
                     flows_active: backends.iter().map(|b| b.flows_active).sum(),

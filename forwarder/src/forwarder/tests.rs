@@ -760,6 +760,7 @@ fn least_connections_counts_flows_and_weights() {
 #[test]
 fn drain_and_down_stop_new_flows_only() {
     let mut c = config(Mode::DsrL2, Scheduler::Rr, &[1, 1]);
+    c.vips[0].fail_open = false;
     let mut f = ready(&c);
     assert_eq!(send(&mut f, &Pkt::tcp(1, 2), Instant::ZERO), Ok(0));
     assert_eq!(send(&mut f, &Pkt::tcp(2, 2), Instant::ZERO), Ok(1));
@@ -795,6 +796,58 @@ fn drain_and_down_stop_new_flows_only() {
     f.set_backend_up_by_index(0, 1, true).unwrap();
     assert_eq!(send(&mut f, &Pkt::tcp(30, 2), Instant::ZERO), Ok(1));
     assert!(!f.stats()[0].backends[0].up || f.stats()[0].backends[0].weight == 0);
+}
+
+#[test]
+fn with_every_backend_down_a_vip_fails_open_by_the_consistent_hash() {
+    let c = config(Mode::DsrL2, Scheduler::Maglev, &[1, 1, 0]);
+    let mut f = ready(&c);
+    let owner: Vec<usize> = (0..40)
+        .map(|i| send(&mut f, &Pkt::tcp(i, 2), Instant::ZERO).unwrap())
+        .collect();
+    assert!(owner.contains(&0) && owner.contains(&1) && !owner.contains(&2));
+    f.set_backend_up("web", "be0", false).unwrap();
+    assert!(!f.failing_open("web"));
+    f.set_backend_up("web", "be1", false).unwrap();
+    assert!(f.failing_open("web") && f.stats()[0].failing_open);
+    for (i, &b) in owner.iter().enumerate() {
+        // Flows that moved to be1 while only be0 was down stay there; the others keep theirs.
+        let now = send(&mut f, &Pkt::tcp(i as u16, 0x10), Instant::ZERO).unwrap();
+        assert!(now == b || (b == 0 && now == 1), "flow {i}: {b} -> {now}");
+    }
+    // New flows (and flows this balancer never saw) go where the hash put them while all were
+    // up, never to the drained backend.
+    let mut fresh = ready(&c);
+    for i in 1000..1040 {
+        let p = Pkt::tcp(i, 2);
+        assert_eq!(
+            send(&mut f, &p, Instant::ZERO),
+            send(&mut fresh, &p, Instant::ZERO)
+        );
+    }
+    // One back up: it takes everything, and the flows of the down one move to it.
+    f.set_backend_up("web", "be0", true).unwrap();
+    assert!(!f.failing_open("web") && !f.stats()[0].failing_open);
+    for i in 0..40 {
+        assert_eq!(send(&mut f, &Pkt::tcp(i, 0x10), Instant::ZERO), Ok(0));
+    }
+}
+
+#[test]
+fn with_fail_open_off_a_vip_whose_backends_are_all_down_drops() {
+    let mut c = config(Mode::DsrL2, Scheduler::Maglev, &[1, 1]);
+    c.vips[0].fail_open = false;
+    let mut f = ready(&c);
+    assert!(send(&mut f, &Pkt::tcp(1, 2), Instant::ZERO).is_ok());
+    f.set_backend_up("web", "be0", false).unwrap();
+    f.set_backend_up("web", "be1", false).unwrap();
+    assert!(!f.failing_open("web"));
+    for p in [Pkt::tcp(1, 0x10), Pkt::tcp(2, 2)] {
+        assert_eq!(
+            send(&mut f, &p, Instant::ZERO),
+            Err(Verdict::Drop(DropReason::NoBackend))
+        );
+    }
 }
 
 #[test]

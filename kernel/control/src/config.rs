@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 /// The first bytes of every config blob.
 pub const BLOB_MAGIC: [u8; 8] = *b"SIDESTEP";
 /// The layout of the encoded blob; bumped whenever the model's fields change.
-pub const BLOB_FORMAT: u16 = 3;
+pub const BLOB_FORMAT: u16 = 4;
 /// Largest blob the image accepts (a config of many VIPs and backends stays far below it).
 pub const BLOB_MAX: usize = 1 << 20;
 
@@ -315,6 +315,9 @@ pub struct Vip {
     pub persistence: Option<u32>,
     /// Health checks; `None` counts every backend as up.
     pub health: Option<Health>,
+    /// When every backend is down, send new flows to them all the same by the consistent hash
+    /// (true, the default: a health-check outage costs no traffic) or drop them (false).
+    pub fail_open: bool,
     /// The real servers.
     pub backends: Vec<Backend>,
 }

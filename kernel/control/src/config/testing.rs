@@ -245,6 +245,7 @@ impl Vip {
                 scheduler: Scheduler::Rr,
                 persistence: None,
                 health: None,
+                fail_open: true,
                 backends: Vec::new(),
             },
         }
@@ -273,6 +274,12 @@ impl VipBuilder {
     /// Seconds of source-IP stickiness.
     pub fn persistence(mut self, seconds: u32) -> Self {
         self.vip.persistence = Some(seconds);
+        self
+    }
+
+    /// Whether traffic still goes to the backends when all are down (default true).
+    pub fn fail_open(mut self, on: bool) -> Self {
+        self.vip.fail_open = on;
         self
     }
 

@@ -186,7 +186,7 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
         &'static str,
         fn(&VipStats) -> u64,
     );
-    let vip_metrics: [VipMetric; 3] = [
+    let vip_metrics: [VipMetric; 4] = [
         (
             "sidestep_vip_packets_total",
             "counter",
@@ -204,6 +204,12 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
             "gauge",
             "Flows of the VIP in the flow table.",
             |v| v.flows_active,
+        ),
+        (
+            "sidestep_vip_failopen",
+            "gauge",
+            "1 while every backend of the VIP is down and its traffic goes to them all the same (fail_open), else 0.",
+            |v| u64::from(v.failing_open),
         ),
     ];
     for (name, kind, help, get) in vip_metrics {
@@ -363,6 +369,7 @@ pub(crate) mod tests {
             packets: 10,
             bytes: 1000,
             flows_active: 2,
+            failing_open: false,
             backends: vec![
                 BackendStats {
                     name: "be1".into(),
@@ -452,6 +459,8 @@ pub(crate) mod tests {
             "sidestep_vip_packets_total{vip=\"web\"} 10",
             "sidestep_vip_bytes_total{vip=\"web\"} 1000",
             "sidestep_flows_active{vip=\"web\"} 2",
+            "# TYPE sidestep_vip_failopen gauge",
+            "sidestep_vip_failopen{vip=\"web\"} 0",
             "sidestep_backend_packets_total{vip=\"web\",backend=\"be1\"} 6",
             "sidestep_backend_bytes_total{vip=\"web\",backend=\"be\\\"2\"} 400",
             "sidestep_backend_up{vip=\"web\",backend=\"be1\"} 1",
