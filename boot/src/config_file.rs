@@ -71,6 +71,7 @@ struct FileManagement {
 #[serde(deny_unknown_fields)]
 struct FileLimits {
     flows: Option<i64>,
+    new_flows_per_second: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -197,8 +198,15 @@ fn translate(file: FileConfig) -> Result<Config, ConfigError> {
     let limits = Limits {
         flows: file
             .limits
+            .as_ref()
             .and_then(|l| l.flows)
             .map(|f| ranged("limits.flows", f, 0, i64::from(u32::MAX)))
+            .transpose()?,
+        new_flows_per_second: file
+            .limits
+            .as_ref()
+            .and_then(|l| l.new_flows_per_second)
+            .map(|f| ranged("limits.new_flows_per_second", f, 0, i64::from(u32::MAX)))
             .transpose()?,
     };
     let vips = file
@@ -450,6 +458,16 @@ weight = 0
         assert_eq!(web.persistence, Some(300));
         assert_eq!(web.health.as_ref().unwrap().fall, 3);
         assert_eq!(web.backends[1].weight, 0);
+    }
+
+    #[test]
+    fn new_flows_per_second_is_read_and_checked() {
+        let with = |n: &str| format!("{EXAMPLE}\n[limits]\nnew_flows_per_second = {n}\n");
+        assert_eq!(parse(EXAMPLE).unwrap().limits.new_flows_per_second, None);
+        let c = parse(&with("50000")).unwrap();
+        assert_eq!(c.limits.new_flows_per_second, Some(50000));
+        let zero = parse(&with("0")).unwrap_err().to_string();
+        assert!(zero.contains("limits.new_flows_per_second"), "{zero}");
     }
 
     #[test]

@@ -41,11 +41,14 @@
 //!   health) and a fixed hash seed, never from the instance's address, MAC, flow-hash seed or
 //!   the configs it ran before; so a packet that reaches this balancer mid-stream (its flow
 //!   moved here from another balancer) and misses the flow table goes where the first balancer
-//!   sent its SYN (forwarder/tests/consistency.rs). Such a miss creates a flow entry like any
-//!   other: the flow then keeps its backend when the backend set changes later (a Maglev
-//!   refill moves a few other keys too), as it would on the balancer that saw it open. The
-//!   price: a flood of made-up ACKs fills the table with established entries (900 s) and
-//!   evicts real flows; creating none for a consistent VIP's non-SYN misses is issue 18's.
+//!   sent its SYN (forwarder/tests/consistency.rs). Such a miss creates no entry (without
+//!   persistence): it is routed by the hash each time, so a flood of made-up ACKs stores
+//!   nothing; the price is that such a flow follows the hash when the backend set changes
+//!   later (a Maglev refill moves a few keys), where an entry would have kept it.
+//! - **Floods.** When the flow table is full, SYN-only entries are evicted before flows that
+//!   got further; `limits.new_flows_per_second` caps what new flows of hash-routed VIPs may
+//!   store (the rest are routed by the hash); and the table and fragment hashes are keyed by a
+//!   secret seed ([`Forwarder::with_seed`]), so no sender can aim at one bucket.
 //!
 //! - **ICMP to a VIP.** Errors (destination unreachable, fragmentation needed, time exceeded)
 //!   go to the backend of the flow they quote, as that flow's packets do, so that path MTU
@@ -82,7 +85,7 @@ use classify::MgmtGuard;
 use fragments::{FragEntry, FRAG_SLOTS};
 use icmp::TokenBucket;
 pub use icmp::{ICMP_BURST, ICMP_RATE};
-use tables::{Slot, VipIndex, VipRt};
+use tables::{NewFlowLimit, Slot, VipIndex, VipRt};
 
 /// Headroom the kernel must leave in front of every frame.
 pub const HEADROOM: usize = 64;
@@ -219,6 +222,8 @@ pub struct Forwarder {
     /// What the ICMP the balancer sends may spend ([`ICMP_RATE`], [`ICMP_BURST`]).
     icmp_bucket: TokenBucket,
     seed: u64,
+    /// `limits.new_flows_per_second`, when the config sets it.
+    new_flows: Option<NewFlowLimit>,
     /// When `poll` last swept (ms).
     swept_ms: u64,
     /// Above this many flows in the table a burst goes through the prefetch pass
@@ -229,19 +234,17 @@ pub struct Forwarder {
 
 impl Forwarder {
     /// A forwarder for `config` (already validated) on a NIC with address `mac`, with a flow
-    /// table of `flow_capacity` entries (32 bytes each), allocated now and never grown.
+    /// table of `flow_capacity` entries (32 bytes each), allocated now and never grown, and a
+    /// fixed hash seed: deterministic, for tests and benches. The image uses
+    /// [`with_seed`](Self::with_seed) with a seed from the CPU's random source.
     pub fn new(config: &Config, mac: [u8; 6], flow_capacity: usize) -> Forwarder {
-        let mut m = [0u8; 8];
-        m[..6].copy_from_slice(&mac);
-        let seed = crate::flow::fold_mul(
-            u64::from_le_bytes(m) ^ 0x2545_F491_4F6C_DD1D,
-            (flow_capacity as u64) ^ 0x9E37_79B9_7F4A_7C15,
-        );
-        Self::with_seed(config, mac, flow_capacity, seed)
+        Self::with_seed(config, mac, flow_capacity, 0x2545_F491_4F6C_DD1D)
     }
 
-    /// As [`new`](Self::new), with the flow-hash seed given (the kernel may pass the TSC or
-    /// RDRAND so that a sender cannot aim at one bucket).
+    /// As [`new`](Self::new), with the seed of the flow-table, persistence-table and fragment
+    /// hashes given. It must be secret and random (RDSEED/RDRAND): whoever can predict it can
+    /// send flows that all land in one bucket, or fragments that all land in one slot, and
+    /// evict what is there. It never decides a backend (consistent schedulers use a fixed seed).
     pub fn with_seed(config: &Config, mac: [u8; 6], flow_capacity: usize, seed: u64) -> Forwarder {
         let mut f = Forwarder {
             mac,
@@ -265,6 +268,7 @@ impl Forwarder {
             ident: 0,
             icmp_bucket: TokenBucket::full(),
             seed,
+            new_flows: None,
             swept_ms: 0,
             direct_max_flows: DIRECT_MAX_FLOWS,
             counters: Counters::default(),

@@ -30,6 +30,8 @@ pub struct NicCounts {
     /// A running count of the balancer's own receive losses: bursts that found the NIC's ring
     /// exhausted, refills without a pool buffer, frames the local stack's queue refused.
     pub rx_drops: u64,
+    /// Forwarded frames shed because the transmit ring stayed full.
+    pub tx_shed: u64,
 }
 
 /// What one round of the control loop leaves for the data plane.
@@ -267,6 +269,9 @@ fn render(
         icmp_forwarded: counters.icmp_forwarded,
         icmp_echo_replies: counters.icmp_echo_replies,
         neigh_changes: counters.neigh_changes,
+        flows_stateless: counters.flows_stateless,
+        flows_not_stored: counters.flows_not_stored,
+        tx_shed: nic.tx_shed,
     };
     if endpoint == Endpoint::Metrics {
         Response::with(200, mgmt::PROMETHEUS, mgmt::render_metrics(&snapshot))

@@ -80,7 +80,8 @@ impl<N: Nic> Dataplane<N> {
     /// loop beside it.
     pub fn new(mut nic: N, config: &Config, heap_bytes: u64) -> Dataplane<N> {
         let mac = nic.mac_address();
-        let mut fwd = Forwarder::new(config, mac, flow_capacity(config, heap_bytes));
+        let seed = crate::entropy::table_seed();
+        let mut fwd = Forwarder::with_seed(config, mac, flow_capacity(config, heap_bytes), seed);
         if idle::emulated_cpu() {
             // The prefetch pass only adds instructions where prefetching does nothing.
             fwd.set_prefetch(false);
@@ -267,6 +268,7 @@ impl<N: Nic> Dataplane<N> {
             local,
             ctl,
             mac,
+            tx_shed,
             ..
         } = self;
         fwd.poll(now, &mut |frame| send_copy(nic, tx, frame));
@@ -278,6 +280,7 @@ impl<N: Nic> Dataplane<N> {
             rx: stats.rx_packets,
             tx: stats.tx_packets,
             rx_drops: stats.rx_ring_exhausted + stats.rx_no_buffer + local.dropped(),
+            tx_shed: *tx_shed,
         };
         let round = ctl.poll(now, fwd, local, counts);
         if round.touched || local.has_input() {

@@ -2,12 +2,20 @@
 //! with their prefetch pass), acting on a classified frame, and the flow-table work of a VIP's
 //! packet: find its flow (or schedule a new one, persistence first), keep its state and the
 //! backends' connection counts, and hand it to the rewrite.
+//!
+//! Where a VIP's consistent hash alone routes its flows (`maglev`/`sh` without persistence),
+//! the table holds only what the hash cannot recompute, which floods cannot abuse: a TCP
+//! packet without SYN that matches no entry (an ACK flood, or a flow that moved here from
+//! another balancer) is forwarded by the hash and stored nowhere, and above
+//! `limits.new_flows_per_second` new flows are forwarded the same way instead of stored. The
+//! backend is the one the entry would have named; only a later change of the backend set
+//! moves such a flow (as the Maglev refill moves a few keys).
 
 use super::classify::{opens_conversation, Class, FlowPacket, FP_MORE_FRAGS};
 use super::tables::Slot;
 use super::{Forwarder, Frames, RxFrame, Verdict, BURST, CONSISTENT_SEED};
 use crate::config::Scheduler;
-use crate::flow::{hash_key, Displaced, FlowKey, FlowState};
+use crate::flow::{hash_key, Displaced, FlowKey, FlowState, KIND_UDP};
 use crate::stats::DropReason;
 use crate::time::Instant;
 
@@ -182,6 +190,15 @@ impl Forwarder {
         };
         let backend = match found {
             Ok(b) => b,
+            Err(None) if self.vips[vip as usize].stateless && !self.may_store(kind, now) => {
+                let v = &self.vips[vip as usize];
+                let Some(b) =
+                    consistent_hash(v.scheduler, key, p.ip().src).and_then(|h| v.sched.maglev(h))
+                else {
+                    return self.drop(DropReason::NoBackend);
+                };
+                b
+            }
             Err(slot) => {
                 // New flow, or an entry that expired, whose backend left the config or went down.
                 if let Some(fs) = slot {
@@ -231,6 +248,21 @@ impl Forwarder {
             self.counters.fragments += 1;
         }
         self.forward(buf, head, end, &p, vip, backend, now)
+    }
+
+    /// Whether a packet of `kind` that matched no flow of a stateless VIP may make an entry:
+    /// a TCP SYN or a UDP datagram, within the new-flow rate. Counts the refusals.
+    #[inline(never)]
+    fn may_store(&mut self, kind: u8, now: Instant) -> bool {
+        if kind & (KIND_UDP | 0x02) == 0 {
+            self.counters.flows_stateless += 1;
+            return false;
+        }
+        let within = self.new_flows.as_mut().is_none_or(|l| l.take(now));
+        if !within {
+            self.counters.flows_not_stored += 1;
+        }
+        within
     }
 
     #[inline(always)]

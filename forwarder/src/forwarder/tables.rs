@@ -45,6 +45,48 @@ pub(super) struct Slot {
     pub bytes: u64,
 }
 
+/// The new-flow rate limit (`limits.new_flows_per_second`): a token bucket that holds one
+/// second of the rate, refilled by the millisecond.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct NewFlowLimit {
+    rate: u32,
+    /// Tokens in thousandths.
+    milli: u64,
+    at: Instant,
+}
+
+impl NewFlowLimit {
+    fn new(rate: u32, now: Instant) -> NewFlowLimit {
+        NewFlowLimit {
+            rate,
+            milli: u64::from(rate) * 1000,
+            at: now,
+        }
+    }
+
+    fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    /// Take a token at `now` if there is one.
+    #[inline]
+    pub fn take(&mut self, now: Instant) -> bool {
+        let full = u64::from(self.rate) * 1000;
+        let ms = now.millis_since(self.at);
+        if ms > 0 {
+            self.at = self.at.plus_millis(ms);
+            let refill = ms.saturating_mul(u64::from(self.rate));
+            self.milli = self.milli.saturating_add(refill).min(full);
+        }
+        if self.milli >= 1000 {
+            self.milli -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// No VIP's index (see [`Slot::keeps`]).
 const NO_VIP: u32 = u32::MAX;
 
@@ -76,6 +118,10 @@ pub(super) struct VipRt {
     pub persistence: Option<u32>,
     /// `fail_open` of the config.
     pub fail_open: bool,
+    /// The consistent hash alone routes its flows (`maglev` or `sh`, no persistence): packets
+    /// that cannot open a flow, or new flows above the rate limit, are forwarded without an
+    /// entry.
+    pub stateless: bool,
     /// Every backend is down and `fail_open`: the scheduler takes them all the same.
     pub failing_open: bool,
     /// Slots in config order.
@@ -183,6 +229,10 @@ impl Forwarder {
             .bgp
             .as_ref()
             .map(|b| b.peers.iter().map(|p| p.address).collect());
+        let rate = config.limits.new_flows_per_second;
+        if self.new_flows.map(|l| l.rate()) != rate {
+            self.new_flows = rate.map(|r| NewFlowLimit::new(r, now));
+        }
 
         // Match surviving backends to their slots by (VIP name, address).
         let mut old: BTreeMap<(String, u32), u32> = BTreeMap::new();
@@ -295,6 +345,8 @@ impl Forwarder {
                 scheduler: v.scheduler,
                 persistence: v.persistence,
                 fail_open: v.fail_open,
+                stateless: matches!(v.scheduler, Scheduler::Maglev | Scheduler::Sh)
+                    && v.persistence.is_none(),
                 failing_open: false,
                 backends: placed[vi].iter().map(|p| p.unwrap_or(0)).collect(),
                 sched: SchedState::default(),

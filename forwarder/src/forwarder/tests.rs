@@ -850,6 +850,141 @@ fn with_fail_open_off_a_vip_whose_backends_are_all_down_drops() {
     }
 }
 
+/// A random-looking client address for flood packet `i`.
+fn spoofed(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(i.wrapping_mul(2_654_435_761) | 0x0100_0000)
+}
+
+#[test]
+fn tcp_without_syn_that_misses_a_hash_routed_vip_makes_no_flow() {
+    let c = config(Mode::DsrL2, Scheduler::Maglev, &[1, 1, 1]);
+    let mut f = ready(&c);
+    let mut reference = ready(&c);
+    for (i, flags) in (0..300u32).zip([0x10u8, 0x18, 0x11, 0x04].into_iter().cycle()) {
+        let p = Pkt {
+            src: spoofed(i),
+            ..Pkt::tcp(i as u16, flags)
+        };
+        // Where a SYN of the same flow goes.
+        let syn = send(&mut reference, &Pkt { flags: 0x02, ..p }, Instant::ZERO);
+        assert_eq!(send(&mut f, &p, Instant::ZERO), syn);
+    }
+    assert_eq!(f.flow_count(), 0);
+    assert_eq!(f.counters().flows_stateless, 300);
+    // A SYN still makes its entry; the flow's later packets find it.
+    assert!(send(&mut f, &Pkt::tcp(7, 0x02), Instant::ZERO).is_ok());
+    assert!(send(&mut f, &Pkt::tcp(7, 0x10), Instant::ZERO).is_ok());
+    assert_eq!((f.flow_count(), f.counters().flows_stateless), (1, 300));
+}
+
+#[test]
+fn tcp_without_syn_still_makes_a_flow_where_only_the_table_can_route_it() {
+    // Round robin cannot recompute a backend, and persistence must record the source.
+    let mut rr = ready(&config(Mode::DsrL2, Scheduler::Rr, &[1, 1]));
+    assert!(send(&mut rr, &Pkt::tcp(1, 0x10), Instant::ZERO).is_ok());
+    assert_eq!(rr.flow_count(), 1);
+    let mut c = config(Mode::DsrL2, Scheduler::Maglev, &[1, 1]);
+    c.vips[0].persistence = Some(60);
+    let mut sticky = ready(&c);
+    assert!(send(&mut sticky, &Pkt::tcp(1, 0x10), Instant::ZERO).is_ok());
+    assert_eq!(sticky.flow_count(), 1);
+    assert_eq!(
+        rr.counters().flows_stateless + sticky.counters().flows_stateless,
+        0
+    );
+}
+
+#[test]
+fn above_the_new_flow_rate_new_flows_are_routed_by_the_hash_and_not_stored() {
+    let c = Config::builder()
+        .new_flows_per_second(10)
+        .vip(web(Mode::DsrL2, Scheduler::Maglev, &[1, 1, 1]))
+        .build();
+    let mut f = ready(&c);
+    let mut reference = ready(&config(Mode::DsrL2, Scheduler::Maglev, &[1, 1, 1]));
+    let t0 = Instant::from_millis(5000);
+    for i in 0..50u32 {
+        let p = Pkt {
+            src: spoofed(i),
+            ..Pkt::tcp(i as u16, 0x02)
+        };
+        assert_eq!(send(&mut f, &p, t0), send(&mut reference, &p, t0));
+    }
+    assert_eq!(f.flow_count(), 10);
+    assert_eq!(f.counters().flows_not_stored, 40);
+    // The stored ones keep their entries; a later packet of one not stored is routed the same.
+    for i in [0u32, 9, 10, 49] {
+        let p = Pkt {
+            src: spoofed(i),
+            ..Pkt::tcp(i as u16, 0x10)
+        };
+        assert_eq!(send(&mut f, &p, t0), send(&mut reference, &p, t0));
+    }
+    assert_eq!(f.flow_count(), 10);
+    // Half a second refills half the rate.
+    let t1 = t0.plus_millis(500);
+    for i in 100..110u32 {
+        let p = Pkt {
+            src: spoofed(i),
+            ..Pkt::tcp(i as u16, 0x02)
+        };
+        assert!(send(&mut f, &p, t1).is_ok());
+    }
+    assert_eq!(f.flow_count(), 15);
+    // A round-robin VIP is never limited: without an entry its flows would break.
+    let rr = Config::builder()
+        .new_flows_per_second(10)
+        .vip(web(Mode::DsrL2, Scheduler::Rr, &[1, 1]))
+        .build();
+    let mut f = ready(&rr);
+    for i in 0..50u16 {
+        assert!(send(&mut f, &Pkt::tcp(i, 0x02), t0).is_ok());
+    }
+    assert_eq!((f.flow_count(), f.counters().flows_not_stored), (50, 0));
+}
+
+/// Spoofed SYNs (and, to a hash-routed VIP, ACKs) at many times the table's capacity, while
+/// established flows keep sending: every established flow keeps its backend (its entry
+/// outranks the flood's SYN-only ones; the ACKs make none). On a scheduler whose choice lives
+/// only in the table (wlc) made-up ACKs must make entries, and a flood of them can evict.
+#[test]
+fn a_spoofed_flood_at_many_times_the_table_does_not_move_established_flows() {
+    for (scheduler, ack_every) in [(Scheduler::Wlc, u32::MAX), (Scheduler::Maglev, 2)] {
+        let c = config(Mode::DsrL2, scheduler, &[1, 1, 1]);
+        let mut f = Forwarder::with_seed(&c, OUR_MAC, 1024, 0x1234_5678_9abc_def1);
+        let hosts: Vec<Ipv4Addr> = (0..3).map(backend_addr).chain([GW]).collect();
+        resolve(&mut f, &hosts);
+        let mut now = Instant::from_millis(1000);
+        let established: Vec<(Pkt, usize)> = (0..200u16)
+            .map(|i| {
+                let syn = Pkt::tcp(10_000 + i, 0x02);
+                let b = send(&mut f, &syn, now).unwrap();
+                assert_eq!(send(&mut f, &Pkt { flags: 0x10, ..syn }, now), Ok(b));
+                (syn, b)
+            })
+            .collect();
+        for i in 0..20_000u32 {
+            let flags = if i % ack_every == 1 { 0x10 } else { 0x02 };
+            let flood = Pkt {
+                src: spoofed(i),
+                ..Pkt::tcp((i % 60_000) as u16, flags)
+            };
+            assert!(send(&mut f, &flood, now).is_ok());
+            if i % 100 == 0 {
+                now = now.plus_millis(100);
+                for (syn, b) in &established {
+                    let ack = Pkt {
+                        flags: 0x18,
+                        ..*syn
+                    };
+                    assert_eq!(send(&mut f, &ack, now), Ok(*b), "{scheduler:?} flood {i}");
+                }
+            }
+        }
+        assert!(f.counters().drop_count(DropReason::FlowEvicted) > 0);
+    }
+}
+
 #[test]
 fn down_moves_existing_flows_to_live_backends_and_only_those() {
     let mut f = ready(&config(Mode::DsrL2, Scheduler::Rr, &[1, 1, 1]));

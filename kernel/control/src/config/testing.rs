@@ -157,6 +157,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// The most new flows per second the flow table takes (`limits.new_flows_per_second`).
+    pub fn new_flows_per_second(mut self, rate: u32) -> Self {
+        self.config.limits.new_flows_per_second = Some(rate);
+        self
+    }
+
     /// A `[bgp]` section with AS `asn`, the default hold time, announcing, without BFD or peers.
     pub fn bgp(mut self, asn: u32) -> Self {
         self.config.bgp = Some(Bgp {

@@ -2,9 +2,9 @@
 //! broken rule is reported, naming its field in the words of the config file.
 
 use super::{
-    parse_http_url, parse_pci_address, Bgp, Config, ConfigError, Health, MacText, Management,
-    Mode, Scheduler, Vip, VipPort, BACKENDS_MAX, BGP_HOLD_RANGE, BGP_PEERS_MAX, FLOWS_RANGE,
-    MTU_RANGE, NAME_MAX, VIPS_MAX, WEIGHT_MAX,
+    parse_http_url, parse_pci_address, Bgp, Config, ConfigError, Health, MacText, Management, Mode,
+    Scheduler, Vip, VipPort, BACKENDS_MAX, BGP_HOLD_RANGE, BGP_PEERS_MAX, FLOWS_RANGE, MTU_RANGE,
+    NAME_MAX, VIPS_MAX, WEIGHT_MAX,
 };
 use alloc::format;
 use alloc::string::String;
@@ -44,6 +44,15 @@ impl Config {
                         "{flows} is out of range {}..={}",
                         FLOWS_RANGE.0, FLOWS_RANGE.1
                     ),
+                ));
+            }
+        }
+        if let Some(rate) = self.limits.new_flows_per_second {
+            let (lo, hi) = super::NEW_FLOWS_RATE_RANGE;
+            if !(lo..=hi).contains(&rate) {
+                return Err(ConfigError::new(
+                    "limits.new_flows_per_second",
+                    format!("{rate} is out of range {lo}..={hi}"),
                 ));
             }
         }

@@ -48,6 +48,12 @@ pub struct Snapshot<'a> {
     pub icmp_echo_replies: u64,
     /// Next hops whose MAC an ARP packet changed.
     pub neigh_changes: u64,
+    /// TCP packets without SYN of no known flow, routed by the consistent hash without an entry.
+    pub flows_stateless: u64,
+    /// New flows above `limits.new_flows_per_second`, routed by the hash and not stored.
+    pub flows_not_stored: u64,
+    /// Forwarded frames shed because the transmit ring stayed full.
+    pub tx_shed: u64,
 }
 
 /// Escape a Prometheus label value.
@@ -166,6 +172,27 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
         "Next hops (backends, the gateway) whose MAC an ARP packet changed.",
     );
     let _ = writeln!(o, "sidestep_neigh_changes_total {}", s.neigh_changes);
+    let flood_counters = [
+        (
+            "sidestep_flows_stateless_total",
+            "TCP packets without SYN that matched no flow of a maglev/sh VIP: routed by the hash, no entry made.",
+            s.flows_stateless,
+        ),
+        (
+            "sidestep_flows_not_stored_total",
+            "New flows above limits.new_flows_per_second: routed by the hash, not stored.",
+            s.flows_not_stored,
+        ),
+        (
+            "sidestep_tx_shed_total",
+            "Forwarded frames dropped because the transmit ring stayed full for a round.",
+            s.tx_shed,
+        ),
+    ];
+    for (name, help, value) in flood_counters {
+        family(&mut o, name, "counter", help);
+        let _ = writeln!(o, "{name} {value}");
+    }
     family(
         &mut o,
         "sidestep_drops_total",
@@ -411,6 +438,9 @@ pub(crate) mod tests {
             icmp_forwarded: 0,
             icmp_echo_replies: 0,
             neigh_changes: 0,
+            flows_stateless: 0,
+            flows_not_stored: 0,
+            tx_shed: 0,
         };
         assert_eq!(
             render_status(&s),
@@ -447,6 +477,9 @@ pub(crate) mod tests {
             icmp_forwarded: 8,
             icmp_echo_replies: 9,
             neigh_changes: 10,
+            flows_stateless: 11,
+            flows_not_stored: 12,
+            tx_shed: 13,
         };
         let m = render_metrics(&s);
         for line in [
@@ -472,6 +505,10 @@ pub(crate) mod tests {
             "sidestep_icmp_forwarded_total 8",
             "sidestep_icmp_echo_replies_total 9",
             "sidestep_neigh_changes_total 10",
+            "# TYPE sidestep_flows_stateless_total counter",
+            "sidestep_flows_stateless_total 11",
+            "sidestep_flows_not_stored_total 12",
+            "sidestep_tx_shed_total 13",
             "sidestep_flows_capacity 1024",
         ] {
             assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
