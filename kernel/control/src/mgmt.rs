@@ -2,7 +2,8 @@
 //! formatting ([`RequestParser`], [`route`], [`Response`]; `http.rs`), the Prometheus and JSON
 //! renderings of the counters ([`render_metrics`], [`render_status`]; `render.rs`), the decision
 //! on a pushed config (`check_signed_config`, feature `signed`), and the small HTTP client pieces
-//! the boot-time fetch needs ([`fetch_request`], [`parse_response`]; `client.rs`).
+//! the boot-time fetch needs ([`fetch_request`], [`parse_response`]; `client.rs`), and how the
+//! server shares its connections among sources, with their deadlines ([`share`]).
 //!
 //! The kernel owns the sockets and the clock; everything that looks at bytes from the network
 //! lives here so that it is host-tested and fuzzed. The parser never panics and never holds more
@@ -13,6 +14,7 @@
 mod client;
 mod http;
 mod render;
+pub mod share;
 
 pub use client::{fetch_request, parse_response, ClientResponse};
 pub use http::{
