@@ -25,10 +25,7 @@ use alloc::string::String;
 use control::config::Config;
 use drivers::{Burst, Nic, PacketBuf, BUF_SIZE, HEADROOM};
 use forwarder::{Forwarder, Instant, Verdict};
-use log::{info, warn};
-
-/// Flow-table entries when the config does not say, at most.
-const DEFAULT_FLOWS_MAX: usize = 4 << 20;
+use log::{error, info, warn};
 
 // The forwarder writes outer headers into the headroom the drivers leave in front of a frame.
 const _: () = assert!(HEADROOM >= forwarder::HEADROOM);
@@ -48,12 +45,20 @@ const TLB_FLUSH_MS: u64 = 200;
 /// on the forwarding path.
 const HOUSEKEEPING_US: u64 = 1000;
 
-/// Flow-table size: the config's, else a quarter of the heap at 32 bytes a flow (capped).
+/// Flow-table size: the config's, else a quarter of the heap (capped), and never more than the
+/// free heap leaves room for (see `control::sizing`); a `limits.flows` that does not fit is an
+/// error line and the largest table that does, not a failed allocation.
 fn flow_capacity(config: &Config, heap_bytes: u64) -> usize {
-    match config.limits.flows {
-        Some(n) => n as usize,
-        None => ((heap_bytes / 4 / 32) as usize).clamp(1024, DEFAULT_FLOWS_MAX),
+    let size = control::sizing::flow_table(config.limits.flows, heap_bytes, memory::heap_free());
+    if let Some(asked) = size.requested_too_many {
+        error!(
+            "limits.flows = {asked} needs {} MiB, but {} MiB of the heap are free for the flow table: using {} flows; give the machine more memory or lower limits.flows",
+            (u64::from(asked) * control::sizing::FLOW_BYTES) >> 20,
+            (size.fits as u64 * control::sizing::FLOW_BYTES) >> 20,
+            size.flows
+        );
     }
+    size.flows
 }
 
 /// Everything the poll loop owns.

@@ -6,7 +6,9 @@
 //! each alive by trickling a header line every two seconds. The connections past its share are
 //! reset at once; the router, another allowed source, is served meanwhile; and the connections
 //! within the share are reset at the absolute deadline although they never went idle. After
-//! that the client is served again. One boot for the whole story.
+//! that the client is served again. One boot for the whole story, which also shows that a
+//! `limits.flows` larger than the machine's memory boots with the table that fits (an error line
+//! says so) instead of halting.
 
 use std::time::{Duration, Instant};
 use tests::fixture::Fixture;
@@ -109,6 +111,11 @@ fn a_slowloris_keeps_its_share_and_its_deadline_and_others_are_served() {
         "the management API answers the client",
         Duration::from_secs(20),
         || status_from(&f, Host::Client, 2).ok(),
+    );
+    let console = f.serial_log();
+    assert!(
+        console.contains("limits.flows = 67108864 needs 2048 MiB"),
+        "no error line about the flow table that does not fit:\n{console}"
     );
 
     let started = Instant::now();
