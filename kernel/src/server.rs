@@ -6,9 +6,10 @@
 //! deadline for the handshake, for progress, for the whole connection and for closing); this
 //! file only moves bytes between sockets and that code. Every free socket listens on the port,
 //! so that a client that connects and says nothing holds one socket, not the server; a
-//! connection that missed a deadline, or that its source may not have, is aborted. Who may
-//! connect at all is decided before smoltcp sees a frame (see `net`), so a refused source never
-//! gets a SYN-ACK or a reset.
+//! connection that missed a deadline, or that its source may not have, is aborted, and while
+//! more than `share::UNSENT_BUDGET` bytes of responses wait, `/metrics` and `/status` are
+//! answered 503 instead of rendered. Who may connect at all is decided before smoltcp sees a
+//! frame (see `net`), so a refused source never gets a SYN-ACK or a reset.
 
 use control::mgmt::share::{self, Admit, Expiry, Slot, Stage};
 use control::mgmt::{Parse, Request, RequestParser, Response, CONTINUE};
@@ -104,6 +105,7 @@ impl Server {
         handler: &mut dyn FnMut(Request) -> Response,
     ) -> bool {
         let mut touched = false;
+        let mut unsent: usize = self.conns.iter().map(Conn::unsent).sum();
         for i in 0..self.conns.len() {
             touched |= self.admit(i, sockets, now_ms);
             let conn = &mut self.conns[i];
@@ -116,7 +118,8 @@ impl Server {
                 touched = true;
                 continue;
             }
-            touched |= conn.poll(s, self.port, now_ms, handler);
+            touched |= conn.poll(s, self.port, now_ms, unsent, handler);
+            unsent = self.conns.iter().map(Conn::unsent).sum();
         }
         self.log_aborted(now_ms);
         touched
@@ -194,6 +197,7 @@ impl Conn {
         s: &mut Socket<'static>,
         port: Option<u16>,
         now_ms: u64,
+        unsent: usize,
         handler: &mut dyn FnMut(Request) -> Response,
     ) -> bool {
         match self.phase {
@@ -215,7 +219,7 @@ impl Conn {
                     true
                 }
             },
-            Phase::Reading => self.read(s, now_ms, handler),
+            Phase::Reading => self.read(s, now_ms, unsent, handler),
             Phase::Writing => self.write(s, now_ms),
             Phase::Closing => {
                 if matches!(s.state(), State::Closed | State::TimeWait) {
@@ -227,10 +231,13 @@ impl Conn {
         }
     }
 
+    /// Read what arrived; a complete request is answered through `handler`, unless `unsent`
+    /// bytes of other responses already wait and it asks for a rendering (`share::may_render`).
     fn read(
         &mut self,
         s: &mut Socket<'static>,
         now_ms: u64,
+        unsent: usize,
         handler: &mut dyn FnMut(Request) -> Response,
     ) -> bool {
         if s.state() != State::SynReceived {
@@ -254,7 +261,14 @@ impl Conn {
             }
             match result {
                 Parse::NeedMore | Parse::Continue => {}
-                Parse::Done(request) => return self.respond(s, handler(request), now_ms),
+                Parse::Done(request) => {
+                    let response = if share::may_render(&request, unsent) {
+                        handler(request)
+                    } else {
+                        share::busy()
+                    };
+                    return self.respond(s, response, now_ms);
+                }
                 Parse::Error(e) => return self.respond(s, e.response(), now_ms),
             }
         }
@@ -314,6 +328,11 @@ impl Conn {
         self.slot = None;
         self.out = alloc::vec::Vec::new();
         self.parser = RequestParser::new();
+    }
+
+    /// Response bytes this connection still has to send.
+    fn unsent(&self) -> usize {
+        self.out.len().saturating_sub(self.sent)
     }
 
     fn enter(&mut self, stage: Stage, now_ms: u64) {

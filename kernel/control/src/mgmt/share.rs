@@ -10,9 +10,19 @@
 //! [`PER_SOURCE`]). And when a new connection takes the last free socket, the oldest connection
 //! of the source holding the most goes, so that the server keeps a socket listening for a source
 //! it has not seen yet.
+//!
+//! Responses are held whole until sent, and a `/metrics` or `/status` of the largest valid
+//! config is megabytes: while more than [`UNSENT_BUDGET`] bytes of responses wait to be sent,
+//! those two are answered 503 instead of rendered ([`may_render`]), so slow readers hold at most
+//! the budget and one rendering, not one rendering each.
 
+use super::{Request, Response};
+use alloc::string::String;
 use core::fmt;
 use core::net::Ipv4Addr;
+
+/// Response bytes waiting to be sent, over all connections, above which [`may_render`] says no.
+pub const UNSENT_BUDGET: usize = 1 << 20;
 
 /// Connections served at the same time (listening sockets included: a free socket listens).
 pub const CONNECTIONS: usize = 16;
@@ -160,6 +170,20 @@ pub fn admit(held: &[Slot], source: Ipv4Addr) -> Admit {
         .map_or(Admit::Accept, |(i, _)| Admit::AcceptEvicting(i))
 }
 
+/// Whether `request` may be answered while `unsent` response bytes wait to be sent: always,
+/// except for the renderings that grow with the config (`/metrics`, `/status`) over the budget.
+pub fn may_render(request: &Request, unsent: usize) -> bool {
+    unsent <= UNSENT_BUDGET || !matches!(request.path.as_str(), "/metrics" | "/status")
+}
+
+/// The answer to a request [`may_render`] refused.
+pub fn busy() -> Response {
+    Response::text(
+        503,
+        String::from("other responses are still being sent; retry in a second\n"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +234,25 @@ mod tests {
         // Entering the stage it is in does not restart the clock.
         s.enter(Stage::Closing, 31_000);
         assert_eq!(s.expired(29_001 + CLOSING_MS), Some(Expiry::Closing));
+    }
+
+    #[test]
+    fn renderings_wait_while_the_budget_is_spent_and_pushes_do_not() {
+        let req = |method: &str, path: &str| Request {
+            method: method.into(),
+            path: path.into(),
+            body: Vec::new(),
+        };
+        for path in ["/metrics", "/status"] {
+            assert!(may_render(&req("GET", path), UNSENT_BUDGET));
+            assert!(!may_render(&req("GET", path), UNSENT_BUDGET + 1));
+        }
+        assert!(may_render(&req("PUT", "/config"), usize::MAX));
+        let b = busy();
+        assert_eq!(b.status, 503);
+        assert!(String::from_utf8(b.to_bytes())
+            .unwrap()
+            .starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
     }
 
     #[test]
