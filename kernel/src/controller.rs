@@ -237,7 +237,12 @@ impl Controller {
 /// `newest` (the newest config known), valid, and of a newer version than it.
 fn accept(newest: &Config, blob: &[u8]) -> Result<Config, Response> {
     let pubkey = newest.management.as_ref().and_then(|m| m.pubkey.as_ref());
-    mgmt::check_signed_config(blob, pubkey, newest.version)
+    mgmt::check_signed_config(
+        blob,
+        pubkey,
+        newest.version,
+        newest.interface.address.address,
+    )
 }
 
 /// `GET /metrics` or `GET /status`.

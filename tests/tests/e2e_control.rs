@@ -25,7 +25,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tests::fixture::{self, Fixture};
 use tests::netns::{
-    self, DemoNet, Host, BALANCER, BALANCER_MAC, BIG_FILE_LEN, BIG_FILE_PATH, GATEWAY, VIP_WEB,
+    self, DemoNet, Host, BALANCER, BALANCER2, BALANCER_MAC, BIG_FILE_LEN, BIG_FILE_PATH, GATEWAY,
+    VIP_WEB,
 };
 use tests::qemu::Image;
 
@@ -541,6 +542,22 @@ fn refused_pushes_change_nothing() {
     );
     unchanged("an invalid config");
 
+    // Correctly signed and newer, but for another balancer of the fleet (its address).
+    let elsewhere = edited(2, |c| {
+        set_weight(c, "be2", 0);
+        c.interface.address.address = BALANCER2;
+    });
+    assert!(elsewhere.validate().is_ok());
+    let r = f.push(&s.key.sign(&elsewhere));
+    assert_eq!(r.status, 421, "{r:?}");
+    let why = boot::client::push_refusal(&r, Some(2)).unwrap();
+    assert!(
+        why.starts_with("the config is for another balancer")
+            && why.contains(&BALANCER2.to_string()),
+        "{why}"
+    );
+    unchanged("a config for another instance");
+
     // Not newer than the running one.
     let r = f.push(&s.key.sign(&edited(1, |c| set_weight(c, "be2", 0))));
     assert_eq!(r.status, 409, "{r:?}");
@@ -876,9 +893,7 @@ fn floods_do_not_take_healthy_backends_out_and_a_download_survives() {
     let mut samples = Vec::new();
     let mut sample = |what: &str| {
         let started = Instant::now();
-        let got = f
-            .net
-            .curl(5, &[&format!("http://{}/metrics", mgmt_addr())]);
+        let got = f.net.curl(5, &[&format!("http://{}/metrics", mgmt_addr())]);
         if let Ok(m) = got {
             let up = ["be1", "be2"].map(|b| {
                 metric(
