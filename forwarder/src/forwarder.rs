@@ -319,11 +319,12 @@ impl Forwarder {
 
     /// The oldest neighbour (address, MAC) the local stack must learn, taken off a small
     /// bounded queue (the oldest dropped when it is full): whom the forwarder's ARP answer for
-    /// the balancer's own address went to, and the on-link unicast sender of a TCP SYN (without
-    /// ACK) or ICMP echo request it passed up as [`Verdict::Local`]. The local stack learns
-    /// neighbours only from ARP it sees; without the hint its first answer to such a peer would
-    /// wait for an ARP round trip of its own and the SYN-ACK or echo reply be lost. The kernel
-    /// hands each to the local stack as [`arp::neighbour_hint`].
+    /// the balancer's own address went to, and the sender of a TCP SYN (without ACK) or ICMP
+    /// echo request it passed up as [`Verdict::Local`] when that is a next hop whose MAC the
+    /// forwarder resolved and the frame came from (never a MAC only the frame claims). The local
+    /// stack learns neighbours only from ARP it sees; without the hint its first answer to such
+    /// a peer would wait for an ARP round trip of its own. The kernel hands each to the local
+    /// stack as [`arp::neighbour_hint`].
     pub fn take_neighbour_hint(&mut self) -> Option<(Ipv4Addr, [u8; 6])> {
         self.hints.pop()
     }

@@ -776,6 +776,8 @@ fn fetch_without_a_server_keeps_the_baked_config() {
     }
 }
 
+/// be1 (outside `allow`) gets no answer from the management port, for reads neither, nor by
+/// forging an allowed address (an on-link SYN spoofer); the router (inside) does.
 #[test]
 fn the_management_port_is_not_served_to_be1_even_for_reads() {
     let f = boot(&setup().image, |_| Ok(()));
@@ -805,6 +807,48 @@ fn the_management_port_is_not_served_to_be1_even_for_reads() {
         .expect("run curl on the router");
     assert!(out.success, "{out:?}");
     assert_eq!(Status::parse(&out.stdout).expect("JSON").version, 1);
+
+    // be1 forging the client's address (allowed) gets no session either: the balancer answers
+    // a SYN at the MAC it resolved for the client, not at the MAC the SYN came from, so the
+    // SYN-ACK reaches the client (which resets it) and be1 never sees one.
+    let client = Host::Client.addr().expect("has one").to_string();
+    let synack = format!("tcp src port {MGMT_PORT} and tcp[tcpflags] & tcp-syn != 0");
+    let at_be1 = f
+        .net
+        .capture(Host::Be1, "eth0", &synack)
+        .expect("capture on be1");
+    let at_client = f
+        .net
+        .capture(Host::Client, "eth0", &synack)
+        .expect("capture on the client");
+    let port = MGMT_PORT.to_string();
+    let balancer = BALANCER.to_string();
+    let out = f
+        .net
+        .run(
+            Host::Be1,
+            &[
+                "hping3", "-S", "-a", &client, "-p", &port, "-c", "3", "-i", "u300000", &balancer,
+            ],
+        )
+        .expect("run hping3 on be1");
+    std::thread::sleep(Duration::from_secs(1));
+    let (at_be1, at_client) = (
+        at_be1.finish().expect("read be1's capture"),
+        at_client.finish().expect("read the client's capture"),
+    );
+    assert!(
+        at_be1.lines.is_empty(),
+        "be1, forging the client's address, got SYN-ACKs from the management port: {:?}\n{out:?}",
+        at_be1.lines
+    );
+    assert!(
+        !at_client.lines.is_empty(),
+        "the forged SYNs were not answered to the client either (did hping3 run? {out:?})\n{}",
+        f.diagnostics()
+    );
+    // The client itself is still served.
+    f.status();
 }
 
 /// `hping3 --flood --rand-source` with `flags` (`-S` SYN, `-A` ACK) from the client to the web

@@ -143,9 +143,12 @@ impl Forwarder {
     }
 
     /// IPv4 for the local stack (`buf[head..end]`, its headers checked): unless the management
-    /// allow-list refuses it, count it and note its sender when it opens a conversation. Out of
-    /// line, so that VIP traffic does not carry it (marked cold, the single-frame path got
-    /// slower all the same).
+    /// allow-list refuses it, count it, and when it opens a conversation from a next hop, hint
+    /// the MAC the forwarder resolved for it. A SYN or ping proves nothing about its sender's
+    /// MAC (any host on the segment can send one from an allowed address): anyone but a resolved
+    /// next hop, the local stack resolves by ARP itself, so a forged SYN's SYN-ACK goes to the
+    /// address's real owner. Out of line, so that VIP traffic does not carry it (marked cold,
+    /// the single-frame path got slower all the same).
     #[inline(never)]
     fn local(&mut self, buf: &[u8], head: usize, end: usize) -> Verdict {
         let frame = &buf[head..end];
@@ -157,7 +160,9 @@ impl Forwarder {
         }
         self.counters.local += 1;
         if let Some((ip, mac)) = opens_conversation(frame, self.subnet) {
-            self.hints.push(ip, mac);
+            if self.neighbour(ip) == Some(mac) {
+                self.hints.push(ip, mac);
+            }
         }
         Verdict::Local
     }

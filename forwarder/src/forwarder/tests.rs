@@ -1461,8 +1461,19 @@ fn ping(src: Ipv4Addr, src_mac: [u8; 6], frag: (bool, u16)) -> (Vec<u8>, usize) 
 }
 
 #[test]
-fn neighbour_hints_name_on_link_peers_that_open_a_conversation() {
-    let mut f = ready(&managed());
+fn neighbour_hints_name_resolved_hops_that_open_a_conversation_and_arp_askers() {
+    // A backend is a next hop the forwarder resolves; the management port is open to it.
+    let hop = backend_addr(0);
+    let mut c = managed();
+    c.management
+        .as_mut()
+        .unwrap()
+        .allow
+        .push(crate::config::Prefix {
+            address: Ipv4Addr::new(10, 77, 0, 16),
+            len: 28,
+        });
+    let mut f = ready(&c);
     let peer = Ipv4Addr::new(10, 77, 0, 9);
     let local = |f: &mut Forwarder, (mut buf, len): (Vec<u8>, usize)| {
         assert_eq!(
@@ -1470,46 +1481,59 @@ fn neighbour_hints_name_on_link_peers_that_open_a_conversation() {
             Verdict::Local
         );
     };
-    let to_us = |src: Ipv4Addr, flags: u8| {
+    let to_us = |src: Ipv4Addr, src_mac: [u8; 6], flags: u8| {
         let mut p = Pkt::tcp(40000, flags);
         p.src = src;
         p.dst = OWN;
         p.dport = 9000;
-        p.build()
+        let (mut buf, len) = p.build();
+        buf[HEAD + 6..HEAD + 12].copy_from_slice(&src_mac);
+        (buf, len)
     };
-    // A SYN from an on-link peer (the test frames come from CLIENT_MAC).
-    local(&mut f, to_us(peer, 0x02));
-    assert_eq!(f.take_neighbour_hint(), Some((peer, CLIENT_MAC)));
+    // A SYN from the backend, a next hop the forwarder resolved, from the MAC it resolved.
+    local(&mut f, to_us(hop, mac_of(hop), 0x02));
+    assert_eq!(f.take_neighbour_hint(), Some((hop, mac_of(hop))));
+    assert_eq!(f.take_neighbour_hint(), None);
+    // The same from another MAC (a host on the segment forging the backend's address), and a
+    // SYN from an allowed on-link peer that is no next hop: the frame's MAC proves nothing,
+    // so no hint (the local stack resolves them itself).
+    local(&mut f, to_us(hop, CLIENT_MAC, 0x02));
+    local(&mut f, to_us(peer, CLIENT_MAC, 0x02));
     assert_eq!(f.take_neighbour_hint(), None);
     // Not a SYN, a SYN-ACK, from off-link: no hint.
-    local(&mut f, to_us(peer, 0x10));
-    local(&mut f, to_us(peer, 0x12));
+    local(&mut f, to_us(hop, mac_of(hop), 0x10));
+    local(&mut f, to_us(hop, mac_of(hop), 0x12));
     let mut p = Pkt::tcp(40000, 0x02);
     p.dst = OWN;
     local(&mut f, p.build());
     assert_eq!(f.take_neighbour_hint(), None);
-    // An echo request, first fragment or whole; not a later fragment, not from a group MAC.
+    // An echo request from the hop, first fragment or whole; not a later fragment, not from a
+    // group MAC, not from a peer that is no hop.
+    local(&mut f, ping(hop, mac_of(hop), (false, 0)));
+    assert_eq!(f.take_neighbour_hint(), Some((hop, mac_of(hop))));
+    local(&mut f, ping(hop, mac_of(hop), (true, 0)));
+    assert_eq!(f.take_neighbour_hint(), Some((hop, mac_of(hop))));
+    local(&mut f, ping(hop, mac_of(hop), (false, 2)));
+    local(&mut f, ping(hop, [0x03, 0, 0, 0, 0, 1], (false, 0)));
     local(&mut f, ping(peer, mac_of(peer), (false, 0)));
-    assert_eq!(f.take_neighbour_hint(), Some((peer, mac_of(peer))));
-    local(&mut f, ping(peer, mac_of(peer), (true, 0)));
-    assert_eq!(f.take_neighbour_hint(), Some((peer, mac_of(peer))));
-    local(&mut f, ping(peer, mac_of(peer), (false, 2)));
-    local(&mut f, ping(peer, [0x03, 0, 0, 0, 0, 1], (false, 0)));
     assert_eq!(f.take_neighbour_hint(), None);
     // A denied SYN never reaches the local stack, so no hint either.
-    let (mut buf, len) = to_us(Ipv4Addr::new(10, 77, 0, 99), 0x02);
+    let (mut buf, len) = to_us(Ipv4Addr::new(10, 77, 0, 99), CLIENT_MAC, 0x02);
     assert_eq!(
         f.process(&mut buf, HEAD, len, Instant::ZERO),
         Verdict::Drop(DropReason::MgmtDenied)
     );
     // ARP: an answer for our own address names the asker; one for a VIP does not.
     let asker = Ipv4Addr::new(10, 77, 0, 50);
-    for (target, hinted) in [(VIP, false), (OWN, true)] {
+    let ask = |f: &mut Forwarder, asker: Ipv4Addr, target: Ipv4Addr| {
         let (mut buf, len) = arp_frame(ArpOperation::Request, mac_of(asker), asker, [0; 6], target);
         assert!(matches!(
             f.process(&mut buf, HEAD, len, Instant::ZERO),
             Verdict::Reply { .. }
         ));
+    };
+    for (target, hinted) in [(VIP, false), (OWN, true)] {
+        ask(&mut f, asker, target);
         assert_eq!(
             f.take_neighbour_hint(),
             hinted.then_some((asker, mac_of(asker)))
@@ -1517,8 +1541,7 @@ fn neighbour_hints_name_on_link_peers_that_open_a_conversation() {
     }
     // The queue is bounded: the oldest go.
     for i in 0..40u8 {
-        let src = Ipv4Addr::new(10, 77, 0, 100 + i);
-        local(&mut f, ping(src, mac_of(src), (false, 0)));
+        ask(&mut f, Ipv4Addr::new(10, 77, 0, 100 + i), OWN);
     }
     let mut left = Vec::new();
     while let Some(h) = f.take_neighbour_hint() {
