@@ -245,6 +245,9 @@ pub fn push_refusal(response: &Response, version: Option<u64>) -> Option<String>
         403 => Some(format!(
             "signature refused: does the image's management.pubkey match this key?{said}"
         )),
+        421 => Some(format!(
+            "the config is for another balancer: its interface.address is not this one's{said}"
+        )),
         409 => Some(match version {
             Some(v) => format!(
                 "version {v} is not newer than the running one; raise `version` and sign again{said}"
@@ -315,6 +318,9 @@ mod tests {
         assert!(push_refusal(&r(403, ""), None)
             .unwrap()
             .starts_with("signature refused: does the image's management.pubkey match this key?"));
+        assert!(push_refusal(&r(421, ""), Some(2))
+            .unwrap()
+            .starts_with("the config is for another balancer"));
         assert!(push_refusal(&r(409, ""), Some(3))
             .unwrap()
             .starts_with("version 3 is not newer than the running one"));

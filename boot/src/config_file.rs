@@ -82,6 +82,7 @@ struct FileManagement {
 #[serde(deny_unknown_fields)]
 struct FileLimits {
     flows: Option<i64>,
+    new_flows_per_second: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +102,7 @@ struct FileVip {
     mode: Option<String>,
     scheduler: Option<String>,
     persistence: Option<i64>,
+    fail_open: Option<bool>,
     health: Option<FileHealth>,
     #[serde(default)]
     backend: Vec<FileBackend>,
@@ -207,8 +209,15 @@ fn translate(file: FileConfig) -> Result<Config, ConfigError> {
     let limits = Limits {
         flows: file
             .limits
+            .as_ref()
             .and_then(|l| l.flows)
             .map(|f| ranged("limits.flows", f, 0, i64::from(u32::MAX)))
+            .transpose()?,
+        new_flows_per_second: file
+            .limits
+            .as_ref()
+            .and_then(|l| l.new_flows_per_second)
+            .map(|f| ranged("limits.new_flows_per_second", f, 0, i64::from(u32::MAX)))
             .transpose()?,
     };
     let vips = file
@@ -418,6 +427,7 @@ fn translate_vip(v: FileVip) -> Result<Vip, ConfigError> {
             .map(|p| ranged(&f("persistence"), p, 0, i64::from(u32::MAX)))
             .transpose()?,
         health,
+        fail_open: v.fail_open.unwrap_or(true),
         backends,
         name: v.name,
     })
@@ -491,6 +501,25 @@ weight = 0
         assert_eq!(web.persistence, Some(300));
         assert_eq!(web.health.as_ref().unwrap().fall, 3);
         assert_eq!(web.backends[1].weight, 0);
+    }
+
+    #[test]
+    fn new_flows_per_second_is_read_and_checked() {
+        let with = |n: &str| format!("{EXAMPLE}\n[limits]\nnew_flows_per_second = {n}\n");
+        assert_eq!(parse(EXAMPLE).unwrap().limits.new_flows_per_second, None);
+        let c = parse(&with("50000")).unwrap();
+        assert_eq!(c.limits.new_flows_per_second, Some(50000));
+        let zero = parse(&with("0")).unwrap_err().to_string();
+        assert!(zero.contains("limits.new_flows_per_second"), "{zero}");
+    }
+
+    #[test]
+    fn fail_open_defaults_to_true_and_takes_a_boolean() {
+        assert!(parse(EXAMPLE).unwrap().vips[0].fail_open);
+        let off = EXAMPLE.replace("persistence = 300", "persistence = 300\nfail_open = false");
+        assert!(!parse(&off).unwrap().vips[0].fail_open);
+        let bad = refused(|t| t.replace("persistence = 300", "persistence = 300\nfail_open = 1"));
+        assert!(bad.contains("fail_open"), "{bad}");
     }
 
     #[test]

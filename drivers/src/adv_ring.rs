@@ -256,6 +256,16 @@ impl<H: Hal> RxRing<H> {
         rx: &mut Burst,
         stats: &mut NicStats,
     ) -> usize {
+        // The device owns every descriptor from `next` up to the one before the tail: when the
+        // last of them is done, it had no descriptor left for the next frame.
+        let last = (self.next + RX_RING_SIZE - 2) % RX_RING_SIZE;
+        if self
+            .ring
+            .status(last)
+            .is_some_and(|wb| wb as u32 & RXD_STAT_DD != 0)
+        {
+            stats.rx_ring_exhausted += 1;
+        }
         let mut received = 0;
         while !rx.is_full() {
             let i = self.next;

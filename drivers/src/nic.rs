@@ -25,6 +25,10 @@ pub struct NicStats {
     pub rx_dropped: u64,
     /// Times the receive ring could not be refilled because the pool was empty.
     pub rx_no_buffer: u64,
+    /// Bursts that found every buffer of the receive ring filled: the device had nowhere to
+    /// put a frame, so frames that arrived meanwhile may have been lost before the driver saw
+    /// them (the balancer's own receive path was dropping, whatever the senders did).
+    pub rx_ring_exhausted: u64,
     /// Frames queued for transmission by `tx_burst`.
     pub tx_packets: u64,
     /// Bytes of those frames.

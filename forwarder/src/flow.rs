@@ -13,8 +13,10 @@
 //!
 //! The table never grows. When both buckets of a new flow are full, an expired entry is reused
 //! first; otherwise the entry of the eight seen least recently is evicted (counted by the
-//! caller). LRU is therefore *approximate*: exact among the eight candidate ways, at one-second
-//! resolution, not across the whole table. Expired entries are also reclaimed by an incremental
+//! caller), a flow that has only ever sent SYNs before one that got further (so that a SYN
+//! flood evicts its own entries first, not the connections it competes with). LRU is therefore
+//! *approximate*: exact among the eight candidate ways, at one-second resolution, not across
+//! the whole table. Expired entries are also reclaimed by an incremental
 //! sweep ([`FlowTable::sweep`]) that visits a bounded number of buckets per call, so backend
 //! connection counts (used by the lc/wlc schedulers) do not keep counting dead flows.
 //!
@@ -557,16 +559,18 @@ impl FlowTable {
 
     /// Both buckets are full: reuse the oldest expired way; else move one live entry to its own
     /// other bucket if that has room (one cuckoo step, so no flow is lost); else evict the
-    /// least recently seen of the eight.
+    /// least recently seen of the eight, SYN-only flows first.
     fn make_room(&mut self, b1: usize, b2: usize, now: u32) -> (usize, Displaced) {
-        // Rank: 1 expired, 2 live; then by age.
-        let mut best = (b1 * WAYS, (3u8, u32::MAX));
+        // Rank: 1 expired, 2 live and only SYNs seen, 3 live and further along; then by age.
+        let mut best = (b1 * WAYS, (4u8, u32::MAX));
         for b in [b1, b2] {
             for (w, e) in self.buckets[b].0.iter().enumerate() {
                 let rank = if e.expires <= now {
                     (1, e.last_seen)
-                } else {
+                } else if e.state == FlowState::SynSent as u8 {
                     (2, e.last_seen)
+                } else {
+                    (3, e.last_seen)
                 };
                 if rank < best.1 {
                     best = (b * WAYS + w, rank);
@@ -737,6 +741,38 @@ mod tests {
         });
         t.sweep(1000, 500, |_| {});
         t.check_full_bits();
+    }
+
+    /// One bucket (both choices the same): three established flows seen long ago and a SYN-only
+    /// one seen just now; a fifth flow evicts the SYN-only one, then the oldest of the rest.
+    #[test]
+    fn a_full_table_evicts_syn_only_flows_first() {
+        let mut t = FlowTable::new(WAYS, 5);
+        let key = |i: u32| FlowKey::five_tuple(0x0a00_0000 + i, 7, 1000 + i as u16, 80, 6);
+        for i in 0..4u32 {
+            let k = key(i);
+            let (s, d) = t.insert(t.hash(k), k, 10 + i);
+            assert_eq!(d, Displaced::Nothing);
+            let state = if i == 3 {
+                FlowState::SynSent
+            } else {
+                FlowState::Established
+            };
+            t.entry_mut(s).touch(state, 10 + i, 900);
+        }
+        let k = key(4);
+        let (s, d) = t.insert(t.hash(k), k, 20);
+        assert!(
+            matches!(d, Displaced::Evicted(e) if e.rest == key(3).rest),
+            "{d:?}"
+        );
+        t.entry_mut(s).touch(FlowState::Established, 20, 900);
+        let k = key(5);
+        let (_, d) = t.insert(t.hash(k), k, 21);
+        assert!(
+            matches!(d, Displaced::Evicted(e) if e.rest == key(0).rest),
+            "{d:?}"
+        );
     }
 
     #[test]

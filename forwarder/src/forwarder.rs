@@ -26,7 +26,11 @@
 //!   existing flows stay. Down (failed health checks) also moves its existing flows: each is
 //!   rescheduled on its next packet to a backend that is up, as IPVS's `expire_nodest_conn` does
 //!   for a removed destination (a TCP connection moved mid-stream is reset by its new backend;
-//!   the client reconnects instead of waiting on a dead server).
+//!   the client reconnects instead of waiting on a dead server). When no backend of a VIP is up
+//!   (and its config says `fail_open`, the default), the VIP *fails open*, as AWS NLB and
+//!   Maglev do: its scheduler takes every backend with a weight again and flows stay where they
+//!   are, so a health-check outage (the checker's fault as often as the backends') costs no
+//!   traffic ([`Forwarder::failing_open`]).
 //! - **The balancer's own traffic** goes up to the kernel's local stack ([`Verdict::Local`]),
 //!   except TCP to the management port from outside `[management] allow`
 //!   ([`DropReason::MgmtDenied`]). The forwarder notes the neighbours the local stack must learn
@@ -37,11 +41,14 @@
 //!   health) and a fixed hash seed, never from the instance's address, MAC, flow-hash seed or
 //!   the configs it ran before; so a packet that reaches this balancer mid-stream (its flow
 //!   moved here from another balancer) and misses the flow table goes where the first balancer
-//!   sent its SYN (forwarder/tests/consistency.rs). Such a miss creates a flow entry like any
-//!   other: the flow then keeps its backend when the backend set changes later (a Maglev
-//!   refill moves a few other keys too), as it would on the balancer that saw it open. The
-//!   price: a flood of made-up ACKs fills the table with established entries (900 s) and
-//!   evicts real flows; creating none for a consistent VIP's non-SYN misses is issue 18's.
+//!   sent its SYN (forwarder/tests/consistency.rs). Such a miss creates no entry (without
+//!   persistence): it is routed by the hash each time, so a flood of made-up ACKs stores
+//!   nothing; the price is that such a flow follows the hash when the backend set changes
+//!   later (a Maglev refill moves a few keys), where an entry would have kept it.
+//! - **Floods.** When the flow table is full, SYN-only entries are evicted before flows that
+//!   got further; `limits.new_flows_per_second` caps what new flows of hash-routed VIPs may
+//!   store (the rest are routed by the hash); and the table and fragment hashes are keyed by a
+//!   secret seed ([`Forwarder::with_seed`]), so no sender can aim at one bucket.
 //!
 //! - **ICMP to a VIP.** Errors (destination unreachable, fragmentation needed, time exceeded)
 //!   go to the backend of the flow they quote, as that flow's packets do, so that path MTU
@@ -78,7 +85,7 @@ use classify::MgmtGuard;
 use fragments::{FragEntry, FRAG_SLOTS};
 use icmp::TokenBucket;
 pub use icmp::{ICMP_BURST, ICMP_RATE};
-use tables::{Slot, VipIndex, VipRt};
+use tables::{NewFlowLimit, Slot, VipIndex, VipRt};
 
 /// Headroom the kernel must leave in front of every frame.
 pub const HEADROOM: usize = 64;
@@ -215,6 +222,8 @@ pub struct Forwarder {
     /// What the ICMP the balancer sends may spend ([`ICMP_RATE`], [`ICMP_BURST`]).
     icmp_bucket: TokenBucket,
     seed: u64,
+    /// `limits.new_flows_per_second`, when the config sets it.
+    new_flows: Option<NewFlowLimit>,
     /// When `poll` last swept (ms).
     swept_ms: u64,
     /// Above this many flows in the table a burst goes through the prefetch pass
@@ -227,19 +236,17 @@ pub struct Forwarder {
 
 impl Forwarder {
     /// A forwarder for `config` (already validated) on a NIC with address `mac`, with a flow
-    /// table of `flow_capacity` entries (32 bytes each), allocated now and never grown.
+    /// table of `flow_capacity` entries (32 bytes each), allocated now and never grown, and a
+    /// fixed hash seed: deterministic, for tests and benches. The image uses
+    /// [`with_seed`](Self::with_seed) with a seed from the CPU's random source.
     pub fn new(config: &Config, mac: [u8; 6], flow_capacity: usize) -> Forwarder {
-        let mut m = [0u8; 8];
-        m[..6].copy_from_slice(&mac);
-        let seed = crate::flow::fold_mul(
-            u64::from_le_bytes(m) ^ 0x2545_F491_4F6C_DD1D,
-            (flow_capacity as u64) ^ 0x9E37_79B9_7F4A_7C15,
-        );
-        Self::with_seed(config, mac, flow_capacity, seed)
+        Self::with_seed(config, mac, flow_capacity, 0x2545_F491_4F6C_DD1D)
     }
 
-    /// As [`new`](Self::new), with the flow-hash seed given (the kernel may pass the TSC or
-    /// RDRAND so that a sender cannot aim at one bucket).
+    /// As [`new`](Self::new), with the seed of the flow-table, persistence-table and fragment
+    /// hashes given. It must be secret and random (RDSEED/RDRAND): whoever can predict it can
+    /// send flows that all land in one bucket, or fragments that all land in one slot, and
+    /// evict what is there. It never decides a backend (consistent schedulers use a fixed seed).
     pub fn with_seed(config: &Config, mac: [u8; 6], flow_capacity: usize, seed: u64) -> Forwarder {
         let mut f = Forwarder {
             mac,
@@ -263,6 +270,7 @@ impl Forwarder {
             ident: 0,
             icmp_bucket: TokenBucket::full(),
             seed,
+            new_flows: None,
             swept_ms: 0,
             direct_max_flows: DIRECT_MAX_FLOWS,
             vip_active: true,
@@ -327,11 +335,12 @@ impl Forwarder {
 
     /// The oldest neighbour (address, MAC) the local stack must learn, taken off a small
     /// bounded queue (the oldest dropped when it is full): whom the forwarder's ARP answer for
-    /// the balancer's own address went to, and the on-link unicast sender of a TCP SYN (without
-    /// ACK) or ICMP echo request it passed up as [`Verdict::Local`]. The local stack learns
-    /// neighbours only from ARP it sees; without the hint its first answer to such a peer would
-    /// wait for an ARP round trip of its own and the SYN-ACK or echo reply be lost. The kernel
-    /// hands each to the local stack as [`arp::neighbour_hint`].
+    /// the balancer's own address went to, and the sender of a TCP SYN (without ACK) or ICMP
+    /// echo request it passed up as [`Verdict::Local`] when that is a next hop whose MAC the
+    /// forwarder resolved and the frame came from (never a MAC only the frame claims). The local
+    /// stack learns neighbours only from ARP it sees; without the hint its first answer to such
+    /// a peer would wait for an ARP round trip of its own. The kernel hands each to the local
+    /// stack as [`arp::neighbour_hint`].
     pub fn take_neighbour_hint(&mut self) -> Option<(Ipv4Addr, [u8; 6])> {
         self.hints.pop()
     }

@@ -167,6 +167,12 @@ pub struct Counters {
     pub flows_created: u64,
     /// Flows moved off a backend that health checks marked down (on their next packet).
     pub flows_rescheduled: u64,
+    /// TCP packets without SYN that matched no flow of a VIP whose consistent hash routes
+    /// without one: forwarded by the hash, no entry made.
+    pub flows_stateless: u64,
+    /// New flows above `limits.new_flows_per_second` (of such VIPs): forwarded by the hash,
+    /// not stored.
+    pub flows_not_stored: u64,
 }
 
 impl Counters {

@@ -29,6 +29,11 @@ pub struct NicCounts {
     pub rx: u64,
     /// Frames transmitted.
     pub tx: u64,
+    /// A running count of the balancer's own receive losses: bursts that found the NIC's ring
+    /// exhausted, refills without a pool buffer, frames the local stack's queue refused.
+    pub rx_drops: u64,
+    /// Forwarded frames shed because the transmit ring stayed full.
+    pub tx_shed: u64,
 }
 
 /// What one round of the control loop leaves for the data plane.
@@ -120,6 +125,7 @@ impl Controller {
             &mut self.ports,
             fwd,
             &mut hints,
+            nic.rx_drops,
         );
         for (ip, mac) in hints {
             local.learn(ip, mac);
@@ -254,7 +260,12 @@ impl Controller {
 /// `newest` (the newest config known), valid, and of a newer version than it.
 fn accept(newest: &Config, blob: &[u8]) -> Result<Config, Response> {
     let pubkey = newest.management.as_ref().and_then(|m| m.pubkey.as_ref());
-    mgmt::check_signed_config(blob, pubkey, newest.version)
+    mgmt::check_signed_config(
+        blob,
+        pubkey,
+        newest.version,
+        newest.interface.address.address,
+    )
 }
 
 /// What `/metrics` and `/status` are rendered from.
@@ -308,6 +319,9 @@ fn render(endpoint: Endpoint, parts: &Parts<'_>, uptime_ms: u64) -> Response {
         bgp_peers: &bgp_peers,
         bgp_announced: &bgp_announced,
         vrrp,
+        flows_stateless: counters.flows_stateless,
+        flows_not_stored: counters.flows_not_stored,
+        tx_shed: nic.tx_shed,
     };
     if endpoint == Endpoint::Metrics {
         Response::with(200, mgmt::PROMETHEUS, mgmt::render_metrics(&snapshot))

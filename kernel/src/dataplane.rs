@@ -9,6 +9,11 @@
 //! VRRP advertisements among them go to the virtual router (`crate::vrrp`) instead.
 //! Between bursts, at most every [`HOUSEKEEPING_US`], the forwarder's timers, the local stack
 //! and the control loop run.
+//!
+//! Frames the balancer makes itself (ARP, health checks, management replies) have a transmit
+//! burst of their own, sent before the forwarded one each round: a flood that fills the transmit
+//! ring sheds forwarded frames, never the balancer's own (so its health checks keep going out
+//! and its answers keep coming back).
 
 use crate::clock;
 use crate::controller::{Controller, NicCounts};
@@ -22,10 +27,7 @@ use alloc::string::String;
 use control::config::Config;
 use drivers::{Burst, Nic, PacketBuf, BUF_SIZE, HEADROOM};
 use forwarder::{Forwarder, Instant, Verdict};
-use log::{info, warn};
-
-/// Flow-table entries when the config does not say, at most.
-const DEFAULT_FLOWS_MAX: usize = 4 << 20;
+use log::{error, info, warn};
 
 // The forwarder writes outer headers into the headroom the drivers leave in front of a frame.
 const _: () = assert!(HEADROOM >= forwarder::HEADROOM);
@@ -45,12 +47,20 @@ const TLB_FLUSH_MS: u64 = 200;
 /// on the forwarding path.
 const HOUSEKEEPING_US: u64 = 1000;
 
-/// Flow-table size: the config's, else a quarter of the heap at 32 bytes a flow (capped).
+/// Flow-table size: the config's, else a quarter of the heap (capped), and never more than the
+/// free heap leaves room for (see `control::sizing`); a `limits.flows` that does not fit is an
+/// error line and the largest table that does, not a failed allocation.
 fn flow_capacity(config: &Config, heap_bytes: u64) -> usize {
-    match config.limits.flows {
-        Some(n) => n as usize,
-        None => ((heap_bytes / 4 / 32) as usize).clamp(1024, DEFAULT_FLOWS_MAX),
+    let size = control::sizing::flow_table(config.limits.flows, heap_bytes, memory::heap_free());
+    if let Some(asked) = size.requested_too_many {
+        error!(
+            "limits.flows = {asked} needs {} MiB, but {} MiB of the heap are free for the flow table: using {} flows; give the machine more memory or lower limits.flows",
+            (u64::from(asked) * control::sizing::FLOW_BYTES) >> 20,
+            (size.fits as u64 * control::sizing::FLOW_BYTES) >> 20,
+            size.flows
+        );
     }
+    size.flows
 }
 
 /// Everything the poll loop owns.
@@ -62,6 +72,11 @@ pub struct Dataplane<N: Nic> {
     ctl: Controller,
     rx: Burst,
     tx: Burst,
+    /// Frames the balancer makes itself, sent before `tx`.
+    local_tx: Burst,
+    /// Forwarded frames shed because the transmit ring stayed full, and when that was last logged.
+    tx_shed: u64,
+    tx_shed_logged: Option<Instant>,
     /// Written by the forwarder for the first `count` frames of each burst.
     verdicts: [Verdict; drivers::BURST_SIZE],
     stats: StatsLog,
@@ -76,7 +91,8 @@ impl<N: Nic> Dataplane<N> {
     pub fn new(mut nic: N, config: &Config, heap_bytes: u64) -> Dataplane<N> {
         crate::phases::end("nic");
         let mac = nic.mac_address();
-        let mut fwd = Forwarder::new(config, mac, flow_capacity(config, heap_bytes));
+        let seed = crate::entropy::table_seed();
+        let mut fwd = Forwarder::with_seed(config, mac, flow_capacity(config, heap_bytes), seed);
         crate::phases::end("forwarder tables");
         if idle::emulated_cpu() {
             // The prefetch pass only adds instructions where prefetching does nothing.
@@ -113,6 +129,9 @@ impl<N: Nic> Dataplane<N> {
             ctl,
             rx: Burst::new(),
             tx: Burst::new(),
+            local_tx: Burst::new(),
+            tx_shed: 0,
+            tx_shed_logged: None,
             verdicts: [Verdict::Queued; drivers::BURST_SIZE],
             stats: StatsLog::default(),
             vrrp,
@@ -171,22 +190,41 @@ impl<N: Nic> Dataplane<N> {
                 self.housekeeping(now);
             }
             self.stats.maybe_log(now, &self.fwd, &self.nic, &idle);
-            let sent = !self.tx.is_empty();
+            let sent = !self.tx.is_empty() || !self.local_tx.is_empty();
             if received > 0 || sent {
                 idle.worked(tsc, received);
             } else {
                 idle.nothing(tsc);
             }
             if sent {
+                // The balancer's own frames first; those that find no room wait a round.
+                if !self.local_tx.is_empty() {
+                    self.nic.tx_burst(&mut self.local_tx);
+                }
                 self.nic.tx_burst(&mut self.tx);
                 if self.tx.is_full() {
                     // The TX ring stayed full for a whole round: shed rather than stall receive.
-                    warn!("tx ring full; dropping {} frames", self.tx.len());
-                    while let Some(p) = self.tx.pop_front() {
-                        self.nic.recycle(p);
-                    }
+                    self.shed_tx(now);
                 }
             }
+        }
+    }
+
+    /// Drop the forwarded frames left in `tx`, counted, with a log line at most every second.
+    fn shed_tx(&mut self, now: Instant) {
+        self.tx_shed += self.tx.len() as u64;
+        while let Some(p) = self.tx.pop_front() {
+            self.nic.recycle(p);
+        }
+        if self
+            .tx_shed_logged
+            .is_none_or(|t| now.millis().saturating_sub(t.millis()) >= 1000)
+        {
+            self.tx_shed_logged = Some(now);
+            warn!(
+                "tx ring full: {} forwarded frames shed so far",
+                self.tx_shed
+            );
         }
     }
 
@@ -210,12 +248,20 @@ impl<N: Nic> Dataplane<N> {
                 break;
             };
             match self.verdicts[i] {
-                Verdict::Forward { head, len } | Verdict::Reply { head, len } => {
+                Verdict::Forward { head, len } => {
                     if pkt.set_frame(head, len).is_err() {
                         self.nic.recycle(pkt);
                         continue;
                     }
                     queue_tx(&mut self.nic, &mut self.tx, pkt);
+                }
+                // The forwarder's own answers (ARP, ICMP) are the balancer's frames.
+                Verdict::Reply { head, len } => {
+                    if pkt.set_frame(head, len).is_err() {
+                        self.nic.recycle(pkt);
+                        continue;
+                    }
+                    queue_tx(&mut self.nic, &mut self.local_tx, pkt);
                 }
                 Verdict::Local => {
                     let frame = self.nic.pool().frame(&pkt);
@@ -245,21 +291,25 @@ impl<N: Nic> Dataplane<N> {
         let Dataplane {
             nic,
             fwd,
-            tx,
+            local_tx: tx,
             local,
             ctl,
             mac,
             vrrp,
             vrrp_version,
+            tx_shed,
             ..
         } = self;
         fwd.poll(now, &mut |frame| send_copy(nic, tx, frame));
         if local.due() {
             local.poll();
         }
+        let stats = nic.stats();
         let counts = NicCounts {
-            rx: nic.stats().rx_packets,
-            tx: nic.stats().tx_packets,
+            rx: stats.rx_packets,
+            tx: stats.tx_packets,
+            rx_drops: stats.rx_ring_exhausted + stats.rx_no_buffer + local.dropped(),
+            tx_shed: *tx_shed,
         };
         let status = vrrp.as_ref().map(VrrpNode::status);
         let round = ctl.poll(now, fwd, local, counts, status.as_ref());
@@ -298,7 +348,7 @@ impl<N: Nic> Dataplane<N> {
     }
 
     fn send_copy(&mut self, frame: &[u8]) {
-        send_copy(&mut self.nic, &mut self.tx, frame);
+        send_copy(&mut self.nic, &mut self.local_tx, frame);
     }
 }
 

@@ -5,14 +5,17 @@
 //!
 //! Each backend has its own small smoltcp socket, used for one check at a time: connect, and on
 //! the handshake's completion abort (a reset; no data is exchanged). A reset in answer to the SYN
-//! is "connection refused"; no answer within `timeout_ms` is a timeout.
+//! is "connection refused"; no answer within `timeout_ms` is a timeout. A timeout counts against
+//! the backend only if the balancer's own receive path dropped nothing while the check waited
+//! (the caller passes a running count of such drops), and a VIP's backends go down at most
+//! `DownLimit::per_round` per interval (both decided in `control::health`).
 
 use crate::local::Ports;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use control::config::{Config, VipPort};
-use control::health::{CheckResult, RiseFall, Rules, Schedule, Transition};
+use control::health::{CheckResult, DownLimit, RiseFall, Rules, Schedule, Transition};
 use control::mgmt::Transitions;
 use core::net::Ipv4Addr;
 use forwarder::Forwarder;
@@ -32,12 +35,25 @@ struct Check {
     handle: SocketHandle,
     state: RiseFall,
     schedule: Schedule,
+    /// Index of its VIP's entry in [`Checker::limits`].
+    group: usize,
+    /// The receive-drop count when the check in flight (or the last one) started.
+    drops_mark: u64,
+    /// The last result was inconclusive (logged once per streak).
+    inconclusive: bool,
+}
+
+/// One VIP's down limit and how many of its backends are checked.
+struct Group {
+    limit: DownLimit,
+    backends: usize,
 }
 
 /// Every backend's health check.
 #[derive(Default)]
 pub struct Checker {
     checks: Vec<Check>,
+    limits: Vec<Group>,
 }
 
 impl Checker {
@@ -52,6 +68,7 @@ impl Checker {
         now_ms: u64,
     ) {
         let mut old = core::mem::take(&mut self.checks);
+        self.limits.clear();
         let stats = fwd.stats();
         for vip in &config.vips {
             let Some(health) = &vip.health else {
@@ -65,6 +82,11 @@ impl Checker {
                 (None, VipPort::All) => continue, // refused by validation
             };
             let rules = Rules::of(health);
+            let group = self.limits.len();
+            self.limits.push(Group {
+                limit: DownLimit::default(),
+                backends: vip.backends.len(),
+            });
             for (i, b) in vip.backends.iter().enumerate() {
                 let kept = old
                     .iter()
@@ -101,6 +123,9 @@ impl Checker {
                     schedule: kept
                         .as_ref()
                         .map_or_else(|| Schedule::first(i, &rules, now_ms), |c| c.schedule),
+                    group,
+                    drops_mark: kept.as_ref().map_or(0, |c| c.drops_mark),
+                    inconclusive: false,
                 });
             }
         }
@@ -115,7 +140,12 @@ impl Checker {
     /// neighbour goes to `hints` for smoltcp's cache: smoltcp then never has to ARP for a
     /// backend. (Its ARP requests are rate-limited for the whole interface, so a dead backend
     /// asked for over and over would starve every other lookup, live backends included.) An
-    /// unresolved next hop counts as a failed check.
+    /// unresolved next hop counts as an unanswered check.
+    ///
+    /// `receive_drops` is a running count of frames (or bursts) the balancer's receive path
+    /// lost (NIC ring exhausted, no pool buffer, local queue full): an unanswered check during
+    /// which it grew is inconclusive.
+    #[allow(clippy::too_many_arguments)]
     pub fn poll(
         &mut self,
         now_ms: u64,
@@ -124,25 +154,38 @@ impl Checker {
         ports: &mut Ports,
         fwd: &mut Forwarder,
         hints: &mut Vec<(Ipv4Addr, [u8; 6])>,
+        receive_drops: u64,
     ) -> bool {
         let mut touched = false;
         for c in &mut self.checks {
             let s = sockets.get_mut::<Socket>(c.handle);
+            let dropping = receive_drops != c.drops_mark;
+            let unanswered = CheckResult::Unanswered {
+                receive_dropping: dropping,
+            };
+            let group = &mut self.limits[c.group];
             if !c.schedule.in_flight() {
                 if c.schedule.take_due(now_ms, &c.rules) {
+                    // Checks that end at once look back over the interval since the last one.
+                    c.drops_mark = receive_drops;
                     let Some(hop) = c.next_hop else {
-                        c.result(Err(String::from("no route (no interface.gateway)")), fwd);
+                        let why = String::from("no route (no interface.gateway)");
+                        c.result(CheckResult::Refused, why, now_ms, group, fwd);
                         continue;
                     };
                     let Some(mac) = fwd.neighbour(hop) else {
-                        c.result(Err(format!("no ARP reply from {hop}")), fwd);
+                        let why = format!("no ARP reply from {hop}");
+                        c.result(unanswered, why, now_ms, group, fwd);
                         continue;
                     };
                     hints.push((hop, mac));
                     let remote = IpEndpoint::new(IpAddress::Ipv4(c.address), c.port);
                     match s.connect(iface.context(), remote, ports.next()) {
                         Ok(()) => c.schedule.started(now_ms),
-                        Err(e) => c.result(Err(format!("cannot connect: {e}")), fwd),
+                        Err(e) => {
+                            let why = format!("cannot connect: {e}");
+                            c.result(unanswered, why, now_ms, group, fwd)
+                        }
                     }
                     touched = true;
                 }
@@ -151,19 +194,20 @@ impl Checker {
             let outcome = match s.state() {
                 State::SynSent | State::SynReceived => {
                     if c.schedule.timed_out(now_ms, &c.rules) {
-                        Some(Err(format!("no answer within {} ms", c.rules.timeout_ms)))
+                        let why = format!("no answer within {} ms", c.rules.timeout_ms);
+                        Some((unanswered, why))
                     } else {
                         None
                     }
                 }
-                State::Closed => Some(Err(String::from("connection refused"))),
+                State::Closed => Some((CheckResult::Refused, String::from("connection refused"))),
                 // Established, or already past it (the backend closed first): it accepted.
-                _ => Some(Ok(())),
+                _ => Some((CheckResult::Passed, String::new())),
             };
-            if let Some(result) = outcome {
+            if let Some((result, why)) = outcome {
                 s.abort();
                 c.schedule.finished();
-                c.result(result, fwd);
+                c.result(result, why, now_ms, group, fwd);
                 touched = true;
             }
         }
@@ -184,13 +228,28 @@ impl Checker {
 }
 
 impl Check {
-    fn result(&mut self, result: Result<(), String>, fwd: &mut Forwarder) {
-        let outcome = match result {
-            Ok(()) => CheckResult::Passed,
-            Err(_) => CheckResult::Failed,
-        };
-        let (state, transition) = self.state.after(outcome, &self.rules);
+    fn result(
+        &mut self,
+        result: CheckResult,
+        why: String,
+        now_ms: u64,
+        group: &mut Group,
+        fwd: &mut Forwarder,
+    ) {
+        let may_go_down = group.limit.allows(now_ms, &self.rules, group.backends);
+        let (state, transition) = self.state.after(result, &self.rules, may_go_down);
         self.state = state;
+        let inconclusive = result.evidence().is_none();
+        if inconclusive && !self.inconclusive {
+            info!(
+                "health: vip \"{}\" backend \"{}\": {why} while the balancer was dropping received frames; not counted",
+                self.vip, self.backend
+            );
+        }
+        self.inconclusive = inconclusive;
+        if transition == Some(Transition::Down) {
+            group.limit.take(now_ms, &self.rules);
+        }
         match transition {
             Some(Transition::Up) => {
                 self.tell(true, fwd);
@@ -208,7 +267,16 @@ impl Check {
                     self.vip,
                     self.backend,
                     self.state.failures(),
-                    result.err().unwrap_or_default()
+                    why
+                );
+            }
+            None if !may_go_down && self.state.up() && self.state.failures() >= self.rules.fall => {
+                info!(
+                    "health: vip \"{}\" backend \"{}\": {} failures, but this round already took down {} of the VIP's backends; waiting",
+                    self.vip,
+                    self.backend,
+                    self.state.failures(),
+                    DownLimit::per_round(group.backends)
                 );
             }
             None => {}
@@ -216,11 +284,23 @@ impl Check {
     }
 
     fn tell(&self, up: bool, fwd: &mut Forwarder) {
+        let was_open = fwd.failing_open(&self.vip);
         if let Err(e) = fwd.set_backend_up(&self.vip, &self.backend, up) {
             warn!(
                 "health: vip \"{}\" backend \"{}\": {e}",
                 self.vip, self.backend
             );
+        }
+        match (was_open, fwd.failing_open(&self.vip)) {
+            (false, true) => warn!(
+                "health: vip \"{}\": every backend is down; failing open (traffic still goes to them by the consistent hash; fail_open = false drops it instead)",
+                self.vip
+            ),
+            (true, false) => info!(
+                "health: vip \"{}\": a backend is up again; no longer failing open",
+                self.vip
+            ),
+            _ => {}
         }
     }
 }

@@ -84,6 +84,8 @@ pub struct LocalStack {
     pub sockets: SocketSet<'static>,
     mac: [u8; 6],
     own: Ipv4Addr,
+    /// Received frames refused because the queue was full.
+    dropped: u64,
 }
 
 impl LocalStack {
@@ -103,6 +105,7 @@ impl LocalStack {
             sockets: SocketSet::new(vec![]),
             mac,
             own: config.interface.address.address,
+            dropped: 0,
         };
         stack.set_interface(config);
         stack
@@ -131,10 +134,16 @@ impl LocalStack {
     /// Hand smoltcp a frame addressed to the balancer; false if the queue is full (dropped).
     pub fn deliver(&mut self, frame: &[u8]) -> bool {
         if self.device.rx.len() >= QUEUE {
+            self.dropped += 1;
             return false;
         }
         self.device.rx.push_back(frame.to_vec());
         true
+    }
+
+    /// Received frames dropped so far because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     /// Tell smoltcp that `ip` is at `peer`, so that its next frame to it needs no ARP round trip.

@@ -17,6 +17,7 @@ mod ceiling;
 mod clock;
 mod controller;
 mod dataplane;
+mod entropy;
 mod fetch;
 mod hal;
 mod health;

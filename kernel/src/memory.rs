@@ -106,6 +106,11 @@ pub fn init(
     })
 }
 
+/// Bytes of heap free now.
+pub fn heap_free() -> u64 {
+    HEAP.lock().free() as u64
+}
+
 /// The physical address of a kernel virtual address (heap fast path; page walk otherwise).
 pub fn virt_to_phys(virt: u64) -> Option<u64> {
     if (HEAP_START.load(Ordering::Relaxed)..HEAP_END.load(Ordering::Relaxed)).contains(&virt) {

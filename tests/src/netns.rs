@@ -263,6 +263,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("ping", "iputils-ping"),
     ("sha256sum", "coreutils"),
+    ("hping3", "hping3"),
 ];
 
 fn find_in_path(program: &str) -> bool {

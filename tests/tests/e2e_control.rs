@@ -10,6 +10,9 @@
 //! `sidestep` tool's own library (`boot::client`), run on a thread inside the client's network
 //! namespace; `curl` does the rest, as an operator's scripts would.
 //!
+//! One test floods the health-checked VIP (hping3, spoofed sources, full rate) to show that
+//! the balancer's own overload takes no live backend down and breaks no established download.
+//!
 //! Tests run one at a time (each boots its own balancer under TCG) and every namespace, tap and
 //! QEMU process is owned by a guard, so a failing test cleans up too.
 
@@ -22,7 +25,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tests::fixture::{self, Fixture};
 use tests::netns::{
-    self, DemoNet, Host, BALANCER, BALANCER_MAC, BIG_FILE_LEN, BIG_FILE_PATH, GATEWAY, VIP_WEB,
+    self, DemoNet, Host, BALANCER, BALANCER2, BALANCER_MAC, BIG_FILE_LEN, BIG_FILE_PATH, GATEWAY,
+    VIP_WEB,
 };
 use tests::qemu::Image;
 
@@ -538,6 +542,22 @@ fn refused_pushes_change_nothing() {
     );
     unchanged("an invalid config");
 
+    // Correctly signed and newer, but for another balancer of the fleet (its address).
+    let elsewhere = edited(2, |c| {
+        set_weight(c, "be2", 0);
+        c.interface.address.address = BALANCER2;
+    });
+    assert!(elsewhere.validate().is_ok());
+    let r = f.push(&s.key.sign(&elsewhere));
+    assert_eq!(r.status, 421, "{r:?}");
+    let why = boot::client::push_refusal(&r, Some(2)).unwrap();
+    assert!(
+        why.starts_with("the config is for another balancer")
+            && why.contains(&BALANCER2.to_string()),
+        "{why}"
+    );
+    unchanged("a config for another instance");
+
     // Not newer than the running one.
     let r = f.push(&s.key.sign(&edited(1, |c| set_weight(c, "be2", 0))));
     assert_eq!(r.status, 409, "{r:?}");
@@ -756,6 +776,8 @@ fn fetch_without_a_server_keeps_the_baked_config() {
     }
 }
 
+/// be1 (outside `allow`) gets no answer from the management port, for reads neither, nor by
+/// forging an allowed address (an on-link SYN spoofer); the router (inside) does.
 #[test]
 fn the_management_port_is_not_served_to_be1_even_for_reads() {
     let f = boot(&setup().image, |_| Ok(()));
@@ -785,4 +807,197 @@ fn the_management_port_is_not_served_to_be1_even_for_reads() {
         .expect("run curl on the router");
     assert!(out.success, "{out:?}");
     assert_eq!(Status::parse(&out.stdout).expect("JSON").version, 1);
+
+    // be1 forging the client's address (allowed) gets no session either: the balancer answers
+    // a SYN at the MAC it resolved for the client, not at the MAC the SYN came from, so the
+    // SYN-ACK reaches the client (which resets it) and be1 never sees one.
+    let client = Host::Client.addr().expect("has one").to_string();
+    let synack = format!("tcp src port {MGMT_PORT} and tcp[tcpflags] & tcp-syn != 0");
+    let at_be1 = f
+        .net
+        .capture(Host::Be1, "eth0", &synack)
+        .expect("capture on be1");
+    let at_client = f
+        .net
+        .capture(Host::Client, "eth0", &synack)
+        .expect("capture on the client");
+    let port = MGMT_PORT.to_string();
+    let balancer = BALANCER.to_string();
+    let out = f
+        .net
+        .run(
+            Host::Be1,
+            &[
+                "hping3", "-S", "-a", &client, "-p", &port, "-c", "3", "-i", "u300000", &balancer,
+            ],
+        )
+        .expect("run hping3 on be1");
+    std::thread::sleep(Duration::from_secs(1));
+    let (at_be1, at_client) = (
+        at_be1.finish().expect("read be1's capture"),
+        at_client.finish().expect("read the client's capture"),
+    );
+    assert!(
+        at_be1.lines.is_empty(),
+        "be1, forging the client's address, got SYN-ACKs from the management port: {:?}\n{out:?}",
+        at_be1.lines
+    );
+    assert!(
+        !at_client.lines.is_empty(),
+        "the forged SYNs were not answered to the client either (did hping3 run? {out:?})\n{}",
+        f.diagnostics()
+    );
+    // The client itself is still served.
+    f.status();
+}
+
+/// `hping3 --flood --rand-source` with `flags` (`-S` SYN, `-A` ACK) from the client to the web
+/// VIP's port 80, for `secs` seconds, while `during` polls; the flood is stopped by its PID.
+/// The spoofed sources' answers (the backends' SYN-ACKs and resets) go to the router, which has
+/// no route beyond the test's namespaces and drops them.
+fn flood(f: &Fixture, label: &str, flags: &str, secs: u64, mut during: impl FnMut()) {
+    let vip = VIP_WEB.to_string();
+    f.net
+        .spawn(
+            Host::Client,
+            label,
+            &[
+                "hping3",
+                "--flood",
+                "--rand-source",
+                flags,
+                "-p",
+                "80",
+                &vip,
+            ],
+        )
+        .expect("start hping3 (Debian package hping3)");
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        during();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    f.net.stop(label).expect("stop hping3");
+    eprintln!("{label}: {}", f.net.log(label).trim());
+}
+
+/// Under a spoofed-source SYN flood and then an ACK flood at full rate, both live backends of
+/// the health-checked VIP stay up (no transition at all), and a rate-limited download that
+/// runs through the VIP the whole time completes byte-exact: the floods cost throughput, not
+/// an outage. The checks' timeouts during the floods are the balancer's own losses (its receive
+/// ring overflows) and count for nothing.
+#[test]
+fn floods_do_not_take_healthy_backends_out_and_a_download_survives() {
+    let f = boot(&setup().image, |_| Ok(()));
+    let rise = Duration::from_millis(HEALTH_INTERVAL_MS * HEALTH_RISE) + HEALTH_SLACK;
+    f.eventually("both backends up", rise, || {
+        let s = f.status();
+        (backend_up(&s, "be1") && backend_up(&s, "be2")).then_some(())
+    });
+    let transitions = |m: &str| {
+        ["be1", "be2"].map(|b| {
+            metric(
+                m,
+                &format!("sidestep_health_transitions_total{{vip=\"web\",backend=\"{b}\"}}"),
+            )
+        })
+    };
+    let before = transitions(&f.metrics());
+
+    let download = f.net.dir().join("flooded-download.bin");
+    let _ = std::fs::remove_file(&download);
+    let out = download.to_string_lossy().into_owned();
+    let url = format!("http://{VIP_WEB}{BIG_FILE_PATH}");
+    // 24 MiB at 1 MiB/s: it runs through both floods.
+    f.net
+        .spawn(
+            Host::Client,
+            "flooded-download",
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "240",
+                "--limit-rate",
+                "1M",
+                "-o",
+                &out,
+                &url,
+            ],
+        )
+        .expect("start the download");
+    f.eventually("the download under way", Duration::from_secs(10), || {
+        std::fs::metadata(&download)
+            .ok()
+            .filter(|m| m.len() > 0)
+            .map(drop)
+    });
+
+    // /metrics read during the floods (when it answers in time): every backend up.
+    let mut samples = Vec::new();
+    let mut sample = |what: &str| {
+        let started = Instant::now();
+        let got = f.net.curl(5, &[&format!("http://{}/metrics", mgmt_addr())]);
+        if let Ok(m) = got {
+            let up = ["be1", "be2"].map(|b| {
+                metric(
+                    &m,
+                    &format!("sidestep_backend_up{{vip=\"web\",backend=\"{b}\"}}"),
+                )
+            });
+            assert_eq!(
+                up,
+                [1, 1],
+                "a backend went down during the {what}\n{}",
+                f.diagnostics()
+            );
+            samples.push((what.to_owned(), started.elapsed()));
+        }
+    };
+    flood(&f, "syn-flood", "-S", 10, || sample("SYN flood"));
+    flood(&f, "ack-flood", "-A", 10, || sample("ACK flood"));
+    eprintln!("/metrics answered during the floods: {samples:?}");
+
+    let code = f
+        .net
+        .wait("flooded-download", Duration::from_secs(240))
+        .expect("the download ends");
+    assert_eq!(
+        code,
+        Some(0),
+        "the download through the floods failed: {}\n{}",
+        f.net.log("flooded-download"),
+        f.diagnostics()
+    );
+    let got = std::fs::read(&download).expect("read the download");
+    assert_eq!(got.len(), BIG_FILE_LEN, "the download was cut");
+    assert!(
+        got == netns::big_file_content(),
+        "the download through the floods differs from the file"
+    );
+
+    let m = f.metrics();
+    assert_eq!(
+        transitions(&m),
+        before,
+        "a live backend changed state during the floods\n{}",
+        f.diagnostics()
+    );
+    for b in ["be1", "be2"] {
+        assert_eq!(
+            metric(
+                &m,
+                &format!("sidestep_backend_up{{vip=\"web\",backend=\"{b}\"}}"),
+            ),
+            1
+        );
+    }
+    assert_eq!(metric(&m, "sidestep_vip_failopen{vip=\"web\"}"), 0);
+    eprintln!(
+        "inconclusive checks logged: {}",
+        f.serial_log()
+            .lines()
+            .filter(|l| l.contains("not counted"))
+            .count()
+    );
 }

@@ -606,6 +606,8 @@ fn empty_pool_leaves_frames_in_the_ring_and_full_ring_counts_missed() {
     let mut rx = Burst::new();
     assert_eq!(nic.rx_burst(&mut rx), 0);
     assert_eq!(nic.stats().rx_no_buffer, 1);
+    // The burst saw the ring full: the driver knows it was dropping.
+    assert_eq!(nic.stats().rx_ring_exhausted, 1);
     for b in held {
         nic.recycle(b);
     }

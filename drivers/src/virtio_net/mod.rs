@@ -302,6 +302,9 @@ impl<H: Hal, T: Transport> VirtioNet<H, T> {
 impl<H: Hal, T: Transport> Nic for VirtioNet<H, T> {
     fn rx_burst(&mut self, rx: &mut Burst) -> usize {
         let used = self.rx.used_idx();
+        if self.rx.device_starved(used) {
+            self.stats.rx_ring_exhausted += 1;
+        }
         let mut received = 0;
         while !rx.is_full() {
             let Some((mut buf, written)) = self.rx.pop(used) else {

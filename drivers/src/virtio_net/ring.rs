@@ -254,6 +254,12 @@ impl<H: Hal> SplitQueue<H> {
         }
     }
 
+    /// Whether the device has used every buffer published to it (given its `used_idx`): it has
+    /// none left to receive into until the driver publishes more.
+    pub(crate) fn device_starved(&self, used_idx: u16) -> bool {
+        self.free_len < self.size && used_idx == self.kicked_idx
+    }
+
     /// The device's used index; read once per burst and pass to [`Self::pop`].
     pub(crate) fn used_idx(&self) -> u16 {
         // Safety: the used index is the u16 at byte 2 of the used ring, 2-aligned, inside our

@@ -452,6 +452,25 @@ fn malformed_frames_are_dropped_not_panicked_on() {
 }
 
 #[test]
+fn a_burst_that_finds_every_receive_buffer_used_counts_the_ring_exhausted() {
+    let (mut nic, mut dev, _state) = bring_up(OFFERED, 16, 64);
+    let mut rx = Burst::new();
+    for n in 0..15 {
+        dev.deliver(&frame(n, 60));
+    }
+    assert_eq!(nic.rx_burst(&mut rx), 15);
+    assert_eq!(nic.stats().rx_ring_exhausted, 0);
+    while let Some(p) = rx.pop_front() {
+        nic.recycle(p);
+    }
+    for n in 0..16 {
+        dev.deliver(&frame(n, 60));
+    }
+    assert_eq!(nic.rx_burst(&mut rx), 16);
+    assert_eq!(nic.stats().rx_ring_exhausted, 1);
+}
+
+#[test]
 fn receive_survives_an_empty_pool_and_recovers() {
     // 16 receive descriptors, 18 buffers: after two frames are held by the caller the pool is empty.
     let (mut nic, mut dev, _state) = bring_up(OFFERED, 16, 18);

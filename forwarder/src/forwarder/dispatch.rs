@@ -2,12 +2,20 @@
 //! with their prefetch pass), acting on a classified frame, and the flow-table work of a VIP's
 //! packet: find its flow (or schedule a new one, persistence first), keep its state and the
 //! backends' connection counts, and hand it to the rewrite.
+//!
+//! Where a VIP's consistent hash alone routes its flows (`maglev`/`sh` without persistence),
+//! the table holds only what the hash cannot recompute, which floods cannot abuse: a TCP
+//! packet without SYN that matches no entry (an ACK flood, or a flow that moved here from
+//! another balancer) is forwarded by the hash and stored nowhere, and above
+//! `limits.new_flows_per_second` new flows are forwarded the same way instead of stored. The
+//! backend is the one the entry would have named; only a later change of the backend set
+//! moves such a flow (as the Maglev refill moves a few keys).
 
 use super::classify::{opens_conversation, Class, FlowPacket, FP_MORE_FRAGS};
 use super::tables::Slot;
 use super::{Forwarder, Frames, RxFrame, Verdict, BURST, CONSISTENT_SEED};
 use crate::config::Scheduler;
-use crate::flow::{hash_key, Displaced, FlowKey, FlowState};
+use crate::flow::{hash_key, Displaced, FlowKey, FlowState, KIND_UDP};
 use crate::stats::DropReason;
 use crate::time::Instant;
 
@@ -139,9 +147,12 @@ impl Forwarder {
     }
 
     /// IPv4 for the local stack (`buf[head..end]`, its headers checked): unless the management
-    /// allow-list refuses it, count it and note its sender when it opens a conversation. Out of
-    /// line, so that VIP traffic does not carry it (marked cold, the single-frame path got
-    /// slower all the same).
+    /// allow-list refuses it, count it, and when it opens a conversation from a next hop, hint
+    /// the MAC the forwarder resolved for it. A SYN or ping proves nothing about its sender's
+    /// MAC (any host on the segment can send one from an allowed address): anyone but a resolved
+    /// next hop, the local stack resolves by ARP itself, so a forged SYN's SYN-ACK goes to the
+    /// address's real owner. Out of line, so that VIP traffic does not carry it (marked cold,
+    /// the single-frame path got slower all the same).
     #[inline(never)]
     fn local(&mut self, buf: &[u8], head: usize, end: usize) -> Verdict {
         let frame = &buf[head..end];
@@ -153,7 +164,9 @@ impl Forwarder {
         }
         self.counters.local += 1;
         if let Some((ip, mac)) = opens_conversation(frame, self.subnet) {
-            self.hints.push(ip, mac);
+            if self.neighbour(ip) == Some(mac) {
+                self.hints.push(ip, mac);
+            }
         }
         Verdict::Local
     }
@@ -186,6 +199,15 @@ impl Forwarder {
         };
         let backend = match found {
             Ok(b) => b,
+            Err(None) if self.vips[vip as usize].stateless && !self.may_store(kind, now) => {
+                let v = &self.vips[vip as usize];
+                let Some(b) =
+                    consistent_hash(v.scheduler, key, p.ip().src).and_then(|h| v.sched.maglev(h))
+                else {
+                    return self.drop(DropReason::NoBackend);
+                };
+                b
+            }
             Err(slot) => {
                 // New flow, or an entry that expired, whose backend left the config or went down.
                 if let Some(fs) = slot {
@@ -237,6 +259,21 @@ impl Forwarder {
         self.forward(buf, head, end, &p, vip, backend, now)
     }
 
+    /// Whether a packet of `kind` that matched no flow of a stateless VIP may make an entry:
+    /// a TCP SYN or a UDP datagram, within the new-flow rate. Counts the refusals.
+    #[inline(never)]
+    fn may_store(&mut self, kind: u8, now: Instant) -> bool {
+        if kind & (KIND_UDP | 0x02) == 0 {
+            self.counters.flows_stateless += 1;
+            return false;
+        }
+        let within = self.new_flows.as_mut().is_none_or(|l| l.take(now));
+        if !within {
+            self.counters.flows_not_stored += 1;
+        }
+        within
+    }
+
     #[inline(always)]
     fn release_conn(&mut self, backend: u32) {
         Slot::release(&mut self.slots, backend);
@@ -255,7 +292,7 @@ impl Forwarder {
                 let ok = self
                     .slots
                     .get(b as usize)
-                    .is_some_and(|s| s.live && s.vip == vi as u32 && s.up && s.weight > 0)
+                    .is_some_and(|s| s.keeps == vi as u32 && s.weight > 0)
                     && e.expires > now_s;
                 if ok {
                     e.touch(FlowState::Persist, now_s, secs);

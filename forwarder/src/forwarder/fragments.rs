@@ -28,10 +28,10 @@ pub(super) struct FragEntry {
 }
 
 impl Forwarder {
-    fn frag_slot(ip: &Ip, ident: u16) -> (usize, u64, u64) {
+    fn frag_slot(&self, ip: &Ip, ident: u16) -> (usize, u64, u64) {
         let addrs = (u64::from(ip.src) << 32) | u64::from(ip.dst);
         let id = (1 << 32) | (u64::from(ident) << 8) | u64::from(ip.proto);
-        let h = crate::flow::fold_mul(addrs ^ 0xD6E8_FEB8_6659_FD93, id ^ 0x9E37_79B9_7F4A_7C15);
+        let h = hash_key(FlowKey { addrs, rest: id }, self.seed.rotate_left(41));
         ((h as usize) & (FRAG_SLOTS - 1), addrs, id)
     }
 
@@ -44,7 +44,7 @@ impl Forwarder {
         backend: u32,
         now: Instant,
     ) {
-        let (i, addrs, id) = Self::frag_slot(&ip, ident);
+        let (i, addrs, id) = self.frag_slot(&ip, ident);
         self.frags[i] = FragEntry {
             addrs,
             id,
@@ -64,7 +64,7 @@ impl Forwarder {
         now: Instant,
     ) -> Verdict {
         let (ip, ttl, ident) = (p.ip(), p.vip() as u8, p.ident());
-        let (i, addrs, id) = Self::frag_slot(&ip, ident);
+        let (i, addrs, id) = self.frag_slot(&ip, ident);
         let f = self.frags[i];
         let known = (f.addrs == addrs && f.id == id && f.expires > now)
             .then_some((f.vip, f.backend))

@@ -30,9 +30,12 @@ pub(super) struct Slot {
     pub name: String,
     pub weight: u32,
     pub up: bool,
+    /// Its VIP is failing open (every backend down, `fail_open`): it keeps and takes flows
+    /// although down.
+    pub open: bool,
     /// Index of its next hop in the neighbour table.
     pub neigh: u32,
-    /// `vip` while the slot is live and up, else [`NO_VIP`]: the one comparison a packet of an
+    /// `vip` while the slot is live and up (or failing open), else [`NO_VIP`]: the one comparison a packet of an
     /// existing flow makes to know it may stay here (kept by [`Slot::sync`] whenever `live`,
     /// `up` or `vip` change, instead of testing the three per packet).
     pub keeps: u32,
@@ -40,6 +43,48 @@ pub(super) struct Slot {
     pub conns: u32,
     pub packets: u64,
     pub bytes: u64,
+}
+
+/// The new-flow rate limit (`limits.new_flows_per_second`): a token bucket that holds one
+/// second of the rate, refilled by the millisecond.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct NewFlowLimit {
+    rate: u32,
+    /// Tokens in thousandths.
+    milli: u64,
+    at: Instant,
+}
+
+impl NewFlowLimit {
+    fn new(rate: u32, now: Instant) -> NewFlowLimit {
+        NewFlowLimit {
+            rate,
+            milli: u64::from(rate) * 1000,
+            at: now,
+        }
+    }
+
+    fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    /// Take a token at `now` if there is one.
+    #[inline]
+    pub fn take(&mut self, now: Instant) -> bool {
+        let full = u64::from(self.rate) * 1000;
+        let ms = now.millis_since(self.at);
+        if ms > 0 {
+            self.at = self.at.plus_millis(ms);
+            let refill = ms.saturating_mul(u64::from(self.rate));
+            self.milli = self.milli.saturating_add(refill).min(full);
+        }
+        if self.milli >= 1000 {
+            self.milli -= 1000;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// No VIP's index (see [`Slot::keeps`]).
@@ -54,9 +99,9 @@ impl Slot {
         }
     }
 
-    /// Bring [`keeps`](Self::keeps) up to date after `live`, `up` or `vip` changed.
+    /// Bring [`keeps`](Self::keeps) up to date after `live`, `up`, `open` or `vip` changed.
     fn sync(&mut self) {
-        self.keeps = if self.live && self.up {
+        self.keeps = if self.live && (self.up || self.open) {
             self.vip
         } else {
             NO_VIP
@@ -71,6 +116,14 @@ pub(super) struct VipRt {
     pub mode: Mode,
     pub scheduler: Scheduler,
     pub persistence: Option<u32>,
+    /// `fail_open` of the config.
+    pub fail_open: bool,
+    /// The consistent hash alone routes its flows (`maglev` or `sh`, no persistence): packets
+    /// that cannot open a flow, or new flows above the rate limit, are forwarded without an
+    /// entry.
+    pub stateless: bool,
+    /// Every backend is down and `fail_open`: the scheduler takes them all the same.
+    pub failing_open: bool,
     /// Slots in config order.
     pub backends: Vec<u32>,
     pub sched: SchedState,
@@ -176,6 +229,10 @@ impl Forwarder {
             .bgp
             .as_ref()
             .map(|b| b.peers.iter().map(|p| p.address).collect());
+        let rate = config.limits.new_flows_per_second;
+        if self.new_flows.map(|l| l.rate()) != rate {
+            self.new_flows = rate.map(|r| NewFlowLimit::new(r, now));
+        }
 
         // Match surviving backends to their slots by (VIP name, address).
         let mut old: BTreeMap<(String, u32), u32> = BTreeMap::new();
@@ -220,6 +277,7 @@ impl Forwarder {
                     name: b.name.clone(),
                     weight: b.weight,
                     up: true,
+                    open: false,
                     neigh: 0,
                     keeps: NO_VIP,
                     conns: 0,
@@ -286,6 +344,10 @@ impl Forwarder {
                 mode: v.mode,
                 scheduler: v.scheduler,
                 persistence: v.persistence,
+                fail_open: v.fail_open,
+                stateless: matches!(v.scheduler, Scheduler::Maglev | Scheduler::Sh)
+                    && v.persistence.is_none(),
+                failing_open: false,
                 backends: placed[vi].iter().map(|p| p.unwrap_or(0)).collect(),
                 sched: SchedState::default(),
                 packets,
@@ -317,21 +379,43 @@ impl Forwarder {
         }
     }
 
+    /// The scheduler of VIP `vi` over its eligible backends: those up with a weight, or, when
+    /// none is up and the VIP fails open, all with a weight (the consistent hash then sends
+    /// each flow where it went while they were up).
     fn rebuild_sched(&mut self, vi: usize) {
         let v = &self.vips[vi];
-        let eligible: Vec<Candidate> = v
-            .backends
-            .iter()
-            .map(|&id| (id, &self.slots[id as usize]))
-            .filter(|(_, s)| s.up && s.weight > 0)
-            .map(|(id, s)| Candidate {
-                slot: id,
-                weight: s.weight,
-                id: u32::from(s.address),
-            })
-            .collect();
+        let candidates = |need_up: bool| -> Vec<Candidate> {
+            v.backends
+                .iter()
+                .map(|&id| (id, &self.slots[id as usize]))
+                .filter(|(_, s)| (s.up || !need_up) && s.weight > 0)
+                .map(|(id, s)| Candidate {
+                    slot: id,
+                    weight: s.weight,
+                    id: u32::from(s.address),
+                })
+                .collect()
+        };
+        let mut eligible = candidates(true);
+        let open = eligible.is_empty() && v.fail_open;
+        if open {
+            eligible = candidates(false);
+        }
         let table = matches!(v.scheduler, Scheduler::Maglev | Scheduler::Sh);
-        self.vips[vi].sched = SchedState::new(eligible, table);
+        let v = &mut self.vips[vi];
+        v.sched = SchedState::new(eligible, table);
+        v.failing_open = open;
+        for &id in &v.backends {
+            let s = &mut self.slots[id as usize];
+            s.open = open;
+            s.sync();
+        }
+    }
+
+    /// Whether VIP `vip` (by name) is failing open now: every backend down, its flows sent to
+    /// them all the same.
+    pub fn failing_open(&self, vip: &str) -> bool {
+        self.vips.iter().any(|v| v.name == vip && v.failing_open)
     }
 
     /// Mark backend number `backend` (config order) of VIP number `vip` up or down. Down means
@@ -399,6 +483,7 @@ impl Forwarder {
                     .collect();
                 VipStats {
                     name: v.name.clone(),
+                    failing_open: v.failing_open,
                     packets: v.packets,
                     bytes: v.bytes,
                     flows_active: backends.iter().map(|b| b.flows_active).sum(),

@@ -760,6 +760,7 @@ fn least_connections_counts_flows_and_weights() {
 #[test]
 fn drain_and_down_stop_new_flows_only() {
     let mut c = config(Mode::DsrL2, Scheduler::Rr, &[1, 1]);
+    c.vips[0].fail_open = false;
     let mut f = ready(&c);
     assert_eq!(send(&mut f, &Pkt::tcp(1, 2), Instant::ZERO), Ok(0));
     assert_eq!(send(&mut f, &Pkt::tcp(2, 2), Instant::ZERO), Ok(1));
@@ -795,6 +796,193 @@ fn drain_and_down_stop_new_flows_only() {
     f.set_backend_up_by_index(0, 1, true).unwrap();
     assert_eq!(send(&mut f, &Pkt::tcp(30, 2), Instant::ZERO), Ok(1));
     assert!(!f.stats()[0].backends[0].up || f.stats()[0].backends[0].weight == 0);
+}
+
+#[test]
+fn with_every_backend_down_a_vip_fails_open_by_the_consistent_hash() {
+    let c = config(Mode::DsrL2, Scheduler::Maglev, &[1, 1, 0]);
+    let mut f = ready(&c);
+    let owner: Vec<usize> = (0..40)
+        .map(|i| send(&mut f, &Pkt::tcp(i, 2), Instant::ZERO).unwrap())
+        .collect();
+    assert!(owner.contains(&0) && owner.contains(&1) && !owner.contains(&2));
+    f.set_backend_up("web", "be0", false).unwrap();
+    assert!(!f.failing_open("web"));
+    f.set_backend_up("web", "be1", false).unwrap();
+    assert!(f.failing_open("web") && f.stats()[0].failing_open);
+    for (i, &b) in owner.iter().enumerate() {
+        // Flows that moved to be1 while only be0 was down stay there; the others keep theirs.
+        let now = send(&mut f, &Pkt::tcp(i as u16, 0x10), Instant::ZERO).unwrap();
+        assert!(now == b || (b == 0 && now == 1), "flow {i}: {b} -> {now}");
+    }
+    // New flows (and flows this balancer never saw) go where the hash put them while all were
+    // up, never to the drained backend.
+    let mut fresh = ready(&c);
+    for i in 1000..1040 {
+        let p = Pkt::tcp(i, 2);
+        assert_eq!(
+            send(&mut f, &p, Instant::ZERO),
+            send(&mut fresh, &p, Instant::ZERO)
+        );
+    }
+    // One back up: it takes everything, and the flows of the down one move to it.
+    f.set_backend_up("web", "be0", true).unwrap();
+    assert!(!f.failing_open("web") && !f.stats()[0].failing_open);
+    for i in 0..40 {
+        assert_eq!(send(&mut f, &Pkt::tcp(i, 0x10), Instant::ZERO), Ok(0));
+    }
+}
+
+#[test]
+fn with_fail_open_off_a_vip_whose_backends_are_all_down_drops() {
+    let mut c = config(Mode::DsrL2, Scheduler::Maglev, &[1, 1]);
+    c.vips[0].fail_open = false;
+    let mut f = ready(&c);
+    assert!(send(&mut f, &Pkt::tcp(1, 2), Instant::ZERO).is_ok());
+    f.set_backend_up("web", "be0", false).unwrap();
+    f.set_backend_up("web", "be1", false).unwrap();
+    assert!(!f.failing_open("web"));
+    for p in [Pkt::tcp(1, 0x10), Pkt::tcp(2, 2)] {
+        assert_eq!(
+            send(&mut f, &p, Instant::ZERO),
+            Err(Verdict::Drop(DropReason::NoBackend))
+        );
+    }
+}
+
+/// A random-looking client address for flood packet `i`.
+fn spoofed(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(i.wrapping_mul(2_654_435_761) | 0x0100_0000)
+}
+
+#[test]
+fn tcp_without_syn_that_misses_a_hash_routed_vip_makes_no_flow() {
+    let c = config(Mode::DsrL2, Scheduler::Maglev, &[1, 1, 1]);
+    let mut f = ready(&c);
+    let mut reference = ready(&c);
+    for (i, flags) in (0..300u32).zip([0x10u8, 0x18, 0x11, 0x04].into_iter().cycle()) {
+        let p = Pkt {
+            src: spoofed(i),
+            ..Pkt::tcp(i as u16, flags)
+        };
+        // Where a SYN of the same flow goes.
+        let syn = send(&mut reference, &Pkt { flags: 0x02, ..p }, Instant::ZERO);
+        assert_eq!(send(&mut f, &p, Instant::ZERO), syn);
+    }
+    assert_eq!(f.flow_count(), 0);
+    assert_eq!(f.counters().flows_stateless, 300);
+    // A SYN still makes its entry; the flow's later packets find it.
+    assert!(send(&mut f, &Pkt::tcp(7, 0x02), Instant::ZERO).is_ok());
+    assert!(send(&mut f, &Pkt::tcp(7, 0x10), Instant::ZERO).is_ok());
+    assert_eq!((f.flow_count(), f.counters().flows_stateless), (1, 300));
+}
+
+#[test]
+fn tcp_without_syn_still_makes_a_flow_where_only_the_table_can_route_it() {
+    // Round robin cannot recompute a backend, and persistence must record the source.
+    let mut rr = ready(&config(Mode::DsrL2, Scheduler::Rr, &[1, 1]));
+    assert!(send(&mut rr, &Pkt::tcp(1, 0x10), Instant::ZERO).is_ok());
+    assert_eq!(rr.flow_count(), 1);
+    let mut c = config(Mode::DsrL2, Scheduler::Maglev, &[1, 1]);
+    c.vips[0].persistence = Some(60);
+    let mut sticky = ready(&c);
+    assert!(send(&mut sticky, &Pkt::tcp(1, 0x10), Instant::ZERO).is_ok());
+    assert_eq!(sticky.flow_count(), 1);
+    assert_eq!(
+        rr.counters().flows_stateless + sticky.counters().flows_stateless,
+        0
+    );
+}
+
+#[test]
+fn above_the_new_flow_rate_new_flows_are_routed_by_the_hash_and_not_stored() {
+    let c = Config::builder()
+        .new_flows_per_second(10)
+        .vip(web(Mode::DsrL2, Scheduler::Maglev, &[1, 1, 1]))
+        .build();
+    let mut f = ready(&c);
+    let mut reference = ready(&config(Mode::DsrL2, Scheduler::Maglev, &[1, 1, 1]));
+    let t0 = Instant::from_millis(5000);
+    for i in 0..50u32 {
+        let p = Pkt {
+            src: spoofed(i),
+            ..Pkt::tcp(i as u16, 0x02)
+        };
+        assert_eq!(send(&mut f, &p, t0), send(&mut reference, &p, t0));
+    }
+    assert_eq!(f.flow_count(), 10);
+    assert_eq!(f.counters().flows_not_stored, 40);
+    // The stored ones keep their entries; a later packet of one not stored is routed the same.
+    for i in [0u32, 9, 10, 49] {
+        let p = Pkt {
+            src: spoofed(i),
+            ..Pkt::tcp(i as u16, 0x10)
+        };
+        assert_eq!(send(&mut f, &p, t0), send(&mut reference, &p, t0));
+    }
+    assert_eq!(f.flow_count(), 10);
+    // Half a second refills half the rate.
+    let t1 = t0.plus_millis(500);
+    for i in 100..110u32 {
+        let p = Pkt {
+            src: spoofed(i),
+            ..Pkt::tcp(i as u16, 0x02)
+        };
+        assert!(send(&mut f, &p, t1).is_ok());
+    }
+    assert_eq!(f.flow_count(), 15);
+    // A round-robin VIP is never limited: without an entry its flows would break.
+    let rr = Config::builder()
+        .new_flows_per_second(10)
+        .vip(web(Mode::DsrL2, Scheduler::Rr, &[1, 1]))
+        .build();
+    let mut f = ready(&rr);
+    for i in 0..50u16 {
+        assert!(send(&mut f, &Pkt::tcp(i, 0x02), t0).is_ok());
+    }
+    assert_eq!((f.flow_count(), f.counters().flows_not_stored), (50, 0));
+}
+
+/// Spoofed SYNs (and, to a hash-routed VIP, ACKs) at many times the table's capacity, while
+/// established flows keep sending: every established flow keeps its backend (its entry
+/// outranks the flood's SYN-only ones; the ACKs make none). On a scheduler whose choice lives
+/// only in the table (wlc) made-up ACKs must make entries, and a flood of them can evict.
+#[test]
+fn a_spoofed_flood_at_many_times_the_table_does_not_move_established_flows() {
+    for (scheduler, ack_every) in [(Scheduler::Wlc, u32::MAX), (Scheduler::Maglev, 2)] {
+        let c = config(Mode::DsrL2, scheduler, &[1, 1, 1]);
+        let mut f = Forwarder::with_seed(&c, OUR_MAC, 1024, 0x1234_5678_9abc_def1);
+        let hosts: Vec<Ipv4Addr> = (0..3).map(backend_addr).chain([GW]).collect();
+        resolve(&mut f, &hosts);
+        let mut now = Instant::from_millis(1000);
+        let established: Vec<(Pkt, usize)> = (0..200u16)
+            .map(|i| {
+                let syn = Pkt::tcp(10_000 + i, 0x02);
+                let b = send(&mut f, &syn, now).unwrap();
+                assert_eq!(send(&mut f, &Pkt { flags: 0x10, ..syn }, now), Ok(b));
+                (syn, b)
+            })
+            .collect();
+        for i in 0..20_000u32 {
+            let flags = if i % ack_every == 1 { 0x10 } else { 0x02 };
+            let flood = Pkt {
+                src: spoofed(i),
+                ..Pkt::tcp((i % 60_000) as u16, flags)
+            };
+            assert!(send(&mut f, &flood, now).is_ok());
+            if i % 100 == 0 {
+                now = now.plus_millis(100);
+                for (syn, b) in &established {
+                    let ack = Pkt {
+                        flags: 0x18,
+                        ..*syn
+                    };
+                    assert_eq!(send(&mut f, &ack, now), Ok(*b), "{scheduler:?} flood {i}");
+                }
+            }
+        }
+        assert!(f.counters().drop_count(DropReason::FlowEvicted) > 0);
+    }
 }
 
 #[test]
@@ -1294,8 +1482,19 @@ fn ping(src: Ipv4Addr, src_mac: [u8; 6], frag: (bool, u16)) -> (Vec<u8>, usize) 
 }
 
 #[test]
-fn neighbour_hints_name_on_link_peers_that_open_a_conversation() {
-    let mut f = ready(&managed());
+fn neighbour_hints_name_resolved_hops_that_open_a_conversation_and_arp_askers() {
+    // A backend is a next hop the forwarder resolves; the management port is open to it.
+    let hop = backend_addr(0);
+    let mut c = managed();
+    c.management
+        .as_mut()
+        .unwrap()
+        .allow
+        .push(crate::config::Prefix {
+            address: Ipv4Addr::new(10, 77, 0, 16),
+            len: 28,
+        });
+    let mut f = ready(&c);
     let peer = Ipv4Addr::new(10, 77, 0, 9);
     let local = |f: &mut Forwarder, (mut buf, len): (Vec<u8>, usize)| {
         assert_eq!(
@@ -1303,46 +1502,59 @@ fn neighbour_hints_name_on_link_peers_that_open_a_conversation() {
             Verdict::Local
         );
     };
-    let to_us = |src: Ipv4Addr, flags: u8| {
+    let to_us = |src: Ipv4Addr, src_mac: [u8; 6], flags: u8| {
         let mut p = Pkt::tcp(40000, flags);
         p.src = src;
         p.dst = OWN;
         p.dport = 9000;
-        p.build()
+        let (mut buf, len) = p.build();
+        buf[HEAD + 6..HEAD + 12].copy_from_slice(&src_mac);
+        (buf, len)
     };
-    // A SYN from an on-link peer (the test frames come from CLIENT_MAC).
-    local(&mut f, to_us(peer, 0x02));
-    assert_eq!(f.take_neighbour_hint(), Some((peer, CLIENT_MAC)));
+    // A SYN from the backend, a next hop the forwarder resolved, from the MAC it resolved.
+    local(&mut f, to_us(hop, mac_of(hop), 0x02));
+    assert_eq!(f.take_neighbour_hint(), Some((hop, mac_of(hop))));
+    assert_eq!(f.take_neighbour_hint(), None);
+    // The same from another MAC (a host on the segment forging the backend's address), and a
+    // SYN from an allowed on-link peer that is no next hop: the frame's MAC proves nothing,
+    // so no hint (the local stack resolves them itself).
+    local(&mut f, to_us(hop, CLIENT_MAC, 0x02));
+    local(&mut f, to_us(peer, CLIENT_MAC, 0x02));
     assert_eq!(f.take_neighbour_hint(), None);
     // Not a SYN, a SYN-ACK, from off-link: no hint.
-    local(&mut f, to_us(peer, 0x10));
-    local(&mut f, to_us(peer, 0x12));
+    local(&mut f, to_us(hop, mac_of(hop), 0x10));
+    local(&mut f, to_us(hop, mac_of(hop), 0x12));
     let mut p = Pkt::tcp(40000, 0x02);
     p.dst = OWN;
     local(&mut f, p.build());
     assert_eq!(f.take_neighbour_hint(), None);
-    // An echo request, first fragment or whole; not a later fragment, not from a group MAC.
+    // An echo request from the hop, first fragment or whole; not a later fragment, not from a
+    // group MAC, not from a peer that is no hop.
+    local(&mut f, ping(hop, mac_of(hop), (false, 0)));
+    assert_eq!(f.take_neighbour_hint(), Some((hop, mac_of(hop))));
+    local(&mut f, ping(hop, mac_of(hop), (true, 0)));
+    assert_eq!(f.take_neighbour_hint(), Some((hop, mac_of(hop))));
+    local(&mut f, ping(hop, mac_of(hop), (false, 2)));
+    local(&mut f, ping(hop, [0x03, 0, 0, 0, 0, 1], (false, 0)));
     local(&mut f, ping(peer, mac_of(peer), (false, 0)));
-    assert_eq!(f.take_neighbour_hint(), Some((peer, mac_of(peer))));
-    local(&mut f, ping(peer, mac_of(peer), (true, 0)));
-    assert_eq!(f.take_neighbour_hint(), Some((peer, mac_of(peer))));
-    local(&mut f, ping(peer, mac_of(peer), (false, 2)));
-    local(&mut f, ping(peer, [0x03, 0, 0, 0, 0, 1], (false, 0)));
     assert_eq!(f.take_neighbour_hint(), None);
     // A denied SYN never reaches the local stack, so no hint either.
-    let (mut buf, len) = to_us(Ipv4Addr::new(10, 77, 0, 99), 0x02);
+    let (mut buf, len) = to_us(Ipv4Addr::new(10, 77, 0, 99), CLIENT_MAC, 0x02);
     assert_eq!(
         f.process(&mut buf, HEAD, len, Instant::ZERO),
         Verdict::Drop(DropReason::MgmtDenied)
     );
     // ARP: an answer for our own address names the asker; one for a VIP does not.
     let asker = Ipv4Addr::new(10, 77, 0, 50);
-    for (target, hinted) in [(VIP, false), (OWN, true)] {
+    let ask = |f: &mut Forwarder, asker: Ipv4Addr, target: Ipv4Addr| {
         let (mut buf, len) = arp_frame(ArpOperation::Request, mac_of(asker), asker, [0; 6], target);
         assert!(matches!(
             f.process(&mut buf, HEAD, len, Instant::ZERO),
             Verdict::Reply { .. }
         ));
+    };
+    for (target, hinted) in [(VIP, false), (OWN, true)] {
+        ask(&mut f, asker, target);
         assert_eq!(
             f.take_neighbour_hint(),
             hinted.then_some((asker, mac_of(asker)))
@@ -1350,8 +1562,7 @@ fn neighbour_hints_name_on_link_peers_that_open_a_conversation() {
     }
     // The queue is bounded: the oldest go.
     for i in 0..40u8 {
-        let src = Ipv4Addr::new(10, 77, 0, 100 + i);
-        local(&mut f, ping(src, mac_of(src), (false, 0)));
+        ask(&mut f, Ipv4Addr::new(10, 77, 0, 100 + i), OWN);
     }
     let mut left = Vec::new();
     while let Some(h) = f.take_neighbour_hint() {

@@ -44,6 +44,8 @@ pub const BACKENDS_MAX: usize = 1024;
 pub const MTU_RANGE: (u16, u16) = (576, 1500);
 /// Bounds of the flow table capacity an operator may ask for.
 pub const FLOWS_RANGE: (u32, u32) = (1024, 64 * 1024 * 1024);
+/// Bounds of `limits.new_flows_per_second`.
+pub const NEW_FLOWS_RATE_RANGE: (u32, u32) = (1, 1_000_000_000);
 /// Most BGP peers of one balancer.
 pub const BGP_PEERS_MAX: usize = 16;
 /// Bounds of the BGP hold time in seconds (RFC 4271 allows 0 too; a balancer always wants one).
@@ -260,6 +262,11 @@ pub struct Management {
 pub struct Limits {
     /// Flow table capacity; `None` sizes it from the memory the image has.
     pub flows: Option<u32>,
+    /// Most new flows per second the flow table takes for VIPs whose consistent hash can route
+    /// without it (`maglev`, `sh`, no persistence); above it their new flows are forwarded by
+    /// the hash and not stored (a flood of made-up flows cannot evict real ones). `None`: no
+    /// limit.
+    pub new_flows_per_second: Option<u32>,
 }
 
 /// Which destination ports a VIP takes.
@@ -361,6 +368,9 @@ pub struct Vip {
     pub persistence: Option<u32>,
     /// Health checks; `None` counts every backend as up.
     pub health: Option<Health>,
+    /// When every backend is down, send new flows to them all the same by the consistent hash
+    /// (true, the default: a health-check outage costs no traffic) or drop them (false).
+    pub fail_open: bool,
     /// The real servers.
     pub backends: Vec<Backend>,
 }

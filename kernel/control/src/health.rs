@@ -10,6 +10,14 @@
 //! while it re-learns what was true a moment ago; a dead backend is found within
 //! `fall × interval`. A backend kept across a config change keeps its counts and its schedule
 //! (see [`RiseFall::reconfigured`]).
+//!
+//! Under overload a check must not turn the balancer's own trouble into a backend's outage. Only
+//! evidence from the backend counts against it: a refused or reset connection always does, a
+//! check left unanswered only when the balancer's receive path dropped nothing while it waited
+//! (else the answer may have been among the frames the balancer lost: the result is
+//! inconclusive and counts for nothing, see [`CheckResult`]). And [`DownLimit`] bounds how many
+//! backends of one VIP one round of checks (an interval) may take down, so that whatever fails
+//! alike for all of them at once costs the VIP at most that many per round.
 
 use crate::config::Health;
 
@@ -50,8 +58,35 @@ impl Rules {
 pub enum CheckResult {
     /// The backend accepted the connection.
     Passed,
-    /// Refused, timed out, or could not even be tried (no route, no neighbour).
-    Failed,
+    /// The backend's own answer says it is not serving: the connection was refused or reset,
+    /// or the check cannot be made at all (no route to it). Always counts as a failure.
+    Refused,
+    /// No answer came within the timeout (or the next hop did not answer ARP). A failure only
+    /// if `receive_dropping` is false: while the balancer's own receive path was dropping frames
+    /// (its ring overflowed, its pool or its local queue ran out), the answer may have been one
+    /// of them, and the result is inconclusive.
+    Unanswered {
+        /// The balancer lost received frames between the check's start and its end.
+        receive_dropping: bool,
+    },
+}
+
+impl CheckResult {
+    /// What the result says about the backend: `Some(true)` passed, `Some(false)` failed,
+    /// `None` inconclusive.
+    pub const fn evidence(self) -> Option<bool> {
+        match self {
+            CheckResult::Passed => Some(true),
+            CheckResult::Refused => Some(false),
+            CheckResult::Unanswered { receive_dropping } => {
+                if receive_dropping {
+                    None
+                } else {
+                    Some(false)
+                }
+            }
+        }
+    }
 }
 
 /// A change of a backend's state, for the forwarder and the log.
@@ -70,6 +105,7 @@ pub struct RiseFall {
     successes: u32,
     failures: u32,
     transitions: u64,
+    inconclusive: u64,
 }
 
 impl RiseFall {
@@ -80,6 +116,7 @@ impl RiseFall {
             successes: 0,
             failures: 0,
             transitions: 0,
+            inconclusive: 0,
         }
     }
 
@@ -90,18 +127,30 @@ impl RiseFall {
     }
 
     /// The state after a check ended with `result`, and the transition that result caused.
-    pub fn after(self, result: CheckResult, rules: &Rules) -> (RiseFall, Option<Transition>) {
+    /// `may_go_down` is whether the VIP's [`DownLimit`] leaves room for one more backend this
+    /// round: without it a failure that reaches `fall` is counted but the backend stays up (the
+    /// next failure tries again). An inconclusive result changes nothing but its own count.
+    pub fn after(
+        self,
+        result: CheckResult,
+        rules: &Rules,
+        may_go_down: bool,
+    ) -> (RiseFall, Option<Transition>) {
         let mut next = self;
-        let transition = match result {
-            CheckResult::Passed => {
+        let transition = match result.evidence() {
+            Some(true) => {
                 next.failures = 0;
                 next.successes = next.successes.saturating_add(1);
                 (!next.up && next.successes >= rules.rise).then_some(Transition::Up)
             }
-            CheckResult::Failed => {
+            Some(false) => {
                 next.successes = 0;
                 next.failures = next.failures.saturating_add(1);
-                (next.up && next.failures >= rules.fall).then_some(Transition::Down)
+                (next.up && next.failures >= rules.fall && may_go_down).then_some(Transition::Down)
+            }
+            None => {
+                next.inconclusive += 1;
+                None
             }
         };
         if let Some(t) = transition {
@@ -129,6 +178,53 @@ impl RiseFall {
     /// Up/down changes so far (a metric).
     pub const fn transitions(&self) -> u64 {
         self.transitions
+    }
+
+    /// Inconclusive results so far (a metric): checks unanswered while the balancer dropped.
+    pub const fn inconclusive(&self) -> u64 {
+        self.inconclusive
+    }
+}
+
+/// How many backends of one VIP one round of checks may take down: at most a third of them
+/// (at least one) per interval. Checks of a VIP's backends run spread over the interval; a
+/// round is the interval that started with the first down it allowed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DownLimit {
+    round_start_ms: Option<u64>,
+    taken: u32,
+}
+
+impl DownLimit {
+    /// Most downs per round for a VIP of `backends` checked backends.
+    pub const fn per_round(backends: usize) -> u32 {
+        let n = backends.div_ceil(3);
+        if n == 0 {
+            1
+        } else {
+            n as u32
+        }
+    }
+
+    /// Whether one more backend of a VIP of `backends` may go down at `now_ms`.
+    pub fn allows(&self, now_ms: u64, rules: &Rules, backends: usize) -> bool {
+        match self.round_start_ms {
+            Some(start) if now_ms.saturating_sub(start) < rules.interval_ms => {
+                self.taken < Self::per_round(backends)
+            }
+            _ => true,
+        }
+    }
+
+    /// A backend went down at `now_ms` (after [`allows`](Self::allows) said it may).
+    pub fn take(&mut self, now_ms: u64, rules: &Rules) {
+        match self.round_start_ms {
+            Some(start) if now_ms.saturating_sub(start) < rules.interval_ms => self.taken += 1,
+            _ => {
+                self.round_start_ms = Some(now_ms);
+                self.taken = 1;
+            }
+        }
     }
 }
 
@@ -193,17 +289,23 @@ mod tests {
         timeout_ms: 500,
     };
 
-    /// Feed `results` (`+` passed, `-` failed) and write down the transitions (`U`, `D`, `.`).
+    /// Feed `results` (`+` passed, `-` refused, `t` unanswered, `?` unanswered while the
+    /// balancer dropped) and write down the transitions (`U`, `D`, `.`).
     fn run(start: RiseFall, results: &str) -> (RiseFall, String) {
         let mut state = start;
         let mut seen = String::new();
         for r in results.chars() {
-            let result = if r == '+' {
-                CheckResult::Passed
-            } else {
-                CheckResult::Failed
+            let result = match r {
+                '+' => CheckResult::Passed,
+                '-' => CheckResult::Refused,
+                't' => CheckResult::Unanswered {
+                    receive_dropping: false,
+                },
+                _ => CheckResult::Unanswered {
+                    receive_dropping: true,
+                },
             };
-            let (next, t) = state.after(result, &RULES);
+            let (next, t) = state.after(result, &RULES, true);
             state = next;
             seen.push(match t {
                 Some(Transition::Up) => 'U',
@@ -245,8 +347,9 @@ mod tests {
             successes: 0,
             failures: u32::MAX,
             transitions: 0,
+            inconclusive: 0,
         };
-        let (state, t) = state.after(CheckResult::Failed, &RULES);
+        let (state, t) = state.after(CheckResult::Refused, &RULES, true);
         assert_eq!((state.failures(), t), (u32::MAX, None));
     }
 
@@ -260,6 +363,60 @@ mod tests {
         // Two more failures reach `fall` again from the kept count.
         let (_, seen) = run(kept, "--");
         assert_eq!(seen, ".D");
+    }
+
+    #[test]
+    fn timeouts_while_the_balancer_drops_are_inconclusive() {
+        // A flood overflows the balancer's ring: however many checks go unanswered, the
+        // backend stays up, and the counts it had are kept.
+        let (state, seen) = run(RiseFall::new(true), "t??????????");
+        assert_eq!(seen, "...........");
+        assert!(state.up());
+        assert_eq!((state.failures(), state.inconclusive()), (1, 10));
+        // Timeouts while nothing was dropped are the backend's own: fall of them take it down.
+        let (_, seen) = run(state, "tt");
+        assert_eq!(seen, ".D");
+        // A refusal is evidence even during a flood; an inconclusive result resets nothing.
+        let (state, seen) = run(RiseFall::new(true), "-?-?-");
+        assert_eq!(seen, "....D");
+        let (state, seen) = run(state, "+?+");
+        assert_eq!(seen, "..U");
+        assert!(state.up());
+    }
+
+    #[test]
+    fn a_failure_past_fall_waits_for_the_down_limit() {
+        let (state, _) = run(RiseFall::new(true), "--");
+        let (state, t) = state.after(CheckResult::Refused, &RULES, false);
+        assert_eq!(t, None);
+        assert!(state.up());
+        assert_eq!(state.failures(), 3);
+        let (state, t) = state.after(CheckResult::Refused, &RULES, true);
+        assert_eq!(t, Some(Transition::Down));
+        assert!(!state.up());
+    }
+
+    #[test]
+    fn one_round_takes_down_at_most_a_third_of_a_vips_backends() {
+        assert_eq!(
+            [0, 1, 2, 3, 4, 6, 7, 10].map(DownLimit::per_round),
+            [1, 1, 1, 1, 2, 2, 3, 4]
+        );
+        let mut limit = DownLimit::default();
+        assert!(limit.allows(5000, &RULES, 2));
+        limit.take(5000, &RULES);
+        // The other backend of two waits for the next round...
+        assert!(!limit.allows(5999, &RULES, 2));
+        // ...which starts an interval after the first down.
+        assert!(limit.allows(6000, &RULES, 2));
+        limit.take(6000, &RULES);
+        assert!(!limit.allows(6500, &RULES, 2));
+        // Six backends: two per round.
+        let mut limit = DownLimit::default();
+        limit.take(0, &RULES);
+        assert!(limit.allows(10, &RULES, 6));
+        limit.take(10, &RULES);
+        assert!(!limit.allows(20, &RULES, 6));
     }
 
     #[test]

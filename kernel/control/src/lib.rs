@@ -10,6 +10,7 @@
 //! - [`fetch`]: the retry and backoff schedule of the boot-time config fetch.
 //! - [`vrrp`]: the VRRP advertisement codec and master/backup state machine (an HA pair).
 //! - [`nap`]: the poll loop's idle policy (busy polling or napping, and how long a nap is).
+//! - [`sizing`]: how big the flow table may be in the memory the image has.
 //!
 //! The kernel owns the sockets, the clock and the hardware and asks this crate what to do; every
 //! state machine here is a plain value stepped by the kernel with the time and what happened, so
@@ -30,5 +31,6 @@ pub mod fetch;
 pub mod health;
 pub mod mgmt;
 pub mod nap;
+pub mod sizing;
 pub mod stats;
 pub mod vrrp;

@@ -2,7 +2,8 @@
 //! formatting ([`RequestParser`], [`route`], [`Response`]; `http.rs`), the Prometheus and JSON
 //! renderings of the counters ([`render_metrics`], [`render_status`]; `render.rs`), the decision
 //! on a pushed config (`check_signed_config`, feature `signed`), and the small HTTP client pieces
-//! the boot-time fetch needs ([`fetch_request`], [`parse_response`]; `client.rs`).
+//! the boot-time fetch needs ([`fetch_request`], [`parse_response`]; `client.rs`), and how the
+//! server shares its connections among sources, with their deadlines ([`share`]).
 //!
 //! The kernel owns the sockets and the clock; everything that looks at bytes from the network
 //! lives here so that it is host-tested and fuzzed. The parser never panics and never holds more
@@ -13,6 +14,7 @@
 mod client;
 mod http;
 mod render;
+pub mod share;
 
 pub use client::{fetch_request, parse_response, ClientResponse};
 pub use http::{
@@ -27,15 +29,21 @@ use crate::config::Config;
 use crate::envelope::{verify_signed, SignedError};
 #[cfg(feature = "signed")]
 use alloc::{format, string::String};
+#[cfg(feature = "signed")]
+use core::net::Ipv4Addr;
 
 /// Decide on a pushed (or fetched) signed config: the config to apply, or the refusal.
-/// 403 without a public key or with a bad signature, 400 when malformed or invalid (the reason
-/// names the field), 409 when its version is not newer than `running`.
+/// 403 without a public key or with a bad signature; 421 (Misdirected Request) when the config
+/// is for another instance (its `interface.address` is not `instance`, the running one's: a
+/// config signed for one balancer of a fleet is refused by the others, replayed or not); 400
+/// when malformed or invalid (the reason names the field); 409 when its version is not newer
+/// than `running`.
 #[cfg(feature = "signed")]
 pub fn check_signed_config(
     signed: &[u8],
     pubkey: Option<&[u8; 32]>,
     running: u64,
+    instance: Ipv4Addr,
 ) -> Result<Config, Response> {
     let Some(pubkey) = pubkey else {
         return Err(Response::text(
@@ -44,6 +52,13 @@ pub fn check_signed_config(
         ));
     };
     match verify_signed(signed, pubkey) {
+        Ok(config) if config.interface.address.address != instance => Err(Response::text(
+            421,
+            format!(
+                "this config is for the balancer at {} (its interface.address), not this one at {instance}\n",
+                config.interface.address.address
+            ),
+        )),
         Ok(config) if config.version <= running => Err(Response::text(
             409,
             format!(
@@ -70,34 +85,51 @@ mod tests {
         let other = KeyPair::from_seed(Seed::new([8; 32]));
         let pk: [u8; 32] = *kp.pk;
         let blob = config().to_blob();
+        let here = config().interface.address.address;
         let sign = |k: &KeyPair, b: &[u8]| signed_envelope(b, &k.sk.sign(b, None));
         let good = sign(&kp, &blob);
         assert_eq!(
-            check_signed_config(&good, Some(&pk), 6).map(|c| c.version),
+            check_signed_config(&good, Some(&pk), 6, here).map(|c| c.version),
             Ok(7)
         );
         assert_eq!(
-            check_signed_config(&good, Some(&pk), 7).unwrap_err().status,
+            check_signed_config(&good, Some(&pk), 7, here)
+                .unwrap_err()
+                .status,
             409
         );
-        assert_eq!(check_signed_config(&good, None, 1).unwrap_err().status, 403);
         assert_eq!(
-            check_signed_config(&sign(&other, &blob), Some(&pk), 1)
+            check_signed_config(&good, None, 1, here)
                 .unwrap_err()
                 .status,
             403
         );
         assert_eq!(
-            check_signed_config(b"junk", Some(&pk), 1)
+            check_signed_config(&sign(&other, &blob), Some(&pk), 1, here)
+                .unwrap_err()
+                .status,
+            403
+        );
+        assert_eq!(
+            check_signed_config(b"junk", Some(&pk), 1, here)
                 .unwrap_err()
                 .status,
             400
         );
         let mut bad = config();
         bad.vips[0].backends[0].weight = 100_000;
-        let r = check_signed_config(&sign(&kp, &bad.to_blob()), Some(&pk), 1).unwrap_err();
+        let r = check_signed_config(&sign(&kp, &bad.to_blob()), Some(&pk), 1, here).unwrap_err();
         assert_eq!(r.status, 400);
         let text = String::from_utf8(r.body).unwrap();
         assert!(text.contains("weight"), "{text}");
+        // Signed for another balancer of the fleet: refused, whatever its version.
+        let elsewhere = Ipv4Addr::new(192, 0, 2, 1);
+        let r = check_signed_config(&good, Some(&pk), 1, elsewhere).unwrap_err();
+        assert_eq!(r.status, 421);
+        let text = String::from_utf8(r.body).unwrap();
+        assert!(
+            text.contains(&format!("for the balancer at {here}")),
+            "{text}"
+        );
     }
 }

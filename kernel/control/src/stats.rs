@@ -36,6 +36,8 @@ pub struct VipStats {
     pub bytes: u64,
     /// Flows in the table.
     pub flows_active: u64,
+    /// Every backend is down and the VIP fails open: its traffic goes to them all the same.
+    pub failing_open: bool,
     /// Per backend, in config order.
     pub backends: Vec<BackendStats>,
 }

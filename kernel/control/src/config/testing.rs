@@ -158,6 +158,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// The most new flows per second the flow table takes (`limits.new_flows_per_second`).
+    pub fn new_flows_per_second(mut self, rate: u32) -> Self {
+        self.config.limits.new_flows_per_second = Some(rate);
+        self
+    }
+
     /// A `[bgp]` section with AS `asn`, the default hold time, announcing, without BFD or peers.
     pub fn bgp(mut self, asn: u32) -> Self {
         self.config.bgp = Some(Bgp {
@@ -259,6 +265,7 @@ impl Vip {
                 scheduler: Scheduler::Rr,
                 persistence: None,
                 health: None,
+                fail_open: true,
                 backends: Vec::new(),
             },
         }
@@ -287,6 +294,12 @@ impl VipBuilder {
     /// Seconds of source-IP stickiness.
     pub fn persistence(mut self, seconds: u32) -> Self {
         self.vip.persistence = Some(seconds);
+        self
+    }
+
+    /// Whether traffic still goes to the backends when all are down (default true).
+    pub fn fail_open(mut self, on: bool) -> Self {
+        self.vip.fail_open = on;
         self
     }
 

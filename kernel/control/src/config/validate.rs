@@ -48,6 +48,15 @@ impl Config {
                 ));
             }
         }
+        if let Some(rate) = self.limits.new_flows_per_second {
+            let (lo, hi) = super::NEW_FLOWS_RATE_RANGE;
+            if !(lo..=hi).contains(&rate) {
+                return Err(ConfigError::new(
+                    "limits.new_flows_per_second",
+                    format!("{rate} is out of range {lo}..={hi}"),
+                ));
+            }
+        }
         if self.vips.len() > VIPS_MAX {
             return Err(ConfigError::new(
                 "vip",

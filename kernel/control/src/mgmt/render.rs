@@ -73,6 +73,12 @@ pub struct Snapshot<'a> {
     pub bgp_announced: &'a [core::net::Ipv4Addr],
     /// The VRRP router, with `[vrrp]`.
     pub vrrp: Option<&'a VrrpStatus>,
+    /// TCP packets without SYN of no known flow, routed by the consistent hash without an entry.
+    pub flows_stateless: u64,
+    /// New flows above `limits.new_flows_per_second`, routed by the hash and not stored.
+    pub flows_not_stored: u64,
+    /// Forwarded frames shed because the transmit ring stayed full.
+    pub tx_shed: u64,
 }
 
 /// Escape a Prometheus label value.
@@ -198,6 +204,27 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
         "Next hops (backends, the gateway) whose MAC an ARP packet changed.",
     );
     let _ = writeln!(o, "sidestep_neigh_changes_total {}", s.neigh_changes);
+    let flood_counters = [
+        (
+            "sidestep_flows_stateless_total",
+            "TCP packets without SYN that matched no flow of a maglev/sh VIP: routed by the hash, no entry made.",
+            s.flows_stateless,
+        ),
+        (
+            "sidestep_flows_not_stored_total",
+            "New flows above limits.new_flows_per_second: routed by the hash, not stored.",
+            s.flows_not_stored,
+        ),
+        (
+            "sidestep_tx_shed_total",
+            "Forwarded frames dropped because the transmit ring stayed full for a round.",
+            s.tx_shed,
+        ),
+    ];
+    for (name, help, value) in flood_counters {
+        family(&mut o, name, "counter", help);
+        let _ = writeln!(o, "{name} {value}");
+    }
     family(
         &mut o,
         "sidestep_drops_total",
@@ -218,7 +245,7 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
         &'static str,
         fn(&VipStats) -> u64,
     );
-    let vip_metrics: [VipMetric; 3] = [
+    let vip_metrics: [VipMetric; 4] = [
         (
             "sidestep_vip_packets_total",
             "counter",
@@ -236,6 +263,12 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
             "gauge",
             "Flows of the VIP in the flow table.",
             |v| v.flows_active,
+        ),
+        (
+            "sidestep_vip_failopen",
+            "gauge",
+            "1 while every backend of the VIP is down and its traffic goes to them all the same (fail_open), else 0.",
+            |v| u64::from(v.failing_open),
         ),
     ];
     for (name, kind, help, get) in vip_metrics {
@@ -560,6 +593,7 @@ pub(crate) mod tests {
             packets: 10,
             bytes: 1000,
             flows_active: 2,
+            failing_open: false,
             backends: vec![
                 BackendStats {
                     name: "be1".into(),
@@ -605,6 +639,9 @@ pub(crate) mod tests {
             bgp_peers: &[],
             bgp_announced: &[],
             vrrp: None,
+            flows_stateless: 0,
+            flows_not_stored: 0,
+            tx_shed: 0,
         };
         assert_eq!(
             render_status(&s),
@@ -645,6 +682,9 @@ pub(crate) mod tests {
             bgp_peers: &[],
             bgp_announced: &[],
             vrrp: None,
+            flows_stateless: 11,
+            flows_not_stored: 12,
+            tx_shed: 13,
         };
         let m = render_metrics(&s);
         for line in [
@@ -657,6 +697,8 @@ pub(crate) mod tests {
             "sidestep_vip_packets_total{vip=\"web\"} 10",
             "sidestep_vip_bytes_total{vip=\"web\"} 1000",
             "sidestep_flows_active{vip=\"web\"} 2",
+            "# TYPE sidestep_vip_failopen gauge",
+            "sidestep_vip_failopen{vip=\"web\"} 0",
             "sidestep_backend_packets_total{vip=\"web\",backend=\"be1\"} 6",
             "sidestep_backend_bytes_total{vip=\"web\",backend=\"be\\\"2\"} 400",
             "sidestep_backend_up{vip=\"web\",backend=\"be1\"} 1",
@@ -669,6 +711,10 @@ pub(crate) mod tests {
             "sidestep_icmp_echo_replies_total 9",
             "sidestep_icmp_frag_needed_total 3",
             "sidestep_neigh_changes_total 10",
+            "# TYPE sidestep_flows_stateless_total counter",
+            "sidestep_flows_stateless_total 11",
+            "sidestep_flows_not_stored_total 12",
+            "sidestep_tx_shed_total 13",
             "sidestep_flows_capacity 1024",
         ] {
             assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
@@ -701,6 +747,9 @@ pub(crate) mod tests {
             bgp_peers: &[],
             bgp_announced: &[],
             vrrp: None,
+            flows_stateless: 0,
+            flows_not_stored: 0,
+            tx_shed: 0,
         });
         assert!(!plain.contains("bgp"), "{plain}");
         config.bgp = Config::builder()
@@ -742,6 +791,9 @@ pub(crate) mod tests {
             bgp_peers: &peers,
             bgp_announced: &announced,
             vrrp: None,
+            flows_stateless: 0,
+            flows_not_stored: 0,
+            tx_shed: 0,
         };
         let status = render_status(&s);
         assert!(
@@ -766,6 +818,9 @@ pub(crate) mod tests {
         let none = render_metrics(&Snapshot {
             bgp_announced: &[],
             vrrp: None,
+            flows_stateless: 0,
+            flows_not_stored: 0,
+            tx_shed: 0,
             ..s
         });
         assert!(none
@@ -805,6 +860,9 @@ pub(crate) mod tests {
             bgp_peers: &[],
             bgp_announced: &[],
             vrrp: Some(&status),
+            flows_stateless: 0,
+            flows_not_stored: 0,
+            tx_shed: 0,
         };
         let m = render_metrics(&s);
         for line in [
