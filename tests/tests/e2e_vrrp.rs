@@ -9,7 +9,10 @@
 //! ```
 //!
 //! keepalived runs in its own namespace with its config, PID files and notify script in the
-//! network's temporary directory; the notify script writes its state to a file. It is started
+//! network's temporary directory; the notify script writes its state to a file. In front of it
+//! sit the nftables DSR rules an nftlb appliance has (netdev ingress: a VIP's packet gets a
+//! backend's MAC by a hash of the client's address and port and goes back out), so that when
+//! keepalived holds the VIP it serves it, as the appliance Sidestep replaces would. It is started
 //! and killed by PID. For a while it runs at priority 200 instead, so that the balancers are
 //! backups of keepalived: both sides then parse the other's advertisements.
 //!
@@ -239,6 +242,34 @@ impl Drop for Keepalived {
     }
 }
 
+/// The DSR rules of an nftlb appliance on keepalived's host: TCP to the VIP's port 80 that
+/// reaches its MAC (only while keepalived holds the VIP) gets be1's or be2's MAC, by a hash of
+/// the client's address and port, and goes straight back out; the source MAC becomes the
+/// host's own so the bridge never learns the client's MAC on this port.
+fn install_nftlb_dsr(b: &Balancers) {
+    let mac = |h: Host| h.mac().expect("has one");
+    let rules = format!(
+        "table netdev sidestep_e2e_dsr {{\n\
+         \tchain ingress {{\n\
+         \t\ttype filter hook ingress device \"eth0\" priority 0; policy accept;\n\
+         \t\tmeta pkttype host ip daddr {VIP_WEB} tcp dport 80 ether saddr set {own} \
+         ether daddr set jhash ip saddr . tcp sport mod 2 map {{ 0 : {be1}, 1 : {be2} }} \
+         fwd to \"eth0\"\n\
+         \t}}\n\
+         }}\n",
+        own = mac(Host::Vrrp),
+        be1 = mac(Host::Be1),
+        be2 = mac(Host::Be2),
+    );
+    let path = b.net.dir().join("nftlb-dsr.nft");
+    b.net
+        .write_file(&path, rules.as_bytes())
+        .expect("write the nft rules");
+    b.net
+        .run_ok(Host::Vrrp, &["nft", "-f", &path.to_string_lossy()])
+        .unwrap_or_else(|e| panic!("load the DSR rules on keepalived's host: {e}"));
+}
+
 /// Balancer `i`'s `/status`, read from the client.
 fn status(b: &Balancers, i: usize) -> Option<Status> {
     let url = format!("http://{}:{MGMT_PORT}/status", ADDRS[i]);
@@ -458,6 +489,19 @@ fn check_keepalived_takes_over_last(b: &mut Balancers, ka: &Keepalived) {
         "e2e_vrrp: keepalived master {:?} after B was killed",
         killed.elapsed()
     );
+    // And it serves the VIP through its DSR rules: new connections answered by the backends.
+    let url = format!("http://{VIP_WEB}/");
+    let mut seen = Vec::new();
+    for n in 0..10 {
+        let body = b
+            .net
+            .curl(10, &[&url])
+            .unwrap_or_else(|e| panic!("connection {n} through keepalived's host: {e}"));
+        let be = backend_of(&body).unwrap_or("?").to_owned();
+        assert!(matches!(be.as_str(), "be1" | "be2"), "{body}");
+        seen.push(be);
+    }
+    eprintln!("e2e_vrrp: keepalived's host served 10 connections: {seen:?}");
 }
 
 #[test]
@@ -482,6 +526,7 @@ fn a_vrrp_group_with_keepalived_fails_over_without_breaking_a_download() {
         .net
         .add_vrrp_peer()
         .expect("add keepalived's host");
+    install_nftlb_dsr(&balancers);
     eprintln!(
         "e2e_vrrp: both balancers ready after {:?}",
         started.elapsed()
