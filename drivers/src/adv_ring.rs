@@ -31,6 +31,7 @@ use core::sync::atomic::{fence, Ordering};
 
 use virtio_drivers::{BufferDirection, Hal, PAGE_SIZE};
 
+use crate::ixgbe::regs::Registers;
 use crate::nic::{Burst, NicStats};
 use crate::pool::{PacketBuf, PacketPool, BUF_SIZE, HEADROOM, MAX_FRAME, TX_MIN_HEAD};
 
@@ -237,19 +238,33 @@ impl<H: Hal> RxRing<H> {
         Ok(())
     }
 
-    /// Next descriptor to look at.
-    pub(crate) fn next(&self) -> usize {
-        self.next
-    }
-
     /// The value for RDT: the descriptor before `next`, the one the driver keeps.
     pub(crate) fn tail(&self) -> u32 {
         ((self.next + RX_RING_SIZE - 1) % RX_RING_SIZE) as u32
     }
 
+    /// [`Self::receive`], then, if any descriptor was re-armed, hand them to the device by
+    /// writing the tail register `rdt` once (after the descriptors: a release fence).
+    pub(crate) fn burst<R: Registers>(
+        &mut self,
+        pool: &mut PacketPool,
+        rx: &mut Burst,
+        stats: &mut NicStats,
+        regs: &R,
+        rdt: u32,
+    ) -> usize {
+        let start = self.next;
+        let received = self.receive(pool, rx, stats);
+        if self.next != start {
+            fence(Ordering::Release);
+            regs.write(rdt, self.tail());
+        }
+        received
+    }
+
     /// Move completed frames into `rx` (until it is full or the device has no more), re-arming
     /// each descriptor at once with a fresh buffer. Returns how many frames were added; the
-    /// caller then moves RDT to [`Self::tail`] if [`Self::next`] moved.
+    /// caller ([`Self::burst`]) then moves RDT to [`Self::tail`] if `next` moved.
     pub(crate) fn receive(
         &mut self,
         pool: &mut PacketPool,
@@ -397,9 +412,29 @@ impl<H: Hal> TxRing<H> {
         }
     }
 
+    /// [`Self::reclaim`] and [`Self::transmit`], then, if any frame was queued, hand the
+    /// descriptors to the device by writing the tail register `tdt` once (after a release
+    /// fence).
+    pub(crate) fn burst<R: Registers>(
+        &mut self,
+        pool: &mut PacketPool,
+        tx: &mut Burst,
+        stats: &mut NicStats,
+        regs: &R,
+        tdt: u32,
+    ) -> usize {
+        self.reclaim(pool);
+        let queued = self.transmit(pool, tx, stats);
+        if queued > 0 {
+            fence(Ordering::Release);
+            regs.write(tdt, self.tail());
+        }
+        queued
+    }
+
     /// Put the frames of `tx` on the ring, front first, until it is full (frames left stay in
     /// `tx`, in order); malformed frames are freed and counted. Returns how many were queued;
-    /// the caller then moves TDT to [`Self::tail`] if any were.
+    /// the caller ([`Self::burst`]) then moves TDT to [`Self::tail`] if any were.
     pub(crate) fn transmit(
         &mut self,
         pool: &mut PacketPool,

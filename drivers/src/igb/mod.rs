@@ -41,12 +41,12 @@ pub mod regs;
 mod tests;
 
 use core::fmt;
-use core::sync::atomic::{fence, Ordering};
 
 use virtio_drivers::Hal;
 
 use crate::adv_ring::{RingError, RxRing, TxRing};
 pub use crate::adv_ring::{RX_RING_SIZE, TX_CLEAN_BATCH, TX_RING_SIZE};
+use crate::ixgbe::regs::poll;
 pub use crate::ixgbe::regs::{MmioRegisters, Registers};
 pub use crate::ixgbe::Bar0;
 use crate::nic::{Burst, Nic, NicStats};
@@ -449,24 +449,13 @@ impl<H: Hal, R: Registers> Igb<H, R> {
 
 impl<H: Hal, R: Registers> Nic for Igb<H, R> {
     fn rx_burst(&mut self, rx: &mut Burst) -> usize {
-        let start = self.rx.next();
-        let received = self.rx.receive(&mut self.pool, rx, &mut self.stats);
-        if self.rx.next() != start {
-            // Descriptors written before the tail that hands them over.
-            fence(Ordering::Release);
-            self.regs.write(regs::RDT, self.rx.tail());
-        }
-        received
+        self.rx
+            .burst(&mut self.pool, rx, &mut self.stats, &self.regs, regs::RDT)
     }
 
     fn tx_burst(&mut self, tx: &mut Burst) -> usize {
-        self.tx.reclaim(&mut self.pool);
-        let queued = self.tx.transmit(&mut self.pool, tx, &mut self.stats);
-        if queued > 0 {
-            fence(Ordering::Release);
-            self.regs.write(regs::TDT, self.tx.tail());
-        }
-        queued
+        self.tx
+            .burst(&mut self.pool, tx, &mut self.stats, &self.regs, regs::TDT)
     }
 
     fn mac_address(&self) -> [u8; 6] {
@@ -513,27 +502,6 @@ impl<H: Hal, R: Registers> Drop for Igb<H, R> {
             .write(regs::CTRL, self.regs.read(regs::CTRL) | regs::CTRL_RST);
         (self.delay_us)(1000);
     }
-}
-
-/// Poll `reg` until `mask` is all set (`set`) or all clear, at most `polls` times with
-/// `interval_us` between reads. Whether it got there.
-fn poll<R: Registers>(
-    r: &R,
-    reg: u32,
-    mask: u32,
-    set: bool,
-    polls: u32,
-    interval_us: u32,
-    delay: fn(u32),
-) -> bool {
-    for _ in 0..polls {
-        let v = r.read(reg) & mask;
-        if (set && v == mask) || (!set && v == 0) {
-            return true;
-        }
-        delay(interval_us);
-    }
-    false
 }
 
 /// One PHY register access over MDIC (8.2): `op` on register `reg` of the internal PHY

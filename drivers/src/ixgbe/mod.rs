@@ -56,7 +56,6 @@ pub(crate) mod model;
 pub(crate) mod tests;
 
 use core::fmt;
-use core::sync::atomic::{fence, Ordering};
 
 use virtio_drivers::Hal;
 
@@ -65,6 +64,7 @@ pub use crate::adv_ring::{RX_RING_SIZE, TX_CLEAN_BATCH, TX_RING_SIZE};
 use crate::nic::{Burst, Nic, NicStats};
 use crate::pci::{self, ConfigSpace, PciAddress};
 use crate::pool::PacketPool;
+use regs::poll;
 pub use regs::{MmioRegisters, Registers};
 
 /// SRRCTL.BSIZEPACKET in KiB. The device writes at most 1522 bytes (jumbo off) from HEADROOM,
@@ -528,24 +528,14 @@ impl<H: Hal, R: Registers> Ixgbe<H, R> {
 
 impl<H: Hal, R: Registers> Nic for Ixgbe<H, R> {
     fn rx_burst(&mut self, rx: &mut Burst) -> usize {
-        let start = self.rx.next();
-        let received = self.rx.receive(&mut self.pool, rx, &mut self.stats);
-        if self.rx.next() != start {
-            // Descriptors written before the tail that hands them over (8.2.3.8.5).
-            fence(Ordering::Release);
-            self.regs.write(regs::RDT, self.rx.tail());
-        }
-        received
+        // Descriptors are written before the tail that hands them over (8.2.3.8.5).
+        self.rx
+            .burst(&mut self.pool, rx, &mut self.stats, &self.regs, regs::RDT)
     }
 
     fn tx_burst(&mut self, tx: &mut Burst) -> usize {
-        self.tx.reclaim(&mut self.pool);
-        let queued = self.tx.transmit(&mut self.pool, tx, &mut self.stats);
-        if queued > 0 {
-            fence(Ordering::Release);
-            self.regs.write(regs::TDT, self.tx.tail());
-        }
-        queued
+        self.tx
+            .burst(&mut self.pool, tx, &mut self.stats, &self.regs, regs::TDT)
     }
 
     fn mac_address(&self) -> [u8; 6] {
@@ -592,27 +582,6 @@ impl<H: Hal, R: Registers> Drop for Ixgbe<H, R> {
             .write(regs::CTRL, self.regs.read(regs::CTRL) | regs::CTRL_RST);
         (self.delay_us)(1000);
     }
-}
-
-/// Poll `reg` until `mask` is all set (`set`) or all clear, at most `polls` times with
-/// `interval_us` between reads. Whether it got there.
-fn poll<R: Registers>(
-    r: &R,
-    reg: u32,
-    mask: u32,
-    set: bool,
-    polls: u32,
-    interval_us: u32,
-    delay: fn(u32),
-) -> bool {
-    for _ in 0..polls {
-        let v = r.read(reg) & mask;
-        if (set && v == mask) || (!set && v == 0) {
-            return true;
-        }
-        delay(interval_us);
-    }
-    false
 }
 
 /// 4.6.3.1: mask every interrupt cause (EIMC bit 31 is reserved) and MSI-X vector.

@@ -25,6 +25,27 @@ impl<T: Registers + ?Sized> Registers for &T {
     }
 }
 
+/// Poll `reg` until `mask` is all set (`set`) or all clear, at most `polls` times with
+/// `interval_us` between reads. Whether it got there. (Shared by the 82599 and igb drivers.)
+pub(crate) fn poll<R: Registers>(
+    r: &R,
+    reg: u32,
+    mask: u32,
+    set: bool,
+    polls: u32,
+    interval_us: u32,
+    delay: fn(u32),
+) -> bool {
+    for _ in 0..polls {
+        let v = r.read(reg) & mask;
+        if (set && v == mask) || (!set && v == 0) {
+            return true;
+        }
+        delay(interval_us);
+    }
+    false
+}
+
 /// The highest register offset the driver touches, plus 4: BAR0 must be at least this long.
 pub const MIN_BAR_LEN: usize = (EEC + 4) as usize;
 
