@@ -23,6 +23,41 @@ use std::time::{Duration, Instant};
 /// The balancer's TAP device in the lb namespace.
 pub const TAP: &str = "tap0";
 
+/// The `web` VIP every balancer of a group serves (the BGP and VRRP tests, the demo): maglev,
+/// so that any of them sends a flow to the same backend, over be1 and be2 with TCP health
+/// checks, as config-file text.
+pub fn group_web_vip() -> String {
+    format!(
+        r#"[[vip]]
+name = "web"
+address = "{vip}"
+port = 80
+protocol = "tcp"
+mode = "dsr-l2"
+scheduler = "maglev"
+
+[vip.health]
+kind = "tcp"
+port = 80
+interval_ms = 500
+timeout_ms = 300
+rise = 2
+fall = 2
+
+[[vip.backend]]
+name = "be1"
+address = "10.77.0.21"
+weight = 1
+
+[[vip.backend]]
+name = "be2"
+address = "10.77.0.22"
+weight = 1
+"#,
+        vip = netns::VIP_WEB
+    )
+}
+
 /// `tests/configs/e2e.toml`: the services the network of [`crate::netns`] is built for.
 pub fn e2e_config() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/e2e.toml")

@@ -12,7 +12,7 @@
 use crate::fixture::{Balancers, Place};
 use crate::netns::{
     self, big_file_content, DemoNet, Host, BALANCER, BALANCER2, BALANCER2_MAC, BALANCER_MAC,
-    BIG_FILE_LEN, BIG_FILE_PATH, GATEWAY, VIP_WEB, VIP_WEB3,
+    BIG_FILE_LEN, BIG_FILE_PATH, GATEWAY, VIP_WEB3,
 };
 use crate::qemu::Image;
 use std::fmt;
@@ -164,32 +164,8 @@ bfd = true
 address = "{GATEWAY}"
 asn = {RT_AS}
 {extra_peer}
-[[vip]]
-name = "web"
-address = "{VIP_WEB}"
-port = 80
-protocol = "tcp"
-mode = "dsr-l2"
-scheduler = "maglev"
-
-[vip.health]
-kind = "tcp"
-port = 80
-interval_ms = 500
-timeout_ms = 300
-rise = 2
-fall = 2
-
-[[vip.backend]]
-name = "be1"
-address = "10.77.0.21"
-weight = 1
-
-[[vip.backend]]
-name = "be2"
-address = "10.77.0.22"
-weight = 1
-{web3}"#,
+{web_vip}{web3}"#,
+        web_vip = crate::fixture::group_web_vip(),
         written_by = c.written_by,
     )
 }

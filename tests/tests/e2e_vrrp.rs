@@ -59,32 +59,8 @@ advert_ms = {ADVERT_MS}
 preempt = true
 version = {version}
 
-[[vip]]
-name = "web"
-address = "{VIP_WEB}"
-port = 80
-protocol = "tcp"
-mode = "dsr-l2"
-scheduler = "maglev"
-
-[vip.health]
-kind = "tcp"
-port = 80
-interval_ms = 500
-timeout_ms = 300
-rise = 2
-fall = 2
-
-[[vip.backend]]
-name = "be1"
-address = "10.77.0.21"
-weight = 1
-
-[[vip.backend]]
-name = "be2"
-address = "10.77.0.22"
-weight = 1
-"#
+{web_vip}"#,
+        web_vip = tests::fixture::group_web_vip(),
     )
 }
 
