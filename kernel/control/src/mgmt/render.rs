@@ -587,6 +587,32 @@ pub(crate) mod tests {
         config
     }
 
+    /// A snapshot of `config` with every counter 0 and nothing else: the tests set what they
+    /// look at.
+    fn quiet(config: &Config) -> Snapshot<'_> {
+        Snapshot {
+            config,
+            uptime_ms: 0,
+            flows_capacity: 0,
+            drops: &[],
+            vips: &[],
+            transitions: &[],
+            nic_rx_packets: 0,
+            nic_tx_packets: 0,
+            flows_rescheduled: 0,
+            icmp_forwarded: 0,
+            icmp_echo_replies: 0,
+            icmp_frag_needed: 0,
+            neigh_changes: 0,
+            bgp_peers: &[],
+            bgp_announced: &[],
+            vrrp: None,
+            flows_stateless: 0,
+            flows_not_stored: 0,
+            tx_shed: 0,
+        }
+    }
+
     fn stats() -> Vec<VipStats> {
         vec![VipStats {
             name: "web".into(),
@@ -623,25 +649,11 @@ pub(crate) mod tests {
         let vips = stats();
         let drops = [("malformed", 3), ("not_vip", 0), ("mgmt_denied", 1)];
         let s = Snapshot {
-            config: &config,
             uptime_ms: 1234,
             flows_capacity: 1024,
             drops: &drops,
             vips: &vips,
-            transitions: &[],
-            nic_rx_packets: 0,
-            nic_tx_packets: 0,
-            flows_rescheduled: 0,
-            icmp_forwarded: 0,
-            icmp_echo_replies: 0,
-            icmp_frag_needed: 0,
-            neigh_changes: 0,
-            bgp_peers: &[],
-            bgp_announced: &[],
-            vrrp: None,
-            flows_stateless: 0,
-            flows_not_stored: 0,
-            tx_shed: 0,
+            ..quiet(&config)
         };
         assert_eq!(
             render_status(&s),
@@ -666,7 +678,6 @@ pub(crate) mod tests {
             count: 2,
         }];
         let s = Snapshot {
-            config: &config,
             uptime_ms: 61_005,
             flows_capacity: 1024,
             drops: &drops,
@@ -679,12 +690,10 @@ pub(crate) mod tests {
             icmp_echo_replies: 9,
             icmp_frag_needed: 3,
             neigh_changes: 10,
-            bgp_peers: &[],
-            bgp_announced: &[],
-            vrrp: None,
             flows_stateless: 11,
             flows_not_stored: 12,
             tx_shed: 13,
+            ..quiet(&config)
         };
         let m = render_metrics(&s);
         for line in [
@@ -730,27 +739,7 @@ pub(crate) mod tests {
     #[test]
     fn bgp_sessions_and_announcements() {
         let mut config = config();
-        let plain = render_status(&Snapshot {
-            config: &config,
-            uptime_ms: 0,
-            flows_capacity: 0,
-            drops: &[],
-            vips: &[],
-            transitions: &[],
-            nic_rx_packets: 0,
-            nic_tx_packets: 0,
-            flows_rescheduled: 0,
-            icmp_forwarded: 0,
-            icmp_echo_replies: 0,
-            icmp_frag_needed: 0,
-            neigh_changes: 0,
-            bgp_peers: &[],
-            bgp_announced: &[],
-            vrrp: None,
-            flows_stateless: 0,
-            flows_not_stored: 0,
-            tx_shed: 0,
-        });
+        let plain = render_status(&quiet(&config));
         assert!(!plain.contains("bgp"), "{plain}");
         config.bgp = Config::builder()
             .bgp(65010)
@@ -775,25 +764,9 @@ pub(crate) mod tests {
         ];
         let announced = ["10.77.0.100".parse().unwrap()];
         let s = Snapshot {
-            config: &config,
-            uptime_ms: 0,
-            flows_capacity: 0,
-            drops: &[],
-            vips: &[],
-            transitions: &[],
-            nic_rx_packets: 0,
-            nic_tx_packets: 0,
-            flows_rescheduled: 0,
-            icmp_forwarded: 0,
-            icmp_echo_replies: 0,
-            icmp_frag_needed: 0,
-            neigh_changes: 0,
             bgp_peers: &peers,
             bgp_announced: &announced,
-            vrrp: None,
-            flows_stateless: 0,
-            flows_not_stored: 0,
-            tx_shed: 0,
+            ..quiet(&config)
         };
         let status = render_status(&s);
         assert!(
@@ -817,10 +790,6 @@ pub(crate) mod tests {
         }
         let none = render_metrics(&Snapshot {
             bgp_announced: &[],
-            vrrp: None,
-            flows_stateless: 0,
-            flows_not_stored: 0,
-            tx_shed: 0,
             ..s
         });
         assert!(none
@@ -844,25 +813,8 @@ pub(crate) mod tests {
         router.poll(10_000);
         let status = router.status();
         let s = Snapshot {
-            config: &config,
-            uptime_ms: 0,
-            flows_capacity: 0,
-            drops: &[],
-            vips: &[],
-            transitions: &[],
-            nic_rx_packets: 0,
-            nic_tx_packets: 0,
-            flows_rescheduled: 0,
-            icmp_forwarded: 0,
-            icmp_echo_replies: 0,
-            icmp_frag_needed: 0,
-            neigh_changes: 0,
-            bgp_peers: &[],
-            bgp_announced: &[],
             vrrp: Some(&status),
-            flows_stateless: 0,
-            flows_not_stored: 0,
-            tx_shed: 0,
+            ..quiet(&config)
         };
         let m = render_metrics(&s);
         for line in [
