@@ -424,18 +424,7 @@ impl DemoNet {
             Topology::NarrowLink => &Host::NARROW,
         };
         for &host in Host::ALL.iter().chain(extra) {
-            let ns = self.ns(host);
-            self.ip(&["netns", "add", &ns])?;
-            self.namespaces.push(ns);
-            self.ip_in(host, "link set lo up")?;
-            // No IPv6: its router solicitations and DAD would only be noise on the tap.
-            self.sysctl(
-                host,
-                &[
-                    "net.ipv6.conf.all.disable_ipv6=1",
-                    "net.ipv6.conf.default.disable_ipv6=1",
-                ],
-            )?;
+            self.add_namespace(host)?;
         }
         self.ip_in(Host::Lb, "link add br0 type bridge")?;
         self.ip_in(Host::Lb, "link set br0 up")?;
@@ -851,20 +840,27 @@ impl DemoNet {
         self.run_ok(host, &argv)
     }
 
-    /// Adds [`Host::Wan`], a client on 10.99.0.0/24 behind the router (its `eth2`), with a
-    /// default route through it. Backends reach it through their default route (the router).
-    pub fn add_wan_client(&mut self) -> Result<()> {
-        let ns = self.ns(Host::Wan);
+    /// Creates `host`'s namespace (torn down with the network) with loopback up and no IPv6
+    /// (its router solicitations and DAD would only be noise on the tap). Returns its name.
+    fn add_namespace(&mut self, host: Host) -> Result<String> {
+        let ns = self.ns(host);
         self.ip(&["netns", "add", &ns])?;
         self.namespaces.push(ns.clone());
-        self.ip_in(Host::Wan, "link set lo up")?;
+        self.ip_in(host, "link set lo up")?;
         self.sysctl(
-            Host::Wan,
+            host,
             &[
                 "net.ipv6.conf.all.disable_ipv6=1",
                 "net.ipv6.conf.default.disable_ipv6=1",
             ],
         )?;
+        Ok(ns)
+    }
+
+    /// Adds [`Host::Wan`], a client on 10.99.0.0/24 behind the router (its `eth2`), with a
+    /// default route through it. Backends reach it through their default route (the router).
+    pub fn add_wan_client(&mut self) -> Result<()> {
+        let ns = self.add_namespace(Host::Wan)?;
         self.ip_in(
             Host::Rt,
             &format!("link add eth2 type veth peer name eth0 netns {ns}"),
@@ -889,17 +885,7 @@ impl DemoNet {
     /// route through the router: where a test runs a VRRP peer such as keepalived.
     pub fn add_vrrp_peer(&mut self) -> Result<()> {
         let host = Host::Vrrp;
-        let ns = self.ns(host);
-        self.ip(&["netns", "add", &ns])?;
-        self.namespaces.push(ns.clone());
-        self.ip_in(host, "link set lo up")?;
-        self.sysctl(
-            host,
-            &[
-                "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ],
-        )?;
+        let ns = self.add_namespace(host)?;
         let port = host.bridge_port().expect("on the segment");
         self.ip_in(
             Host::Lb,
