@@ -10,11 +10,11 @@
 use base64::Engine;
 use control::config::{
     parse_mac, parse_name, Backend, Bgp, BgpPeer, Config, ConfigError, Health, HealthKind,
-    Interface, Limits, Management, Mode, Polling, Prefix, Protocol, Scheduler, Vip, VipPort, Vrrp,
-    VrrpVersion, BGP_HOLD_DEFAULT, VRRP_ADVERT_MS_DEFAULT, VRRP_PRIORITY_DEFAULT,
+    Interface, Limits, Management, Mode, Polling, Prefix, Prefix6, Protocol, Scheduler, Vip,
+    VipPort, Vrrp, VrrpVersion, BGP_HOLD_DEFAULT, VRRP_ADVERT_MS_DEFAULT, VRRP_PRIORITY_DEFAULT,
 };
 use serde::Deserialize;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +63,8 @@ struct FileBgpPeer {
 struct FileInterface {
     address: String,
     gateway: Option<String>,
+    address6: Option<String>,
+    gateway6: Option<String>,
     mtu: Option<i64>,
     nic: Option<String>,
     poll: Option<String>,
@@ -139,6 +141,34 @@ fn address(field: &str, text: &str) -> Result<Ipv4Addr, ConfigError> {
     })
 }
 
+fn address6(field: &str, text: &str) -> Result<Ipv6Addr, ConfigError> {
+    text.parse().map_err(|_| {
+        ConfigError::new(
+            field,
+            format!("\"{text}\" is not an IPv6 address like fd00:77::1"),
+        )
+    })
+}
+
+/// A VIP's or backend's address: either family.
+fn ip_address(field: &str, text: &str) -> Result<IpAddr, ConfigError> {
+    text.parse().map_err(|_| {
+        ConfigError::new(
+            field,
+            format!("\"{text}\" is not an IP address like 10.77.0.100 or fd00:77::100"),
+        )
+    })
+}
+
+fn prefix6(field: &str, text: &str) -> Result<Prefix6, ConfigError> {
+    Prefix6::parse(text).ok_or_else(|| {
+        ConfigError::new(
+            field,
+            format!("\"{text}\" is not an IPv6 prefix like fd00:77::2/64 (address/0..128)"),
+        )
+    })
+}
+
 fn prefix(field: &str, text: &str) -> Result<Prefix, ConfigError> {
     Prefix::parse(text).ok_or_else(|| {
         ConfigError::new(
@@ -176,6 +206,14 @@ fn translate(file: FileConfig) -> Result<Config, ConfigError> {
         gateway: iface
             .gateway
             .map(|g| address("interface.gateway", &g))
+            .transpose()?,
+        address6: iface
+            .address6
+            .map(|a| prefix6("interface.address6", &a))
+            .transpose()?,
+        gateway6: iface
+            .gateway6
+            .map(|g| address6("interface.gateway6", &g))
             .transpose()?,
         mtu: ranged("interface.mtu", iface.mtu.unwrap_or(1500), 0, 65535)?,
         nic: iface.nic,
@@ -371,7 +409,7 @@ fn translate_vip(v: FileVip) -> Result<Vip, ConfigError> {
             ));
         }
         backends.push(Backend {
-            address: address(&format!("{bfield}: address"), &b.address)?,
+            address: ip_address(&format!("{bfield}: address"), &b.address)?,
             weight: ranged(
                 &format!("{bfield}: weight"),
                 b.weight.unwrap_or(1),
@@ -393,7 +431,7 @@ fn translate_vip(v: FileVip) -> Result<Vip, ConfigError> {
         });
     }
     Ok(Vip {
-        address: address(&f("address"), &v.address)?,
+        address: ip_address(&f("address"), &v.address)?,
         port,
         protocol: named(
             &field,

@@ -299,7 +299,10 @@ fn render(endpoint: Endpoint, parts: &Parts<'_>, uptime_ms: u64) -> Response {
     let bgp_announced: Vec<Ipv4Addr> = config
         .vips
         .iter()
-        .map(|v| v.address)
+        .filter_map(|v| match v.address {
+            core::net::IpAddr::V4(a) => Some(a),
+            core::net::IpAddr::V6(_) => None,
+        })
         .filter(|a| bgp.announced(*a))
         .collect();
     let snapshot = Snapshot {

@@ -88,9 +88,13 @@ impl Checker {
                 backends: vip.backends.len(),
             });
             for (i, b) in vip.backends.iter().enumerate() {
+                // IPv6 backends are not checked yet: the local stack speaks IPv4 only.
+                let core::net::IpAddr::V4(address) = b.address else {
+                    continue;
+                };
                 let kept = old
                     .iter()
-                    .position(|c| c.vip == vip.name && c.address == b.address)
+                    .position(|c| c.vip == vip.name && c.address == address)
                     .map(|i| old.swap_remove(i));
                 let up = stats
                     .iter()
@@ -104,13 +108,13 @@ impl Checker {
                         SocketBuffer::new(alloc::vec![0; 64]),
                     )),
                 };
-                let on_link = config.interface.address.contains(b.address);
+                let on_link = config.interface.address.contains(address);
                 self.checks.push(Check {
                     vip: vip.name.clone(),
                     backend: b.name.clone(),
-                    address: b.address,
+                    address,
                     next_hop: if on_link {
-                        Some(b.address)
+                        Some(address)
                     } else {
                         config.interface.gateway
                     },

@@ -27,7 +27,14 @@ const GARP_GAP_MS: u64 = 500;
 
 /// The VIP addresses of `config` (sorted, unique).
 fn vip_addresses(config: &Config) -> Vec<Ipv4Addr> {
-    let mut a: Vec<Ipv4Addr> = config.vips.iter().map(|v| v.address).collect();
+    let mut a: Vec<Ipv4Addr> = config
+        .vips
+        .iter()
+        .filter_map(|v| match v.address {
+            core::net::IpAddr::V4(a) => Some(a),
+            core::net::IpAddr::V6(_) => None,
+        })
+        .collect();
     a.sort_unstable();
     a.dedup();
     a

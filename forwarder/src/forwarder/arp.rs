@@ -119,7 +119,14 @@ pub fn is_arp_reply(frame: &[u8]) -> bool {
 /// then every VIP's (sorted, unique, without its own).
 pub fn announced(config: &Config) -> Vec<Ipv4Addr> {
     let own = config.interface.address.address;
-    let mut vips: Vec<Ipv4Addr> = config.vips.iter().map(|v| v.address).collect();
+    let mut vips: Vec<Ipv4Addr> = config
+        .vips
+        .iter()
+        .filter_map(|v| match v.address {
+            core::net::IpAddr::V4(a) => Some(a),
+            core::net::IpAddr::V6(_) => None,
+        })
+        .collect();
     vips.sort_unstable();
     vips.dedup();
     let mut all = vec![own];

@@ -8,7 +8,7 @@ use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr};
 
 use super::classify::MgmtGuard;
 use super::field::ipv4;
@@ -26,6 +26,9 @@ pub(super) struct Slot {
     /// Part of the running config (else retired, waiting for its flows to end).
     pub live: bool,
     pub vip: u32,
+    /// Its address: what identifies it across configs, and its statistics' label.
+    pub ip: IpAddr,
+    /// Its IPv4 address, read per packet by dsr-l3 (unspecified for an IPv6 backend).
     pub address: Ipv4Addr,
     pub name: String,
     pub weight: u32,
@@ -235,11 +238,11 @@ impl Forwarder {
         }
 
         // Match surviving backends to their slots by (VIP name, address).
-        let mut old: BTreeMap<(String, u32), u32> = BTreeMap::new();
+        let mut old: BTreeMap<(String, IpAddr), u32> = BTreeMap::new();
         for (id, s) in self.slots.iter_mut().enumerate() {
             if s.live {
                 if let Some(v) = self.vips.get(s.vip as usize) {
-                    old.insert((v.name.clone(), u32::from(s.address)), id as u32);
+                    old.insert((v.name.clone(), s.ip), id as u32);
                 }
                 s.live = false;
             }
@@ -248,7 +251,7 @@ impl Forwarder {
         for (vi, v) in config.vips.iter().enumerate() {
             let mut row = Vec::with_capacity(v.backends.len());
             for b in &v.backends {
-                let id = old.remove(&(v.name.clone(), u32::from(b.address)));
+                let id = old.remove(&(v.name.clone(), b.address));
                 if let Some(id) = id {
                     let s = &mut self.slots[id as usize];
                     s.live = true;
@@ -273,7 +276,11 @@ impl Forwarder {
                 let slot = Slot {
                     live: true,
                     vip: vi as u32,
-                    address: b.address,
+                    ip: b.address,
+                    address: match b.address {
+                        IpAddr::V4(a) => a,
+                        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+                    },
                     name: b.name.clone(),
                     weight: b.weight,
                     up: true,
@@ -308,14 +315,21 @@ impl Forwarder {
             .vips
             .iter()
             .flat_map(|v| v.backends.iter())
-            .map(|b| {
-                let hop = self.next_hop_of(b.address);
-                (hop, b.mac.filter(|_| hop == b.address))
+            .filter_map(|b| {
+                match b.address {
+                    IpAddr::V4(a) => Some(a),
+                    IpAddr::V6(_) => None,
+                }
+                .map(|a| (a, b.mac))
+            })
+            .map(|(a, mac)| {
+                let hop = self.next_hop_of(a);
+                (hop, mac.filter(|_| hop == a))
             })
             .collect();
         self.neigh.set_hops(&hops);
         for i in 0..self.slots.len() {
-            if self.slots[i].live {
+            if self.slots[i].live && self.slots[i].ip.is_ipv4() {
                 let hop = self.next_hop_of(self.slots[i].address);
                 self.slots[i].neigh = self.neigh.index_of(hop).unwrap_or(0);
             }
@@ -338,7 +352,10 @@ impl Forwarder {
                 VipPort::All => 0,
                 VipPort::One(p) => p,
             };
-            entries.push((u32::from(v.address), port, proto, vi as u32));
+            // IPv6 VIPs keep their place (indices are the config's) but no index entry yet.
+            if let IpAddr::V4(a) = v.address {
+                entries.push((u32::from(a), port, proto, vi as u32));
+            }
             vips.push(VipRt {
                 name: v.name.clone(),
                 mode: v.mode,
@@ -392,7 +409,13 @@ impl Forwarder {
                 .map(|(id, s)| Candidate {
                     slot: id,
                     weight: s.weight,
-                    id: u32::from(s.address),
+                    id: match s.ip {
+                        IpAddr::V4(a) => u32::from(a),
+                        IpAddr::V6(a) => crate::flow::fold_mul(
+                            (u128::from(a) >> 64) as u64,
+                            u128::from(a) as u64,
+                        ) as u32,
+                    },
                 })
                 .collect()
         };
@@ -472,7 +495,7 @@ impl Forwarder {
                         let s = &self.slots[id as usize];
                         BackendStats {
                             name: s.name.clone(),
-                            address: s.address,
+                            address: s.ip,
                             weight: s.weight,
                             up: s.up,
                             packets: s.packets,

@@ -188,7 +188,11 @@ pub(crate) fn ready(config: &Config) -> Forwarder {
     let mut hosts: Vec<Ipv4Addr> = config
         .vips
         .iter()
-        .flat_map(|v| v.backends.iter().map(|b| b.address))
+        .flat_map(|v| v.backends.iter())
+        .filter_map(|b| match b.address {
+            core::net::IpAddr::V4(a) => Some(a),
+            core::net::IpAddr::V6(_) => None,
+        })
         .collect();
     hosts.push(GW);
     resolve(&mut f, &hosts);
@@ -283,7 +287,7 @@ fn l3_encapsulates_in_place_with_a_correct_outer_header() {
 #[test]
 fn l3_off_link_backend_goes_through_the_gateway_and_df_is_copied_clear() {
     let mut c = config(Mode::DsrL3, Scheduler::Rr, &[1]);
-    c.vips[0].backends[0].address = Ipv4Addr::new(172, 16, 5, 5);
+    c.vips[0].backends[0].address = core::net::IpAddr::from(Ipv4Addr::new(172, 16, 5, 5));
     let mut f = ready(&c);
     let mut p = Pkt::tcp(1, 0x02);
     p.df = false;
@@ -713,7 +717,7 @@ fn specific_port_vip_wins_over_all_ports() {
     let mut all = c.vips[0].clone();
     all.name = "all".into();
     all.port = VipPort::All;
-    all.backends[0].address = backend_addr(5);
+    all.backends[0].address = core::net::IpAddr::from(backend_addr(5));
     c.vips.push(all);
     let mut f = ready(&c);
     assert_eq!(send(&mut f, &Pkt::tcp(1, 2), Instant::ZERO), Ok(0));
@@ -1580,10 +1584,10 @@ fn announced_addresses_are_ours_then_the_vips() {
     second.port = VipPort::One(443);
     let mut third = c.vips[0].clone();
     third.name = "third".into();
-    third.address = Ipv4Addr::new(10, 77, 0, 3);
+    third.address = core::net::IpAddr::from(Ipv4Addr::new(10, 77, 0, 3));
     let mut on_own = c.vips[0].clone();
     on_own.name = "own".into();
-    on_own.address = OWN;
+    on_own.address = core::net::IpAddr::from(OWN);
     c.vips.extend([second, third, on_own]);
     assert_eq!(
         arp::announced(&c),

@@ -19,13 +19,13 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde::{Deserialize, Serialize};
 
 /// The first bytes of every config blob.
 pub const BLOB_MAGIC: [u8; 8] = *b"SIDESTEP";
 /// The layout of the encoded blob; bumped whenever the model's fields change.
-pub const BLOB_FORMAT: u16 = 4;
+pub const BLOB_FORMAT: u16 = 5;
 /// Largest blob the image accepts (a config of many VIPs and backends stays far below it).
 pub const BLOB_MAX: usize = 1 << 20;
 
@@ -157,6 +157,10 @@ pub struct Interface {
     pub address: Prefix,
     /// Next hop for off-link destinations (dsr-l3 backends elsewhere).
     pub gateway: Option<Ipv4Addr>,
+    /// The balancer's IPv6 address and on-link prefix; IPv6 VIPs need it.
+    pub address6: Option<Prefix6>,
+    /// IPv6 next hop for off-link IPv6 destinations.
+    pub gateway6: Option<Ipv6Addr>,
     /// Largest IP packet the segment carries.
     pub mtu: u16,
     /// Which NIC carries data: `None` takes the first usable one; else a driver name
@@ -239,6 +243,53 @@ impl Prefix {
 }
 
 impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.len)
+    }
+}
+
+/// An IPv6 prefix, e.g. `fd00:77::/64`; for the interface the address part is the host's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Prefix6 {
+    /// The address.
+    pub address: Ipv6Addr,
+    /// Number of leading network bits, 0..=128.
+    pub len: u8,
+}
+
+impl Prefix6 {
+    /// The network mask as a number.
+    pub fn mask(&self) -> u128 {
+        if self.len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(self.len.min(128)))
+        }
+    }
+
+    /// Whether `addr` lies within this prefix.
+    pub fn contains(&self, addr: Ipv6Addr) -> bool {
+        (u128::from(addr) & self.mask()) == (u128::from(self.address) & self.mask())
+    }
+
+    /// The network address (host bits cleared).
+    pub fn network(&self) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.address) & self.mask())
+    }
+
+    /// Parse `addr/len` (IPv6).
+    pub fn parse(text: &str) -> Option<Prefix6> {
+        let (addr, len) = text.split_once('/')?;
+        let address: Ipv6Addr = addr.parse().ok()?;
+        if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let len: u8 = len.parse().ok()?;
+        (len <= 128).then_some(Prefix6 { address, len })
+    }
+}
+
+impl fmt::Display for Prefix6 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.address, self.len)
     }
@@ -354,8 +405,8 @@ impl Health {
 pub struct Vip {
     /// Unique name (a metric label).
     pub name: String,
-    /// The virtual address clients connect to.
-    pub address: Ipv4Addr,
+    /// The virtual address clients connect to, IPv4 or IPv6 (its backends are of its family).
+    pub address: IpAddr,
     /// Port or all ports.
     pub port: VipPort,
     /// TCP or UDP.
@@ -380,8 +431,8 @@ pub struct Vip {
 pub struct Backend {
     /// Name unique within its VIP (a metric label).
     pub name: String,
-    /// Its address.
-    pub address: Ipv4Addr,
+    /// Its address, of its VIP's family.
+    pub address: IpAddr,
     /// Relative share of new flows; 0 drains.
     pub weight: u32,
     /// Its MAC, pinned (on-link backends only): the balancer sends to it without ARP and

@@ -26,7 +26,10 @@ pub fn desired_routes(config: &Config, up: impl Fn(usize, usize) -> bool) -> Rou
             .iter()
             .enumerate()
             .filter(|(v, vip)| (0..vip.backends.len()).any(|b| up(*v, b)))
-            .map(|(_, vip)| vip.address)
+            .filter_map(|(_, vip)| match vip.address {
+                core::net::IpAddr::V4(a) => Some(a),
+                core::net::IpAddr::V6(_) => None,
+            })
             .collect(),
         _ => Routes::new(),
     }

@@ -33,28 +33,41 @@ use super::{
 };
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 fn address(text: &str) -> Ipv4Addr {
     text.parse()
         .unwrap_or_else(|_| panic!("{text:?} is not an IPv4 address"))
 }
 
-/// An address a VIP or backend is given: text `a.b.c.d` (panics if it does not parse), or an
-/// [`Ipv4Addr`] where the test computes it or names it by a constant.
+/// An address a VIP or backend is given: text `a.b.c.d` or `fd00::1` (panics if it does not
+/// parse), or an address where the test computes it or names it by a constant.
 pub trait BuilderAddress {
     /// The address.
-    fn ipv4(self) -> Ipv4Addr;
+    fn ip(self) -> IpAddr;
 }
 
 impl BuilderAddress for &str {
-    fn ipv4(self) -> Ipv4Addr {
-        address(self)
+    fn ip(self) -> IpAddr {
+        self.parse()
+            .unwrap_or_else(|_| panic!("{self:?} is not an IP address"))
     }
 }
 
 impl BuilderAddress for Ipv4Addr {
-    fn ipv4(self) -> Ipv4Addr {
+    fn ip(self) -> IpAddr {
+        IpAddr::V4(self)
+    }
+}
+
+impl BuilderAddress for Ipv6Addr {
+    fn ip(self) -> IpAddr {
+        IpAddr::V6(self)
+    }
+}
+
+impl BuilderAddress for IpAddr {
+    fn ip(self) -> IpAddr {
         self
     }
 }
@@ -78,6 +91,8 @@ impl Config {
                 interface: Interface {
                     address: prefix("10.77.0.2/24"),
                     gateway: Some(address("10.77.0.1")),
+                    address6: None,
+                    gateway6: None,
                     mtu: 1500,
                     nic: None,
                     poll: Polling::Auto,
@@ -108,6 +123,24 @@ impl ConfigBuilder {
     /// The next hop for off-link backends; `None` for none.
     pub fn gateway(mut self, gateway: Option<&str>) -> Self {
         self.config.interface.gateway = gateway.map(address);
+        self
+    }
+
+    /// The balancer's IPv6 address and prefix, `fd00:77::2/64`.
+    pub fn address6(mut self, prefix_text: &str) -> Self {
+        self.config.interface.address6 = Some(
+            super::Prefix6::parse(prefix_text)
+                .unwrap_or_else(|| panic!("{prefix_text:?} is not an IPv6 prefix")),
+        );
+        self
+    }
+
+    /// The IPv6 next hop for off-link backends; `None` for none.
+    pub fn gateway6(mut self, gateway: Option<&str>) -> Self {
+        self.config.interface.gateway6 = gateway.map(|g| {
+            g.parse()
+                .unwrap_or_else(|_| panic!("{g:?} is not an IPv6 address"))
+        });
         self
     }
 
@@ -258,7 +291,7 @@ impl Vip {
         VipBuilder {
             vip: Vip {
                 name: String::from(name),
-                address: address.ipv4(),
+                address: address.ip(),
                 port,
                 protocol: Protocol::Tcp,
                 mode: Mode::DsrL2,
@@ -313,7 +346,7 @@ impl VipBuilder {
     pub fn backend(mut self, name: &str, address: impl BuilderAddress, weight: u32) -> Self {
         self.vip.backends.push(Backend {
             name: String::from(name),
-            address: address.ipv4(),
+            address: address.ip(),
             weight,
             mac: None,
         });

@@ -83,7 +83,7 @@ fn port_zero() {
 #[test]
 fn l2_backend_off_subnet() {
     let mut c = example();
-    c.vips[0].backends[1].address = Ipv4Addr::new(10, 88, 0, 5);
+    c.vips[0].backends[1].address = core::net::IpAddr::from(Ipv4Addr::new(10, 88, 0, 5));
     let e = refused(&c);
     assert!(e.starts_with("vip \"web\": backend \"be2\": address: 10.88.0.5 is not on the interface subnet 10.77.0.0/24"), "{e}");
     c.vips[0].mode = Mode::DsrL3;
@@ -230,10 +230,10 @@ fn interface_rules() {
 #[test]
 fn vip_rules() {
     let mut c = example();
-    c.vips[0].address = c.interface.address.address;
+    c.vips[0].address = core::net::IpAddr::from(c.interface.address.address);
     assert!(refused(&c).contains("is the balancer's own interface address"));
     let mut c = example();
-    c.vips[0].address = c.interface.gateway.unwrap();
+    c.vips[0].address = core::net::IpAddr::from(c.interface.gateway.unwrap());
     assert_eq!(
         refused(&c),
         "vip \"web\": address: 10.77.0.1 is interface.gateway; a VIP needs an address of its own"
@@ -255,7 +255,7 @@ fn vip_rules() {
     c.interface.address = Prefix::parse("10.77.0.2/31").unwrap();
     c.interface.gateway = Some(Ipv4Addr::new(10, 77, 0, 3));
     c.vips[0].mode = Mode::DsrL3;
-    c.vips[0].address = Ipv4Addr::new(10, 77, 0, 100);
+    c.vips[0].address = core::net::IpAddr::from(Ipv4Addr::new(10, 77, 0, 100));
     c.validate().unwrap();
     // A backend of this VIP or of another one.
     let mut c = example();
@@ -350,7 +350,7 @@ fn a_pinned_backend_mac_is_unicast_on_link_and_one_per_address_and_survives_the_
         );
     }
     let mut off_link = pinned("02:00:0a:4d:00:15");
-    off_link.vips[0].backends[0].address = Ipv4Addr::new(10, 88, 0, 5);
+    off_link.vips[0].backends[0].address = core::net::IpAddr::from(Ipv4Addr::new(10, 88, 0, 5));
     let e = refused(&off_link);
     assert!(
         e.starts_with("vip \"web\": backend \"be1\": mac: 10.88.0.5 is off the interface subnet"),
@@ -360,7 +360,7 @@ fn a_pinned_backend_mac_is_unicast_on_link_and_one_per_address_and_survives_the_
     let mut two = pinned("02:00:0a:4d:00:15");
     let mut other = two.vips[0].clone();
     other.name = "api".into();
-    other.address = Ipv4Addr::new(10, 77, 0, 101);
+    other.address = core::net::IpAddr::from(Ipv4Addr::new(10, 77, 0, 101));
     other.backends[0].mac = None;
     two.vips.push(other);
     two.validate().unwrap();
@@ -575,5 +575,88 @@ fn vrrp_needs_schedulers_every_balancer_agrees_on() {
     }
     let mut c = with_vrrp();
     c.vips[0].scheduler = Scheduler::Sh;
+    c.validate().unwrap();
+}
+
+/// An IPv6 VIP over dsr-l2 and one over dsr-l3 behind `gateway6`.
+fn ipv6_example() -> Config {
+    Config::builder()
+        .address6("fd00:77::2/64")
+        .gateway6(Some("fd00:77::1"))
+        .vip(
+            Vip::builder("web6", "fd00:77::100", VipPort::One(80))
+                .backend("be1", "fd00:77::21", 1)
+                .backend("be2", "fd00:77::22", 1)
+                .build(),
+        )
+        .vip(
+            Vip::builder("far6", "fd00:77::101", VipPort::One(80))
+                .mode(Mode::DsrL3)
+                .backend("be3", "fd00:88::5", 1)
+                .build(),
+        )
+        .build()
+}
+
+#[test]
+fn ipv6_vips_are_valid_and_round_trip_through_a_blob() {
+    let c = ipv6_example();
+    c.validate().unwrap();
+    assert_eq!(Config::from_blob(&c.to_blob()).unwrap(), c);
+}
+
+#[test]
+fn ipv6_families_are_checked_by_field() {
+    let mut c = ipv6_example();
+    c.interface.address6 = None;
+    c.interface.gateway6 = None;
+    assert_eq!(
+        refused(&c),
+        "vip \"web6\": address: fd00:77::100 is IPv6 and interface.address6 is not set; IPv6 \
+         VIPs need it"
+    );
+
+    let mut c = ipv6_example();
+    c.vips[0].backends[1].address = "10.77.0.22".parse().unwrap();
+    assert_eq!(
+        refused(&c),
+        "vip \"web6\": backend \"be2\": address: 10.77.0.22 is IPv4 but the VIP is IPv6; a VIP \
+         and its backends are of one family"
+    );
+
+    let mut c = example();
+    c.vips[0].backends[0].address = "fd00:77::21".parse().unwrap();
+    assert!(refused(&c).starts_with("vip \"web\": backend \"be1\": address: fd00:77::21 is IPv6"));
+
+    let mut c = ipv6_example();
+    c.vips[0].backends[0].address = "fd00:99::21".parse().unwrap();
+    assert!(refused(&c).starts_with(
+        "vip \"web6\": backend \"be1\": address: fd00:99::21 is not on the interface prefix \
+         fd00:77::/64; dsr-l2 backends must be"
+    ));
+
+    let mut c = ipv6_example();
+    c.interface.gateway6 = None;
+    assert_eq!(
+        refused(&c),
+        "vip \"far6\": backend \"be3\": address: fd00:88::5 is off the interface prefix \
+         fd00:77::/64 and interface.gateway6 is not set"
+    );
+
+    let mut c = ipv6_example();
+    c.vips[0].address = "fd00:77::2".parse().unwrap();
+    assert!(refused(&c).contains("is the balancer's own interface.address6"));
+    c.vips[0].address = "fd00:77::1".parse().unwrap();
+    assert!(refused(&c).contains("is interface.gateway6"));
+    c.vips[0].address = "fe80::1".parse().unwrap();
+    assert!(refused(&c).contains("is not a unicast address"));
+
+    let mut c = ipv6_example();
+    c.interface.mtu = 1000;
+    assert!(refused(&c).starts_with("interface.mtu: 1000 is below 1280"));
+    let mut c = ipv6_example();
+    c.interface.gateway6 = Some("fd00:99::1".parse().unwrap());
+    assert!(refused(&c).starts_with("interface.gateway6: fd00:99::1 is neither link-local"));
+    c.interface.gateway6 = Some("fe80::1".parse().unwrap());
     c.validate().unwrap();
 }

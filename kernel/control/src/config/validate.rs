@@ -9,7 +9,7 @@ use super::{
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 fn vip_field(vip: &Vip) -> String {
     format!("vip \"{}\"", vip.name)
@@ -25,6 +25,32 @@ fn valid_name(name: &str) -> bool {
 
 fn is_unicast(addr: Ipv4Addr) -> bool {
     !(addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() || addr.is_loopback())
+}
+
+/// A global or unique-local IPv6 host address: not unspecified, loopback, multicast or
+/// link-local (a link-local address is no VIP, and a backend's would need a zone), nor an
+/// IPv4-mapped one.
+fn is_unicast6(addr: Ipv6Addr) -> bool {
+    !(addr.is_unspecified()
+        || addr.is_loopback()
+        || addr.is_multicast()
+        || addr.is_unicast_link_local()
+        || addr.to_ipv4_mapped().is_some())
+}
+
+fn is_unicast_ip(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(a) => is_unicast(a),
+        IpAddr::V6(a) => is_unicast6(a),
+    }
+}
+
+fn family(addr: IpAddr) -> &'static str {
+    if addr.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
 }
 
 impl Config {
@@ -131,7 +157,14 @@ impl Config {
                 ),
             ));
         }
-        let mut addresses: Vec<Ipv4Addr> = self.vips.iter().map(|v| v.address).collect();
+        if let Some(v) = self.vips.iter().find(|v| v.address.is_ipv6()) {
+            return Err(ConfigError::new(
+                format!("{}: address", vip_field(v)),
+                "is IPv6, which [vrrp] does not share yet (its advertisements are IPv4); \
+                 serve IPv6 VIPs from a balancer without [vrrp], or announce them by [bgp]",
+            ));
+        }
+        let mut addresses: Vec<IpAddr> = self.vips.iter().map(|v| v.address).collect();
         addresses.sort_unstable();
         addresses.dedup();
         if addresses.is_empty() {
@@ -200,6 +233,13 @@ impl Config {
                 ),
             ));
         }
+        if let Some(v) = self.vips.iter().find(|v| v.address.is_ipv6()) {
+            return Err(ConfigError::new(
+                format!("{}: address", vip_field(v)),
+                "is IPv6, which [bgp] does not announce yet (its sessions carry IPv4 unicast \
+                 only); serve IPv6 VIPs from a balancer without [bgp]",
+            ));
+        }
         if bgp.peers.is_empty() {
             return Err(ConfigError::new(
                 "bgp.peer",
@@ -236,7 +276,12 @@ impl Config {
                     ),
                 ));
             }
-            if peer.address == net.address || self.vips.iter().any(|v| v.address == peer.address) {
+            if peer.address == net.address
+                || self
+                    .vips
+                    .iter()
+                    .any(|v| v.address == IpAddr::V4(peer.address))
+            {
                 return Err(ConfigError::new(
                     format!("{field}: address"),
                     "is the balancer's own address or a VIP",
@@ -325,6 +370,69 @@ impl Config {
                 ),
             ));
         }
+        if let Some(net6) = iface.address6 {
+            if net6.len == 0 || net6.len > 128 {
+                return Err(ConfigError::new(
+                    "interface.address6",
+                    format!("prefix length /{} must be 1..=128", net6.len),
+                ));
+            }
+            if !is_unicast6(net6.address) {
+                return Err(ConfigError::new(
+                    "interface.address6",
+                    format!(
+                        "{} is not a global or unique-local unicast address",
+                        net6.address
+                    ),
+                ));
+            }
+            if net6.len < 127 && net6.address == net6.network() {
+                return Err(ConfigError::new(
+                    "interface.address6",
+                    format!(
+                        "{} is the subnet-router anycast address of {}/{}",
+                        net6.address,
+                        net6.network(),
+                        net6.len
+                    ),
+                ));
+            }
+            if iface.mtu < 1280 {
+                return Err(ConfigError::new(
+                    "interface.mtu",
+                    format!(
+                        "{} is below 1280, the smallest link MTU IPv6 allows, and \
+                         interface.address6 is set",
+                        iface.mtu
+                    ),
+                ));
+            }
+        }
+        if let Some(gw6) = iface.gateway6 {
+            let Some(net6) = iface.address6 else {
+                return Err(ConfigError::new(
+                    "interface.gateway6",
+                    "needs interface.address6: the balancer reaches its IPv6 gateway from it",
+                ));
+            };
+            // A router's link-local address is the usual IPv6 next hop (RFC 4861).
+            if !(gw6.is_unicast_link_local() || (is_unicast6(gw6) && net6.contains(gw6))) {
+                return Err(ConfigError::new(
+                    "interface.gateway6",
+                    format!(
+                        "{gw6} is neither link-local (fe80::/10) nor on the interface prefix {}/{}",
+                        net6.network(),
+                        net6.len
+                    ),
+                ));
+            }
+            if gw6 == net6.address {
+                return Err(ConfigError::new(
+                    "interface.gateway6",
+                    "is the balancer's own address",
+                ));
+            }
+        }
         if let Some(nic) = &iface.nic {
             if !valid_nic(nic) {
                 return Err(ConfigError::new(
@@ -393,13 +501,27 @@ impl Config {
                 format!("must be 1..={NAME_MAX} characters of A-Z a-z 0-9 - _ ."),
             ));
         }
-        if !is_unicast(vip.address) {
+        if !is_unicast_ip(vip.address) {
             return Err(ConfigError::new(
                 format!("{field}: address"),
                 format!("{} is not a unicast address", vip.address),
             ));
         }
-        if vip.address == self.interface.address.address {
+        if let IpAddr::V6(a) = vip.address {
+            let Some(net6) = self.interface.address6 else {
+                return Err(ConfigError::new(
+                    format!("{field}: address"),
+                    format!("{a} is IPv6 and interface.address6 is not set; IPv6 VIPs need it"),
+                ));
+            };
+            if a == net6.address {
+                return Err(ConfigError::new(
+                    format!("{field}: address"),
+                    "is the balancer's own interface.address6; a VIP needs an address of its own",
+                ));
+            }
+        }
+        if vip.address == IpAddr::V4(self.interface.address.address) {
             return Err(ConfigError::new(
                 format!("{field}: address"),
                 "is the balancer's own interface address; a VIP needs an address of its own",
@@ -449,19 +571,51 @@ impl Config {
                     format!("{} is out of range 0..={WEIGHT_MAX}", be.weight),
                 ));
             }
-            if !is_unicast(be.address) {
+            if be.address.is_ipv4() != vip.address.is_ipv4() {
+                return Err(ConfigError::new(
+                    format!("{bfield}: address"),
+                    format!(
+                        "{} is {} but the VIP is {}; a VIP and its backends are of one family",
+                        be.address,
+                        family(be.address),
+                        family(vip.address)
+                    ),
+                ));
+            }
+            if !is_unicast_ip(be.address) {
                 return Err(ConfigError::new(
                     format!("{bfield}: address"),
                     format!("{} is not a unicast address", be.address),
                 ));
             }
-            if be.address == self.interface.address.address || be.address == vip.address {
+            if self.is_own_address(be.address) || be.address == vip.address {
                 return Err(ConfigError::new(
                     format!("{bfield}: address"),
                     format!("{} is the balancer's or the VIP's own address", be.address),
                 ));
             }
-            let on_link = self.interface.address.contains(be.address);
+            let on_link = self.on_link(be.address);
+            let (subnet, gateway_field) = match be.address {
+                IpAddr::V4(_) => (
+                    format!(
+                        "the interface subnet {}/{}",
+                        self.interface.address.network(),
+                        self.interface.address.len
+                    ),
+                    "interface.gateway",
+                ),
+                IpAddr::V6(_) => (
+                    self.interface
+                        .address6
+                        .map(|n| format!("the interface prefix {}/{}", n.network(), n.len))
+                        .unwrap_or_default(),
+                    "interface.gateway6",
+                ),
+            };
+            let has_gateway = match be.address {
+                IpAddr::V4(_) => self.interface.gateway.is_some(),
+                IpAddr::V6(_) => self.interface.gateway6.is_some(),
+            };
             if let Some(mac) = be.mac {
                 let mfield = format!("{bfield}: mac");
                 if mac == [0; 6] || mac[0] & 1 != 0 {
@@ -478,7 +632,7 @@ impl Config {
                     return Err(ConfigError::new(
                         mfield,
                         format!(
-                            "{} is off the interface subnet, so frames to it go to the gateway's \
+                            "{} is off {subnet}, so frames to it go to the gateway's \
                              MAC; a MAC can be pinned only for a backend on the link",
                             be.address
                         ),
@@ -509,19 +663,17 @@ impl Config {
                     return Err(ConfigError::new(
                         format!("{bfield}: address"),
                         format!(
-                            "{} is not on the interface subnet {}/{}; dsr-l2 backends must be \
+                            "{} is not on {subnet}; dsr-l2 backends must be \
                              (use mode = \"dsr-l3\" for backends elsewhere)",
                             be.address,
-                            self.interface.address.network(),
-                            self.interface.address.len
                         ),
                     ));
                 }
-                Mode::DsrL3 if !on_link && self.interface.gateway.is_none() => {
+                Mode::DsrL3 if !on_link && !has_gateway => {
                     return Err(ConfigError::new(
                         format!("{bfield}: address"),
                         format!(
-                            "{} is off the interface subnet and interface.gateway is not set",
+                            "{} is off {subnet} and {gateway_field} is not set",
                             be.address
                         ),
                     ));
@@ -548,25 +700,53 @@ impl Config {
 }
 
 impl Config {
+    /// Whether `addr` is one of the balancer's interface addresses.
+    fn is_own_address(&self, addr: IpAddr) -> bool {
+        match addr {
+            IpAddr::V4(a) => a == self.interface.address.address,
+            IpAddr::V6(a) => self.interface.address6.is_some_and(|n| n.address == a),
+        }
+    }
+
+    /// Whether `addr` is on the interface's subnet of its family.
+    pub fn on_link(&self, addr: IpAddr) -> bool {
+        match addr {
+            IpAddr::V4(a) => self.interface.address.contains(a),
+            IpAddr::V6(a) => self.interface.address6.is_some_and(|n| n.contains(a)),
+        }
+    }
+
     /// A VIP's address must belong to nobody else on the network: the balancer answers ARP for
     /// it and takes every packet sent to it, so sharing it with the gateway or a backend would
     /// capture their traffic, and the subnet's network or broadcast address is no host's.
     fn validate_vip_address_is_free(&self, vip: &Vip) -> Result<(), ConfigError> {
         let field = format!("{}: address", vip_field(vip));
         let net = self.interface.address;
-        if self.interface.gateway == Some(vip.address) {
+        let gateway = match vip.address {
+            IpAddr::V4(a) => self.interface.gateway == Some(a),
+            IpAddr::V6(a) => self.interface.gateway6 == Some(a),
+        };
+        if gateway {
             return Err(ConfigError::new(
                 field,
                 format!(
-                    "{} is interface.gateway; a VIP needs an address of its own",
-                    vip.address
+                    "{} is interface.{}; a VIP needs an address of its own",
+                    vip.address,
+                    if vip.address.is_ipv4() {
+                        "gateway"
+                    } else {
+                        "gateway6"
+                    }
                 ),
             ));
         }
-        if net.len < 31
-            && net.contains(vip.address)
-            && (vip.address == net.network() || vip.address == net.broadcast())
-        {
+        let special = match vip.address {
+            IpAddr::V4(a) => {
+                net.len < 31 && net.contains(a) && (a == net.network() || a == net.broadcast())
+            }
+            IpAddr::V6(_) => false,
+        };
+        if special {
             return Err(ConfigError::new(
                 field,
                 format!(

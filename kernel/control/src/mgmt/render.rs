@@ -386,7 +386,10 @@ fn bgp_metrics(o: &mut String, s: &Snapshot<'_>) {
             o,
             "sidestep_bgp_announced{{vip=\"{}\"}} {}",
             label(&v.name),
-            u8::from(s.bgp_announced.contains(&v.address))
+            u8::from(match v.address {
+                core::net::IpAddr::V4(a) => s.bgp_announced.contains(&a),
+                core::net::IpAddr::V6(_) => false,
+            })
         );
     }
 }
