@@ -60,13 +60,14 @@
 //! One module per concern: `field` (header layouts), `classify` (what a frame is), `tables`
 //! (what a config becomes), `dispatch` (the entry points and the flow table), `fragments`,
 //! `rewrite` (dsr-l2/dsr-l3 output, the one IPv4 header writer, "fragmentation needed"),
-//! `icmp` (ICMP to a VIP, the limits on ICMP sent), [`arp`].
+//! `icmp` (ICMP to a VIP, the limits on ICMP sent), [`arp`], `ipv6` (everything IPv6, out of
+//! line of IPv4: extension headers, ip6ip6, ICMPv6) and [`nd`] (neighbour discovery).
 
 use alloc::vec;
 use alloc::vec::Vec;
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::config::{Config, Prefix};
+use crate::config::{Config, Prefix, Prefix6};
 use crate::flow::FlowTable;
 use crate::neigh::{Hints, Neighbours};
 use crate::stats::{Counters, DropReason};
@@ -78,6 +79,8 @@ mod dispatch;
 mod field;
 mod fragments;
 mod icmp;
+mod ipv6;
+pub mod nd;
 mod rewrite;
 mod tables;
 
@@ -129,6 +132,9 @@ pub enum Verdict {
     Local,
     /// The frame was copied to wait for ARP; the buffer is free again. `poll` releases it.
     Queued,
+    /// The forwarder took what it needed from the frame (a neighbour advertisement for the
+    /// balancer); the buffer is free again.
+    Consumed,
     /// Drop the frame (already counted).
     Drop(DropReason),
 }
@@ -201,6 +207,10 @@ pub struct Forwarder {
     own: Ipv4Addr,
     subnet: Prefix,
     gateway: Option<Ipv4Addr>,
+    /// `interface.address6`: the balancer's IPv6 address and on-link prefix. Without it every
+    /// IPv6 frame is dropped as unsupported.
+    prefix6: Option<Prefix6>,
+    gateway6: Option<Ipv6Addr>,
     mtu: usize,
     version: u64,
     /// `[management]`'s port and allow list, when the config has a management section.
@@ -210,6 +220,10 @@ pub struct Forwarder {
     vips: Vec<VipRt>,
     index: VipIndex,
     vip_addrs: Vec<u32>,
+    /// IPv6 VIPs: (address, port or 0, protocol, VIP index), sorted.
+    index6: Vec<(u128, u16, u8, u32)>,
+    /// IPv6 VIP addresses, sorted, unique.
+    vip_addrs6: Vec<u128>,
     slots: Vec<Slot>,
     flows: FlowTable,
     persist: Option<FlowTable>,
@@ -253,6 +267,8 @@ impl Forwarder {
             own: config.interface.address.address,
             subnet: config.interface.address,
             gateway: config.interface.gateway,
+            prefix6: None,
+            gateway6: None,
             mtu: usize::from(config.interface.mtu),
             version: 0,
             mgmt: None,
@@ -260,6 +276,8 @@ impl Forwarder {
             vips: Vec::new(),
             index: VipIndex::build(&[]),
             vip_addrs: Vec::new(),
+            index6: Vec::new(),
+            vip_addrs6: Vec::new(),
             slots: Vec::new(),
             flows: FlowTable::new(flow_capacity, seed),
             persist: None,
@@ -327,9 +345,9 @@ impl Forwarder {
         self.neigh.pending_len()
     }
 
-    /// The resolved MAC of next hop `ip`, if it is one and is resolved.
-    pub fn neighbour(&self, ip: Ipv4Addr) -> Option<[u8; 6]> {
-        let i = self.neigh.index_of(ip)?;
+    /// The resolved MAC of next hop `ip` (IPv4 or IPv6), if it is one and is resolved.
+    pub fn neighbour(&self, ip: impl Into<IpAddr>) -> Option<[u8; 6]> {
+        let i = self.neigh.index_of(ip.into())?;
         self.neigh.get(i).filter(|n| n.resolved).map(|n| n.mac)
     }
 
@@ -350,11 +368,20 @@ impl Forwarder {
     /// too long, and expire flows (a share of the table: see [`SWEEP_PERIOD_MS`]). Call it every
     /// loop iteration or at least every few milliseconds.
     pub fn poll(&mut self, now: Instant, emit: &mut dyn FnMut(&[u8])) {
-        let (mac, own) = (self.mac, self.own);
+        let (mac, own, own6) = (self.mac, self.own, self.prefix6.map(|p| p.address));
         let mut sent = 0;
-        self.neigh.due_requests(now, &mut |target| {
-            emit(&arp::request(mac, own, target));
-            sent += 1;
+        self.neigh.due_requests(now, &mut |target| match target {
+            IpAddr::V4(t) => {
+                emit(&arp::request(mac, own, t));
+                sent += 1;
+            }
+            // An IPv6 next hop exists only with an IPv6 address (the config's rule).
+            IpAddr::V6(t) => {
+                if let Some(own6) = own6 {
+                    emit(&nd::solicitation(mac, own6, t));
+                    sent += 1;
+                }
+            }
         });
         self.counters.arp_requests += sent;
         let dropped = self.neigh.release(now, emit);

@@ -25,7 +25,7 @@ pub mod stats;
 pub mod time;
 
 pub use forwarder::{
-    arp, Forwarder, ForwarderError, Frames, RxFrame, Verdict, DIRECT_MAX_FLOWS, HEADROOM,
+    arp, nd, Forwarder, ForwarderError, Frames, RxFrame, Verdict, DIRECT_MAX_FLOWS, HEADROOM,
     ICMP_BURST, ICMP_RATE, SWEEP_PERIOD_MS,
 };
 pub use stats::{Counters, DropReason};

@@ -29,7 +29,7 @@
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec;
 use alloc::vec::Vec;
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr};
 
 use crate::time::Instant;
 
@@ -81,8 +81,8 @@ pub enum Learnt {
 /// One next hop.
 #[derive(Clone, Copy, Debug)]
 pub struct Neighbour {
-    /// Its address.
-    pub ip: Ipv4Addr,
+    /// Its address (IPv4, resolved by ARP, or IPv6, by neighbour discovery).
+    pub ip: IpAddr,
     /// Its MAC, meaningful when `resolved`.
     pub mac: [u8; 6],
     /// Whether `mac` is known.
@@ -94,12 +94,13 @@ pub struct Neighbour {
     requests: u8,
 }
 
-/// What `poll` should send: an ARP request for this address.
-pub type Request = Ipv4Addr;
+/// What `poll` should send: an ARP request (IPv4) or a neighbour solicitation (IPv6) for this
+/// address.
+pub type Request = IpAddr;
 
 #[derive(Clone)]
 struct Pending {
-    next_hop: Ipv4Addr,
+    next_hop: IpAddr,
     queued: Instant,
     len: usize,
 }
@@ -110,7 +111,7 @@ pub struct Neighbours {
     /// The balancer's own MAC, never a neighbour's.
     own: [u8; 6],
     list: Vec<Neighbour>,
-    by_ip: BTreeMap<u32, u32>,
+    by_ip: BTreeMap<IpAddr, u32>,
     cursor: usize,
     pending: Vec<Option<Pending>>,
     pending_bufs: Vec<u8>,
@@ -135,11 +136,11 @@ impl Neighbours {
     /// any), keeping what is known about the ones that stay. A hop pinned by any of its
     /// entries is pinned; one no longer pinned keeps its MAC until ARP replaces or ages it.
     /// Look indices up with [`index_of`](Self::index_of).
-    pub fn set_hops(&mut self, hops: &[(Ipv4Addr, Option<[u8; 6]>)]) {
+    pub fn set_hops(&mut self, hops: &[(IpAddr, Option<[u8; 6]>)]) {
         let mut list: Vec<Neighbour> = Vec::with_capacity(hops.len());
         let mut by_ip = BTreeMap::new();
         for &(ip, pin) in hops {
-            let k = u32::from(ip);
+            let k = ip;
             let i = match by_ip.get(&k) {
                 Some(&i) => i as usize,
                 None => {
@@ -178,8 +179,8 @@ impl Neighbours {
     }
 
     /// The index of next hop `ip`.
-    pub fn index_of(&self, ip: Ipv4Addr) -> Option<u32> {
-        self.by_ip.get(&u32::from(ip)).copied()
+    pub fn index_of(&self, ip: IpAddr) -> Option<u32> {
+        self.by_ip.get(&ip).copied()
     }
 
     /// Next hop number `i`.
@@ -196,11 +197,11 @@ impl Neighbours {
     /// Learn `ip` is at `mac` (from an ARP packet's sender) if `ip` is one of our next hops,
     /// `mac` is [usable](usable_mac), the hop is not pinned, and a different MAC it had was
     /// not updated within [`LOCKTIME_MS`]. Addresses that are no next hop get no entry.
-    pub fn learn(&mut self, ip: Ipv4Addr, mac: [u8; 6], now: Instant) -> Learnt {
+    pub fn learn(&mut self, ip: IpAddr, mac: [u8; 6], now: Instant) -> Learnt {
         if !usable_mac(mac, self.own) {
             return Learnt::Ignored;
         }
-        let Some(&i) = self.by_ip.get(&u32::from(ip)) else {
+        let Some(&i) = self.by_ip.get(&ip) else {
             return Learnt::Ignored;
         };
         let n = &mut self.list[i as usize];
@@ -225,7 +226,7 @@ impl Neighbours {
 
     /// Copy `frame` into the queue to wait for `next_hop`; false when the queue is full or the
     /// frame too large.
-    pub fn enqueue(&mut self, next_hop: Ipv4Addr, frame: &[u8], now: Instant) -> bool {
+    pub fn enqueue(&mut self, next_hop: IpAddr, frame: &[u8], now: Instant) -> bool {
         if frame.len() > PENDING_FRAME_MAX {
             return false;
         }
@@ -259,7 +260,7 @@ impl Neighbours {
             let Some(p) = &self.pending[i] else { continue };
             let mac = self
                 .by_ip
-                .get(&u32::from(p.next_hop))
+                .get(&p.next_hop)
                 .map(|&n| self.list[n as usize])
                 .filter(|n| n.resolved)
                 .map(|n| n.mac);
@@ -376,8 +377,8 @@ impl Default for Hints {
 mod tests {
     use super::*;
 
-    const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
-    const B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 6);
+    const A: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5));
+    const B: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 6));
     const OWN_MAC: [u8; 6] = [0x02, 0x5e, 0, 0, 0, 1];
 
     #[test]

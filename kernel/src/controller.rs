@@ -18,7 +18,7 @@ use alloc::vec::Vec;
 use control::config::Config;
 use control::mgmt::{self, Endpoint, Request, Response, Snapshot};
 use control::vrrp::Status as VrrpStatus;
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr};
 use forwarder::{DropReason, Forwarder, Instant};
 use log::{info, warn};
 
@@ -41,8 +41,9 @@ pub struct NicCounts {
 pub struct Round {
     /// A socket changed: let smoltcp send now.
     pub touched: bool,
-    /// Addresses to announce with gratuitous ARP (the answered set changed).
-    pub announce: Vec<Ipv4Addr>,
+    /// Addresses to announce with gratuitous ARP or unsolicited neighbour advertisements (the
+    /// answered set changed).
+    pub announce: Vec<IpAddr>,
 }
 
 /// The balancer's own side: the running config, the management server, health checks and the
@@ -232,8 +233,8 @@ impl Controller {
         now: Instant,
         fwd: &mut Forwarder,
         local: &mut LocalStack,
-    ) -> Vec<Ipv4Addr> {
-        let before = forwarder::arp::announced(&self.config);
+    ) -> Vec<IpAddr> {
+        let before = announced(&self.config);
         fwd.apply_config(&new, now);
         info!("config applied: {}", new.summary());
         if new.interface != self.config.interface {
@@ -246,7 +247,7 @@ impl Controller {
             .configure(&new, fwd, &mut local.sockets, now.millis());
         self.bgp
             .configure(now.millis(), &new, fwd, local, &mut self.ports);
-        let after = forwarder::arp::announced(&new);
+        let after = announced(&new);
         self.config = new;
         if after != before {
             after
@@ -254,6 +255,20 @@ impl Controller {
             Vec::new()
         }
     }
+}
+
+/// Every address the balancer answers for under `config`: IPv4 (by ARP) then IPv6 (by
+/// neighbour discovery), its own first in each family.
+pub fn announced(config: &Config) -> Vec<IpAddr> {
+    let v4 = forwarder::arp::announced(config)
+        .into_iter()
+        .map(IpAddr::V4);
+    v4.chain(
+        forwarder::nd::announced6(config)
+            .into_iter()
+            .map(IpAddr::V6),
+    )
+    .collect()
 }
 
 /// The one accept path for a signed config blob (pushed or fetched): signed by the key of

@@ -25,6 +25,7 @@ use crate::vrrp::VrrpNode;
 use alloc::format;
 use alloc::string::String;
 use control::config::Config;
+use core::net::IpAddr;
 use drivers::{Burst, Nic, PacketBuf, BUF_SIZE, HEADROOM};
 use forwarder::{Forwarder, Instant, Verdict};
 use log::{error, info, warn};
@@ -143,11 +144,12 @@ impl<N: Nic> Dataplane<N> {
     pub fn run(mut self) -> ! {
         let config = self.ctl.config();
         // With [vrrp] the VIPs are announced by whoever becomes master.
-        let own = config.interface.address.address;
+        let own = own_addresses(config);
         let vrrp = self.vrrp.is_some();
-        for addr in forwarder::arp::announced(config) {
-            if !vrrp || addr == own {
-                self.send_copy(&forwarder::arp::gratuitous(self.mac, addr));
+        for addr in crate::controller::announced(config) {
+            if !vrrp || own.contains(&Some(addr)) {
+                let mac = self.mac;
+                announce(mac, addr, &mut |f| self.send_copy(f));
             }
         }
         let config = self.ctl.config();
@@ -275,7 +277,7 @@ impl<N: Nic> Dataplane<N> {
                     self.local.deliver(frame);
                     self.nic.recycle(pkt);
                 }
-                Verdict::Queued | Verdict::Drop(_) => self.nic.recycle(pkt),
+                Verdict::Queued | Verdict::Consumed | Verdict::Drop(_) => self.nic.recycle(pkt),
             }
         }
         if self.rx.is_empty() {
@@ -327,11 +329,11 @@ impl<N: Nic> Dataplane<N> {
             v.poll(ms, fwd, &mut |f| send_copy(nic, tx, f));
         }
         // A VRRP backup announces its own address only.
-        let own = ctl.config().interface.address.address;
+        let own = own_addresses(ctl.config());
         let backup = vrrp.as_ref().is_some_and(|v| !v.is_master());
         for addr in round.announce {
-            if !backup || addr == own {
-                send_copy(nic, tx, &forwarder::arp::gratuitous(*mac, addr));
+            if !backup || own.contains(&Some(addr)) {
+                announce(*mac, addr, &mut |f| send_copy(nic, tx, f));
             }
         }
         local.drain_tx(|frame| send_copy(nic, tx, frame));
@@ -396,5 +398,22 @@ impl forwarder::Frames for Lent<'_> {
     #[inline(always)]
     fn frame_mut(&mut self, i: usize) -> Option<(&mut [u8], usize, usize)> {
         self.0.get_mut(i).map(|(p, buf)| (buf, p.head(), p.len()))
+    }
+}
+
+/// The balancer's own addresses (not the VIPs'): its IPv4 address and its IPv6 one, if any.
+fn own_addresses(config: &Config) -> [Option<IpAddr>; 2] {
+    [
+        Some(IpAddr::V4(config.interface.address.address)),
+        config.interface.address6.map(|p| IpAddr::V6(p.address)),
+    ]
+}
+
+/// Tell the link that `addr` is at `mac`: gratuitous ARP (IPv4) or an unsolicited neighbour
+/// advertisement (IPv6).
+fn announce(mac: [u8; 6], addr: IpAddr, send: &mut dyn FnMut(&[u8])) {
+    match addr {
+        IpAddr::V4(a) => send(&forwarder::arp::gratuitous(mac, a)),
+        IpAddr::V6(a) => send(&forwarder::nd::unsolicited_advertisement(mac, a)),
     }
 }

@@ -163,7 +163,7 @@ impl Forwarder {
         let Some((op, sha, spa, tpa)) = parsed else {
             return self.drop(DropReason::Malformed);
         };
-        if self.neigh.learn(spa, sha, now) == Learnt::Changed {
+        if self.neigh.learn(spa.into(), sha, now) == Learnt::Changed {
             self.counters.neigh_changes += 1;
         }
         let vip = tpa != self.own && self.vip_addrs.binary_search(&u32::from(tpa)).is_ok();

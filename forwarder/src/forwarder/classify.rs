@@ -68,6 +68,9 @@ const FP_ACK: u32 = tcp::ACK as u32;
 /// IPv4 DF and MF where [`FlowPacket::bits`] has them (the high byte of the flags/offset field).
 const FP_DF: u32 = (ipv4::DF as u32) << 8;
 pub(super) const FP_MORE_FRAGS: u32 = (ipv4::MF as u32) << 8;
+/// An IPv6 packet (bit 24 of [`FlowPacket::bits`]): its key's addresses are a fold
+/// ([`FlowKey::five_tuple6`]), and its length is the IPv6 header and payload.
+const FP_V6: u32 = 1 << 24;
 
 impl FlowPacket {
     /// `ip_flags` is the high byte of the IPv4 flags/offset field with only DF and MF kept,
@@ -101,6 +104,48 @@ impl FlowPacket {
         // Only DF is kept: nothing reads a later fragment's MF.
         let df = if ip.df { ipv4::DF } else { 0 };
         FlowPacket::new(ip, key, 0, u32::from(ttl), ident, df, 0)
+    }
+
+    /// An IPv6 packet (or first fragment) of a flow, or (with `vip` holding the hop limit) a
+    /// later fragment or ICMPv6 message: `total` is the fixed header and payload length (at most
+    /// a packet buffer, so it fits), `ident` a fragment header's identification folded to 16 bits,
+    /// `more_frags` its M flag. IPv6 routers never fragment, so every IPv6 packet counts as DF.
+    #[inline(always)]
+    pub(super) fn new6(
+        key: FlowKey,
+        hash: u64,
+        vip: u32,
+        total: u16,
+        ident: u32,
+        more_frags: bool,
+        kind: u8,
+    ) -> FlowPacket {
+        let flags = ipv4::DF | if more_frags { ipv4::MF } else { 0 };
+        let ident16 = (ident ^ (ident >> 16)) as u16;
+        FlowPacket {
+            key,
+            hash,
+            meta: u64::from(vip) | (u64::from(total) << 32) | (u64::from(ident16) << 48),
+            bits: u32::from(kind) | (u32::from(flags) << 8) | FP_V6,
+        }
+    }
+
+    /// Whether this is an IPv6 packet (see [`new6`](Self::new6)); [`ip`](Self::ip) is then
+    /// meaningless but for its length.
+    #[inline(always)]
+    pub fn is_v6(&self) -> bool {
+        self.bits & FP_V6 != 0
+    }
+
+    /// What identifies the datagram a fragment belongs to, for the fragment table: the key's
+    /// addresses word and (identification, protocol, family).
+    #[inline(always)]
+    pub fn frag_key(&self) -> (u64, u64) {
+        let family = u64::from(self.is_v6()) << 33;
+        (
+            self.key.addrs,
+            (1 << 32) | family | (u64::from(self.ident()) << 8) | u64::from(self.proto()),
+        )
     }
 
     /// The IPv4 facts, back from the key and the packed words.
@@ -177,6 +222,8 @@ pub(super) enum Class {
     /// An ICMP message (its IPv4 header checked) not to the balancer's own address; the `icmp`
     /// module decides what it is.
     Icmp,
+    /// An IPv6 frame: the `ipv6` module (out of line) parses and decides everything about it.
+    Ipv6,
 }
 
 // Whole words; a dozen separate small fields made it nearly twice as large.
@@ -211,6 +258,7 @@ impl Forwarder {
         match ethertype {
             EthernetProtocol::Ipv4 => self.classify_ipv4(buf, head, end),
             EthernetProtocol::Arp => Class::Arp,
+            EthernetProtocol::Ipv6 => Class::Ipv6,
             _ => Class::Drop(DropReason::Unsupported),
         }
     }
@@ -269,38 +317,7 @@ impl Forwarder {
         if frag_offset != 0 {
             return Class::LaterFragment(FlowPacket::no_ports(ip, ttl, ident));
         }
-        let l4 = &packet[ip.ihl()..ip.total()];
-        // (source port, destination port, packet kind)
-        let ports = if ip.proto == ipv4::PROTO_TCP {
-            // `TcpPacket::check_len`'s checks: a data offset of at least the fixed header and
-            // within the segment.
-            match l4.first_chunk::<{ tcp::HEADER_LEN }>() {
-                Some(t)
-                    if (tcp::HEADER_LEN..=l4.len())
-                        .contains(&(usize::from(t[tcp::DATA_OFFSET] >> 4) * 4)) =>
-                {
-                    Some((
-                        be16(t, tcp::SRC_PORT),
-                        be16(t, tcp::DST_PORT),
-                        packet_kind(Some(t[tcp::FLAGS])),
-                    ))
-                }
-                _ => None,
-            }
-        } else if more_frags {
-            // A first fragment's UDP length covers the whole datagram: only the ports are here.
-            UdpPacket::new_checked(&l4[..l4.len().min(udp::HEADER_LEN)])
-                .ok()
-                .or_else(|| {
-                    (l4.len() >= udp::HEADER_LEN)
-                        .then(|| UdpPacket::new_unchecked(&l4[..udp::HEADER_LEN]))
-                })
-                .map(|u| (u.src_port(), u.dst_port(), KIND_UDP))
-        } else {
-            UdpPacket::new_checked(l4)
-                .ok()
-                .map(|u| (u.src_port(), u.dst_port(), KIND_UDP))
-        };
+        let ports = ports(&packet[ip.ihl()..ip.total()], ip.proto, more_frags);
         let Some((sport, dport, kind)) = ports else {
             return Class::Drop(DropReason::Malformed);
         };
@@ -376,6 +393,44 @@ impl Forwarder {
                 .is_ok_and(|u| u.dst_port() == BFD_PORT && (stranger || ip.hop_limit() != BFD_TTL)),
             _ => false,
         }
+    }
+}
+
+/// The (source port, destination port, [`packet_kind`]) of a TCP segment or UDP datagram `l4`
+/// (IP protocol `proto`, 6 or 17), its header checked; of a first fragment (`more_frags`) only
+/// the ports are checked, since its UDP length covers the whole datagram. `None` when they are
+/// not all there.
+#[inline(always)]
+pub(super) fn ports(l4: &[u8], proto: u8, more_frags: bool) -> Option<(u16, u16, u8)> {
+    if proto == ipv4::PROTO_TCP {
+        // `TcpPacket::check_len`'s checks: a data offset of at least the fixed header and
+        // within the segment.
+        match l4.first_chunk::<{ tcp::HEADER_LEN }>() {
+            Some(t)
+                if (tcp::HEADER_LEN..=l4.len())
+                    .contains(&(usize::from(t[tcp::DATA_OFFSET] >> 4) * 4)) =>
+            {
+                Some((
+                    be16(t, tcp::SRC_PORT),
+                    be16(t, tcp::DST_PORT),
+                    packet_kind(Some(t[tcp::FLAGS])),
+                ))
+            }
+            _ => None,
+        }
+    } else if more_frags {
+        // A first fragment's UDP length covers the whole datagram: only the ports are here.
+        UdpPacket::new_checked(&l4[..l4.len().min(udp::HEADER_LEN)])
+            .ok()
+            .or_else(|| {
+                (l4.len() >= udp::HEADER_LEN)
+                    .then(|| UdpPacket::new_unchecked(&l4[..udp::HEADER_LEN]))
+            })
+            .map(|u| (u.src_port(), u.dst_port(), KIND_UDP))
+    } else {
+        UdpPacket::new_checked(l4)
+            .ok()
+            .map(|u| (u.src_port(), u.dst_port(), KIND_UDP))
     }
 }
 

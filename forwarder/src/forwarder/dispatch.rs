@@ -15,7 +15,7 @@ use super::classify::{opens_conversation, Class, FlowPacket, FP_MORE_FRAGS};
 use super::tables::Slot;
 use super::{Forwarder, Frames, RxFrame, Verdict, BURST, CONSISTENT_SEED};
 use crate::config::Scheduler;
-use crate::flow::{hash_key, Displaced, FlowKey, FlowState, KIND_UDP};
+use crate::flow::{fold_addrs6, hash_key, source_id6, Displaced, FlowKey, FlowState, KIND_UDP};
 use crate::stats::DropReason;
 use crate::time::Instant;
 
@@ -143,6 +143,7 @@ impl Forwarder {
             Class::Arp => self.arp(buf, head, end, now),
             Class::LaterFragment(p) => self.later_fragment(buf, head, end, p, now),
             Class::Icmp => self.icmp(buf, head, end, now),
+            Class::Ipv6 => self.ipv6(buf, head, end, now),
         }
     }
 
@@ -173,7 +174,7 @@ impl Forwarder {
 
     /// A TCP or UDP packet (or first fragment) to a VIP: find or make its flow, and forward.
     #[inline(always)]
-    fn flow_packet(
+    pub(super) fn flow_packet(
         &mut self,
         buf: &mut [u8],
         head: usize,
@@ -201,8 +202,9 @@ impl Forwarder {
             Ok(b) => b,
             Err(None) if self.vips[vip as usize].stateless && !self.may_store(kind, now) => {
                 let v = &self.vips[vip as usize];
+                let (ckey, src) = identity(buf, head, &p);
                 let Some(b) =
-                    consistent_hash(v.scheduler, key, p.ip().src).and_then(|h| v.sched.maglev(h))
+                    consistent_hash(v.scheduler, ckey, src).and_then(|h| v.sched.maglev(h))
                 else {
                     return self.drop(DropReason::NoBackend);
                 };
@@ -217,7 +219,8 @@ impl Forwarder {
                         self.counters.flows_rescheduled += 1;
                     }
                 }
-                let Some(b) = self.schedule(vip as usize, key, p.ip().src, now_s) else {
+                let (ckey, src) = identity(buf, head, &p);
+                let Some(b) = self.schedule(vip as usize, ckey, src, now_s) else {
                     if let Some(fs) = slot {
                         let old = self.flows.remove(fs);
                         self.release_conn(old.backend);
@@ -253,7 +256,7 @@ impl Forwarder {
             }
         };
         if more_frags {
-            self.remember_fragment(p.ip(), p.ident(), vip, backend, now);
+            self.remember_fragment(p.frag_key(), vip, backend, now);
             self.counters.fragments += 1;
         }
         self.forward(buf, head, end, &p, vip, backend, now)
@@ -279,7 +282,8 @@ impl Forwarder {
         Slot::release(&mut self.slots, backend);
     }
 
-    /// Pick a backend for a new flow of VIP `vi`: persistence first, then the scheduler.
+    /// Pick a backend for a new flow of VIP `vi`: persistence first, then the scheduler. `key`
+    /// and `src` identify the flow and its client as [`identity`] does.
     fn schedule(&mut self, vi: usize, key: FlowKey, src: u32, now_s: u32) -> Option<u32> {
         let v = &mut self.vips[vi];
         let mut pkey = None;
@@ -320,6 +324,32 @@ impl Forwarder {
         }
         Some(choice)
     }
+}
+
+/// A flow's identity for what must not depend on the instance (consistent hashing) and its
+/// client's for persistence and source hashing: of IPv4, the flow key and source address; of
+/// IPv6, a key whose addresses are folded without the instance's secret seed (read again from
+/// the frame, `buf[head..]`, whose header classification checked) and [`source_id6`] of the
+/// source. Only new flows need it.
+#[inline(always)]
+pub(super) fn identity(buf: &[u8], head: usize, p: &FlowPacket) -> (FlowKey, u32) {
+    if p.is_v6() {
+        identity6(buf, head, p)
+    } else {
+        (p.key, p.ip().src)
+    }
+}
+
+#[inline(never)]
+fn identity6(buf: &[u8], head: usize, p: &FlowPacket) -> (FlowKey, u32) {
+    let (src, dst) = super::ipv6::addrs(buf, head);
+    (
+        FlowKey {
+            addrs: fold_addrs6(src, dst, CONSISTENT_SEED),
+            rest: p.key.rest,
+        },
+        source_id6(src),
+    )
 }
 
 /// The hash a consistent scheduler (`sh`, `maglev`) picks the backend of a new flow (`key`,

@@ -145,3 +145,95 @@ pub(super) mod arp {
     /// pairs).
     pub const LEN: usize = 28;
 }
+
+/// IPv6 (RFC 8200).
+pub(super) mod ipv6 {
+    use super::Field;
+
+    /// Version (high nibble of the first byte), traffic class and flow label.
+    pub const VER_TC_FLOW: Field = 0..4;
+    /// Payload length (everything after this 40-byte header).
+    pub const PAYLOAD_LEN: Field = 4..6;
+    /// Next header: the protocol number of what follows.
+    pub const NEXT_HEADER: usize = 6;
+    /// Hop limit.
+    pub const HOP_LIMIT: usize = 7;
+    /// Source address.
+    pub const SRC: Field = 8..24;
+    /// Destination address.
+    pub const DST: Field = 24..40;
+    /// Length of the fixed header.
+    pub const HEADER_LEN: usize = 40;
+
+    /// Extension headers (RFC 8200 4) that are skipped by their length: hop-by-hop options,
+    /// routing, destination options.
+    pub const HOP_BY_HOP: u8 = 0;
+    /// Routing header.
+    pub const ROUTING: u8 = 43;
+    /// Fragment header (8 bytes: next header, reserved, offset and M flag, identification).
+    pub const FRAGMENT: u8 = 44;
+    /// Destination options.
+    pub const DST_OPTS: u8 = 60;
+    /// IPv6 in IPv6 (RFC 2473): the next header of an ip6ip6 encapsulation.
+    pub const PROTO_IPV6: u8 = 41;
+    /// ICMPv6 (RFC 4443).
+    pub const PROTO_ICMPV6: u8 = 58;
+    /// Length of the fragment header.
+    pub const FRAG_HEADER_LEN: usize = 8;
+    /// The fragment offset (8-byte units, high 13 bits) and M flag (low bit) of a fragment
+    /// header.
+    pub const FRAG_OFF_M: Field = 2..4;
+    /// The identification of a fragment header.
+    pub const FRAG_IDENT: Field = 4..8;
+    /// The smallest link MTU IPv6 allows (RFC 8200 5): an ICMPv6 error never exceeds it.
+    pub const MIN_MTU: usize = 1280;
+}
+
+/// ICMPv6 (RFC 4443) and neighbour discovery (RFC 4861).
+pub(super) mod icmpv6 {
+    /// Type.
+    pub const TYPE: usize = 0;
+    /// Code.
+    pub const CODE: usize = 1;
+    /// Checksum (over the pseudo-header and the message).
+    pub const CHECKSUM: super::Field = 2..4;
+    /// The MTU of "packet too big", and the flags word of a neighbour advertisement.
+    pub const WORD: super::Field = 4..8;
+    /// Length of the header (type, code, checksum, one word).
+    pub const HEADER_LEN: usize = 8;
+    /// The target address of a neighbour solicitation or advertisement.
+    pub const TARGET: super::Field = 8..24;
+    /// Length of a neighbour solicitation or advertisement without options.
+    pub const ND_LEN: usize = 24;
+    /// Length of the link-layer address option for Ethernet (type, length in 8-byte units,
+    /// MAC).
+    pub const LL_OPT_LEN: usize = 8;
+
+    /// Destination unreachable (type 1).
+    pub const DST_UNREACHABLE: u8 = 1;
+    /// Packet too big (type 2).
+    pub const PACKET_TOO_BIG: u8 = 2;
+    /// Time exceeded (type 3).
+    pub const TIME_EXCEEDED: u8 = 3;
+    /// Parameter problem (type 4).
+    pub const PARAM_PROBLEM: u8 = 4;
+    /// Echo request (type 128).
+    pub const ECHO_REQUEST: u8 = 128;
+    /// Echo reply (type 129).
+    pub const ECHO_REPLY: u8 = 129;
+    /// Neighbour solicitation (type 135).
+    pub const NEIGHBOUR_SOLICIT: u8 = 135;
+    /// Neighbour advertisement (type 136).
+    pub const NEIGHBOUR_ADVERT: u8 = 136;
+    /// The source link-layer address option.
+    pub const OPT_SOURCE_LL: u8 = 1;
+    /// The target link-layer address option.
+    pub const OPT_TARGET_LL: u8 = 2;
+    /// Neighbour advertisement flags: router, solicited, override (high bits of [`WORD`]).
+    pub const NA_SOLICITED: u32 = 0x4000_0000;
+    /// See [`NA_SOLICITED`].
+    pub const NA_OVERRIDE: u32 = 0x2000_0000;
+    /// The hop limit every neighbour discovery message is sent and must arrive with
+    /// (RFC 4861 7.1.1: no router forwarded it).
+    pub const ND_HOP_LIMIT: u8 = 255;
+}

@@ -5,7 +5,7 @@
 //! one it is dropped as `fragment_unknown`. (Splitting an encapsulation that exceeds the MTU is
 //! the rewrite's business, not this module's.)
 
-use super::classify::{FlowPacket, Ip};
+use super::classify::FlowPacket;
 use super::{Forwarder, Verdict, CONSISTENT_SEED};
 use crate::flow::{hash_key, FlowKey};
 use crate::stats::DropReason;
@@ -20,7 +20,8 @@ const FRAG_TIMEOUT_MS: u64 = 30_000;
 #[derive(Clone, Copy, Default)]
 pub(super) struct FragEntry {
     addrs: u64,
-    /// `ident << 8 | proto`, with bit 32 set when used.
+    /// `ident << 8 | proto`, with bit 32 set when used and bit 33 for IPv6
+    /// ([`FlowPacket::frag_key`]).
     id: u64,
     vip: u32,
     backend: u32,
@@ -28,23 +29,22 @@ pub(super) struct FragEntry {
 }
 
 impl Forwarder {
-    fn frag_slot(&self, ip: &Ip, ident: u16) -> (usize, u64, u64) {
-        let addrs = (u64::from(ip.src) << 32) | u64::from(ip.dst);
-        let id = (1 << 32) | (u64::from(ident) << 8) | u64::from(ip.proto);
+    fn frag_slot(&self, (addrs, id): (u64, u64)) -> usize {
         let h = hash_key(FlowKey { addrs, rest: id }, self.seed.rotate_left(41));
-        ((h as usize) & (FRAG_SLOTS - 1), addrs, id)
+        (h as usize) & (FRAG_SLOTS - 1)
     }
 
-    /// Remember that the datagram of this first fragment went to `backend` of `vip`.
+    /// Remember that the datagram of a first fragment (`key` from [`FlowPacket::frag_key`])
+    /// went to `backend` of `vip`.
     pub(super) fn remember_fragment(
         &mut self,
-        ip: Ip,
-        ident: u16,
+        key: (u64, u64),
         vip: u32,
         backend: u32,
         now: Instant,
     ) {
-        let (i, addrs, id) = self.frag_slot(&ip, ident);
+        let i = self.frag_slot(key);
+        let (addrs, id) = key;
         self.frags[i] = FragEntry {
             addrs,
             id,
@@ -63,17 +63,9 @@ impl Forwarder {
         p: FlowPacket,
         now: Instant,
     ) -> Verdict {
-        let (ip, ttl, ident) = (p.ip(), p.vip() as u8, p.ident());
-        let (i, addrs, id) = self.frag_slot(&ip, ident);
-        let f = self.frags[i];
-        let known = (f.addrs == addrs && f.id == id && f.expires > now)
-            .then_some((f.vip, f.backend))
-            .filter(|&(v, b)| {
-                self.slots
-                    .get(b as usize)
-                    .is_some_and(|s| s.live && s.vip == v)
-            });
-        let choice = known.or_else(|| {
+        let (ip, ttl) = (p.ip(), p.vip() as u8);
+        let addrs = p.key.addrs;
+        let choice = self.fragment_choice(&p, now).or_else(|| {
             // No first fragment seen: the all-ports VIP of this address, by a 3-tuple hash.
             let vip = self.index.get(ip.dst, 0, ip.proto)?;
             let h = hash_key(
@@ -86,6 +78,36 @@ impl Forwarder {
             let b = self.vips[vip as usize].sched.by_hash(h)?;
             Some((vip, b))
         });
+        self.forward_fragment(buf, head, end, p, choice, ttl, now)
+    }
+
+    /// Where the first fragment of later fragment `p`'s datagram went, if it is remembered and
+    /// that backend is still in the config.
+    pub(super) fn fragment_choice(&self, p: &FlowPacket, now: Instant) -> Option<(u32, u32)> {
+        let key = p.frag_key();
+        let f = self.frags[self.frag_slot(key)];
+        (f.addrs == key.0 && f.id == key.1 && f.expires > now)
+            .then_some((f.vip, f.backend))
+            .filter(|&(v, b)| {
+                self.slots
+                    .get(b as usize)
+                    .is_some_and(|s| s.live && s.vip == v)
+            })
+    }
+
+    /// Forward later fragment `p` (hop limit or TTL `ttl`) to `choice` (VIP, backend), or drop
+    /// it when there is none.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn forward_fragment(
+        &mut self,
+        buf: &mut [u8],
+        head: usize,
+        end: usize,
+        p: FlowPacket,
+        choice: Option<(u32, u32)>,
+        ttl: u8,
+        now: Instant,
+    ) -> Verdict {
         let Some((vip, backend)) = choice else {
             return self.drop(DropReason::FragmentUnknown);
         };

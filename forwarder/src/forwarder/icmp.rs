@@ -202,16 +202,44 @@ impl Forwarder {
             return self.drop(DropReason::Ttl);
         }
         let key = FlowKey::five_tuple(q.client, q.vip, q.client_port, q.vip_port, q.proto);
+        let Some(backend) = self.error_backend(vip, key, key, q.client, now) else {
+            return self.drop(DropReason::IcmpNoFlow);
+        };
+        self.forward_error_to(buf, head, end, p, vip, backend, now)
+    }
+
+    /// The backend of flow `key` of VIP `vip` that an ICMP error quotes: its entry's, else the
+    /// one its first packet would get (`ckey` and `src` identify it as
+    /// `dispatch::identity` does). Creates nothing.
+    pub(super) fn error_backend(
+        &self,
+        vip: u32,
+        key: FlowKey,
+        ckey: FlowKey,
+        src: u32,
+        now: Instant,
+    ) -> Option<u32> {
         let now_s = now.secs32();
-        let known = self
-            .flows
+        self.flows
             .find(self.flows.hash(key), key)
             .map(|fs| *self.flows.entry(fs))
             .filter(|e| self.slots[e.backend as usize].keeps == vip && e.expires > now_s)
-            .map(|e| e.backend);
-        let Some(backend) = known.or_else(|| self.first_choice(vip, key, q.client, now_s)) else {
-            return self.drop(DropReason::IcmpNoFlow);
-        };
+            .map(|e| e.backend)
+            .or_else(|| self.first_choice(vip, ckey, src, now_s))
+    }
+
+    /// Forward an ICMP error (`p`) to `backend` of `vip` and count it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn forward_error_to(
+        &mut self,
+        buf: &mut [u8],
+        head: usize,
+        end: usize,
+        p: FlowPacket,
+        vip: u32,
+        backend: u32,
+        now: Instant,
+    ) -> Verdict {
         let v = self.forward(buf, head, end, &p, vip, backend, now);
         if matches!(v, Verdict::Forward { .. } | Verdict::Queued) {
             self.counters.icmp_forwarded += 1;

@@ -5,7 +5,7 @@
 //! with DF. Every IPv4 header the balancer originates on the data path is written by one
 //! function, [`Forwarder::write_headers`].
 
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr};
 
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet, IpProtocol,
@@ -64,10 +64,10 @@ impl Forwarder {
         let s = &mut self.slots[backend as usize];
         s.packets += 1;
         s.bytes += total;
-        let address = s.address;
+        let (address, ip) = (s.address, s.ip);
         let (hop, mac) = match self.neigh.get(s.neigh) {
             Some(n) => (n.ip, n.resolved.then_some(n.mac)),
-            None => (address, None),
+            None => (ip, None),
         };
         match mode {
             Mode::DsrL2 => {
@@ -85,12 +85,17 @@ impl Forwarder {
                     None => self.wait_for_arp(hop, &buf[head..end], now),
                 }
             }
-            Mode::DsrL3 => self.encapsulate(buf, head, p.ip(), address, hop, mac, now),
+            Mode::DsrL3 => match ip {
+                IpAddr::V6(backend) if p.is_v6() => {
+                    self.encapsulate6(buf, head, p.total(), backend, hop, mac, now)
+                }
+                _ => self.encapsulate(buf, head, p.ip(), address, hop, mac, now),
+            },
         }
     }
 
     /// Copy `frame` to wait for next hop `hop`'s MAC ([`Forwarder::poll`] releases it).
-    fn wait_for_arp(&mut self, hop: Ipv4Addr, frame: &[u8], now: Instant) -> Verdict {
+    pub(super) fn wait_for_arp(&mut self, hop: IpAddr, frame: &[u8], now: Instant) -> Verdict {
         if self.neigh.enqueue(hop, frame, now) {
             self.counters.arp_queued += 1;
             Verdict::Queued
@@ -141,7 +146,7 @@ impl Forwarder {
         head: usize,
         ip: Ip,
         backend: Ipv4Addr,
-        hop: Ipv4Addr,
+        hop: IpAddr,
         mac: Option<[u8; 6]>,
         now: Instant,
     ) -> Verdict {
@@ -187,7 +192,7 @@ impl Forwarder {
         head: usize,
         ip: Ip,
         backend: Ipv4Addr,
-        hop: Ipv4Addr,
+        hop: IpAddr,
         mac: Option<[u8; 6]>,
         now: Instant,
     ) -> Verdict {

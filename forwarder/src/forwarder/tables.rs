@@ -222,6 +222,8 @@ impl Forwarder {
         self.own = iface.address.address;
         self.subnet = iface.address;
         self.gateway = iface.gateway;
+        self.prefix6 = iface.address6;
+        self.gateway6 = iface.gateway6;
         self.mtu = usize::from(iface.mtu);
         self.version = config.version;
         self.mgmt = config.management.as_ref().map(|m| MgmtGuard {
@@ -311,26 +313,19 @@ impl Forwarder {
 
         // Next hops: the backend itself when on-link (with the MAC the config pins, if any),
         // else the gateway.
-        let hops: Vec<(Ipv4Addr, Option<[u8; 6]>)> = config
+        let hops: Vec<(IpAddr, Option<[u8; 6]>)> = config
             .vips
             .iter()
             .flat_map(|v| v.backends.iter())
-            .filter_map(|b| {
-                match b.address {
-                    IpAddr::V4(a) => Some(a),
-                    IpAddr::V6(_) => None,
-                }
-                .map(|a| (a, b.mac))
-            })
-            .map(|(a, mac)| {
-                let hop = self.next_hop_of(a);
-                (hop, mac.filter(|_| hop == a))
+            .map(|b| {
+                let hop = self.next_hop_of(b.address);
+                (hop, b.mac.filter(|_| hop == b.address))
             })
             .collect();
         self.neigh.set_hops(&hops);
         for i in 0..self.slots.len() {
-            if self.slots[i].live && self.slots[i].ip.is_ipv4() {
-                let hop = self.next_hop_of(self.slots[i].address);
+            if self.slots[i].live {
+                let hop = self.next_hop_of(self.slots[i].ip);
                 self.slots[i].neigh = self.neigh.index_of(hop).unwrap_or(0);
             }
         }
@@ -338,6 +333,7 @@ impl Forwarder {
         // VIPs, carrying counters over by name.
         let mut vips = Vec::with_capacity(config.vips.len());
         let mut entries = Vec::with_capacity(config.vips.len());
+        let mut entries6 = Vec::new();
         for (vi, v) in config.vips.iter().enumerate() {
             let (packets, bytes) = self
                 .vips
@@ -352,9 +348,9 @@ impl Forwarder {
                 VipPort::All => 0,
                 VipPort::One(p) => p,
             };
-            // IPv6 VIPs keep their place (indices are the config's) but no index entry yet.
-            if let IpAddr::V4(a) = v.address {
-                entries.push((u32::from(a), port, proto, vi as u32));
+            match v.address {
+                IpAddr::V4(a) => entries.push((u32::from(a), port, proto, vi as u32)),
+                IpAddr::V6(a) => entries6.push((u128::from(a), port, proto, vi as u32)),
             }
             vips.push(VipRt {
                 name: v.name.clone(),
@@ -376,6 +372,10 @@ impl Forwarder {
         self.vip_addrs = entries.iter().map(|e| e.0).collect();
         self.vip_addrs.sort_unstable();
         self.vip_addrs.dedup();
+        entries6.sort_unstable();
+        self.vip_addrs6 = entries6.iter().map(|e| e.0).collect();
+        self.vip_addrs6.dedup();
+        self.index6 = entries6;
         for vi in 0..self.vips.len() {
             self.rebuild_sched(vi);
         }
@@ -388,12 +388,37 @@ impl Forwarder {
         let _ = now;
     }
 
-    fn next_hop_of(&self, addr: Ipv4Addr) -> Ipv4Addr {
-        if self.subnet.contains(addr) {
-            addr
-        } else {
-            self.gateway.unwrap_or(addr)
+    /// The neighbour a packet to `addr` goes to: `addr` itself on the interface's subnet (or
+    /// IPv6 prefix), else the gateway of its family (without one, `addr`, which then never
+    /// resolves).
+    fn next_hop_of(&self, addr: IpAddr) -> IpAddr {
+        match addr {
+            IpAddr::V4(a) if self.subnet.contains(a) => addr,
+            IpAddr::V4(_) => self.gateway.map_or(addr, IpAddr::V4),
+            IpAddr::V6(a) if self.prefix6.is_some_and(|p| p.contains(a)) => addr,
+            IpAddr::V6(_) => self.gateway6.map_or(addr, IpAddr::V6),
         }
+    }
+
+    /// The IPv6 VIP of exactly (address, port or 0 for all ports, protocol).
+    fn get6(&self, addr: u128, port: u16, proto: u8) -> Option<u32> {
+        self.index6
+            .binary_search_by(|e| (e.0, e.1, e.2).cmp(&(addr, port, proto)))
+            .ok()
+            .map(|i| self.index6[i].3)
+    }
+
+    /// The IPv6 VIP a packet goes to: a specific-port VIP wins over an all-ports VIP on the
+    /// same address and protocol. A sorted list: IPv6 configs hold few VIPs, and this path
+    /// is out of line of IPv4's.
+    pub(super) fn lookup6(&self, addr: u128, port: u16, proto: u8) -> Option<u32> {
+        self.get6(addr, port, proto)
+            .or_else(|| self.get6(addr, 0, proto))
+    }
+
+    /// The all-ports IPv6 VIP on (address, protocol), for a later fragment without ports.
+    pub(super) fn all_ports6(&self, addr: u128, proto: u8) -> Option<u32> {
+        self.get6(addr, 0, proto)
     }
 
     /// The scheduler of VIP `vi` over its eligible backends: those up with a weight, or, when
