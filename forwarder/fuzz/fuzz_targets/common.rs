@@ -1,9 +1,9 @@
-//! What the forwarder's fuzz targets share: the config they run (three VIPs in both modes, a
-//! small MTU so that outer fragmentation and ICMP replies are reached, a management section so
-//! that the allow-list is), the NIC address the seeds are written for, and the frame format of
+//! What the forwarder's fuzz targets share: the config they run (three IPv4 VIPs in both modes,
+//! two IPv6 ones, a small MTU so that outer fragmentation and ICMP replies are reached, a
+//! management section so that the allow-list is), the NIC address the seeds are written for, and the frame format of
 //! an input.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use control::config::{Config, Mode, Protocol, Scheduler, Vip, VipPort};
 use forwarder::{arp, Forwarder, Instant};
@@ -35,8 +35,22 @@ pub fn config() -> Config {
         .protocol(Protocol::Udp)
         .mode(Mode::DsrL3)
         .scheduler(Scheduler::Sh);
+    // IPv6: fd00:77::100 port 80 over dsr-l2 (maglev) and every other port over ip6ip6 (wlc),
+    // backends fd00:77::21..23, as the IPv6 seeds are written.
+    let vip6 = |name, port, mode, scheduler| {
+        let mut vip = Vip::builder(name, VIP6, port).mode(mode).scheduler(scheduler);
+        for i in 0..3u16 {
+            let address = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0x21 + i);
+            vip = vip.backend(&format!("be{i}"), address, u32::from(i) + 1);
+        }
+        vip.build()
+    };
     Config::builder()
         .mtu(576)
+        .address6("fd00:77::2/64")
+        .gateway6(Some("fd00:77::1"))
+        .vip(vip6("l2v6", VipPort::One(80), Mode::DsrL2, Scheduler::Maglev))
+        .vip(vip6("l3v6", VipPort::All, Mode::DsrL3, Scheduler::Wlc))
         .management(9000, &["10.77.0.0/28"])
         .vip(l2.build())
         .vip(l3.build())
@@ -44,7 +58,11 @@ pub fn config() -> Config {
         .build()
 }
 
-/// Tell `f` every next hop's MAC (the backends', the gateway's) with ARP replies.
+/// The IPv6 VIP.
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0x100);
+
+/// Tell `f` every next hop's MAC (the backends', the gateway's) with ARP replies (IPv6 ones
+/// stay unresolved: their frames wait, which the fuzzer reaches too).
 pub fn resolve(f: &mut Forwarder, now: Instant) {
     for last in [1, 21, 22, 23] {
         let ip = Ipv4Addr::new(10, 77, 0, last);

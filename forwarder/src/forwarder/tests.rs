@@ -1628,6 +1628,7 @@ fn write_fuzz_seeds() {
     let (buf, len) = arp_frame(ArpOperation::Reply, mac_of(GW), GW, OUR_MAC, OWN);
     frames.push(buf[HEAD..HEAD + len].to_vec());
     frames.extend(super::icmp::tests::fuzz_seed_frames());
+    frames.extend(super::ipv6::tests::fuzz_seed_frames());
     // The differential target reads the same format, up to 32 frames an input: each frame
     // alone, and all of them as one burst.
     let differential = root.join("differential");

@@ -513,3 +513,68 @@ fn a_new_ipv6_flow_gets_the_same_backend_on_every_balancer() {
         assert_eq!(&x[HEAD..HEAD + 6], &y[HEAD..HEAD + 6], "port {sport}");
     }
 }
+
+/// IPv6 frames for the fuzz targets' seeds (see `write_fuzz_seeds`): to [`VIP6`]:80, a SYN, an
+/// ACK with data, one behind an extension header chain, a first and a later fragment, a
+/// solicitation and an advertisement, an echo request and a packet too big quoting a reply.
+pub(crate) fn fuzz_seed_frames() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut push = |(buf, len): (Vec<u8>, usize)| out.push(buf[HEAD..HEAD + len].to_vec());
+    push(syn(1000, 0x02));
+    push(frame6(
+        OUR_MAC,
+        CLIENT6,
+        VIP6,
+        6,
+        64,
+        &tcp(1000, 80, 0x18, 300),
+    ));
+    let mut chain = vec![60, 0, 1, 4, 0, 0, 0, 0];
+    chain.extend_from_slice(&tcp(1001, 80, 0x02, 0));
+    push(frame6(OUR_MAC, CLIENT6, VIP6, 0, 64, &chain));
+    let mut first = vec![6, 0, 0, 1, 0, 0, 0, 5];
+    first.extend_from_slice(&tcp(1002, 80, 0x10, 200));
+    push(frame6(OUR_MAC, CLIENT6, VIP6, 44, 64, &first));
+    let mut later = vec![6, 0, 0, 0xe0, 0, 0, 0, 5];
+    later.extend_from_slice(&[0x5a; 100]);
+    push(frame6(OUR_MAC, CLIENT6, VIP6, 44, 64, &later));
+    let mut ns = vec![0u8; 4];
+    ns.extend_from_slice(&VIP6.octets());
+    ns.extend_from_slice(&[1, 1]);
+    ns.extend_from_slice(&CLIENT_MAC);
+    push(frame6(
+        OUR_MAC,
+        CLIENT6,
+        VIP6,
+        58,
+        255,
+        &icmp6(CLIENT6, VIP6, 135, 0, &ns),
+    ));
+    let be = backend6(0, true);
+    let mut na = vec![0x60, 0, 0, 0];
+    na.extend_from_slice(&be.octets());
+    na.extend_from_slice(&[2, 1]);
+    na.extend_from_slice(&mac6(be));
+    push(frame6(
+        OUR_MAC,
+        be,
+        OWN6,
+        58,
+        255,
+        &icmp6(be, OWN6, 136, 0, &na),
+    ));
+    let echo = icmp6(CLIENT6, VIP6, 128, 0, &[0, 7, 0, 1, 1, 2, 3, 4]);
+    push(frame6(OUR_MAC, CLIENT6, VIP6, 58, 64, &echo));
+    let reply = frame6(CLIENT_MAC, VIP6, CLIENT6, 6, 63, &tcp(80, 1000, 0x10, 100)).0;
+    let mut ptb = 1280u32.to_be_bytes().to_vec();
+    ptb.extend_from_slice(&reply[HEAD + 14..HEAD + 14 + 100]);
+    push(frame6(
+        OUR_MAC,
+        GW6,
+        VIP6,
+        58,
+        64,
+        &icmp6(GW6, VIP6, 2, 0, &ptb),
+    ));
+    out
+}
