@@ -83,32 +83,64 @@ unsafe impl GlobalAlloc for HugePages {
 static ALLOCATOR: HugePages = HugePages;
 
 mod setup;
-use setup::{config, frame, resolve_all, retarget, FRAME_LEN, HEAD, MAC, VIP};
+use setup::{
+    config, config6, frame, frame6, resolve_all, resolve_all6, retarget_at, FRAME6_LEN, FRAME_LEN,
+    HEAD, MAC, VIP,
+};
 
 const SRCS: usize = 64;
 const LANES: usize = 32;
+
+/// The address family of a bench's traffic.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// Where the TCP header starts in a frame, and the frame's length.
+    fn layout(self) -> (usize, usize) {
+        match self {
+            Family::V4 => (34, FRAME_LEN),
+            Family::V6 => (54, FRAME6_LEN),
+        }
+    }
+}
 
 /// Frames: `[lane][source]`.
 struct Pool {
     frames: Vec<Vec<Vec<u8>>>,
     eth: [u8; 14],
+    l4: usize,
 }
 
 impl Pool {
-    fn new(dst: Ipv4Addr, flags: u8) -> Pool {
+    fn new(family: Family, flags: u8) -> Pool {
         let frames: Vec<Vec<Vec<u8>>> = (0..LANES)
-            .map(|_| (0..SRCS).map(|s| frame(s, dst, 80, flags)).collect())
+            .map(|_| {
+                (0..SRCS)
+                    .map(|s| match family {
+                        Family::V4 => frame(s, VIP, 80, flags),
+                        Family::V6 => frame6(s, 80, flags),
+                    })
+                    .collect()
+            })
             .collect();
         let mut eth = [0u8; 14];
         eth.copy_from_slice(&frames[0][0][HEAD..HEAD + 14]);
-        Pool { frames, eth }
+        Pool {
+            frames,
+            eth,
+            l4: family.layout().0,
+        }
     }
 
     /// Make lane `lane` carry flow `k` (source `k >> 16`, source port `k & 0xffff`).
     #[inline(always)]
     fn aim(&mut self, lane: usize, k: u32) -> &mut Vec<u8> {
         let buf = &mut self.frames[lane][(k >> 16) as usize % SRCS];
-        retarget(buf, &self.eth, k as u16, None);
+        retarget_at(buf, &self.eth, self.l4, k as u16, None);
         buf
     }
 }
@@ -149,21 +181,40 @@ fn order(n: u32, len: usize) -> Vec<u32> {
         .collect()
 }
 
-/// A forwarder in `mode` with flows `0..n` established (opened by a SYN each: an ACK that
-/// misses the table of a maglev VIP makes no entry) and the pool of their ACKs.
-fn populated(mode: Mode, n: u32) -> (Forwarder, Pool) {
-    let mut f = Forwarder::new(&config(mode), MAC, (n as usize * 2).max(4096));
-    resolve_all(&mut f, Instant::ZERO);
-    let mut syns = Pool::new(VIP, 0x02);
+/// The address families of the established-flow benches: both, or only
+/// `SIDESTEP_BENCH_FAMILY` (`ipv4` or `ipv6`).
+fn families() -> Vec<Family> {
+    let only = std::env::var("SIDESTEP_BENCH_FAMILY").ok();
+    [(Family::V4, "ipv4"), (Family::V6, "ipv6")]
+        .into_iter()
+        .filter(|(_, name)| only.as_deref().is_none_or(|o| o == *name))
+        .map(|(f, _)| f)
+        .collect()
+}
+
+/// A forwarder in `mode` with flows `0..n` of `family` established (opened by a SYN each: an
+/// ACK that misses the table of a maglev VIP makes no entry) and the pool of their ACKs.
+fn populated(mode: Mode, family: Family, n: u32) -> (Forwarder, Pool) {
+    let cfg = match family {
+        Family::V4 => config(mode),
+        Family::V6 => config6(mode),
+    };
+    let mut f = Forwarder::new(&cfg, MAC, (n as usize * 2).max(4096));
+    match family {
+        Family::V4 => resolve_all(&mut f, Instant::ZERO),
+        Family::V6 => resolve_all6(&mut f, Instant::ZERO),
+    }
+    let mut syns = Pool::new(family, 0x02);
+    let len = family.layout().1;
     for k in 0..n {
         let buf = syns.aim(0, k);
         assert!(matches!(
-            f.process(buf, HEAD, FRAME_LEN, Instant::ZERO),
+            f.process(buf, HEAD, len, Instant::ZERO),
             Verdict::Forward { .. }
         ));
     }
     assert_eq!(f.flow_count(), n as usize, "every flow has its entry");
-    (f, Pool::new(VIP, 0x10))
+    (f, Pool::new(family, 0x10))
 }
 
 fn established(c: &mut Criterion) {
@@ -171,10 +222,19 @@ fn established(c: &mut Criterion) {
         "flow entry: {} bytes (size_of::<FlowEntry>())",
         std::mem::size_of::<FlowEntry>()
     );
-    for mode in modes() {
-        let mut g = c.benchmark_group(format!("established_{}", mode.name()));
+    for (family, mode) in families()
+        .into_iter()
+        .flat_map(|f| modes().into_iter().map(move |m| (f, m)))
+    {
+        // IPv4 keeps the groups' old names, so figures compare across commits.
+        let prefix = match family {
+            Family::V4 => "established",
+            Family::V6 => "established6",
+        };
+        let frame_len = family.layout().1;
+        let mut g = c.benchmark_group(format!("{prefix}_{}", mode.name()));
         for n in sizes() {
-            let (mut f, mut pool) = populated(mode, n);
+            let (mut f, mut pool) = populated(mode, family, n);
             let seq = order(n, 1 << 20);
             let evicted_before = f.counters().drop_count(forwarder::DropReason::FlowEvicted);
             g.throughput(Throughput::Elements(1));
@@ -184,7 +244,7 @@ fn established(c: &mut Criterion) {
                     let k = seq[i & (seq.len() - 1)];
                     i += 1;
                     let buf = pool.aim(0, k);
-                    black_box(f.process(buf, HEAD, FRAME_LEN, Instant::ZERO))
+                    black_box(f.process(buf, HEAD, frame_len, Instant::ZERO))
                 })
             });
             g.throughput(Throughput::Elements(LANES as u64));
@@ -205,7 +265,7 @@ fn established(c: &mut Criterion) {
                             .map(|lane| &mut lane[(ks[l] >> 16) as usize % SRCS][..])
                             .unwrap_or_default(),
                         head: HEAD,
-                        len: FRAME_LEN,
+                        len: frame_len,
                     });
                     f.process_burst(&mut frames, &mut verdicts, Instant::ZERO);
                     black_box(&verdicts);
@@ -214,7 +274,7 @@ fn established(c: &mut Criterion) {
             let evicted =
                 f.counters().drop_count(forwarder::DropReason::FlowEvicted) - evicted_before;
             println!(
-                "{} with {n} flows: table {} / {} entries, {evicted} evictions while measuring",
+                "{prefix} {} with {n} flows: table {} / {} entries, {evicted} evictions while measuring",
                 mode.name(),
                 f.flow_count(),
                 f.flow_capacity()
@@ -227,7 +287,7 @@ fn established(c: &mut Criterion) {
 fn new_flows(c: &mut Criterion) {
     let mut g = c.benchmark_group("new_flow_dsr-l2");
     for n in sizes() {
-        let (mut f, _) = populated(Mode::DsrL2, n);
+        let (mut f, _) = populated(Mode::DsrL2, Family::V4, n);
         // New flows: sources the populated flows never used, and every destination port.
         let (mut frames, eth) = new_flow_frames();
         let mut k = 0u64;
@@ -291,7 +351,7 @@ fn new_flow_frames() -> (Vec<Vec<Vec<u8>>>, [u8; 14]) {
 #[inline(always)]
 fn aim_new<'a>(frames: &'a mut [Vec<u8>], eth: &[u8; 14], k: u64) -> &'a mut Vec<u8> {
     let buf = &mut frames[(k >> 32) as usize % SRCS];
-    retarget(buf, eth, k as u16, Some((k >> 16) as u16));
+    retarget_at(buf, eth, 34, k as u16, Some((k >> 16) as u16));
     buf
 }
 
@@ -433,7 +493,7 @@ fn new_flows_churn(c: &mut Criterion) {
 }
 
 fn non_vip(c: &mut Criterion) {
-    let (mut f, _) = populated(Mode::DsrL2, 1_000);
+    let (mut f, _) = populated(Mode::DsrL2, Family::V4, 1_000);
     let mut buf = frame(0, Ipv4Addr::new(10, 77, 0, 55), 80, 0x10);
     c.bench_function("non_vip_drop", |b| {
         b.iter(|| black_box(f.process(&mut buf, HEAD, FRAME_LEN, Instant::ZERO)))

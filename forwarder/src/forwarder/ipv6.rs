@@ -28,7 +28,7 @@
 //! replies. There is no IPv6 local stack: other traffic to the balancer's own IPv6 address is
 //! dropped as `unsupported`, as is all IPv6 without `interface.address6`.
 
-use core::net::{IpAddr, Ipv6Addr};
+use core::net::IpAddr;
 
 use super::classify::{ports, FlowPacket};
 use super::field::{be16, be32, ethernet, icmpv6, ipv4, ipv6};
@@ -266,6 +266,49 @@ impl Forwarder {
             Ok(ip) => ip,
             Err(reason) => return self.drop(reason),
         };
+        let tcp_or_udp = ip.proto == ipv4::PROTO_TCP || ip.proto == ipv4::PROTO_UDP;
+        if !tcp_or_udp || ip.later_fragment() {
+            return self.ipv6_other(buf, head, end, ip, own6, now);
+        }
+        let more = ip.frag.is_some_and(|f| f.more);
+        let Some((sport, dport, kind)) = ports(&buf[l3 + ip.l4..l3 + ip.total], ip.proto, more)
+        else {
+            return self.drop(DropReason::Malformed);
+        };
+        let Some(vip) = self.lookup6(ip.dst, dport, ip.proto) else {
+            let reason = if ip.dst == own6 {
+                DropReason::Unsupported
+            } else {
+                DropReason::NotVip
+            };
+            return self.drop(reason);
+        };
+        if !self.vip_active {
+            return self.drop(DropReason::VrrpBackup);
+        }
+        let Ok(total) = u16::try_from(ip.total) else {
+            return self.drop(DropReason::TooBig);
+        };
+        if ip.hop_limit <= 1 {
+            return self.drop(DropReason::Ttl);
+        }
+        let key = FlowKey::five_tuple6(ip.src, ip.dst, sport, dport, ip.proto, self.seed);
+        let ident = ip.frag.map_or(0, |f| f.ident);
+        let p = FlowPacket::new6(key, self.flows.hash(key), vip, total, ident, more, kind);
+        self.flow_packet(buf, head, end, p, now)
+    }
+
+    /// IPv6 that is not a whole TCP or UDP packet or first fragment: ICMPv6, a later
+    /// fragment, another protocol.
+    fn ipv6_other(
+        &mut self,
+        buf: &mut [u8],
+        head: usize,
+        end: usize,
+        ip: Ip6,
+        own6: u128,
+        now: Instant,
+    ) -> Verdict {
         let to_vip = self.vip_addrs6.binary_search(&ip.dst).is_ok();
         if ip.proto == ipv6::PROTO_ICMPV6 && ip.frag.is_none() {
             return self.icmpv6(buf, head, ip, own6, to_vip, now);
@@ -281,36 +324,17 @@ impl Forwarder {
         if !self.vip_active {
             return self.drop(DropReason::VrrpBackup);
         }
-        if ip.proto != ipv4::PROTO_TCP && ip.proto != ipv4::PROTO_UDP {
-            // A fragment of ICMPv6 is neither reassembled nor forwarded.
-            let reason = if ip.proto == ipv6::PROTO_ICMPV6 {
-                DropReason::IcmpRefused
-            } else {
-                DropReason::NotVip
-            };
-            return self.drop(reason);
-        }
         let Ok(total) = u16::try_from(ip.total) else {
             return self.drop(DropReason::TooBig);
         };
-        if ip.later_fragment() {
-            return self.later_fragment6(buf, head, end, ip, total, now);
+        match ip.proto {
+            ipv4::PROTO_TCP | ipv4::PROTO_UDP => {
+                self.later_fragment6(buf, head, end, ip, total, now)
+            }
+            // A fragment of ICMPv6 is neither reassembled nor forwarded.
+            ipv6::PROTO_ICMPV6 => self.drop(DropReason::IcmpRefused),
+            _ => self.drop(DropReason::NotVip),
         }
-        let more = ip.frag.is_some_and(|f| f.more);
-        let Some((sport, dport, kind)) = ports(&buf[l3 + ip.l4..l3 + ip.total], ip.proto, more)
-        else {
-            return self.drop(DropReason::Malformed);
-        };
-        let Some(vip) = self.lookup6(ip.dst, dport, ip.proto) else {
-            return self.drop(DropReason::NotVip);
-        };
-        if ip.hop_limit <= 1 {
-            return self.drop(DropReason::Ttl);
-        }
-        let key = FlowKey::five_tuple6(ip.src, ip.dst, sport, dport, ip.proto, self.seed);
-        let ident = ip.frag.map_or(0, |f| f.ident);
-        let p = FlowPacket::new6(key, self.flows.hash(key), vip, total, ident, more, kind);
-        self.flow_packet(buf, head, end, p, now)
     }
 
     /// A fragment other than the first: where its first fragment went, else (none seen) the
@@ -486,7 +510,7 @@ impl Forwarder {
     }
 
     /// ip6ip6: write Ethernet and an outer IPv6 header (from the balancer's address to
-    /// `backend`, next header 41) in front of the untouched inner packet of `total` bytes; too
+    /// backend slot `slot`, next header 41) in front of the untouched inner packet of `total` bytes; too
     /// big for the MTU, answer "packet too big" instead.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn encapsulate6(
@@ -494,12 +518,14 @@ impl Forwarder {
         buf: &mut [u8],
         head: usize,
         total: u16,
-        backend: Ipv6Addr,
-        hop: IpAddr,
+        slot: u32,
         mac: Option<[u8; 6]>,
         now: Instant,
     ) -> Verdict {
         let total = usize::from(total);
+        let IpAddr::V6(backend) = self.slots[slot as usize].ip else {
+            return self.drop(DropReason::NotVip);
+        };
         if total + ipv6::HEADER_LEN > self.mtu {
             return self.too_big6(buf, head, total, now);
         }
@@ -535,7 +561,7 @@ impl Forwarder {
                 self.counters.forwarded += 1;
                 Verdict::Forward { head: start, len }
             }
-            None => self.wait_for_arp(hop, &buf[start..start + len], now),
+            None => self.wait_for_arp(slot, &buf[start..start + len], now),
         }
     }
 

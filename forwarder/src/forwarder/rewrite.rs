@@ -64,11 +64,13 @@ impl Forwarder {
         let s = &mut self.slots[backend as usize];
         s.packets += 1;
         s.bytes += total;
-        let (address, ip) = (s.address, s.ip);
-        let (hop, mac) = match self.neigh.get(s.neigh) {
-            Some(n) => (n.ip, n.resolved.then_some(n.mac)),
-            None => (ip, None),
-        };
+        let address = s.address;
+        // The next hop's address is read only when its MAC is missing.
+        let mac = self
+            .neigh
+            .get(s.neigh)
+            .filter(|n| n.resolved)
+            .map(|n| n.mac);
         match mode {
             Mode::DsrL2 => {
                 let mut eth = EthernetFrame::new_unchecked(&mut buf[head..end]);
@@ -82,21 +84,25 @@ impl Forwarder {
                             len: end - head,
                         }
                     }
-                    None => self.wait_for_arp(hop, &buf[head..end], now),
+                    None => self.wait_for_arp(backend, &buf[head..end], now),
                 }
             }
-            Mode::DsrL3 => match ip {
-                IpAddr::V6(backend) if p.is_v6() => {
-                    self.encapsulate6(buf, head, p.total(), backend, hop, mac, now)
-                }
-                _ => self.encapsulate(buf, head, p.ip(), address, hop, mac, now),
-            },
+            Mode::DsrL3 if p.is_v6() => self.encapsulate6(buf, head, p.total(), backend, mac, now),
+            Mode::DsrL3 => self.encapsulate(buf, head, p.ip(), address, backend, mac, now),
         }
     }
 
-    /// Copy `frame` to wait for next hop `hop`'s MAC ([`Forwarder::poll`] releases it).
-    pub(super) fn wait_for_arp(&mut self, hop: IpAddr, frame: &[u8], now: Instant) -> Verdict {
-        if self.neigh.enqueue(hop, frame, now) {
+    /// The next hop of backend slot `backend`: its neighbour's address (itself or the
+    /// gateway), or its own where it has none.
+    pub(super) fn hop_of(&self, backend: u32) -> IpAddr {
+        let s = &self.slots[backend as usize];
+        self.neigh.get(s.neigh).map_or(s.ip, |n| n.ip)
+    }
+
+    /// Copy `frame` to wait for the MAC of backend slot `backend`'s next hop
+    /// ([`Forwarder::poll`] releases it).
+    pub(super) fn wait_for_arp(&mut self, backend: u32, frame: &[u8], now: Instant) -> Verdict {
+        if self.neigh.enqueue(self.hop_of(backend), frame, now) {
             self.counters.arp_queued += 1;
             Verdict::Queued
         } else {
@@ -146,7 +152,7 @@ impl Forwarder {
         head: usize,
         ip: Ip,
         backend: Ipv4Addr,
-        hop: IpAddr,
+        slot: u32,
         mac: Option<[u8; 6]>,
         now: Instant,
     ) -> Verdict {
@@ -154,7 +160,7 @@ impl Forwarder {
             if ip.df {
                 return self.frag_needed(buf, head, ip, now);
             }
-            return self.encapsulate_fragmented(buf, head, ip, backend, hop, mac, now);
+            return self.encapsulate_fragmented(buf, head, ip, backend, slot, mac, now);
         }
         if head < ipv4::HEADER_LEN {
             return self.drop(DropReason::NoHeadroom);
@@ -179,7 +185,7 @@ impl Forwarder {
                 self.counters.forwarded += 1;
                 Verdict::Forward { head: start, len }
             }
-            None => self.wait_for_arp(hop, &buf[start..start + len], now),
+            None => self.wait_for_arp(slot, &buf[start..start + len], now),
         }
     }
 
@@ -192,7 +198,7 @@ impl Forwarder {
         head: usize,
         ip: Ip,
         backend: Ipv4Addr,
-        hop: IpAddr,
+        slot: u32,
         mac: Option<[u8; 6]>,
         now: Instant,
     ) -> Verdict {
@@ -223,7 +229,9 @@ impl Forwarder {
         let second_len = HEADERS + rest;
         scratch[HEADERS..second_len].copy_from_slice(&buf[l3 + first..l3 + ip.total()]);
         self.write_headers(&mut scratch[..second_len], dst_mac, &outer);
-        let queued = self.neigh.enqueue(hop, &scratch[..second_len], now);
+        let queued = self
+            .neigh
+            .enqueue(self.hop_of(slot), &scratch[..second_len], now);
         self.scratch = scratch;
         if !queued {
             return self.drop(DropReason::ArpQueueFull);
@@ -240,7 +248,7 @@ impl Forwarder {
                 self.counters.forwarded += 1;
                 Verdict::Forward { head: start, len }
             }
-            None => self.wait_for_arp(hop, &buf[start..start + len], now),
+            None => self.wait_for_arp(slot, &buf[start..start + len], now),
         }
     }
 

@@ -8,6 +8,7 @@ use super::*;
 use crate::config::{Config, Mode, Scheduler, Vip, VipPort};
 use alloc::vec;
 use alloc::vec::Vec;
+use core::net::Ipv6Addr;
 use smoltcp::wire::{Icmpv6Packet, Ipv6Packet};
 
 pub(crate) const OWN6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 2);
