@@ -132,20 +132,21 @@ pub enum Topology {
 pub enum Host {
     /// Holds the bridge and the balancer's TAP; has no address.
     Lb,
-    /// The client, 10.77.0.10.
+    /// The client, 10.77.0.10 and fd00:77::10.
     Client,
-    /// dsr-l2 backend 10.77.0.21.
+    /// dsr-l2 backend 10.77.0.21 and fd00:77::21.
     Be1,
-    /// dsr-l2 backend 10.77.0.22.
+    /// dsr-l2 backend 10.77.0.22 and fd00:77::22.
     Be2,
-    /// The router: 10.77.0.1 on the segment, 10.88.0.1 toward be3.
+    /// The router: 10.77.0.1 and fd00:77::1 on the segment, 10.88.0.1 and fd00:88::1 toward be3.
     Rt,
-    /// dsr-l3 backend 10.88.0.31, behind the router.
+    /// dsr-l3 backend 10.88.0.31 and fd00:88::31, behind the router.
     Be3,
     /// [`Topology::NarrowLink`] only: the router between `far` and the narrow link,
-    /// 10.66.0.1 toward `far`, 10.55.0.1 on the narrow link.
+    /// 10.66.0.1 and fd00:66::1 toward `far`, 10.55.0.1 and fd00:55::1 on the narrow link.
     Edge,
-    /// [`Topology::NarrowLink`] only: the client behind the narrow link, 10.66.0.10.
+    /// [`Topology::NarrowLink`] only: the client behind the narrow link, 10.66.0.10 and
+    /// fd00:66::10.
     Far,
     /// A client behind the router, 10.99.0.10; exists only after [`DemoNet::add_wan_client`].
     /// Its packets to a VIP take the router's route, as an Internet client's would.
@@ -1165,7 +1166,8 @@ impl DemoNet {
 
     /// Starts `stub-lb`, the user-space stand-in balancer, on a new TAP `tap0` with
     /// [`BALANCER_MAC`]: dsr-l2 for web/dns/any to be1+be2, dsr-l3 for web3 to be3 via rt.
-    /// Only for proving the network itself; the real tests boot the image instead.
+    /// Only for proving the network itself; the real tests boot the image instead. IPv4 only:
+    /// `e2e_ipv6`'s ignored test proves the IPv6 network without any balancer.
     pub fn start_stub_balancer(&self) -> Result<()> {
         self.add_tap("tap0", BALANCER_MAC)?;
         let stub = self.bins.stub_lb.to_string_lossy().into_owned();
