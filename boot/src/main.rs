@@ -5,6 +5,7 @@ use boot::signing::{self, SigningKey};
 use boot::status::{self, Status};
 use boot::{client, config_file, image, qemu};
 use control::config::Config;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -23,7 +24,8 @@ usage:
         --mac MAC          the NIC's MAC address
         --memory MIB       guest memory (default 256)
   sidestep backend-setup --vip ADDR (--mode dsr-l2 | --mode dsr-l3 --local ADDR)
-                                           print what a Linux backend needs
+                                           print what a Linux backend needs (IPv4 or IPv6
+                                           VIP; --local is of the VIP's family)
   sidestep keygen --out FILE [--force]     new signing key: private key to FILE (mode 0600),
                                            public key (for [management] pubkey) printed last
   sidestep sign --key FILE [--out OUT] CONFIG
@@ -203,17 +205,29 @@ fn run(args: &[String]) -> Result<(), String> {
 fn backend_setup(args: &[String]) -> Result<(), String> {
     let flags = parse_flags(args, &[])?;
     flags.only(&["vip", "mode", "local"])?;
-    let vip: std::net::Ipv4Addr = flags
+    let vip: IpAddr = flags
         .get("vip")
         .ok_or("backend-setup needs --vip ADDR")?
         .parse()
-        .map_err(|_| "--vip is not an IPv4 address".to_string())?;
+        .map_err(|_| "--vip is not an IPv4 or IPv6 address".to_string())?;
     let mode = flags
         .get("mode")
         .ok_or("backend-setup needs --mode dsr-l2|dsr-l3")?;
-    let script = match mode {
-        "dsr-l2" => backend_l2(vip),
-        "dsr-l3" => {
+    let script = match (mode, vip) {
+        ("dsr-l2", IpAddr::V4(vip)) => backend_l2(vip),
+        ("dsr-l2", IpAddr::V6(vip)) => backend_l2_v6(vip),
+        ("dsr-l3", IpAddr::V6(vip)) => {
+            let local = flags.get("local").ok_or(
+                "backend-setup --mode dsr-l3 needs --local ADDR, this backend's address in the \
+                 config: the tunnel is bound to it, because the ip6_tunnel module's own ip6tnl0 \
+                 already takes local any / remote any and Linux refuses a second such tunnel",
+            )?;
+            let local = local.parse().map_err(|_| {
+                format!("--local \"{local}\" is not an IPv6 address (the VIP {vip} is IPv6)")
+            })?;
+            backend_l3_v6(vip, local)
+        }
+        ("dsr-l3", IpAddr::V4(vip)) => {
             let local = flags.get("local").ok_or(
                 "backend-setup --mode dsr-l3 needs --local ADDR, this backend's address in the \
                  config: the tunnel is bound to it, because the ipip module's own tunl0 already \
@@ -224,7 +238,7 @@ fn backend_setup(args: &[String]) -> Result<(), String> {
                 .map_err(|_| format!("--local \"{local}\" is not an IPv4 address"))?;
             backend_l3(vip, local)
         }
-        other => return Err(format!("mode \"{other}\" is not one of dsr-l2, dsr-l3")),
+        (other, _) => return Err(format!("mode \"{other}\" is not one of dsr-l2, dsr-l3")),
     };
     print!("{script}");
     Ok(())
@@ -453,6 +467,90 @@ ExecStart=/sbin/ip link set sidestep0 up
 ExecStart=/sbin/ip addr replace {vip}/32 dev sidestep0
 ExecStart=/sbin/sysctl -w net.ipv4.conf.sidestep0.rp_filter=0
 ExecStop=/sbin/ip link del sidestep0
+[Install]
+WantedBy=multi-user.target
+EOF
+systemctl daemon-reload && systemctl enable --now sidestep-tunnel-{vip}.service
+"
+    )
+}
+
+/// The dsr-l2 recipe for an IPv6 VIP. Unlike IPv4 it needs no ARP-like sysctl: Linux answers a
+/// neighbour solicitation only for an address of the interface it arrived on (`ndisc_recv_ns`
+/// looks the target up strictly on that device), so the VIP on `lo` is never advertised on the
+/// wire, and the backend's own solicitations take their source from the outgoing interface.
+fn backend_l2_v6(vip: Ipv6Addr) -> String {
+    format!(
+        "# Sidestep dsr-l2 backend for IPv6 VIP {vip}: run as root on the backend.
+# The balancer rewrites only the Ethernet destination, so the backend must accept packets
+# addressed to the VIP, answer from it, and never answer neighbour solicitations for it (the
+# balancer does). A /128 on lo does all three: Linux answers a solicitation only for an address
+# of the interface it came in on, so the VIP on lo is never advertised on other interfaces (no
+# counterpart of arp_ignore / arp_announce is needed). IPv6 must be enabled on lo.
+# Every command may run again; any failure stops the script.
+set -e
+sysctl -w net.ipv6.conf.lo.disable_ipv6=0
+ip -6 addr replace {vip}/128 dev lo
+# Persistent across reboots:
+cat > /etc/systemd/system/sidestep-vip-{vip}.service <<'EOF'
+[Unit]
+Description=Sidestep DSR IPv6 VIP {vip} on lo
+After=network.target
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/sbin/sysctl -w net.ipv6.conf.lo.disable_ipv6=0
+ExecStart=/sbin/ip -6 addr replace {vip}/128 dev lo
+ExecStop=/sbin/ip -6 addr del {vip}/128 dev lo
+[Install]
+WantedBy=multi-user.target
+EOF
+systemctl daemon-reload && systemctl enable --now sidestep-vip-{vip}.service
+"
+    )
+}
+
+/// The dsr-l3 recipe for an IPv6 VIP on the backend at `local`: an ip6ip6 tunnel bound to that
+/// address, for the same reason as IPv4's (`ip6_tunnel`'s fallback `ip6tnl0` holds local any /
+/// remote any). A tunnel with a local address and any remote takes every ip6ip6 packet to that
+/// address. IPv6 has no `rp_filter` sysctl, but a firewall's reverse-path rule drops the
+/// tunnel's packets the same way, so the recipe says so.
+fn backend_l3_v6(vip: Ipv6Addr, local: Ipv6Addr) -> String {
+    // Creates the tunnel unless it exists: rerunnable without hiding a failed `add`.
+    let add = format!(
+        "ip link show dev sidestep6 >/dev/null 2>&1 || \
+         ip -6 tunnel add sidestep6 mode ip6ip6 local {local} remote any"
+    );
+    format!(
+        "# Sidestep dsr-l3 backend {local} for IPv6 VIP {vip}: run as root on the backend.
+# The balancer wraps each packet in an outer IPv6 header (ip6ip6, next header 41) addressed to
+# {local}. The ip6ip6 tunnel bound to that address takes the outer header off (one without
+# `local` would clash with the ip6_tunnel module's own ip6tnl0); the VIP sits on the tunnel so
+# the inner packet is accepted, and replies leave by the normal route straight to the client.
+# IPv6 has no rp_filter sysctl, but a reverse-path firewall rule (firewalld's IPv6_rpfilter,
+# ip6tables -m rpfilter, nftables fib saddr) would drop the tunnel's packets: exempt sidestep6.
+# Neighbour discovery never advertises the VIP (it is on no Ethernet interface).
+# Every command may run again; any failure stops the script.
+set -e
+modprobe ip6_tunnel
+{add}
+sysctl -w net.ipv6.conf.sidestep6.disable_ipv6=0
+ip link set sidestep6 up
+ip -6 addr replace {vip}/128 dev sidestep6 nodad
+# Persistent across reboots:
+echo ip6_tunnel > /etc/modules-load.d/sidestep-ip6ip6.conf
+cat > /etc/systemd/system/sidestep-tunnel-{vip}.service <<'EOF'
+[Unit]
+Description=Sidestep DSR ip6ip6 tunnel {local} with IPv6 VIP {vip}
+After=network.target
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -ec '{add}'
+ExecStart=/sbin/sysctl -w net.ipv6.conf.sidestep6.disable_ipv6=0
+ExecStart=/sbin/ip link set sidestep6 up
+ExecStart=/sbin/ip -6 addr replace {vip}/128 dev sidestep6 nodad
+ExecStop=/sbin/ip link del sidestep6
 [Install]
 WantedBy=multi-user.target
 EOF

@@ -177,6 +177,85 @@ fn backend_setup_prints_persistent_l2_and_l3_recipes() {
     );
 }
 
+#[test]
+fn backend_setup_prints_persistent_ipv6_recipes() {
+    let (ok, l2, err) = sidestep(&["backend-setup", "--vip", "fd00:77::100", "--mode", "dsr-l2"]);
+    assert!(ok, "{err}");
+    for want in [
+        "set -e\nsysctl -w net.ipv6.conf.lo.disable_ipv6=0\nip -6 addr replace fd00:77::100/128 dev lo\n",
+        "never advertised on other interfaces",
+        "ExecStart=/sbin/ip -6 addr replace fd00:77::100/128 dev lo",
+        "ExecStop=/sbin/ip -6 addr del fd00:77::100/128 dev lo",
+        "systemctl daemon-reload && systemctl enable --now sidestep-vip-fd00:77::100.service",
+    ] {
+        assert!(l2.contains(want), "missing {want}:\n{l2}");
+    }
+    // ARP sysctls mean nothing to IPv6; setting them would suggest they do something.
+    assert!(
+        !l2.contains("arp_ignore=") && !l2.contains("arp_ignore ="),
+        "IPv4 sysctls in an IPv6 recipe:\n{l2}"
+    );
+
+    // ip6_tunnel's ip6tnl0 holds local any / remote any, as ipip's tunl0 does.
+    let (ok, _, err) = sidestep(&["backend-setup", "--vip", "fd00:77::101", "--mode", "dsr-l3"]);
+    assert!(!ok && err.contains("needs --local ADDR"), "{err}");
+    assert!(err.contains("ip6tnl0"), "{err}");
+    let (ok, _, err) = sidestep(&[
+        "backend-setup",
+        "--vip",
+        "fd00:77::101",
+        "--mode",
+        "dsr-l3",
+        "--local",
+        "10.88.0.31",
+    ]);
+    assert!(
+        !ok && err.contains("--local \"10.88.0.31\" is not an IPv6 address"),
+        "{err}"
+    );
+    let (ok, l3, err) = sidestep(&[
+        "backend-setup",
+        "--vip",
+        "fd00:77::101",
+        "--mode",
+        "dsr-l3",
+        "--local",
+        "fd00:88::31",
+    ]);
+    assert!(ok, "{err}");
+    let add = "ip link show dev sidestep6 >/dev/null 2>&1 || \
+               ip -6 tunnel add sidestep6 mode ip6ip6 local fd00:88::31 remote any";
+    for want in [
+        "set -e\nmodprobe ip6_tunnel\n",
+        format!("\n{add}\n").as_str(),
+        "ip link set sidestep6 up\n",
+        "ip -6 addr replace fd00:77::101/128 dev sidestep6",
+        "net.ipv6.conf.sidestep6.disable_ipv6=0",
+        "IPv6 has no rp_filter sysctl",
+        "/etc/modules-load.d/sidestep-ip6ip6.conf",
+        format!("ExecStart=/bin/sh -ec '{add}'").as_str(),
+        "ExecStop=/sbin/ip link del sidestep6",
+    ] {
+        assert!(l3.contains(want), "missing {want}:\n{l3}");
+    }
+    // The IPv4 recipe's files stay untouched, so a backend can hold VIPs of both families.
+    assert!(
+        !l3.contains("/etc/modules-load.d/sidestep.conf") && !l3.contains("sidestep0"),
+        "{l3}"
+    );
+    for script in [l2, l3] {
+        assert!(
+            !script.contains("|| true") && !script.contains("; ip "),
+            "a recipe hides a failure:\n{script}"
+        );
+    }
+    let (ok, _, err) = sidestep(&["backend-setup", "--vip", "fd00:77::zz", "--mode", "dsr-l2"]);
+    assert!(
+        !ok && err.contains("--vip is not an IPv4 or IPv6 address"),
+        "{err}"
+    );
+}
+
 /// A directory of this test's own, removed when dropped.
 struct TempDir(std::path::PathBuf);
 

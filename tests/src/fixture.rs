@@ -15,7 +15,7 @@ use crate::netns::{self, Captured, DemoNet, HelperBins, Host, Topology, BALANCER
 use crate::qemu::{Image, NicModel, Vm};
 use boot::qemu::{Firmware, Net};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
@@ -117,8 +117,10 @@ pub struct Fixture {
 }
 
 /// What crossed the balancer's TAP while [`Fixture::watch_tap`] ran some traffic: `tcpdump -e`
-/// lines of IPv4 packets only (the balancer's own ARP replies for a VIP carry the VIP as sender
-/// address, and are neither requests nor responses).
+/// lines of IPv4 and IPv6 packets only (the balancer's own ARP replies for a VIP carry the VIP
+/// as sender address, and are neither requests nor responses). ICMPv6 from an IPv6 VIP is not a
+/// response either: the balancer itself answers neighbour solicitations and echo requests for
+/// its VIPs, from the VIP.
 pub struct TapTraffic {
     /// The capture's interface, namespace and filter, for messages.
     pub what: String,
@@ -223,10 +225,10 @@ impl Fixture {
         eventually(what, timeout, || self.diagnostics(), probe)
     }
 
-    /// `GET http://ADDR:PORT/PATH` from the client: the body; panics with the diagnostics if
-    /// it fails.
-    pub fn http_get(&self, addr: Ipv4Addr, port: u16, path: &str) -> String {
-        let url = format!("http://{addr}:{port}{path}");
+    /// `GET http://ADDR:PORT/PATH` from the client (ADDR in brackets if IPv6): the body; panics
+    /// with the diagnostics if it fails.
+    pub fn http_get(&self, addr: impl Into<IpAddr>, port: u16, path: &str) -> String {
+        let url = format!("http://{}{path}", SocketAddr::new(addr.into(), port));
         self.net
             .curl(10, &[&url])
             .unwrap_or_else(|e| panic!("GET {url}: {e}\n{}", self.diagnostics()))
@@ -234,45 +236,74 @@ impl Fixture {
 
     /// A new connection to `addr:port` from the client: the backend that answered; panics with
     /// the diagnostics if the answer is not a backend's page.
-    pub fn backend_answering(&self, addr: Ipv4Addr, port: u16) -> String {
+    pub fn backend_answering(&self, addr: impl Into<IpAddr>, port: u16) -> String {
+        let addr = addr.into();
         let body = self.http_get(addr, port, "/");
         match backend_of(&body) {
             Some(name) => name.to_owned(),
             None => panic!(
-                "http://{addr}:{port}/ is not a backend page: {body:?}\n{}",
+                "http://{}/ is not a backend page: {body:?}\n{}",
+                SocketAddr::new(addr, port),
                 self.diagnostics()
             ),
         }
     }
 
     /// `count` new connections to `addr:port`; the backends that answered, in order.
-    pub fn backends_answering(&self, addr: Ipv4Addr, port: u16, count: usize) -> Vec<String> {
+    pub fn backends_answering(
+        &self,
+        addr: impl Into<IpAddr>,
+        port: u16,
+        count: usize,
+    ) -> Vec<String> {
+        let addr = addr.into();
         (0..count)
             .map(|_| self.backend_answering(addr, port))
             .collect()
     }
 
-    /// Runs `traffic` while capturing the balancer's TAP, and sorts what crossed it by `vips`.
-    pub fn watch_tap<T>(
+    /// Runs `traffic` while capturing the balancer's TAP, and sorts what crossed it by `vips`
+    /// (IPv4, IPv6 or both).
+    pub fn watch_tap<T, V: Into<IpAddr> + Copy>(
         &self,
-        vips: &[Ipv4Addr],
+        vips: &[V],
         traffic: impl FnOnce() -> T,
     ) -> Result<(T, TapTraffic), netns::Error> {
-        let cap = self.net.capture(Host::Lb, TAP, "ip")?;
+        let cap = self.net.capture(Host::Lb, TAP, TAP_FILTER)?;
         let result = traffic();
         Ok((result, sort_capture(cap.finish()?, BALANCER_MAC, vips)?))
     }
 }
 
+/// What a capture on a balancer's TAP keeps: IP of both families.
+const TAP_FILTER: &str = "ip or ip6";
+
 /// Sorts what a capture of the TAP of the balancer with `mac` saw by `vips`.
-fn sort_capture(seen: Captured, mac: &str, vips: &[Ipv4Addr]) -> netns::Result<TapTraffic> {
-    let requests = seen.matching(&format!("ether dst {mac} and ({})", netns::to_any(vips)))?;
-    let responses = seen.matching(&netns::from_any(vips))?;
+fn sort_capture<V: Into<IpAddr> + Copy>(
+    seen: Captured,
+    mac: &str,
+    vips: &[V],
+) -> netns::Result<TapTraffic> {
+    let vips: Vec<IpAddr> = vips.iter().map(|&v| v.into()).collect();
+    let requests = seen.matching(&format!("ether dst {mac} and ({})", netns::to_any(&vips)))?;
+    let responses = seen.matching(&response_filter(&vips))?;
     Ok(TapTraffic {
         what: seen.what,
         requests,
         responses,
     })
+}
+
+/// A tcpdump filter for responses from `vips` (see [`TapTraffic`]): anything from an IPv4 VIP,
+/// anything but ICMPv6 from an IPv6 VIP.
+fn response_filter(vips: &[IpAddr]) -> String {
+    vips.iter()
+        .map(|vip| match vip {
+            IpAddr::V4(v4) => format!("src host {v4}"),
+            IpAddr::V6(v6) => format!("(src host {v6} and not icmp6)"),
+        })
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 /// The backend name in a `backend=NAME ...` body (the backends' index page and their UDP echo).
@@ -379,15 +410,15 @@ impl Balancers {
 
     /// Runs `traffic` while capturing every balancer's TAP, and sorts what crossed each (in
     /// boot order) by `vips`, as [`Fixture::watch_tap`] does for one.
-    pub fn watch_taps<T>(
+    pub fn watch_taps<T, V: Into<IpAddr> + Copy>(
         &self,
-        vips: &[Ipv4Addr],
+        vips: &[V],
         traffic: impl FnOnce() -> T,
     ) -> Result<(T, Vec<TapTraffic>), netns::Error> {
         let caps = self
             .taps
             .iter()
-            .map(|(tap, _)| self.net.capture(Host::Lb, tap, "ip"))
+            .map(|(tap, _)| self.net.capture(Host::Lb, tap, TAP_FILTER))
             .collect::<netns::Result<Vec<_>>>()?;
         let result = traffic();
         let seen = caps
@@ -423,5 +454,19 @@ impl Balancers {
         probe: impl FnMut() -> Option<T>,
     ) -> T {
         eventually(what, timeout, || self.diagnostics(), probe)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netns::{VIP_WEB, VIP_WEB6};
+
+    #[test]
+    fn responses_of_both_families_but_not_the_balancers_own_icmpv6() {
+        assert_eq!(
+            response_filter(&[VIP_WEB.into(), VIP_WEB6.into()]),
+            "src host 10.77.0.100 or (src host fd00:77::100 and not icmp6)"
+        );
     }
 }

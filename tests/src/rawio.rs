@@ -100,19 +100,29 @@ fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     check_size(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
 }
 
-/// A raw IPv4 socket for one IP protocol: receives every packet of that protocol addressed to
-/// this host, IP header included, and sends packets whose IP header the kernel builds.
+/// A raw IP socket for one protocol (IPv4) or next header (IPv6): receives every packet of it
+/// addressed to this host. An IPv4 one gets the IP header too; an IPv6 one, as every IPv6 raw
+/// socket (RFC 3542), only what follows the IPv6 header and its extension headers.
 pub struct RawIpSocket {
     fd: OwnedFd,
 }
 
 impl RawIpSocket {
-    /// Opens a raw socket for IP protocol `protocol` (4 = IP-in-IP).
+    /// Opens a raw IPv4 socket for IP protocol `protocol` (4 = IP-in-IP).
     pub fn open(protocol: u8) -> io::Result<RawIpSocket> {
+        RawIpSocket::open_family(libc::AF_INET, protocol)
+    }
+
+    /// Opens a raw IPv6 socket for next header `next_header` (41 = IPv6-in-IPv6).
+    pub fn open6(next_header: u8) -> io::Result<RawIpSocket> {
+        RawIpSocket::open_family(libc::AF_INET6, next_header)
+    }
+
+    fn open_family(family: libc::c_int, protocol: u8) -> io::Result<RawIpSocket> {
         // Safety: plain socket(2) call; the result is checked.
         let raw = check(unsafe {
             libc::socket(
-                libc::AF_INET,
+                family,
                 libc::SOCK_RAW | libc::SOCK_CLOEXEC,
                 libc::c_int::from(protocol),
             )
@@ -123,7 +133,7 @@ impl RawIpSocket {
         })
     }
 
-    /// Receives one whole IPv4 packet (header included).
+    /// Receives one packet: a whole IPv4 packet, or an IPv6 packet's payload.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         read_fd(self.fd.as_raw_fd(), buf)
     }
