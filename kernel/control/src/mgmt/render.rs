@@ -69,8 +69,8 @@ pub struct Snapshot<'a> {
     pub neigh_changes: u64,
     /// Every BGP peer's session, in config order (empty without `[bgp]`).
     pub bgp_peers: &'a [BgpPeer],
-    /// The VIP addresses announced to at least one BGP peer.
-    pub bgp_announced: &'a [core::net::Ipv4Addr],
+    /// The VIP addresses (either family) announced to at least one BGP peer.
+    pub bgp_announced: &'a [core::net::IpAddr],
     /// The VRRP router, with `[vrrp]`.
     pub vrrp: Option<&'a VrrpStatus>,
     /// TCP packets without SYN of no known flow, routed by the consistent hash without an entry.
@@ -386,10 +386,7 @@ fn bgp_metrics(o: &mut String, s: &Snapshot<'_>) {
             o,
             "sidestep_bgp_announced{{vip=\"{}\"}} {}",
             label(&v.name),
-            u8::from(match v.address {
-                core::net::IpAddr::V4(a) => s.bgp_announced.contains(&a),
-                core::net::IpAddr::V6(_) => false,
-            })
+            u8::from(s.bgp_announced.contains(&v.address))
         );
     }
 }

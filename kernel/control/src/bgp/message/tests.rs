@@ -27,6 +27,7 @@ fn open(asn: u32) -> Open {
         router_id: Ipv4Addr::new(10, 77, 0, 2),
         four_octet_as: true,
         ipv4_unicast: true,
+        ipv6_unicast: false,
     }
 }
 

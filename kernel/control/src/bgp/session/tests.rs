@@ -15,6 +15,7 @@ fn params(local_asn: u32, peer_asn: u32) -> Params {
         router_id: OWN,
         hold_time: 9,
         next_hop: OWN,
+        next_hop6: None,
         peer: PEER,
         peer_asn,
     }
@@ -64,6 +65,7 @@ fn peer_open(asn: u32, hold_time: u16) -> Message {
         router_id: PEER,
         four_octet_as: true,
         ipv4_unicast: true,
+        ipv6_unicast: false,
     })
 }
 
@@ -87,7 +89,7 @@ fn decoded(action: &Action) -> Message {
 #[test]
 fn active_open_sends_our_open_and_announces_once_established() {
     let mut h = Harness::new(params(65010, 65000));
-    h.desired.insert(VIP);
+    h.desired.insert(VIP.into());
     h.step(0, Event::Tick);
     let out = h.step(0, Event::Connected);
     // OPEN: version 4, AS 65010, hold 9, id 10.77.0.2, multiprotocol IPv4 unicast, 4-octet AS.
@@ -128,9 +130,9 @@ fn active_open_sends_our_open_and_announces_once_established() {
 #[test]
 fn routes_follow_the_desired_set() {
     let mut h = Harness::new(params(65010, 65000));
-    h.desired = [VIP, VIP2].into();
+    h.desired = [VIP.into(), VIP2.into()].into();
     assert_eq!(h.establish(0, 90).len(), 1);
-    h.desired.remove(&VIP);
+    h.desired.remove(&VIP.into());
     let out = h.step(100, Event::Tick);
     let Message::Update(u) = decoded(&out[0]) else {
         panic!("{out:?}")
@@ -312,7 +314,7 @@ fn passive_open_to_established() {
     let mut h = Harness::new(params(65010, 65000));
     let mut out = Vec::new();
     assert!(h.s.accept_incoming(0, &mut out));
-    h.desired.insert(VIP);
+    h.desired.insert(VIP.into());
     // A dial is not started while a connection exists.
     let out = h.step(10, Event::Tick);
     assert!(out.is_empty(), "{out:?}");
@@ -412,7 +414,7 @@ fn malformed_messages_get_the_rfc_error() {
 #[test]
 fn ibgp_sends_local_pref_and_refuses_our_own_identifier() {
     let mut h = Harness::new(params(65000, 65000));
-    h.desired.insert(VIP);
+    h.desired.insert(VIP.into());
     let out = h.establish(0, 90);
     let Message::Update(u) = decoded(&out[0]) else {
         panic!("{out:?}")
@@ -428,6 +430,7 @@ fn ibgp_sends_local_pref_and_refuses_our_own_identifier() {
         router_id: OWN,
         four_octet_as: true,
         ipv4_unicast: true,
+        ipv6_unicast: false,
     });
     let out = h.recv(1, Dir::Outgoing, &mine);
     assert_eq!(
@@ -439,7 +442,7 @@ fn ibgp_sends_local_pref_and_refuses_our_own_identifier() {
 #[test]
 fn a_4_byte_asn_to_a_2_byte_peer_goes_as_as_trans_with_as4_path() {
     let mut h = Harness::new(params(4_200_000_000, 65000));
-    h.desired.insert(VIP);
+    h.desired.insert(VIP.into());
     h.step(0, Event::Tick);
     h.step(0, Event::Connected);
     let old = Message::Open(Open {
@@ -448,6 +451,7 @@ fn a_4_byte_asn_to_a_2_byte_peer_goes_as_as_trans_with_as4_path() {
         router_id: PEER,
         four_octet_as: false,
         ipv4_unicast: true,
+        ipv6_unicast: false,
     });
     h.recv(1, Dir::Outgoing, &old);
     let out = h.recv(2, Dir::Outgoing, &Message::Keepalive);
@@ -472,7 +476,7 @@ fn a_4_byte_asn_to_a_2_byte_peer_goes_as_as_trans_with_as4_path() {
 #[test]
 fn a_peer_without_ipv4_unicast_is_sent_no_routes() {
     let mut h = Harness::new(params(65010, 65000));
-    h.desired.insert(VIP);
+    h.desired.insert(VIP.into());
     h.step(0, Event::Tick);
     h.step(0, Event::Connected);
     // An OPEN whose only multiprotocol capability is IPv6 unicast (AFI 2, SAFI 1).
@@ -498,6 +502,7 @@ fn collide(peer_id: Ipv4Addr) -> (Harness, Vec<Action>) {
         router_id: peer_id,
         four_octet_as: true,
         ipv4_unicast: true,
+        ipv6_unicast: false,
     })
     .encode(true);
     assert_eq!(
@@ -571,7 +576,7 @@ fn the_first_connection_established_closes_the_other() {
 #[test]
 fn stop_ceases_every_connection() {
     let mut h = Harness::new(params(65010, 65000));
-    h.desired.insert(VIP);
+    h.desired.insert(VIP.into());
     h.establish(0, 90);
     let mut out = Vec::new();
     h.s.stop(code::PEER_DECONFIGURED, &mut out);
