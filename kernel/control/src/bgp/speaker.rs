@@ -297,6 +297,50 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_vips_are_announced_with_address6_as_next_hop() {
+        let mut c = config(true);
+        c.interface.address6 = Some(crate::config::Prefix6::parse("fd00:77::2/64").unwrap());
+        c.vips.push(
+            Vip::builder("web6", "fd00:77::100", VipPort::One(80))
+                .scheduler(Scheduler::Maglev)
+                .backend("be1", "fd00:77::21", 1)
+                .build(),
+        );
+        c.validate().unwrap();
+        let vip6: IpAddr = "fd00:77::100".parse().unwrap();
+        assert!(desired_routes(&c, |_, _| true).contains(&vip6));
+        assert!(!desired_routes(&c, |v, _| v != 3).contains(&vip6));
+        assert!(desired_routes(&config(false), |_, _| true).is_empty());
+
+        let mut speaker = Speaker::new();
+        let mut out = Vec::new();
+        speaker.configure(&c, &mut out);
+        assert_eq!(
+            speaker.sessions()[0].params().next_hop6,
+            Some("fd00:77::2".parse().unwrap())
+        );
+        speaker.set_desired(desired_routes(&c, |_, _| true));
+        let peer = Ipv4Addr::new(10, 77, 0, 1);
+        speaker.tick(0, &mut out);
+        speaker.step(0, peer, Event::Connected, &mut out);
+        let open = Message::Open(Open {
+            asn: 65000,
+            hold_time: 90,
+            router_id: peer,
+            four_octet_as: true,
+            ipv4_unicast: true,
+            ipv6_unicast: true,
+        });
+        let bytes = [open.encode(true), Message::Keepalive.encode(true)].concat();
+        speaker.step(0, peer, Event::Received(Dir::Outgoing, &bytes), &mut out);
+        assert!(speaker.announced(vip6));
+        speaker.set_desired(desired_routes(&c, |v, _| v != 3));
+        speaker.tick(10, &mut out);
+        assert!(!speaker.announced(vip6));
+        assert!(speaker.announced("10.77.0.100".parse().unwrap()));
+    }
+
+    #[test]
     fn incoming_connections_only_from_peers() {
         let mut speaker = Speaker::new();
         let mut out = Vec::new();

@@ -470,7 +470,7 @@ fn vrrp_status(o: &mut String, v: &VrrpStatus) {
 /// "address":..,"port":"80"|"*","protocol":..,"mode":..,"scheduler":..,"packets":N,"bytes":N,
 /// "flows":N,"backends":[{"name":..,"address":..,"weight":N,"up":B,"packets":N,"bytes":N,
 /// "flows":N}]}]}`, and with `[bgp]` also `"bgp":{"peers":[{"address":..,"asn":N,"state":..,
-/// "uptime_ms":N|null,"bfd":..(with bfd = true)}],"announced":["A.B.C.D",..]}` before the
+/// "uptime_ms":N|null,"bfd":..(with bfd = true)}],"announced":["A.B.C.D"|"IPv6",..]}` before the
 /// closing brace.
 pub fn render_status(s: &Snapshot<'_>) -> String {
     let mut o = String::new();
@@ -795,6 +795,38 @@ pub(crate) mod tests {
         assert!(none
             .lines()
             .any(|l| l == "sidestep_bgp_announced{vip=\"web\"} 0"));
+    }
+
+    #[test]
+    fn ipv6_vips_in_bgp_announcements() {
+        let mut config = config();
+        config.bgp = Config::builder()
+            .bgp(65010)
+            .bgp_peer("10.77.0.1", 65000)
+            .build()
+            .bgp;
+        config.vips.push(
+            Vip::builder("web6", "fd00:77::100", VipPort::One(80))
+                .backend("be1", "fd00:77::21", 1)
+                .build(),
+        );
+        let announced = ["fd00:77::100".parse().unwrap()];
+        let s = Snapshot {
+            bgp_announced: &announced,
+            ..quiet(&config)
+        };
+        let status = render_status(&s);
+        assert!(
+            status.ends_with("\"announced\":[\"fd00:77::100\"]}}\n"),
+            "{status}"
+        );
+        let m = render_metrics(&s);
+        for line in [
+            "sidestep_bgp_announced{vip=\"web\"} 0",
+            "sidestep_bgp_announced{vip=\"web6\"} 1",
+        ] {
+            assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
+        }
     }
 
     #[test]
