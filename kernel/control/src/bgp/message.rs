@@ -100,7 +100,7 @@ pub mod code {
     pub const INVALID_NEXT_HOP_ATTRIBUTE: u8 = 8;
     /// UPDATE: a known optional attribute with a bad value.
     pub const OPTIONAL_ATTRIBUTE_ERROR: u8 = 9;
-    /// UPDATE: a prefix longer than 32 bits or cut short.
+    /// UPDATE: a prefix longer than its address (32 or 128 bits) or cut short.
     pub const INVALID_NETWORK_FIELD: u8 = 10;
     /// UPDATE: an AS_PATH whose segments do not parse.
     pub const MALFORMED_AS_PATH: u8 = 11;

@@ -356,7 +356,7 @@ impl Session {
     }
 
     /// Take one event at time `now` (milliseconds, never going back); `desired` is the set of
-    /// /32s the peer should hold from this balancer.
+    /// host routes (/32s, /128s) the peer should hold from this balancer.
     pub fn step(&mut self, now: u64, event: Event<'_>, desired: &Routes, out: &mut Vec<Action>) {
         match event {
             Event::Tick => self.tick(now, out),
