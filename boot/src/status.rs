@@ -4,7 +4,7 @@
 //! `{"version":V,"uptime_ms":U,"flows_capacity":C,"drops":{"malformed":N,...},"vips":[{"name",
 //! "address","port","protocol","mode","scheduler","packets","bytes","flows","backends":[{"name",
 //! "address","weight","up","packets","bytes","flows"}]}]}`, with `[bgp]` also
-//! `"bgp":{"peers":[{"address","asn","state","uptime_ms"}],"announced":["A.B.C.D",..]}`.
+//! `"bgp":{"peers":[{"address","asn","state","uptime_ms"}],"announced":["A.B.C.D"|"IPv6",..]}`.
 //! With `[vrrp]` also `"vrrp":{"vrid","version","state","priority","master","master_priority",
 //! ...}`. Fields the image adds later are ignored here, so an older tool still reads a newer
 //! image.

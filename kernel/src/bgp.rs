@@ -10,7 +10,7 @@
 //!   [`Ports`], to the peer's port 179.
 //! - **Bytes**: what a socket received goes to its session as it arrives; what the session
 //!   sends waits in a per-connection queue until the socket takes it.
-//! - **Routes**: the desired /32s are recomputed from the forwarder's backend health every
+//! - **Routes**: the desired /32s and /128s are recomputed from the forwarder's backend health every
 //!   [`EVALUATE_MS`] and after every config apply, so a change reaches the peers well within a
 //!   second.
 //!
@@ -442,7 +442,7 @@ impl Bgp {
     }
 
     /// Whether `address` is announced to at least one peer.
-    pub fn announced(&self, address: Ipv4Addr) -> bool {
+    pub fn announced(&self, address: core::net::IpAddr) -> bool {
         self.speaker.announced(address)
     }
 }

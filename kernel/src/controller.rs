@@ -311,13 +311,10 @@ fn render(endpoint: Endpoint, parts: &Parts<'_>, uptime_ms: u64) -> Response {
         .collect();
     let transitions = health.transitions();
     let bgp_peers = bgp.peers(uptime_ms);
-    let bgp_announced: Vec<Ipv4Addr> = config
+    let bgp_announced: Vec<IpAddr> = config
         .vips
         .iter()
-        .filter_map(|v| match v.address {
-            core::net::IpAddr::V4(a) => Some(a),
-            core::net::IpAddr::V6(_) => None,
-        })
+        .map(|v| v.address)
         .filter(|a| bgp.announced(*a))
         .collect();
     let snapshot = Snapshot {

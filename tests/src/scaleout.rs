@@ -1,7 +1,9 @@
 //! Scale-out on the namespace network: two Sidestep images side by side on the segment
 //! ([`crate::fixture::Balancers`]) announce their VIPs by BGP to BIRD 2 on the router, which
 //! installs each VIP with both balancers as next hops (`merge paths`) and spreads flows over them
-//! by the layer-4 multipath hash; [`Host::Wan`] is the client behind the router.
+//! by the layer-4 multipath hash; [`Host::Wan`] is the client behind the router. Each
+//! balancer also has an IPv6 address on the segment and announces the IPv6 VIP `web6` as a
+//! /128 over multiprotocol BGP on the same IPv4 session (BIRD's `ipv6` channel).
 //!
 //! What the e2e test `e2e_bgp` and `qemu/demo` both need lives here, so that the demo shows
 //! exactly what the test checks: the balancers' config, BIRD's config and start, the router's
@@ -16,7 +18,7 @@ use crate::netns::{
 };
 use crate::qemu::Image;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 /// The management port of both balancers.
@@ -33,6 +35,19 @@ pub const HOLD_TIME: u16 = 9;
 pub const BFD_DETECTION: Duration = Duration::from_secs(3);
 /// The balancers' addresses, in boot order (balancer 0 is "A", 1 is "B").
 pub const ADDRS: [Ipv4Addr; 2] = [BALANCER, BALANCER2];
+/// The router's IPv6 address on the segment (the balancers' `address6` prefix, so that BIRD
+/// takes their IPv6 next hops as directly connected).
+pub const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 1);
+/// The IPv6 VIP `web6`, announced as a /128 by both balancers.
+pub const VIP_WEB6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0x100);
+/// The balancers' `interface.address6`, in boot order: fd00:77::N for 10.77.0.N.
+pub const ADDRS6: [Ipv6Addr; 2] = [address6_of(BALANCER), address6_of(BALANCER2)];
+
+/// The IPv6 address of the balancer at `address`: fd00:77:: with the same last byte.
+pub const fn address6_of(address: Ipv4Addr) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, address.octets()[3] as u16)
+}
+
 /// How long a route change may take to show in the router's table: the balancer sends it
 /// within a second; the rest is slack for a loaded machine.
 pub const ROUTE_CHANGE: Duration = Duration::from_secs(5);
@@ -108,11 +123,13 @@ pub struct BalancerConfig<'a> {
 }
 
 /// The config (version 1) of one balancer: a maglev dsr-l2 VIP `web` over be1 and be2 with
-/// health checks, management open to the segment client, `[bgp]` AS [`LB_AS`] with the router
-/// as peer and a [`HOLD_TIME`] hold time.
+/// health checks, the IPv6 VIP `web6` (announced only: IPv6 forwarding is not this scenario's),
+/// management open to the segment client, `[bgp]` AS [`LB_AS`] with the router as peer and a
+/// [`HOLD_TIME`] hold time.
 pub fn config_text(c: &BalancerConfig<'_>) -> String {
     let client = Host::Client.addr().expect("has one");
     let address = c.address;
+    let address6 = address6_of(address);
     let pubkey = c
         .pubkey
         .map(|k| format!("pubkey = \"{k}\"\n"))
@@ -150,6 +167,7 @@ version = 1
 [interface]
 address = "{address}/24"
 gateway = "{GATEWAY}"
+address6 = "{address6}/64"
 
 [management]
 port = {MGMT_PORT}
@@ -164,7 +182,22 @@ bfd = true
 address = "{GATEWAY}"
 asn = {RT_AS}
 {extra_peer}
-{web_vip}{web3}"#,
+{web_vip}
+# Announced over MP-BGP as a /128 with address6 as next hop. No health check: the balancer
+# does not check IPv6 backends yet, so the VIP is announced while the balancer runs.
+[[vip]]
+name = "web6"
+address = "{VIP_WEB6}"
+port = 80
+protocol = "tcp"
+mode = "dsr-l2"
+scheduler = "maglev"
+
+[[vip.backend]]
+name = "be1"
+address = "fd00:77::21"
+weight = 1
+{web3}"#,
         web_vip = crate::fixture::group_web_vip(),
         written_by = c.written_by,
     )
@@ -193,12 +226,35 @@ fn bird_socket(net: &DemoNet) -> String {
 }
 
 /// BIRD on the router, its files in the run's directory: a session with each balancer
-/// (passive and active), their routes into the kernel table with both next hops merged, the
-/// layer-4 multipath hash.
+/// (passive and active) carrying IPv4 and IPv6 unicast, their IPv4 routes into the kernel table
+/// with both next hops merged, the layer-4 multipath hash. The router gets IPv6 on its segment
+/// interface first ([`GATEWAY6`]; the namespaces are made without IPv6), as BIRD takes an IPv6
+/// next hop only on a directly connected network.
 pub fn start_bird(net: &DemoNet) -> netns::Result<()> {
     net.run_ok(
         Host::Rt,
-        &["sysctl", "-q", "-w", "net.ipv4.fib_multipath_hash_policy=1"],
+        &[
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.fib_multipath_hash_policy=1",
+            "net.ipv6.conf.all.disable_ipv6=0",
+            "net.ipv6.conf.eth0.disable_ipv6=0",
+        ],
+    )?;
+    // nodad: usable at once, before BIRD starts.
+    net.run_ok(
+        Host::Rt,
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{GATEWAY6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ],
     )?;
     let conf = net.dir().join("bird.conf");
     let peers: String = ADDRS
@@ -225,6 +281,7 @@ template bgp balancer {{
     connect retry time 1;
     error wait time 1, 5;
     ipv4 {{ import all; export none; }};
+    ipv6 {{ import all; export none; }};
 }}
 {peers}"#
     );
@@ -269,6 +326,39 @@ pub fn next_hops(net: &DemoNet, vip: Ipv4Addr) -> Result<Vec<Ipv4Addr>> {
         .collect();
     hops.sort();
     Ok(hops)
+}
+
+/// The next hops of BIRD's routes to `vip` (IPv6: BIRD's table, not the kernel's), sorted
+/// (none without a route).
+pub fn next_hops6(net: &DemoNet, vip: Ipv6Addr) -> Result<Vec<Ipv6Addr>> {
+    let out = birdc(net, &["show", "route", "for", &vip.to_string()])?;
+    // Only routes for the /128 itself: `for` would also match a shorter covering prefix.
+    if !out.contains(&format!("{vip}/128")) {
+        return Ok(Vec::new());
+    }
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let mut hops: Vec<Ipv6Addr> = words
+        .windows(2)
+        .filter(|w| w[0] == "via")
+        .filter_map(|w| w[1].parse().ok())
+        .collect();
+    hops.sort();
+    Ok(hops)
+}
+
+/// Waits (up to `timeout`) until BIRD's routes to `vip` go over exactly `hops` (sorted).
+pub fn wait_for_hops6(
+    net: &DemoNet,
+    what: &str,
+    vip: Ipv6Addr,
+    hops: &[Ipv6Addr],
+    timeout: Duration,
+) -> Result<Duration> {
+    let started = Instant::now();
+    wait_until(what, timeout, || {
+        Ok((next_hops6(net, vip)? == hops).then_some(()))
+    })?;
+    Ok(started.elapsed())
 }
 
 /// Polls `probe` every 100 ms until it gives `Some(value)`; an error of `probe` ends it at once.
@@ -480,8 +570,12 @@ mod tests {
             let a_cfg = boot::config_file::parse(&a).unwrap_or_else(|e| panic!("{e}\n{a}"));
             let b_cfg = boot::config_file::parse(&b).unwrap_or_else(|e| panic!("{e}\n{b}"));
             assert_eq!(a_cfg.vips, b_cfg.vips);
-            assert_eq!(a_cfg.vips.len(), 1 + usize::from(dsr_l3));
-            assert_eq!(a.replace("10.77.0.2/24", "10.77.0.3/24"), b);
+            assert_eq!(a_cfg.vips.len(), 2 + usize::from(dsr_l3));
+            assert_eq!(a_cfg.interface.address6.map(|p| p.address), Some(ADDRS6[0]));
+            let a = a
+                .replace("10.77.0.2/24", "10.77.0.3/24")
+                .replace("fd00:77::2/64", "fd00:77::3/64");
+            assert_eq!(a, b);
         }
     }
 

@@ -20,18 +20,25 @@
 //! The pieces `qemu/demo` shows too (the configs, BIRD, the router's table, the balancers'
 //! metrics, the download whose balancer is killed) are in `tests::scaleout`.
 //!
+//! Both also announce the IPv6 VIP `web6` (fd00:77::100/128) over multiprotocol BGP on the same
+//! sessions, next hop their `address6` (fd00:77::2, ::3; the router is fd00:77::1): BIRD's
+//! `ipv6` channel must learn it from both, lose B's with the drain and the dead balancer's with
+//! the kill, as the IPv4 route does. Only the announcement is checked, not IPv6 traffic.
+//!
 //! One boot of both images serves every check (CI time): they run in order in one test, the
 //! balancer kill last.
 
 use boot::control::config::Config;
 use boot::signing::SigningKey;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tests::fixture::{backend_of, Balancers};
 use tests::netns::{DemoNet, Host, BALANCER, BALANCER2, BIG_FILE_LEN, GATEWAY, VIP_WEB};
 use tests::qemu::Image;
-use tests::scaleout::{self, BalancerConfig, ADDRS, HOLD_TIME, LB_AS, MGMT_PORT, ROUTE_CHANGE};
+use tests::scaleout::{
+    self, BalancerConfig, ADDRS, ADDRS6, HOLD_TIME, LB_AS, MGMT_PORT, ROUTE_CHANGE, VIP_WEB6,
+};
 
 /// The AS of GoBGP and FRR on the client.
 const CLIENT_AS: u32 = 65001;
@@ -149,6 +156,12 @@ fn wait_for_hops(b: &Balancers, what: &str, hops: &[Ipv4Addr]) -> Duration {
         .unwrap_or_else(|e| fail(b, what, e))
 }
 
+/// Waits until BIRD's routes to the IPv6 VIP go over exactly `hops`; returns how long.
+fn wait_for_hops6(b: &Balancers, what: &str, hops: &[Ipv6Addr]) -> Duration {
+    scaleout::wait_for_hops6(&b.net, what, VIP_WEB6, hops, ROUTE_CHANGE)
+        .unwrap_or_else(|e| fail(b, what, e))
+}
+
 /// One sample of balancer `i`'s metrics, by its full name with labels.
 fn metric(b: &Balancers, i: usize, sample: &str) -> u64 {
     scaleout::metric(&b.net, i, sample).unwrap_or_else(|e| fail(b, "metrics", e))
@@ -251,6 +264,42 @@ fn check_connections_over(b: &Balancers, carrying: &[usize]) {
             *n > 0,
             carrying.contains(&i),
             "VIP packets per balancer over 40 connections: {carried:?} (expected traffic on {carrying:?})"
+        );
+    }
+}
+
+/// The IPv6 VIP's /128 is in BIRD's IPv6 table from both balancers (MP-BGP over the IPv4
+/// sessions), next hops their `address6`, AS path [65010]; both count it announced in
+/// `/metrics` and list it in `/status`.
+fn check_ipv6_vip_announced(b: &Balancers) {
+    let took = wait_for_hops6(b, "the IPv6 VIP's route from both balancers", &ADDRS6);
+    eprintln!("e2e_bgp: the IPv6 VIP over both balancers (waited {took:?})");
+    let bird = birdc(b, &["show", "route", "for", &VIP_WEB6.to_string(), "all"]);
+    assert!(
+        bird.contains(&format!("{VIP_WEB6}/128"))
+            && bird.contains(&format!("BGP.as_path: {LB_AS}"))
+            && ADDRS6
+                .iter()
+                .all(|a| bird.contains(&format!("BGP.next_hop: {a}"))),
+        "BIRD's routes for the IPv6 VIP: {bird}"
+    );
+    for (i, addr) in ADDRS.iter().enumerate() {
+        assert_eq!(
+            metric(b, i, "sidestep_bgp_announced{vip=\"web6\"}"),
+            1,
+            "balancer {i}"
+        );
+        let status = b
+            .net
+            .curl(10, &[&format!("http://{addr}:{MGMT_PORT}/status")])
+            .expect("GET /status");
+        let parsed = boot::status::Status::parse(&status)
+            .unwrap_or_else(|e| panic!("balancer {i}'s /status: {e}\n{status}"));
+        assert!(
+            parsed
+                .bgp
+                .is_some_and(|bgp| bgp.announced.contains(&VIP_WEB6.to_string())),
+            "balancer {i} announces {VIP_WEB6}: {status}"
         );
     }
 }
@@ -482,6 +531,13 @@ fn check_drain_by_push(b: &Balancers, setup: &Setup) {
     );
     eprintln!("e2e_bgp: B withdrawn {took:?} after the push");
     assert_eq!(metric(b, 1, "sidestep_bgp_announced{vip=\"web\"}"), 0);
+    // The IPv6 VIP goes with it: its /128 only over A.
+    wait_for_hops6(
+        b,
+        "B's IPv6 route withdrawn after announce = false",
+        &ADDRS6[..1],
+    );
+    assert_eq!(metric(b, 1, "sidestep_bgp_announced{vip=\"web6\"}"), 0);
     let peer = format!("sidestep_bgp_session_up{{peer=\"{GATEWAY}\"}}");
     assert_eq!(metric(b, 1, &peer), 1, "B's session stays up");
     check_connections_over(b, &[0]);
@@ -491,6 +547,7 @@ fn check_drain_by_push(b: &Balancers, setup: &Setup) {
     back.bgp.as_mut().expect("has [bgp]").announce = true;
     push(b, &setup.key, 1, &back);
     wait_for_hops(b, "B announces again after announce = true", &ADDRS);
+    wait_for_hops6(b, "B announces the IPv6 VIP again", &ADDRS6);
 }
 
 /// A slow download from the wan client; the balancer carrying it is killed mid-way; BFD drops
@@ -507,6 +564,13 @@ fn check_a_download_survives_its_balancer(b: &mut Balancers) {
         report.route_gone_after < scaleout::BFD_DETECTION,
         "the route went {:?} after the kill: BFD did not detect it (hold time {HOLD_TIME} s)",
         report.route_gone_after
+    );
+    // The dead balancer's IPv6 route went with its session.
+    let other = 1 - report.carrier;
+    wait_for_hops6(
+        b,
+        "the dead balancer's IPv6 route withdrawn",
+        &ADDRS6[other..=other],
     );
     assert_eq!(report.received, BIG_FILE_LEN, "the download's length");
     assert!(report.intact, "the download differs from the file");
@@ -568,6 +632,7 @@ fn two_balancers_announce_a_vip_to_bird_and_a_flow_survives_losing_its_balancer(
         );
     }
     check_connections_over(b, &[0, 1]);
+    check_ipv6_vip_announced(b);
     check_gobgp_interop(b);
     check_malformed_message_gets_notification(b);
     check_frr_interop(b);

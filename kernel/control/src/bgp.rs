@@ -1,8 +1,9 @@
 //! A BGP-4 speaker (RFC 4271) that announces the VIPs to routers and imports nothing.
 //!
 //! - [`message`]: the wire codec: OPEN with the 4-octet AS (RFC 6793) and multiprotocol IPv4
-//!   unicast (RFC 4760) capabilities, KEEPALIVE, UPDATE, NOTIFICATION; parsing is strict and a
-//!   malformed message yields the RFC 4271 error code and subcode to send back.
+//!   and IPv6 unicast (RFC 4760) capabilities, KEEPALIVE, UPDATE (IPv6 routes in
+//!   MP_REACH_NLRI / MP_UNREACH_NLRI), NOTIFICATION; parsing is strict and a malformed message
+//!   yields the RFC 4271 error code and subcode to send back.
 //! - [`session`]: one peer's finite state machine, stepped with the time and what its TCP
 //!   connections did (connected, closed, bytes received), answering with what to do (connect,
 //!   send, close). It keeps up to one connection each way and resolves collisions by BGP

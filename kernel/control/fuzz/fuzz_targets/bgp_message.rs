@@ -8,7 +8,7 @@ use control::bgp::message::{frame, Message};
 use control::bgp::session::Params;
 use control::bgp::{Action, Dir, Event, Routes, Session};
 use libfuzzer_sys::fuzz_target;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, data)) = data.split_first() else {
@@ -34,10 +34,15 @@ fuzz_target!(|data: &[u8]| {
         router_id: Ipv4Addr::new(10, 77, 0, 2),
         hold_time: 9,
         next_hop: Ipv4Addr::new(10, 77, 0, 2),
+        next_hop6: Some(Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 2)),
         peer: Ipv4Addr::new(10, 77, 0, 1),
         peer_asn: 65000,
     });
-    let desired: Routes = [Ipv4Addr::new(10, 77, 0, 100)].into();
+    let desired: Routes = [
+        IpAddr::V4(Ipv4Addr::new(10, 77, 0, 100)),
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0x100)),
+    ]
+    .into();
     let mut out = Vec::new();
     session.step(0, Event::Tick, &desired, &mut out);
     session.step(0, Event::Connected, &desired, &mut out);

@@ -1,16 +1,20 @@
 //! BGP-4 messages on the wire (RFC 4271 section 4): the 19-byte header and the OPEN, UPDATE,
 //! NOTIFICATION and KEEPALIVE bodies, with the capabilities this speaker uses (multiprotocol
-//! IPv4 unicast, RFC 4760 / RFC 5492; 4-octet AS numbers, RFC 6793).
+//! IPv4 and IPv6 unicast, RFC 4760 / RFC 5492; 4-octet AS numbers, RFC 6793).
+//!
+//! IPv4 routes travel in the UPDATE's own fields; IPv6 ones in the MP_REACH_NLRI and
+//! MP_UNREACH_NLRI attributes (RFC 4760 section 3, next hops as RFC 2545 lays them out).
 //!
 //! Decoding is strict: anything malformed is reported as the [`Notification`] the RFC says to
 //! send back (error code and subcode, and the data it asks for), so the session only has to
 //! send it and close. Routes the peer announces are parsed for that check and then ignored by
-//! the session (this speaker imports nothing), so UPDATE keeps only the attributes it knows.
+//! the session (this speaker imports nothing), so UPDATE keeps only the attributes it knows
+//! (multiprotocol ones of other families are checked for their framing and dropped).
 
-use crate::config::Prefix;
+use crate::config::{Prefix, Prefix6};
 use alloc::vec;
 use alloc::vec::Vec;
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 /// The length of the header every message starts with (marker, length, type).
 pub const HEADER_LEN: usize = 19;
@@ -30,6 +34,7 @@ const PARAM_CAPABILITIES: u8 = 2;
 const CAP_MULTIPROTOCOL: u8 = 1;
 const CAP_FOUR_OCTET_AS: u8 = 65;
 const AFI_IPV4: u16 = 1;
+const AFI_IPV6: u16 = 2;
 const SAFI_UNICAST: u8 = 1;
 
 const FLAG_OPTIONAL: u8 = 0x80;
@@ -44,6 +49,8 @@ const ATTR_MED: u8 = 4;
 const ATTR_LOCAL_PREF: u8 = 5;
 const ATTR_ATOMIC_AGGREGATE: u8 = 6;
 const ATTR_AGGREGATOR: u8 = 7;
+const ATTR_MP_REACH_NLRI: u8 = 14;
+const ATTR_MP_UNREACH_NLRI: u8 = 15;
 const ATTR_AS4_PATH: u8 = 17;
 
 /// ORIGIN IGP: the route was learnt inside the AS (here: configured).
@@ -93,7 +100,7 @@ pub mod code {
     pub const INVALID_NEXT_HOP_ATTRIBUTE: u8 = 8;
     /// UPDATE: a known optional attribute with a bad value.
     pub const OPTIONAL_ATTRIBUTE_ERROR: u8 = 9;
-    /// UPDATE: a prefix longer than 32 bits or cut short.
+    /// UPDATE: a prefix longer than its address (32 or 128 bits) or cut short.
     pub const INVALID_NETWORK_FIELD: u8 = 10;
     /// UPDATE: an AS_PATH whose segments do not parse.
     pub const MALFORMED_AS_PATH: u8 = 11;
@@ -146,10 +153,14 @@ pub struct Open {
     /// Whether the sender takes IPv4 unicast routes: it advertised that multiprotocol
     /// capability, or no multiprotocol capability at all (which means IPv4 unicast only).
     pub ipv4_unicast: bool,
+    /// Whether the sender takes IPv6 unicast routes (it advertised that multiprotocol
+    /// capability: AFI 2, SAFI 1).
+    pub ipv6_unicast: bool,
 }
 
 /// An UPDATE message: IPv4 unicast prefixes withdrawn and announced, and the path attributes of
-/// the announced ones.
+/// the announced ones (IPv6 prefixes are among them: [`Attribute::MpReach6`],
+/// [`Attribute::MpUnreach6`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Update {
     /// Prefixes no longer reachable through the sender.
@@ -175,6 +186,19 @@ pub enum Attribute {
     LocalPref(u32),
     /// AS4_PATH: the real 4-byte path next to an AS_PATH of AS_TRANS (RFC 6793).
     As4Path(Vec<Segment>),
+    /// MP_REACH_NLRI for IPv6 unicast: prefixes reachable through `next_hop`.
+    MpReach6 {
+        /// The global next hop.
+        next_hop: Ipv6Addr,
+        /// The link-local next hop a peer may add (RFC 2545 section 3); this speaker never
+        /// sends one, having no link-local address configured.
+        link_local: Option<Ipv6Addr>,
+        /// The prefixes announced.
+        nlri: Vec<Prefix6>,
+    },
+    /// MP_UNREACH_NLRI for IPv6 unicast: prefixes withdrawn. Empty, and alone in its UPDATE,
+    /// it is the family's End-of-RIB marker (RFC 4724 section 2).
+    MpUnreach6(Vec<Prefix6>),
 }
 
 impl Attribute {
@@ -186,6 +210,8 @@ impl Attribute {
             Attribute::Med(_) => ATTR_MED,
             Attribute::LocalPref(_) => ATTR_LOCAL_PREF,
             Attribute::As4Path(_) => ATTR_AS4_PATH,
+            Attribute::MpReach6 { .. } => ATTR_MP_REACH_NLRI,
+            Attribute::MpUnreach6(_) => ATTR_MP_UNREACH_NLRI,
         }
     }
 }
@@ -402,6 +428,7 @@ fn decode_open(body: &[u8]) -> Result<Open, Notification> {
         router_id,
         four_octet_as: false,
         ipv4_unicast: true,
+        ipv6_unicast: false,
     };
     let mut multiprotocol = false;
     let mut ipv4_unicast = false;
@@ -432,8 +459,10 @@ fn decode_open(body: &[u8]) -> Result<Open, Notification> {
                 }
                 (CAP_MULTIPROTOCOL, [a0, a1, _, safi]) => {
                     multiprotocol = true;
-                    if u16::from_be_bytes([*a0, *a1]) == AFI_IPV4 && *safi == SAFI_UNICAST {
-                        ipv4_unicast = true;
+                    match (u16::from_be_bytes([*a0, *a1]), *safi) {
+                        (AFI_IPV4, SAFI_UNICAST) => ipv4_unicast = true,
+                        (AFI_IPV6, SAFI_UNICAST) => open.ipv6_unicast = true,
+                        _ => {}
                     }
                 }
                 (CAP_FOUR_OCTET_AS | CAP_MULTIPROTOCOL, _) => {
@@ -456,9 +485,12 @@ fn encode_open(open: &Open, out: &mut Vec<u8>) {
     out.extend_from_slice(&as2.to_be_bytes());
     out.extend_from_slice(&open.hold_time.to_be_bytes());
     out.extend_from_slice(&open.router_id.octets());
-    let mut caps = Vec::with_capacity(12);
+    let mut caps = Vec::with_capacity(18);
     if open.ipv4_unicast {
         caps.extend_from_slice(&[CAP_MULTIPROTOCOL, 4, 0, AFI_IPV4 as u8, 0, SAFI_UNICAST]);
+    }
+    if open.ipv6_unicast {
+        caps.extend_from_slice(&[CAP_MULTIPROTOCOL, 4, 0, AFI_IPV6 as u8, 0, SAFI_UNICAST]);
     }
     if open.four_octet_as {
         caps.extend_from_slice(&[CAP_FOUR_OCTET_AS, 4]);
@@ -472,38 +504,71 @@ fn encode_open(open: &Open, out: &mut Vec<u8>) {
     }
 }
 
-fn decode_prefixes(mut bytes: &[u8]) -> Result<Vec<Prefix>, Notification> {
+/// Split a run of (length, significant bytes) prefixes of `N`-byte addresses (RFC 4271 4.3,
+/// RFC 4760 section 5), with the bytes past the significant ones zero.
+fn split_prefixes<const N: usize>(mut bytes: &[u8]) -> Result<Vec<([u8; N], u8)>, Notification> {
     let bad = || Notification::new(code::UPDATE, code::INVALID_NETWORK_FIELD, &[]);
     let mut out = Vec::new();
     while let Some((&len, rest)) = bytes.split_first() {
-        if len > 32 {
+        if usize::from(len) > N * 8 {
             return Err(bad());
         }
         let n = usize::from(len).div_ceil(8);
         if rest.len() < n {
             return Err(bad());
         }
-        let mut octets = [0u8; 4];
+        let mut octets = [0u8; N];
         octets[..n].copy_from_slice(&rest[..n]);
-        let prefix = Prefix {
-            address: Ipv4Addr::from(octets),
-            len,
-        };
-        // Bits past the length carry no meaning; keep the prefix in one spelling.
-        out.push(Prefix {
-            address: prefix.network(),
-            len,
-        });
+        out.push((octets, len));
         bytes = &rest[n..];
     }
     Ok(out)
 }
 
+// Bits past a prefix's length carry no meaning; the decoders keep each prefix in one spelling.
+fn decode_prefixes(bytes: &[u8]) -> Result<Vec<Prefix>, Notification> {
+    Ok(split_prefixes::<4>(bytes)?
+        .into_iter()
+        .map(|(octets, len)| {
+            let address = Prefix {
+                address: Ipv4Addr::from(octets),
+                len,
+            }
+            .network();
+            Prefix { address, len }
+        })
+        .collect())
+}
+
+fn decode_prefixes6(bytes: &[u8]) -> Result<Vec<Prefix6>, Notification> {
+    Ok(split_prefixes::<16>(bytes)?
+        .into_iter()
+        .map(|(octets, len)| {
+            let address = Prefix6 {
+                address: Ipv6Addr::from(octets),
+                len,
+            }
+            .network();
+            Prefix6 { address, len }
+        })
+        .collect())
+}
+
+fn encode_prefix(octets: &[u8], len: u8, out: &mut Vec<u8>) {
+    let len = len.min(octets.len() as u8 * 8);
+    out.push(len);
+    out.extend_from_slice(&octets[..usize::from(len).div_ceil(8)]);
+}
+
 fn encode_prefixes(prefixes: &[Prefix], out: &mut Vec<u8>) {
     for p in prefixes {
-        let n = usize::from(p.len.min(32)).div_ceil(8);
-        out.push(p.len.min(32));
-        out.extend_from_slice(&p.network().octets()[..n]);
+        encode_prefix(&p.network().octets(), p.len, out);
+    }
+}
+
+fn encode_prefixes6(prefixes: &[Prefix6], out: &mut Vec<u8>) {
+    for p in prefixes {
+        encode_prefix(&p.network().octets(), p.len, out);
     }
 }
 
@@ -575,16 +640,21 @@ fn decode_update(body: &[u8], four_octet: bool) -> Result<Update, Notification> 
             update.attributes.push(attr);
         }
     }
-    if !update.nlri.is_empty() {
-        for kind in [ATTR_ORIGIN, ATTR_AS_PATH, ATTR_NEXT_HOP] {
-            if !seen[usize::from(kind)] {
-                return Err(Notification::new(
-                    code::UPDATE,
-                    code::MISSING_WELL_KNOWN_ATTRIBUTE,
-                    &[kind],
-                ));
-            }
-        }
+    // Routes need ORIGIN and AS_PATH wherever they are; NEXT_HOP only for the IPv4 ones in
+    // the NLRI field (a multiprotocol family carries its next hop in MP_REACH_NLRI).
+    let required: &[u8] = if !update.nlri.is_empty() {
+        &[ATTR_ORIGIN, ATTR_AS_PATH, ATTR_NEXT_HOP]
+    } else if seen[usize::from(ATTR_MP_REACH_NLRI)] {
+        &[ATTR_ORIGIN, ATTR_AS_PATH]
+    } else {
+        &[]
+    };
+    if let Some(kind) = required.iter().find(|k| !seen[usize::from(**k)]) {
+        return Err(Notification::new(
+            code::UPDATE,
+            code::MISSING_WELL_KNOWN_ATTRIBUTE,
+            &[*kind],
+        ));
     }
     Ok(update)
 }
@@ -604,7 +674,7 @@ fn decode_attribute(
         ATTR_ORIGIN | ATTR_AS_PATH | ATTR_NEXT_HOP | ATTR_LOCAL_PREF | ATTR_ATOMIC_AGGREGATE => {
             Some(FLAG_TRANSITIVE)
         }
-        ATTR_MED => Some(FLAG_OPTIONAL),
+        ATTR_MED | ATTR_MP_REACH_NLRI | ATTR_MP_UNREACH_NLRI => Some(FLAG_OPTIONAL),
         ATTR_AGGREGATOR | ATTR_AS4_PATH => Some(FLAG_OPTIONAL | FLAG_TRANSITIVE),
         _ => None,
     };
@@ -652,8 +722,55 @@ fn decode_attribute(
         }
         // A malformed AS4_PATH is discarded, not an error (RFC 6793 section 6).
         ATTR_AS4_PATH => decode_segments(value, 4).map(Attribute::As4Path),
+        ATTR_MP_REACH_NLRI => decode_mp_reach(value, whole)?,
+        ATTR_MP_UNREACH_NLRI => match value {
+            [a0, a1, safi, withdrawn @ ..] => {
+                if (u16::from_be_bytes([*a0, *a1]), *safi) == (AFI_IPV6, SAFI_UNICAST) {
+                    Some(Attribute::MpUnreach6(decode_prefixes6(withdrawn)?))
+                } else {
+                    None
+                }
+            }
+            _ => return Err(error(code::OPTIONAL_ATTRIBUTE_ERROR)),
+        },
         _ => None,
     })
+}
+
+/// MP_REACH_NLRI's value (RFC 4760 section 3): AFI, SAFI, next hop length and next hop, a
+/// reserved byte, NLRI. A family this speaker does not use is dropped once its framing holds.
+fn decode_mp_reach(value: &[u8], whole: &[u8]) -> Result<Option<Attribute>, Notification> {
+    let broken = || Notification::new(code::UPDATE, code::OPTIONAL_ATTRIBUTE_ERROR, whole);
+    let [a0, a1, safi, hop_len, rest @ ..] = value else {
+        return Err(broken());
+    };
+    let hop_len = usize::from(*hop_len);
+    // The reserved byte (once the count of SNPAs, RFC 2858) is ignored on receipt.
+    let (Some(hop), Some(nlri)) = (rest.get(..hop_len), rest.get(hop_len + 1..)) else {
+        return Err(broken());
+    };
+    if (u16::from_be_bytes([*a0, *a1]), *safi) != (AFI_IPV6, SAFI_UNICAST) {
+        return Ok(None);
+    }
+    let address = |b: &[u8]| <[u8; 16]>::try_from(b).map(Ipv6Addr::from);
+    let (next_hop, link_local) = match hop.len() {
+        16 => (address(hop), None),
+        32 => (address(&hop[..16]), address(&hop[16..]).ok()),
+        _ => return Err(broken()),
+    };
+    let next_hop = next_hop.map_err(|_| broken())?;
+    if next_hop.is_unspecified() || next_hop.is_multicast() {
+        return Err(Notification::new(
+            code::UPDATE,
+            code::INVALID_NEXT_HOP_ATTRIBUTE,
+            whole,
+        ));
+    }
+    Ok(Some(Attribute::MpReach6 {
+        next_hop,
+        link_local,
+        nlri: decode_prefixes6(nlri)?,
+    }))
 }
 
 fn encode_update(update: &Update, four_octet: bool, out: &mut Vec<u8>) {
@@ -688,6 +805,26 @@ fn encode_update(update: &Update, four_octet: bool, out: &mut Vec<u8>) {
             Attribute::As4Path(segments) => {
                 encode_segments(segments, true, &mut value);
                 FLAG_OPTIONAL | FLAG_TRANSITIVE
+            }
+            Attribute::MpReach6 {
+                next_hop,
+                link_local,
+                nlri,
+            } => {
+                let hop_len = if link_local.is_some() { 32 } else { 16 };
+                value.extend_from_slice(&[0, AFI_IPV6 as u8, SAFI_UNICAST, hop_len]);
+                value.extend_from_slice(&next_hop.octets());
+                if let Some(ll) = link_local {
+                    value.extend_from_slice(&ll.octets());
+                }
+                value.push(0);
+                encode_prefixes6(nlri, &mut value);
+                FLAG_OPTIONAL
+            }
+            Attribute::MpUnreach6(withdrawn) => {
+                value.extend_from_slice(&[0, AFI_IPV6 as u8, SAFI_UNICAST]);
+                encode_prefixes6(withdrawn, &mut value);
+                FLAG_OPTIONAL
             }
         };
         if value.len() > 255 {

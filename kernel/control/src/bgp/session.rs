@@ -27,8 +27,12 @@
 //! and takes incoming ones.
 //!
 //! **Routes.** Once Established, the session sends UPDATEs that bring the peer from what it was
-//! sent to the desired set of /32s given with each step (ORIGIN IGP, AS_PATH = [own AS],
-//! NEXT_HOP = the interface address, LOCAL_PREF 100 to an internal peer). UPDATEs from the peer
+//! sent to the desired set of addresses given with each step: IPv4 ones as /32s (NEXT_HOP = the
+//! interface address), IPv6 ones as /128s in MP_REACH_NLRI / MP_UNREACH_NLRI (next hop =
+//! `interface.address6`), each with ORIGIN IGP, AS_PATH = [own AS] and LOCAL_PREF 100 to an
+//! internal peer. A family goes only to a peer that negotiated it (both OPENs carried its
+//! multiprotocol capability); IPv6 unicast is offered only when there is an IPv6 next hop, so
+//! a balancer without `address6` opens exactly as an IPv4-only speaker. UPDATEs from the peer
 //! are checked and ignored: nothing is imported.
 
 use super::message::{
@@ -36,11 +40,11 @@ use super::message::{
     MAX_LEN, ORIGIN_IGP,
 };
 use super::speaker::Routes;
-use crate::config::{Prefix, VIPS_MAX};
+use crate::config::{Prefix, Prefix6, VIPS_MAX};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// How long OpenSent waits for the peer's OPEN (RFC 4271 8.2.2 suggests four minutes).
 pub const OPEN_HOLD_MS: u64 = 240_000;
@@ -55,8 +59,13 @@ pub const STABLE_MS: u64 = 60_000;
 /// LOCAL_PREF sent to internal peers (the customary default).
 pub const LOCAL_PREF: u32 = 100;
 
-// One UPDATE always holds every route: each /32 takes 5 bytes, withdrawn or announced.
+// One UPDATE always holds every IPv4 route: each /32 takes 5 bytes, withdrawn or announced.
 const _: () = assert!(HEADER_LEN + 4 + 2 * VIPS_MAX * 5 + 64 <= MAX_LEN);
+/// The most /128s (17 bytes each) in one UPDATE; more go in several.
+const ROUTES6_PER_UPDATE: usize = 200;
+// Beside them: the header, two length fields, MP_REACH_NLRI's framing with a link-local next
+// hop (41 bytes) and ORIGIN, AS_PATH, LOCAL_PREF, AS4_PATH (at most 29 bytes).
+const _: () = assert!(HEADER_LEN + 4 + 41 + 29 + ROUTES6_PER_UPDATE * 17 <= MAX_LEN);
 
 /// Which of the session's two TCP connections an event or action is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -175,8 +184,11 @@ pub struct Params {
     pub router_id: Ipv4Addr,
     /// The hold time proposed, in seconds.
     pub hold_time: u16,
-    /// The next hop announced: the interface address.
+    /// The next hop announced for IPv4 VIPs: the interface address.
     pub next_hop: Ipv4Addr,
+    /// The next hop announced for IPv6 VIPs: `interface.address6`; without it IPv6 unicast is
+    /// not offered.
+    pub next_hop6: Option<Ipv6Addr>,
     /// The peer's address.
     pub peer: Ipv4Addr,
     /// The peer's AS, checked against its OPEN.
@@ -202,6 +214,7 @@ struct Link {
     hold_ms: u64,
     four_octet: bool,
     ipv4_unicast: bool,
+    ipv6_unicast: bool,
     remote_id: Ipv4Addr,
     rx: Vec<u8>,
 }
@@ -216,6 +229,7 @@ impl Link {
             hold_ms: 0,
             four_octet: false,
             ipv4_unicast: false,
+            ipv6_unicast: false,
             remote_id: Ipv4Addr::UNSPECIFIED,
             rx: Vec::new(),
         }
@@ -226,6 +240,13 @@ impl Link {
     fn heard(&mut self, now: u64) {
         if self.hold_ms > 0 {
             self.hold_at = Some(now + self.hold_ms);
+        }
+    }
+    /// Whether the session negotiated the family of `address`.
+    fn carries(&self, address: &IpAddr) -> bool {
+        match address {
+            IpAddr::V4(_) => self.ipv4_unicast,
+            IpAddr::V6(_) => self.ipv6_unicast,
         }
     }
 }
@@ -335,7 +356,7 @@ impl Session {
     }
 
     /// Take one event at time `now` (milliseconds, never going back); `desired` is the set of
-    /// /32s the peer should hold from this balancer.
+    /// host routes (/32s, /128s) the peer should hold from this balancer.
     pub fn step(&mut self, now: u64, event: Event<'_>, desired: &Routes, out: &mut Vec<Action>) {
         match event {
             Event::Tick => self.tick(now, out),
@@ -357,6 +378,7 @@ impl Session {
             router_id: self.params.router_id,
             four_octet_as: true,
             ipv4_unicast: true,
+            ipv6_unicast: self.params.next_hop6.is_some(),
         })
     }
 
@@ -525,6 +547,8 @@ impl Session {
         link.keepalive_at = (hold_ms > 0).then_some(now + link.keepalive_ms());
         link.four_octet = open.four_octet_as;
         link.ipv4_unicast = open.ipv4_unicast;
+        // Offered by both sides: ours is offered only with an IPv6 next hop.
+        link.ipv6_unicast = open.ipv6_unicast && p.next_hop6.is_some();
         link.remote_id = open.router_id;
         send(out, dir, &Message::Keepalive, link.four_octet);
         self.resolve_collision(dir, out);
@@ -575,54 +599,100 @@ impl Session {
         }
     }
 
-    /// Bring the peer from what it was sent to `desired`, in one UPDATE.
+    /// Bring the peer from what it was sent to `desired` (the families it negotiated): one
+    /// UPDATE for IPv4, withdrawals before announcements for IPv6 (as many as the /128s need).
     fn announce(&mut self, now: u64, desired: &Routes, out: &mut Vec<Action>) {
         let Some(dir) = [Dir::Outgoing, Dir::Incoming].into_iter().find(|d| {
             self.links[d.index()]
                 .as_ref()
-                .is_some_and(|l| l.phase == Phase::Established && l.ipv4_unicast)
+                .is_some_and(|l| l.phase == Phase::Established)
         }) else {
             return;
         };
         let Some(link) = &mut self.links[dir.index()] else {
             return;
         };
-        let host = |address: &Ipv4Addr| Prefix {
-            address: *address,
-            len: 32,
-        };
-        let withdrawn: Vec<Prefix> = self.sent.difference(desired).map(host).collect();
-        let nlri: Vec<Prefix> = desired.difference(&self.sent).map(host).collect();
-        if withdrawn.is_empty() && nlri.is_empty() {
+        let wanted: Routes = desired
+            .iter()
+            .filter(|a| link.carries(a))
+            .copied()
+            .collect();
+        if wanted == self.sent {
             return;
         }
         let p = &self.params;
-        let mut attributes = Vec::new();
-        if !nlri.is_empty() {
-            let path = vec![Segment {
-                kind: AS_SEQUENCE,
-                asns: vec![p.local_asn],
-            }];
-            attributes.push(Attribute::Origin(ORIGIN_IGP));
-            attributes.push(Attribute::AsPath(path.clone()));
-            attributes.push(Attribute::NextHop(p.next_hop));
-            if p.peer_asn == p.local_asn {
-                attributes.push(Attribute::LocalPref(LOCAL_PREF));
-            }
-            if !link.four_octet && p.local_asn > u32::from(u16::MAX) {
-                attributes.push(Attribute::As4Path(path));
+        let (mut withdrawn4, mut withdrawn6) = (Vec::new(), Vec::new());
+        for address in self.sent.difference(&wanted) {
+            match *address {
+                IpAddr::V4(address) => withdrawn4.push(Prefix { address, len: 32 }),
+                IpAddr::V6(address) => withdrawn6.push(Prefix6 { address, len: 128 }),
             }
         }
-        let update = Update {
-            withdrawn,
-            attributes,
-            nlri,
-        };
-        send(out, dir, &Message::Update(update), link.four_octet);
+        let (mut nlri4, mut nlri6) = (Vec::new(), Vec::new());
+        for address in wanted.difference(&self.sent) {
+            match *address {
+                IpAddr::V4(address) => nlri4.push(Prefix { address, len: 32 }),
+                IpAddr::V6(address) => nlri6.push(Prefix6 { address, len: 128 }),
+            }
+        }
+        // The attributes every announcement shares, after its next hop.
+        let path = vec![Segment {
+            kind: AS_SEQUENCE,
+            asns: vec![p.local_asn],
+        }];
+        let mut common = vec![
+            Attribute::Origin(ORIGIN_IGP),
+            Attribute::AsPath(path.clone()),
+        ];
+        if p.peer_asn == p.local_asn {
+            common.push(Attribute::LocalPref(LOCAL_PREF));
+        }
+        if !link.four_octet && p.local_asn > u32::from(u16::MAX) {
+            common.push(Attribute::As4Path(path));
+        }
+        let mut updates = Vec::new();
+        if !withdrawn4.is_empty() || !nlri4.is_empty() {
+            let mut attributes = Vec::new();
+            if !nlri4.is_empty() {
+                attributes.extend_from_slice(&common[..2]);
+                attributes.push(Attribute::NextHop(p.next_hop));
+                attributes.extend_from_slice(&common[2..]);
+            }
+            updates.push(Update {
+                withdrawn: withdrawn4,
+                attributes,
+                nlri: nlri4,
+            });
+        }
+        for chunk in withdrawn6.chunks(ROUTES6_PER_UPDATE) {
+            updates.push(Update {
+                attributes: vec![Attribute::MpUnreach6(chunk.to_vec())],
+                ..Update::default()
+            });
+        }
+        // `carries` admitted IPv6 routes only with a next hop.
+        if let Some(next_hop) = p.next_hop6 {
+            for chunk in nlri6.chunks(ROUTES6_PER_UPDATE) {
+                // MP_REACH_NLRI first, as RFC 7606 section 5.1 asks.
+                let mut attributes = vec![Attribute::MpReach6 {
+                    next_hop,
+                    link_local: None,
+                    nlri: chunk.to_vec(),
+                }];
+                attributes.extend_from_slice(&common);
+                updates.push(Update {
+                    attributes,
+                    ..Update::default()
+                });
+            }
+        }
+        for update in updates {
+            send(out, dir, &Message::Update(update), link.four_octet);
+        }
         if link.hold_ms > 0 {
             link.keepalive_at = Some(now + link.keepalive_ms());
         }
-        self.sent = desired.clone();
+        self.sent = wanted;
     }
 }
 

@@ -10,13 +10,13 @@ use super::session::{Action, Event, Params, Session};
 use crate::config::Config;
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr};
 
-/// A set of /32 routes (VIP addresses).
-pub type Routes = BTreeSet<Ipv4Addr>;
+/// A set of host routes (VIP addresses): /32s for IPv4, /128s for IPv6.
+pub type Routes = BTreeSet<IpAddr>;
 
-/// The /32s that should be announced: with `[bgp] announce = true`, the address of every VIP
-/// with at least one backend up (`up(vip, backend)` by index into `config.vips` and its
+/// The host routes that should be announced: with `[bgp] announce = true`, the address of
+/// every VIP with at least one backend up (`up(vip, backend)` by index into `config.vips` and its
 /// backends); none without `[bgp]` or with `announce = false`. An address shared by several
 /// VIPs (other ports or protocols) is announced while any of them has a backend up.
 pub fn desired_routes(config: &Config, up: impl Fn(usize, usize) -> bool) -> Routes {
@@ -26,10 +26,7 @@ pub fn desired_routes(config: &Config, up: impl Fn(usize, usize) -> bool) -> Rou
             .iter()
             .enumerate()
             .filter(|(v, vip)| (0..vip.backends.len()).any(|b| up(*v, b)))
-            .filter_map(|(_, vip)| match vip.address {
-                core::net::IpAddr::V4(a) => Some(a),
-                core::net::IpAddr::V6(_) => None,
-            })
+            .map(|(_, vip)| vip.address)
             .collect(),
         _ => Routes::new(),
     }
@@ -61,6 +58,7 @@ impl Speaker {
                     router_id: bgp.router_id(&config.interface),
                     hold_time: bgp.hold_time,
                     next_hop: config.interface.address.address,
+                    next_hop6: config.interface.address6.map(|p| p.address),
                     peer: peer.address,
                     peer_asn: peer.asn,
                 })
@@ -155,7 +153,7 @@ impl Speaker {
     }
 
     /// Whether `address` is announced to at least one peer.
-    pub fn announced(&self, address: Ipv4Addr) -> bool {
+    pub fn announced(&self, address: IpAddr) -> bool {
         self.sessions
             .iter()
             .any(|s| s.announced().contains(&address))
@@ -192,7 +190,7 @@ mod tests {
         let c = config(true);
         c.validate().unwrap();
         let all = desired_routes(&c, |_, _| true);
-        let addr = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let addr = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(all, [addr("10.77.0.100"), addr("10.77.0.101")].into());
         // dns with no backend up is withdrawn; one backend of web is enough.
         let some = desired_routes(&c, |v, b| v == 0 && b == 1);
@@ -216,6 +214,7 @@ mod tests {
             router_id: peer,
             four_octet_as: true,
             ipv4_unicast: true,
+            ipv6_unicast: false,
         });
         let bytes = [open.encode(true), Message::Keepalive.encode(true)].concat();
         speaker.step(now, peer, Event::Received(Dir::Outgoing, &bytes), &mut out);
@@ -231,7 +230,7 @@ mod tests {
         assert!(out.is_empty());
         speaker.set_desired(desired_routes(&c, |_, _| true));
         establish(&mut speaker, 0);
-        let addr = Ipv4Addr::new(10, 77, 0, 100);
+        let addr = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 100));
         assert!(speaker.announced(addr));
 
         // The same peers with announce = false: the session stays, every route is withdrawn.
@@ -286,6 +285,7 @@ mod tests {
             router_id: peer,
             four_octet_as: true,
             ipv4_unicast: true,
+            ipv6_unicast: false,
         });
         speaker.step(
             100,
@@ -294,6 +294,50 @@ mod tests {
             &mut out,
         );
         assert_eq!(speaker.sessions()[0].state(), State::OpenConfirm);
+    }
+
+    #[test]
+    fn ipv6_vips_are_announced_with_address6_as_next_hop() {
+        let mut c = config(true);
+        c.interface.address6 = Some(crate::config::Prefix6::parse("fd00:77::2/64").unwrap());
+        c.vips.push(
+            Vip::builder("web6", "fd00:77::100", VipPort::One(80))
+                .scheduler(Scheduler::Maglev)
+                .backend("be1", "fd00:77::21", 1)
+                .build(),
+        );
+        c.validate().unwrap();
+        let vip6: IpAddr = "fd00:77::100".parse().unwrap();
+        assert!(desired_routes(&c, |_, _| true).contains(&vip6));
+        assert!(!desired_routes(&c, |v, _| v != 3).contains(&vip6));
+        assert!(desired_routes(&config(false), |_, _| true).is_empty());
+
+        let mut speaker = Speaker::new();
+        let mut out = Vec::new();
+        speaker.configure(&c, &mut out);
+        assert_eq!(
+            speaker.sessions()[0].params().next_hop6,
+            Some("fd00:77::2".parse().unwrap())
+        );
+        speaker.set_desired(desired_routes(&c, |_, _| true));
+        let peer = Ipv4Addr::new(10, 77, 0, 1);
+        speaker.tick(0, &mut out);
+        speaker.step(0, peer, Event::Connected, &mut out);
+        let open = Message::Open(Open {
+            asn: 65000,
+            hold_time: 90,
+            router_id: peer,
+            four_octet_as: true,
+            ipv4_unicast: true,
+            ipv6_unicast: true,
+        });
+        let bytes = [open.encode(true), Message::Keepalive.encode(true)].concat();
+        speaker.step(0, peer, Event::Received(Dir::Outgoing, &bytes), &mut out);
+        assert!(speaker.announced(vip6));
+        speaker.set_desired(desired_routes(&c, |v, _| v != 3));
+        speaker.tick(10, &mut out);
+        assert!(!speaker.announced(vip6));
+        assert!(speaker.announced("10.77.0.100".parse().unwrap()));
     }
 
     #[test]

@@ -502,6 +502,22 @@ fn bgp_needs_schedulers_every_balancer_agrees_on() {
     c.validate().unwrap();
 }
 
+#[test]
+fn bgp_announces_ipv6_vips_with_address6_as_next_hop() {
+    let mut c = ipv6_example();
+    c.bgp = with_bgp().bgp;
+    for v in &mut c.vips {
+        v.scheduler = Scheduler::Maglev;
+    }
+    c.validate().unwrap();
+    assert_eq!(Config::from_blob(&c.to_blob()).unwrap(), c);
+    // The next hop of their routes is interface.address6: the error names it.
+    c.interface.address6 = None;
+    c.interface.gateway6 = None;
+    let e = refused(&c);
+    assert!(e.contains("interface.address6 is not set"), "{e}");
+}
+
 fn with_vrrp() -> Config {
     Config::builder()
         .vrrp(51, 150)

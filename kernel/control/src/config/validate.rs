@@ -233,13 +233,6 @@ impl Config {
                 ),
             ));
         }
-        if let Some(v) = self.vips.iter().find(|v| v.address.is_ipv6()) {
-            return Err(ConfigError::new(
-                format!("{}: address", vip_field(v)),
-                "is IPv6, which [bgp] does not announce yet (its sessions carry IPv4 unicast \
-                 only); serve IPv6 VIPs from a balancer without [bgp]",
-            ));
-        }
         if bgp.peers.is_empty() {
             return Err(ConfigError::new(
                 "bgp.peer",

@@ -69,8 +69,8 @@ pub struct Snapshot<'a> {
     pub neigh_changes: u64,
     /// Every BGP peer's session, in config order (empty without `[bgp]`).
     pub bgp_peers: &'a [BgpPeer],
-    /// The VIP addresses announced to at least one BGP peer.
-    pub bgp_announced: &'a [core::net::Ipv4Addr],
+    /// The VIP addresses (either family) announced to at least one BGP peer.
+    pub bgp_announced: &'a [core::net::IpAddr],
     /// The VRRP router, with `[vrrp]`.
     pub vrrp: Option<&'a VrrpStatus>,
     /// TCP packets without SYN of no known flow, routed by the consistent hash without an entry.
@@ -386,10 +386,7 @@ fn bgp_metrics(o: &mut String, s: &Snapshot<'_>) {
             o,
             "sidestep_bgp_announced{{vip=\"{}\"}} {}",
             label(&v.name),
-            u8::from(match v.address {
-                core::net::IpAddr::V4(a) => s.bgp_announced.contains(&a),
-                core::net::IpAddr::V6(_) => false,
-            })
+            u8::from(s.bgp_announced.contains(&v.address))
         );
     }
 }
@@ -473,7 +470,7 @@ fn vrrp_status(o: &mut String, v: &VrrpStatus) {
 /// "address":..,"port":"80"|"*","protocol":..,"mode":..,"scheduler":..,"packets":N,"bytes":N,
 /// "flows":N,"backends":[{"name":..,"address":..,"weight":N,"up":B,"packets":N,"bytes":N,
 /// "flows":N}]}]}`, and with `[bgp]` also `"bgp":{"peers":[{"address":..,"asn":N,"state":..,
-/// "uptime_ms":N|null,"bfd":..(with bfd = true)}],"announced":["A.B.C.D",..]}` before the
+/// "uptime_ms":N|null,"bfd":..(with bfd = true)}],"announced":["A.B.C.D"|"IPv6",..]}` before the
 /// closing brace.
 pub fn render_status(s: &Snapshot<'_>) -> String {
     let mut o = String::new();
@@ -798,6 +795,38 @@ pub(crate) mod tests {
         assert!(none
             .lines()
             .any(|l| l == "sidestep_bgp_announced{vip=\"web\"} 0"));
+    }
+
+    #[test]
+    fn ipv6_vips_in_bgp_announcements() {
+        let mut config = config();
+        config.bgp = Config::builder()
+            .bgp(65010)
+            .bgp_peer("10.77.0.1", 65000)
+            .build()
+            .bgp;
+        config.vips.push(
+            Vip::builder("web6", "fd00:77::100", VipPort::One(80))
+                .backend("be1", "fd00:77::21", 1)
+                .build(),
+        );
+        let announced = ["fd00:77::100".parse().unwrap()];
+        let s = Snapshot {
+            bgp_announced: &announced,
+            ..quiet(&config)
+        };
+        let status = render_status(&s);
+        assert!(
+            status.ends_with("\"announced\":[\"fd00:77::100\"]}}\n"),
+            "{status}"
+        );
+        let m = render_metrics(&s);
+        for line in [
+            "sidestep_bgp_announced{vip=\"web\"} 0",
+            "sidestep_bgp_announced{vip=\"web6\"} 1",
+        ] {
+            assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The codec against literal bytes laid out as in RFC 4271 section 4 (and RFC 5492, 6793 for
-//! the capabilities), and the error code and subcode of each kind of malformed message.
+//! the capabilities, RFC 4760 for IPv6 routes), and the error code and subcode of each kind of
+//! malformed message.
 
 use super::*;
 
@@ -27,6 +28,7 @@ fn open(asn: u32) -> Open {
         router_id: Ipv4Addr::new(10, 77, 0, 2),
         four_octet_as: true,
         ipv4_unicast: true,
+        ipv6_unicast: false,
     }
 }
 
@@ -99,6 +101,7 @@ fn open_with_several_parameters_and_unknown_capabilities() {
         panic!("not an OPEN")
     };
     assert!(!o.ipv4_unicast, "only IPv6 unicast was offered");
+    assert!(o.ipv6_unicast);
     assert!(!o.four_octet_as);
 }
 
@@ -346,4 +349,206 @@ fn a_malformed_as4_path_is_discarded() {
         panic!("not an UPDATE")
     };
     assert_eq!(u.attributes.len(), 3);
+}
+
+// IPv6 unicast over multiprotocol BGP (RFC 4760, next hops as in RFC 2545).
+
+/// fd00:77::2, the balancer's address6 in these tests.
+const OWN6: [u8; 16] = [0xfd, 0, 0, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+/// fd00:77::100, an IPv6 VIP.
+const VIP6: [u8; 16] = [0xfd, 0, 0, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+
+fn prefix6(a: [u8; 16], len: u8) -> Prefix6 {
+    Prefix6 {
+        address: Ipv6Addr::from(a),
+        len,
+    }
+}
+
+#[test]
+fn open_with_ipv4_and_ipv6_unicast() {
+    let wire = msg(
+        49,
+        1,
+        &[
+            4, 0xfd, 0xf2, 0, 9, 10, 77, 0, 2, 20, // version, AS 65010, hold 9, id, opt len
+            2, 18, // capabilities, 18 bytes
+            1, 4, 0, 1, 0, 1, // multiprotocol: AFI 1 (IPv4), SAFI 1
+            1, 4, 0, 2, 0, 1, // multiprotocol: AFI 2 (IPv6), SAFI 1
+            65, 4, 0, 0, 0xfd, 0xf2, // 4-octet AS 65010
+        ],
+    );
+    let both = Open {
+        ipv6_unicast: true,
+        ..open(65010)
+    };
+    assert_eq!(Message::Open(both.clone()).encode(true), wire);
+    assert_eq!(Message::decode(&wire, false).unwrap(), Message::Open(both));
+}
+
+/// The attributes of an UPDATE announcing fd00:77::100/128 through fd00:77::2 from AS 65010.
+fn mp_reach_attributes() -> Vec<u8> {
+    let mut a = vec![0x80, 14, 38, 0, 2, 1, 16]; // optional, MP_REACH_NLRI; AFI 2, SAFI 1, hop 16
+    a.extend_from_slice(&OWN6);
+    a.extend_from_slice(&[0, 128]); // reserved; a /128
+    a.extend_from_slice(&VIP6);
+    a.extend_from_slice(&[0x40, 1, 1, 0]); // ORIGIN IGP
+    a.extend_from_slice(&[0x40, 2, 6, 2, 1, 0, 0, 0xfd, 0xf2]); // AS_PATH 65010
+    a
+}
+
+#[test]
+fn update_announcing_a_slash_128_in_mp_reach_nlri() {
+    let attrs = mp_reach_attributes();
+    let mut body = vec![0, 0, 0, attrs.len() as u8];
+    body.extend_from_slice(&attrs);
+    let wire = msg(77, 2, &body);
+    let u = Update {
+        attributes: vec![
+            Attribute::MpReach6 {
+                next_hop: Ipv6Addr::from(OWN6),
+                link_local: None,
+                nlri: vec![prefix6(VIP6, 128)],
+            },
+            Attribute::Origin(ORIGIN_IGP),
+            Attribute::AsPath(vec![Segment {
+                kind: AS_SEQUENCE,
+                asns: vec![65010],
+            }]),
+        ],
+        ..Update::default()
+    };
+    assert_eq!(Message::Update(u.clone()).encode(true), wire);
+    assert_eq!(Message::decode(&wire, true).unwrap(), Message::Update(u));
+}
+
+#[test]
+fn update_withdrawing_a_slash_128_in_mp_unreach_nlri() {
+    let mut body = vec![0, 0, 0, 23, 0x80, 15, 20, 0, 2, 1, 128];
+    body.extend_from_slice(&VIP6);
+    let wire = msg(46, 2, &body);
+    let u = Update {
+        attributes: vec![Attribute::MpUnreach6(vec![prefix6(VIP6, 128)])],
+        ..Update::default()
+    };
+    assert_eq!(Message::Update(u.clone()).encode(true), wire);
+    assert_eq!(Message::decode(&wire, true).unwrap(), Message::Update(u));
+}
+
+#[test]
+fn ipv6_end_of_rib_and_other_families_are_taken() {
+    // IPv6 unicast End-of-RIB: an UPDATE holding only an empty MP_UNREACH_NLRI.
+    let eor = msg(29, 2, &[0, 0, 0, 6, 0x80, 15, 3, 0, 2, 1]);
+    let end = Update {
+        attributes: vec![Attribute::MpUnreach6(vec![])],
+        ..Update::default()
+    };
+    assert_eq!(Message::decode(&eor, true).unwrap(), Message::Update(end));
+    // IPv4 unicast End-of-RIB sent as MP_UNREACH_NLRI, and an MP_REACH_NLRI of AFI 1 SAFI 128
+    // (VPN): framed correctly, of no use here, dropped.
+    let other = [
+        &[0x80, 15, 3, 0, 1, 1][..],
+        &[
+            0x80, 14, 19, 0, 1, 128, 12, 0, 0, 0, 0, 0, 0, 0, 0, 10, 77, 0, 1, 0, 0, 0,
+        ],
+        &ORIGIN,
+        &PATH,
+    ]
+    .concat();
+    let mut body = vec![0, 0, 0, other.len() as u8];
+    body.extend_from_slice(&other);
+    let Message::Update(u) = Message::decode(&msg(19 + body.len() as u16, 2, &body), true).unwrap()
+    else {
+        panic!("not an UPDATE")
+    };
+    assert_eq!(u.attributes.len(), 2, "{u:?}");
+    assert!(u.nlri.is_empty() && u.withdrawn.is_empty());
+}
+
+#[test]
+fn a_peers_ipv6_route_with_a_link_local_next_hop() {
+    // As a router sends it (RFC 2545 section 3): global and link-local next hops, a /48 whose
+    // last significant byte carries a stray bit past the length, and a MED.
+    let link_local = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let mut a = vec![0x80, 14, 44, 0, 2, 1, 32];
+    a.extend_from_slice(&OWN6);
+    a.extend_from_slice(&link_local);
+    a.extend_from_slice(&[0, 47, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x01]); // 2001:db8::/47 + 1 bit
+    a.extend_from_slice(&[&ORIGIN[..], &PATH, &[0x80, 4, 4, 0, 0, 0, 7]].concat());
+    let mut body = vec![0, 0, 0, a.len() as u8];
+    body.extend_from_slice(&a);
+    let wire = msg(19 + body.len() as u16, 2, &body);
+    let Message::Update(u) = Message::decode(&wire, true).unwrap() else {
+        panic!("not an UPDATE")
+    };
+    let mut db8 = [0u8; 16];
+    db8[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    assert_eq!(
+        u.attributes[0],
+        Attribute::MpReach6 {
+            next_hop: Ipv6Addr::from(OWN6),
+            link_local: Some(Ipv6Addr::from(link_local)),
+            nlri: vec![prefix6(db8, 47)],
+        }
+    );
+    assert_eq!(u.attributes[3], Attribute::Med(7));
+    // Written back, the stray bit is gone and nothing else changes.
+    let again = Message::Update(u).encode(true);
+    assert_eq!(again.len(), wire.len());
+    let at = HEADER_LEN + 4 + 3 + 4 + 32 + 1;
+    assert_eq!(
+        &again[at..at + 7],
+        &[47, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x00]
+    );
+}
+
+/// An UPDATE whose path attributes are `attrs` and which has no IPv4 NLRI.
+fn update_of(attrs: &[u8]) -> Vec<u8> {
+    let mut body = vec![0, 0];
+    body.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+    body.extend_from_slice(attrs);
+    msg(19 + body.len() as u16, 2, &body)
+}
+
+#[test]
+fn mp_nlri_errors() {
+    let good = mp_reach_attributes();
+    assert!(Message::decode(&update_of(&good), true).is_ok());
+    let reach = &good[..41];
+    let rest = &good[41..];
+    // Marked transitive: an attribute flags error with the whole attribute.
+    let mut flagged = good.clone();
+    flagged[0] = 0xc0;
+    assert_eq!(err(&update_of(&flagged)), (3, 4, flagged[..41].to_vec()));
+    // A 4-byte next hop for IPv6, and a next hop length running past the attribute.
+    for hop_len in [4, 40] {
+        let mut bad = good.clone();
+        bad[6] = hop_len;
+        assert_eq!(err(&update_of(&bad)), (3, 9, bad[..41].to_vec()));
+    }
+    // Next hop ::.
+    let mut zero = good.clone();
+    zero[7..23].copy_from_slice(&[0; 16]);
+    assert_eq!(err(&update_of(&zero)), (3, 8, zero[..41].to_vec()));
+    // A /129, and a /128 cut short.
+    let mut long = good.clone();
+    long[24] = 129;
+    assert_eq!(err(&update_of(&long)), (3, 10, vec![]));
+    let mut short = reach[..40].to_vec();
+    short[2] = 37;
+    assert_eq!(
+        err(&update_of(&[&short[..], rest].concat())),
+        (3, 10, vec![])
+    );
+    // Routes in MP_REACH_NLRI without ORIGIN, or without AS_PATH (NEXT_HOP is not needed).
+    assert_eq!(
+        err(&update_of(&[reach, &good[45..]].concat())),
+        (3, 3, vec![1])
+    );
+    assert_eq!(err(&update_of(&good[..45])), (3, 3, vec![2]));
+    // MP_UNREACH_NLRI too short for its AFI and SAFI.
+    assert_eq!(
+        err(&update_of(&[0x80, 15, 2, 0, 2])),
+        (3, 9, vec![0x80, 15, 2, 0, 2])
+    );
 }

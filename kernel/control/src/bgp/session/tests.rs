@@ -15,6 +15,7 @@ fn params(local_asn: u32, peer_asn: u32) -> Params {
         router_id: OWN,
         hold_time: 9,
         next_hop: OWN,
+        next_hop6: None,
         peer: PEER,
         peer_asn,
     }
@@ -64,6 +65,7 @@ fn peer_open(asn: u32, hold_time: u16) -> Message {
         router_id: PEER,
         four_octet_as: true,
         ipv4_unicast: true,
+        ipv6_unicast: false,
     })
 }
 
@@ -87,7 +89,7 @@ fn decoded(action: &Action) -> Message {
 #[test]
 fn active_open_sends_our_open_and_announces_once_established() {
     let mut h = Harness::new(params(65010, 65000));
-    h.desired.insert(VIP);
+    h.desired.insert(VIP.into());
     h.step(0, Event::Tick);
     let out = h.step(0, Event::Connected);
     // OPEN: version 4, AS 65010, hold 9, id 10.77.0.2, multiprotocol IPv4 unicast, 4-octet AS.
@@ -128,9 +130,9 @@ fn active_open_sends_our_open_and_announces_once_established() {
 #[test]
 fn routes_follow_the_desired_set() {
     let mut h = Harness::new(params(65010, 65000));
-    h.desired = [VIP, VIP2].into();
+    h.desired = [VIP.into(), VIP2.into()].into();
     assert_eq!(h.establish(0, 90).len(), 1);
-    h.desired.remove(&VIP);
+    h.desired.remove(&VIP.into());
     let out = h.step(100, Event::Tick);
     let Message::Update(u) = decoded(&out[0]) else {
         panic!("{out:?}")
@@ -312,7 +314,7 @@ fn passive_open_to_established() {
     let mut h = Harness::new(params(65010, 65000));
     let mut out = Vec::new();
     assert!(h.s.accept_incoming(0, &mut out));
-    h.desired.insert(VIP);
+    h.desired.insert(VIP.into());
     // A dial is not started while a connection exists.
     let out = h.step(10, Event::Tick);
     assert!(out.is_empty(), "{out:?}");
@@ -412,7 +414,7 @@ fn malformed_messages_get_the_rfc_error() {
 #[test]
 fn ibgp_sends_local_pref_and_refuses_our_own_identifier() {
     let mut h = Harness::new(params(65000, 65000));
-    h.desired.insert(VIP);
+    h.desired.insert(VIP.into());
     let out = h.establish(0, 90);
     let Message::Update(u) = decoded(&out[0]) else {
         panic!("{out:?}")
@@ -428,6 +430,7 @@ fn ibgp_sends_local_pref_and_refuses_our_own_identifier() {
         router_id: OWN,
         four_octet_as: true,
         ipv4_unicast: true,
+        ipv6_unicast: false,
     });
     let out = h.recv(1, Dir::Outgoing, &mine);
     assert_eq!(
@@ -439,7 +442,7 @@ fn ibgp_sends_local_pref_and_refuses_our_own_identifier() {
 #[test]
 fn a_4_byte_asn_to_a_2_byte_peer_goes_as_as_trans_with_as4_path() {
     let mut h = Harness::new(params(4_200_000_000, 65000));
-    h.desired.insert(VIP);
+    h.desired.insert(VIP.into());
     h.step(0, Event::Tick);
     h.step(0, Event::Connected);
     let old = Message::Open(Open {
@@ -448,6 +451,7 @@ fn a_4_byte_asn_to_a_2_byte_peer_goes_as_as_trans_with_as4_path() {
         router_id: PEER,
         four_octet_as: false,
         ipv4_unicast: true,
+        ipv6_unicast: false,
     });
     h.recv(1, Dir::Outgoing, &old);
     let out = h.recv(2, Dir::Outgoing, &Message::Keepalive);
@@ -472,7 +476,7 @@ fn a_4_byte_asn_to_a_2_byte_peer_goes_as_as_trans_with_as4_path() {
 #[test]
 fn a_peer_without_ipv4_unicast_is_sent_no_routes() {
     let mut h = Harness::new(params(65010, 65000));
-    h.desired.insert(VIP);
+    h.desired.insert(VIP.into());
     h.step(0, Event::Tick);
     h.step(0, Event::Connected);
     // An OPEN whose only multiprotocol capability is IPv6 unicast (AFI 2, SAFI 1).
@@ -498,6 +502,7 @@ fn collide(peer_id: Ipv4Addr) -> (Harness, Vec<Action>) {
         router_id: peer_id,
         four_octet_as: true,
         ipv4_unicast: true,
+        ipv6_unicast: false,
     })
     .encode(true);
     assert_eq!(
@@ -571,7 +576,7 @@ fn the_first_connection_established_closes_the_other() {
 #[test]
 fn stop_ceases_every_connection() {
     let mut h = Harness::new(params(65010, 65000));
-    h.desired.insert(VIP);
+    h.desired.insert(VIP.into());
     h.establish(0, 90);
     let mut out = Vec::new();
     h.s.stop(code::PEER_DECONFIGURED, &mut out);
@@ -582,5 +587,209 @@ fn stop_ceases_every_connection() {
             Action::Close(Dir::Outgoing)
         ]
     );
+    assert!(h.s.announced().is_empty());
+}
+
+// IPv6 VIPs: /128s over multiprotocol BGP to peers that negotiated IPv6 unicast.
+
+const OWN6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 2);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0x100);
+
+fn params6() -> Params {
+    Params {
+        next_hop6: Some(OWN6),
+        ..params(65010, 65000)
+    }
+}
+
+/// Establish `h` with a peer that offers IPv6 unicast when `ipv6` is true.
+fn establish6(h: &mut Harness, ipv6: bool) -> Vec<Action> {
+    h.step(0, Event::Tick);
+    let out = h.step(0, Event::Connected);
+    let Message::Open(ours) = decoded(&out[0]) else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        (ours.ipv4_unicast, ours.ipv6_unicast),
+        (true, h.s.params().next_hop6.is_some())
+    );
+    let open = Message::Open(Open {
+        ipv6_unicast: ipv6,
+        ..open_of(peer_open(65000, 90))
+    });
+    h.recv(1, Dir::Outgoing, &open);
+    let out = h.recv(2, Dir::Outgoing, &Message::Keepalive);
+    assert_eq!(h.s.state(), State::Established);
+    out
+}
+
+fn open_of(m: Message) -> Open {
+    let Message::Open(o) = m else {
+        panic!("not an OPEN")
+    };
+    o
+}
+
+fn update(action: &Action) -> Update {
+    let Message::Update(u) = decoded(action) else {
+        panic!("not an UPDATE: {action:?}")
+    };
+    u
+}
+
+fn host6(address: Ipv6Addr) -> Prefix6 {
+    Prefix6 { address, len: 128 }
+}
+
+#[test]
+fn our_open_offers_ipv6_unicast_with_an_ipv6_next_hop() {
+    let mut h = Harness::new(params6());
+    h.step(0, Event::Tick);
+    let out = h.step(0, Event::Connected);
+    // As without address6, plus the multiprotocol capability AFI 2, SAFI 1.
+    let mut open = vec![0xff; 16];
+    open.extend_from_slice(&[0, 49, 1, 4, 0xfd, 0xf2, 0, 9, 10, 77, 0, 2, 20, 2, 18]);
+    open.extend_from_slice(&[1, 4, 0, 1, 0, 1, 1, 4, 0, 2, 0, 1, 65, 4, 0, 0, 0xfd, 0xf2]);
+    assert_eq!(out, vec![Action::Send(Dir::Outgoing, open)]);
+}
+
+#[test]
+fn ipv6_vips_are_announced_and_withdrawn_as_slash_128s() {
+    let mut h = Harness::new(params6());
+    h.desired = [VIP.into(), VIP6.into()].into();
+    let out = establish6(&mut h, true);
+    // The IPv4 UPDATE as before, then the IPv6 one: MP_REACH_NLRI first, no NEXT_HOP.
+    assert_eq!(out.len(), 2, "{out:?}");
+    let v4 = update(&out[0]);
+    assert_eq!(
+        v4.nlri,
+        vec![Prefix {
+            address: VIP,
+            len: 32
+        }]
+    );
+    let v6 = update(&out[1]);
+    assert!(v6.nlri.is_empty() && v6.withdrawn.is_empty());
+    assert_eq!(
+        v6.attributes,
+        vec![
+            Attribute::MpReach6 {
+                next_hop: OWN6,
+                link_local: None,
+                nlri: vec![host6(VIP6)],
+            },
+            Attribute::Origin(ORIGIN_IGP),
+            Attribute::AsPath(vec![Segment {
+                kind: AS_SEQUENCE,
+                asns: vec![65010]
+            }]),
+        ]
+    );
+    assert_eq!(h.s.announced(), &h.desired);
+
+    // The IPv6 VIP's backends went down: one MP_UNREACH_NLRI, the IPv4 route untouched.
+    h.desired.remove(&VIP6.into());
+    let out = h.step(100, Event::Tick);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        update(&out[0]).attributes,
+        vec![Attribute::MpUnreach6(vec![host6(VIP6)])]
+    );
+    assert_eq!(h.s.announced(), &[IpAddr::from(VIP)].into());
+    assert!(h.step(200, Event::Tick).is_empty());
+
+    // Back up, and the session drops: nothing is left announced.
+    h.desired.insert(VIP6.into());
+    assert_eq!(h.step(300, Event::Tick).len(), 1);
+    assert!(h.s.announced().contains(&IpAddr::from(VIP6)));
+    h.step(400, Event::Closed(Dir::Outgoing));
+    assert!(h.s.announced().is_empty());
+}
+
+#[test]
+fn ipv6_goes_only_to_peers_that_negotiated_it() {
+    // The peer does not offer IPv6 unicast: IPv4 only, and the IPv6 VIP is not announced.
+    let mut h = Harness::new(params6());
+    h.desired = [VIP.into(), VIP6.into()].into();
+    let out = establish6(&mut h, false);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        update(&out[0]).nlri,
+        vec![Prefix {
+            address: VIP,
+            len: 32
+        }]
+    );
+    assert_eq!(h.s.announced(), &[IpAddr::from(VIP)].into());
+    // No address6 here: IPv6 is not offered, so a peer offering it gets no IPv6 route either.
+    let mut h = Harness::new(params(65010, 65000));
+    h.desired = [VIP6.into()].into();
+    assert!(establish6(&mut h, true).is_empty());
+    assert!(h.s.announced().is_empty());
+    assert!(h.step(100, Event::Tick).is_empty());
+}
+
+#[test]
+fn many_ipv6_vips_are_spread_over_updates_that_fit() {
+    let mut h = Harness::new(params6());
+    let vips: Vec<Ipv6Addr> = (1..=VIPS_MAX as u16)
+        .map(|i| Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 1, i))
+        .collect();
+    h.desired = vips.iter().map(|a| IpAddr::from(*a)).collect();
+    let out = establish6(&mut h, true);
+    let mut announced = Vec::new();
+    for action in &out {
+        let Action::Send(_, bytes) = action else {
+            panic!("{action:?}")
+        };
+        assert!(bytes.len() <= MAX_LEN);
+        let Some(Attribute::MpReach6 { nlri, .. }) = update(action).attributes.first().cloned()
+        else {
+            panic!("{action:?}")
+        };
+        announced.extend(nlri.iter().map(|p| p.address));
+    }
+    assert_eq!(out.len(), VIPS_MAX.div_ceil(ROUTES6_PER_UPDATE));
+    assert_eq!(announced, vips);
+    h.desired.clear();
+    let out = h.step(100, Event::Tick);
+    assert_eq!(out.len(), VIPS_MAX.div_ceil(ROUTES6_PER_UPDATE));
+    let withdrawn: usize = out
+        .iter()
+        .map(|a| match &update(a).attributes[..] {
+            [Attribute::MpUnreach6(w)] => w.len(),
+            other => panic!("{other:?}"),
+        })
+        .sum();
+    assert_eq!(withdrawn, VIPS_MAX);
+    assert!(h.s.announced().is_empty());
+}
+
+#[test]
+fn ipv6_routes_and_end_of_rib_from_the_peer_are_ignored() {
+    let mut h = Harness::new(params6());
+    establish6(&mut h, true);
+    let routes = Message::Update(Update {
+        attributes: vec![
+            Attribute::MpReach6 {
+                next_hop: Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 1),
+                link_local: Some(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)),
+                nlri: vec![Prefix6 {
+                    address: Ipv6Addr::UNSPECIFIED,
+                    len: 0,
+                }],
+            },
+            Attribute::Origin(ORIGIN_IGP),
+            Attribute::AsPath(vec![]),
+        ],
+        ..Update::default()
+    });
+    let end_of_rib = Message::Update(Update {
+        attributes: vec![Attribute::MpUnreach6(vec![])],
+        ..Update::default()
+    });
+    assert!(h.recv(10, Dir::Outgoing, &routes).is_empty());
+    assert!(h.recv(11, Dir::Outgoing, &end_of_rib).is_empty());
+    assert_eq!(h.s.state(), State::Established);
     assert!(h.s.announced().is_empty());
 }
