@@ -18,7 +18,7 @@ use alloc::vec::Vec;
 use control::config::Config;
 use control::mgmt::{self, Endpoint, Request, Response, Snapshot};
 use control::vrrp::Status as VrrpStatus;
-use core::net::{IpAddr, Ipv4Addr};
+use core::net::IpAddr;
 use forwarder::{DropReason, Forwarder, Instant};
 use log::{info, warn};
 
