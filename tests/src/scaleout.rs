@@ -37,9 +37,9 @@ pub const BFD_DETECTION: Duration = Duration::from_secs(3);
 pub const ADDRS: [Ipv4Addr; 2] = [BALANCER, BALANCER2];
 /// The router's IPv6 address on the segment (the balancers' `address6` prefix, so that BIRD
 /// takes their IPv6 next hops as directly connected).
-pub const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 1);
+pub use crate::netns::GATEWAY6;
 /// The IPv6 VIP `web6`, announced as a /128 by both balancers.
-pub const VIP_WEB6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0x100);
+pub use crate::netns::VIP_WEB6;
 /// The balancers' `interface.address6`, in boot order: fd00:77::N for 10.77.0.N.
 pub const ADDRS6: [Ipv6Addr; 2] = [address6_of(BALANCER), address6_of(BALANCER2)];
 
@@ -227,34 +227,13 @@ fn bird_socket(net: &DemoNet) -> String {
 
 /// BIRD on the router, its files in the run's directory: a session with each balancer
 /// (passive and active) carrying IPv4 and IPv6 unicast, their IPv4 routes into the kernel table
-/// with both next hops merged, the layer-4 multipath hash. The router gets IPv6 on its segment
-/// interface first ([`GATEWAY6`]; the namespaces are made without IPv6), as BIRD takes an IPv6
-/// next hop only on a directly connected network.
+/// with both next hops merged, the layer-4 multipath hash. The router's segment address
+/// [`GATEWAY6`] (from `DemoNet`) puts the balancers' IPv6 next hops on a directly connected
+/// network, the only kind BIRD takes.
 pub fn start_bird(net: &DemoNet) -> netns::Result<()> {
     net.run_ok(
         Host::Rt,
-        &[
-            "sysctl",
-            "-q",
-            "-w",
-            "net.ipv4.fib_multipath_hash_policy=1",
-            "net.ipv6.conf.all.disable_ipv6=0",
-            "net.ipv6.conf.eth0.disable_ipv6=0",
-        ],
-    )?;
-    // nodad: usable at once, before BIRD starts.
-    net.run_ok(
-        Host::Rt,
-        &[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            &format!("{GATEWAY6}/64"),
-            "dev",
-            "eth0",
-            "nodad",
-        ],
+        &["sysctl", "-q", "-w", "net.ipv4.fib_multipath_hash_policy=1"],
     )?;
     let conf = net.dir().join("bird.conf");
     let peers: String = ADDRS

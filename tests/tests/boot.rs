@@ -37,7 +37,19 @@ fn boots_to_ready(firmware: Firmware, nic: NicModel) {
     };
     let vm = Vm::start_with(image, firmware, nic, Net::Isolated, None, None)
         .unwrap_or_else(|e| panic!("{firmware:?} image on {nic:?} did not boot: {e}"));
-    let log = vm.serial_log();
+    // The phase line follows the ready line; on a loaded host the serial console may still be
+    // writing it when ready is seen, so wait until it is whole.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let log = loop {
+        let log = vm.serial_log();
+        let whole = log
+            .split_inclusive('\n')
+            .any(|l| l.contains("boot: kernel entry to ready ") && l.ends_with('\n'));
+        if whole || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     eprintln!(
         "{firmware:?} on {nic:?}: ready {:.1} s after QEMU started",
         vm.boot_time.as_secs_f64()
