@@ -138,7 +138,10 @@ impl Bfd {
         };
         let s = sockets.get_mut::<Socket>(rx);
         while let Ok((data, meta)) = s.recv() {
-            let IpAddress::Ipv4(from) = meta.endpoint.addr;
+            // Peers are IPv4 (the forwarder passes no BFD over IPv6 up).
+            let IpAddress::Ipv4(from) = meta.endpoint.addr else {
+                continue;
+            };
             let packet = match Packet::parse(data) {
                 Ok(p) => p,
                 Err(why) => {

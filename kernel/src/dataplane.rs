@@ -243,7 +243,7 @@ impl<N: Nic> Dataplane<N> {
         );
         // Neighbours first, so that smoltcp knows the sender before it answers the frame.
         while let Some((ip, mac)) = self.fwd.take_neighbour_hint() {
-            self.local.learn(ip, mac);
+            self.local.learn(ip.into(), mac);
         }
         for i in 0..count {
             let Some(mut pkt) = self.rx.pop_front() else {

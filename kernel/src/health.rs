@@ -17,7 +17,7 @@ use alloc::vec::Vec;
 use control::config::{Config, VipPort};
 use control::health::{CheckResult, DownLimit, RiseFall, Rules, Schedule, Transition};
 use control::mgmt::Transitions;
-use core::net::Ipv4Addr;
+use core::net::IpAddr;
 use forwarder::Forwarder;
 use log::{info, warn};
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
@@ -27,9 +27,10 @@ use smoltcp::wire::{IpAddress, IpEndpoint};
 struct Check {
     vip: String,
     backend: String,
-    address: Ipv4Addr,
-    /// The backend itself when on the interface's subnet, else the gateway.
-    next_hop: Option<Ipv4Addr>,
+    address: IpAddr,
+    /// The backend itself when on the interface's subnet (or IPv6 prefix), else the gateway of
+    /// its family.
+    next_hop: Option<IpAddr>,
     port: u16,
     rules: Rules,
     handle: SocketHandle,
@@ -88,10 +89,7 @@ impl Checker {
                 backends: vip.backends.len(),
             });
             for (i, b) in vip.backends.iter().enumerate() {
-                // IPv6 backends are not checked yet: the local stack speaks IPv4 only.
-                let core::net::IpAddr::V4(address) = b.address else {
-                    continue;
-                };
+                let address = b.address;
                 let kept = old
                     .iter()
                     .position(|c| c.vip == vip.name && c.address == address)
@@ -108,16 +106,18 @@ impl Checker {
                         SocketBuffer::new(alloc::vec![0; 64]),
                     )),
                 };
-                let on_link = config.interface.address.contains(address);
+                let iface = &config.interface;
+                let next_hop = match address {
+                    IpAddr::V4(a) if iface.address.contains(a) => Some(address),
+                    IpAddr::V4(_) => iface.gateway.map(IpAddr::V4),
+                    IpAddr::V6(a) if iface.address6.is_some_and(|p| p.contains(a)) => Some(address),
+                    IpAddr::V6(_) => iface.gateway6.map(IpAddr::V6),
+                };
                 self.checks.push(Check {
                     vip: vip.name.clone(),
                     backend: b.name.clone(),
                     address,
-                    next_hop: if on_link {
-                        Some(address)
-                    } else {
-                        config.interface.gateway
-                    },
+                    next_hop,
                     port,
                     rules,
                     handle,
@@ -157,7 +157,7 @@ impl Checker {
         sockets: &mut SocketSet<'static>,
         ports: &mut Ports,
         fwd: &mut Forwarder,
-        hints: &mut Vec<(Ipv4Addr, [u8; 6])>,
+        hints: &mut Vec<(IpAddr, [u8; 6])>,
         receive_drops: u64,
     ) -> bool {
         let mut touched = false;
@@ -173,17 +173,17 @@ impl Checker {
                     // Checks that end at once look back over the interval since the last one.
                     c.drops_mark = receive_drops;
                     let Some(hop) = c.next_hop else {
-                        let why = String::from("no route (no interface.gateway)");
+                        let why = String::from("no route (no interface.gateway or gateway6)");
                         c.result(CheckResult::Refused, why, now_ms, group, fwd);
                         continue;
                     };
                     let Some(mac) = fwd.neighbour(hop) else {
-                        let why = format!("no ARP reply from {hop}");
+                        let why = format!("no ARP or neighbour advertisement from {hop}");
                         c.result(unanswered, why, now_ms, group, fwd);
                         continue;
                     };
                     hints.push((hop, mac));
-                    let remote = IpEndpoint::new(IpAddress::Ipv4(c.address), c.port);
+                    let remote = IpEndpoint::new(IpAddress::from(c.address), c.port);
                     match s.connect(iface.context(), remote, ports.next()) {
                         Ok(()) => c.schedule.started(now_ms),
                         Err(e) => {

@@ -5,7 +5,8 @@
 //! pool buffers to smoltcp. ARP belongs to the forwarder: smoltcp only resolves for its own
 //! sockets, and it must not wait for an ARP round trip of its own when the forwarder already
 //! knows the peer. So the owner *tells* it about neighbours through [`LocalStack::learn`], the one
-//! way in for that (a synthesized ARP reply, bounded like every other frame queued here), and
+//! way in for that (a synthesized ARP reply or neighbour advertisement, bounded like every other
+//! frame queued here; it speaks IPv6 too, for health checks of IPv6 backends), and
 //! smoltcp's own ARP replies are dropped on the way out (the forwarder answers ARP requests).
 
 use crate::clock;
@@ -13,7 +14,7 @@ use alloc::collections::VecDeque;
 use alloc::vec;
 use alloc::vec::Vec;
 use control::config::Config;
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
@@ -84,6 +85,8 @@ pub struct LocalStack {
     pub sockets: SocketSet<'static>,
     mac: [u8; 6],
     own: Ipv4Addr,
+    /// `interface.address6`, when set.
+    own6: Option<Ipv6Addr>,
     /// Received frames refused because the queue was full.
     dropped: u64,
 }
@@ -105,6 +108,7 @@ impl LocalStack {
             sockets: SocketSet::new(vec![]),
             mac,
             own: config.interface.address.address,
+            own6: None,
             dropped: 0,
         };
         stack.set_interface(config);
@@ -116,13 +120,22 @@ impl LocalStack {
         let own = config.interface.address;
         self.own = own.address;
         self.device.mtu = usize::from(config.interface.mtu);
+        let own6 = config.interface.address6;
+        self.own6 = own6.map(|p| p.address);
         self.iface.update_ip_addrs(|addrs| {
             addrs.clear();
             let _ = addrs.push(IpCidr::new(own.address.into(), own.len));
+            if let Some(p) = own6 {
+                let _ = addrs.push(IpCidr::new(p.address.into(), p.len));
+            }
         });
         self.iface.routes_mut().remove_default_ipv4_route();
         if let Some(gw) = config.interface.gateway {
             let _ = self.iface.routes_mut().add_default_ipv4_route(gw);
+        }
+        self.iface.routes_mut().remove_default_ipv6_route();
+        if let Some(gw) = config.interface.gateway6 {
+            let _ = self.iface.routes_mut().add_default_ipv6_route(gw);
         }
     }
 
@@ -146,11 +159,22 @@ impl LocalStack {
         self.dropped
     }
 
-    /// Tell smoltcp that `ip` is at `peer`, so that its next frame to it needs no ARP round trip.
-    /// Bounded by the receive queue like any frame (a hint that finds it full is dropped).
-    pub fn learn(&mut self, ip: Ipv4Addr, peer: [u8; 6]) {
-        let hint = forwarder::arp::neighbour_hint(self.mac, self.own, ip, peer);
-        self.deliver(&hint);
+    /// Tell smoltcp that `ip` is at `peer`, so that its next frame to it needs no ARP (or
+    /// neighbour discovery) round trip. Bounded by the receive queue like any frame (a hint that
+    /// finds it full is dropped).
+    pub fn learn(&mut self, ip: IpAddr, peer: [u8; 6]) {
+        match (ip, self.own6) {
+            (IpAddr::V4(ip), _) => {
+                let hint = forwarder::arp::neighbour_hint(self.mac, self.own, ip, peer);
+                self.deliver(&hint);
+            }
+            (IpAddr::V6(ip), Some(own6)) => {
+                let hint = forwarder::nd::neighbour_hint(self.mac, own6, ip, peer);
+                self.deliver(&hint);
+            }
+            // No IPv6 address: nothing of ours talks IPv6.
+            (IpAddr::V6(_), None) => {}
+        }
     }
 
     /// Let smoltcp process what arrived and send what its sockets queued.

@@ -5,7 +5,8 @@
 //! One boot runs every check (each boot costs long under TCG): HTTP to the dsr-l2 VIP `web6`
 //! answered by both backends, byte-exact big downloads through `web6` and through the dsr-l3
 //! VIP `web36` (ip6ip6 to be3 behind the router), ping of an IPv6 VIP, and the IPv4 VIP still
-//! served next to them. Each check captures the balancer's TAP and asserts that no packet with
+//! served next to them, and health checks over IPv6 taking a stopped backend out and back in.
+//! Each check captures the balancer's TAP and asserts that no packet with
 //! a VIP as its source crossed it (the balancer's own ICMPv6 from a VIP aside: see
 //! `tests::fixture::TapTraffic`). Every check runs even if an earlier one failed; the test then
 //! fails naming each that did.
@@ -161,6 +162,37 @@ fn check_ipv4_still_served(f: &Fixture) {
 type Check = dyn Fn(&Fixture);
 
 /// The message of a check's panic.
+/// Health checks over IPv6: be1's server stopped takes it out of `web6` (every request then
+/// goes to be2) and back in once it answers again; be2 and web36's be3 (checked through
+/// gateway6) stay up throughout.
+fn check_health_over_ipv6(f: &Fixture) {
+    let down = "health: vip \"web6\" backend \"be1\" down";
+    let up = "health: vip \"web6\" backend \"be1\" up";
+    let timeout = std::time::Duration::from_secs(20);
+    f.net.stop_http(Host::Be1).expect("stop be1's HTTP server");
+    f.eventually("be1 down by its IPv6 health checks", timeout, || {
+        f.serial_log().contains(down).then_some(())
+    });
+    let seen = f.backends_answering(VIP_WEB6, 80, 8);
+    assert!(
+        seen.iter().all(|b| b == "be2"),
+        "with be1 down every request must go to be2: {seen:?}"
+    );
+    f.net
+        .start_http(Host::Be1)
+        .expect("start be1's HTTP server");
+    f.eventually("be1 up again by its IPv6 health checks", timeout, || {
+        f.serial_log().contains(up).then_some(())
+    });
+    let log = f.serial_log();
+    for other in [
+        "\"web6\" backend \"be2\" down",
+        "\"web36\" backend \"be3\" down",
+    ] {
+        assert!(!log.contains(other), "{other} in:\n{log}");
+    }
+}
+
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<String>()
@@ -176,7 +208,7 @@ fn ipv6_dsr_l2_l3_ping_and_ipv4_alongside() {
     let f =
         Fixture::boot(tests::helper_bins!(), image(), |_| Ok(())).expect("boot the e2e fixture");
     eprintln!("ipv6: booted in {:.1?}", started.elapsed());
-    let checks: [(&str, &Check); 6] = [
+    let checks: [(&str, &Check); 7] = [
         (
             "the IPv4 VIP next to the IPv6 ones",
             &check_ipv4_still_served,
@@ -193,6 +225,7 @@ fn ipv6_dsr_l2_l3_ping_and_ipv4_alongside() {
         ("dsr-l3 big download over ip6ip6", &|f| {
             check_big_download(f, VIP_WEB36)
         }),
+        ("health checks over IPv6", &check_health_over_ipv6),
     ];
     let mut failed = Vec::new();
     for (name, check) in checks {

@@ -435,9 +435,9 @@ pub(super) fn ports(l4: &[u8], proto: u8, more_frags: bool) -> Option<(u16, u16,
 }
 
 /// The TCP port BGP sessions are opened to.
-const BGP_PORT: u16 = 179;
+pub(super) const BGP_PORT: u16 = 179;
 /// The UDP port of single-hop BFD control packets, and the only TTL they may arrive with.
-const BFD_PORT: u16 = 3784;
+pub(super) const BFD_PORT: u16 = 3784;
 const BFD_TTL: u8 = 255;
 
 /// The on-link sender of a frame to the balancer that opens a conversation (a TCP SYN without

@@ -25,8 +25,13 @@
 //! advertisements teach next hops (the `nd` module); echo requests to the balancer's address
 //! or a VIP are answered in place; errors addressed to a VIP (packet too big above all) go to
 //! the backend of the flow they quote, as for IPv4, so path MTU discovery works for DSR
-//! replies. There is no IPv6 local stack: other traffic to the balancer's own IPv6 address is
-//! dropped as `unsupported`, as is all IPv6 without `interface.address6`.
+//! replies.
+//!
+//! **The balancer's own address.** TCP and UDP to `address6` go to the local stack (health
+//! checks of IPv6 backends), but for the management, BGP and BFD ports, whose allowed peers
+//! are IPv4; anything else to it is dropped as `unsupported`, as is all IPv6 without
+//! `interface.address6`. The local stack learns neighbours only from the forwarder, as for
+//! IPv4 (advertisements are never passed up, so no host on the link can repoint it).
 
 use core::net::IpAddr;
 
@@ -276,12 +281,10 @@ impl Forwarder {
             return self.drop(DropReason::Malformed);
         };
         let Some(vip) = self.lookup6(ip.dst, dport, ip.proto) else {
-            let reason = if ip.dst == own6 {
-                DropReason::Unsupported
-            } else {
-                DropReason::NotVip
-            };
-            return self.drop(reason);
+            if ip.dst == own6 && !more {
+                return self.local6(ip.proto, dport);
+            }
+            return self.drop(DropReason::NotVip);
         };
         if !self.vip_active {
             return self.drop(DropReason::VrrpBackup);
@@ -296,6 +299,24 @@ impl Forwarder {
         let ident = ip.frag.map_or(0, |f| f.ident);
         let p = FlowPacket::new6(key, self.flows.hash(key), vip, total, ident, more, kind);
         self.flow_packet(buf, head, end, p, now)
+    }
+
+    /// TCP or UDP to the balancer's own IPv6 address (to port `dport`): up to the local stack,
+    /// which has IPv6 for its own connections (health checks), except to the management port
+    /// (`[management] allow` holds IPv4 prefixes only, so no IPv6 source is allowed) and to
+    /// BGP and BFD (their peers are IPv4).
+    fn local6(&mut self, proto: u8, dport: u16) -> Verdict {
+        let mgmt = self.mgmt.as_ref().is_some_and(|m| m.port == dport);
+        if proto == ipv4::PROTO_TCP && mgmt {
+            return self.drop(DropReason::MgmtDenied);
+        }
+        let bgp = (proto, dport) == (ipv4::PROTO_TCP, super::classify::BGP_PORT)
+            || (proto, dport) == (ipv4::PROTO_UDP, super::classify::BFD_PORT);
+        if self.bgp_peers.is_some() && bgp {
+            return self.drop(DropReason::BgpDenied);
+        }
+        self.counters.local += 1;
+        Verdict::Local
     }
 
     /// IPv6 that is not a whole TCP or UDP packet or first fragment: ICMPv6, a later

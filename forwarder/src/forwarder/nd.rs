@@ -116,6 +116,25 @@ pub fn unsolicited_advertisement(mac: [u8; 6], addr: Ipv6Addr) -> NdFrame {
     frame
 }
 
+/// An advertisement of `ip` at `peer`, as if `ip` sent it to (`mac`, `own`) in answer to a
+/// solicitation: how the kernel tells its local stack a neighbour the forwarder resolved (as
+/// [`super::arp::neighbour_hint`] does for IPv4).
+pub fn neighbour_hint(mac: [u8; 6], own: Ipv6Addr, ip: Ipv6Addr, peer: [u8; 6]) -> NdFrame {
+    let mut frame = [0; ND_FRAME_LEN];
+    write(
+        &mut frame,
+        mac,
+        peer,
+        u128::from(ip),
+        u128::from(own),
+        icmpv6::NEIGHBOUR_ADVERT,
+        icmpv6::NA_SOLICITED | icmpv6::NA_OVERRIDE,
+        u128::from(ip),
+        icmpv6::OPT_TARGET_LL,
+    );
+    frame
+}
+
 /// The IPv6 addresses the balancer answers solicitations for under `config`, as it announces
 /// them: its own (with `interface.address6`), then every IPv6 VIP's (sorted, unique).
 pub fn announced6(config: &Config) -> Vec<Ipv6Addr> {

@@ -557,17 +557,27 @@ impl Config {
     pub fn summary(&self) -> String {
         let backends: usize = self.vips.iter().map(|v| v.backends.len()).sum();
         let mut s = format!(
-            "config v{}: interface {}, {} vips, {} backends",
-            self.version,
-            self.interface.address,
+            "config v{}: interface {}",
+            self.version, self.interface.address
+        );
+        if let Some(a6) = self.interface.address6 {
+            s.push_str(&format!(" {}/{}", a6.address, a6.len));
+        }
+        s.push_str(&format!(
+            ", {} vips, {} backends",
             self.vips.len(),
             backends
-        );
+        ));
         for vip in &self.vips {
+            // An IPv6 address in brackets before its port, as in a URL.
+            let address = match vip.address {
+                IpAddr::V4(a) => format!("{a}"),
+                IpAddr::V6(a) => format!("[{a}]"),
+            };
             s.push_str(&format!(
                 "; {} {}:{}/{} {} {} [",
                 vip.name,
-                vip.address,
+                address,
                 vip.port,
                 vip.protocol.name(),
                 vip.mode.name(),

@@ -470,8 +470,50 @@ fn hop_limit_and_unknown_destinations_are_dropped() {
         f.process(&mut buf, HEAD, len, Instant::ZERO),
         Verdict::Drop(DropReason::NotVip)
     );
-    // TCP to the balancer's own address: no IPv6 local stack.
-    let (mut buf, len) = frame6(OUR_MAC, CLIENT6, OWN6, 6, 64, &tcp(1, 9100, 2, 0));
+}
+
+#[test]
+fn the_balancers_own_address_takes_its_connections_but_not_management_or_bgp() {
+    let mut cfg = config6(Mode::DsrL2, Scheduler::Maglev, 2);
+    let mut f = Forwarder::new(&cfg, OUR_MAC, 1024);
+    // A health check's SYN-ACK, say: up to the local stack.
+    let (mut buf, len) = frame6(OUR_MAC, CLIENT6, OWN6, 6, 64, &tcp(80, 50000, 0x12, 0));
+    assert_eq!(
+        f.process(&mut buf, HEAD, len, Instant::ZERO),
+        Verdict::Local
+    );
+    // The management port and BGP take IPv4 peers only.
+    cfg.management = Config::builder()
+        .management(9100, &["10.77.0.0/24"])
+        .build()
+        .management;
+    cfg.bgp = Config::builder()
+        .bgp(65010)
+        .bgp_peer("10.77.0.1", 65000)
+        .build()
+        .bgp;
+    f.apply_config(&cfg, Instant::ZERO);
+    for (proto, port, reason) in [
+        (6, 9100, DropReason::MgmtDenied),
+        (6, 179, DropReason::BgpDenied),
+        (17, 3784, DropReason::BgpDenied),
+    ] {
+        let l4 = if proto == 6 {
+            tcp(40000, port, 0x02, 0)
+        } else {
+            let mut u = vec![0x9c, 0x40, (port >> 8) as u8, port as u8, 0, 8, 0, 0];
+            u.truncate(8);
+            u
+        };
+        let (mut buf, len) = frame6(OUR_MAC, CLIENT6, OWN6, proto, 64, &l4);
+        assert_eq!(
+            f.process(&mut buf, HEAD, len, Instant::ZERO),
+            Verdict::Drop(reason),
+            "{proto}/{port}"
+        );
+    }
+    // Anything but TCP, UDP and ICMPv6 to it: unsupported.
+    let (mut buf, len) = frame6(OUR_MAC, CLIENT6, OWN6, 132, 64, &[0; 12]);
     assert_eq!(
         f.process(&mut buf, HEAD, len, Instant::ZERO),
         Verdict::Drop(DropReason::Unsupported)

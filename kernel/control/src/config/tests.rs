@@ -315,6 +315,24 @@ fn summary_lists_vips_and_backends() {
         example().summary(),
         "config v1: interface 10.77.0.2/24, 1 vips, 2 backends; web 10.77.0.100:80/tcp dsr-l2 wlc [be1 10.77.0.21 w1, be2 10.77.0.22 w2]"
     );
+    // IPv6: the interface's address6 after its IPv4 one, a VIP's address in brackets.
+    let v6: core::net::Ipv6Addr = "fd00:77::100".parse().unwrap();
+    let be: core::net::Ipv6Addr = "fd00:77::21".parse().unwrap();
+    let c = Config::builder()
+        .address6("fd00:77::2/64")
+        .vip(
+            Vip::builder("web6", v6, VipPort::One(443))
+                .backend("be1", be, 1)
+                .build(),
+        )
+        .build();
+    assert!(
+        c.summary().contains(
+            "interface 10.77.0.2/24 fd00:77::2/64, 1 vips, 1 backends; web6 [fd00:77::100]:443/tcp"
+        ),
+        "{}",
+        c.summary()
+    );
 }
 
 #[test]
