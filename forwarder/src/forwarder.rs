@@ -210,6 +210,8 @@ pub struct Forwarder {
     /// `interface.address6`: the balancer's IPv6 address and on-link prefix. Without it every
     /// IPv6 frame is dropped as unsupported.
     prefix6: Option<Prefix6>,
+    /// `prefix6`'s address as a number, as the IPv6 path compares it.
+    own6: Option<u128>,
     gateway6: Option<Ipv6Addr>,
     mtu: usize,
     version: u64,
@@ -220,8 +222,8 @@ pub struct Forwarder {
     vips: Vec<VipRt>,
     index: VipIndex,
     vip_addrs: Vec<u32>,
-    /// IPv6 VIPs: (address, port or 0, protocol, VIP index), sorted.
-    index6: Vec<(u128, u16, u8, u32)>,
+    /// IPv6 VIPs, by the rank of their address in `vip_addrs6`.
+    index6: VipIndex,
     /// IPv6 VIP addresses, sorted, unique.
     vip_addrs6: Vec<u128>,
     slots: Vec<Slot>,
@@ -268,6 +270,7 @@ impl Forwarder {
             subnet: config.interface.address,
             gateway: config.interface.gateway,
             prefix6: None,
+            own6: None,
             gateway6: None,
             mtu: usize::from(config.interface.mtu),
             version: 0,
@@ -276,7 +279,7 @@ impl Forwarder {
             vips: Vec::new(),
             index: VipIndex::build(&[]),
             vip_addrs: Vec::new(),
-            index6: Vec::new(),
+            index6: VipIndex::build(&[]),
             vip_addrs6: Vec::new(),
             slots: Vec::new(),
             flows: FlowTable::new(flow_capacity, seed),

@@ -103,8 +103,8 @@ pub(super) fn parse(packet: &[u8], quote: bool) -> Result<Ip6, DropReason> {
     };
     let packet = &packet[..total];
     let mut ip = Ip6 {
-        src: u128::from_be_bytes(h[ipv6::SRC].try_into().unwrap_or_default()),
-        dst: u128::from_be_bytes(h[ipv6::DST].try_into().unwrap_or_default()),
+        src: be128(h, ipv6::SRC.start),
+        dst: be128(h, ipv6::DST.start),
         proto: h[ipv6::NEXT_HEADER],
         l4: ipv6::HEADER_LEN,
         total,
@@ -161,6 +161,14 @@ pub(super) fn parse(packet: &[u8], quote: bool) -> Result<Ip6, DropReason> {
         }
     }
     malformed
+}
+
+/// The big-endian `u128` at byte `at` of the fixed header (a constant: no bounds check).
+#[inline(always)]
+fn be128(h: &[u8; ipv6::HEADER_LEN], at: usize) -> u128 {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h[at..at + 16]);
+    u128::from_be_bytes(b)
 }
 
 /// The source and destination addresses of the IPv6 frame at `buf[head..]` (checked by
@@ -250,8 +258,9 @@ pub(super) fn fill_icmpv6_checksum(src: u128, dst: u128, message: &mut [u8]) {
 
 impl Forwarder {
     /// The balancer's own IPv6 address, when it has one.
+    #[inline(always)]
     pub(super) fn own6(&self) -> Option<u128> {
-        self.prefix6.map(|p| u128::from(p.address))
+        self.own6
     }
 
     /// An IPv6 frame `buf[head..end]` (its Ethernet header checked).

@@ -223,6 +223,7 @@ impl Forwarder {
         self.subnet = iface.address;
         self.gateway = iface.gateway;
         self.prefix6 = iface.address6;
+        self.own6 = iface.address6.map(|p| u128::from(p.address));
         self.gateway6 = iface.gateway6;
         self.mtu = usize::from(iface.mtu);
         self.version = config.version;
@@ -372,10 +373,19 @@ impl Forwarder {
         self.vip_addrs = entries.iter().map(|e| e.0).collect();
         self.vip_addrs.sort_unstable();
         self.vip_addrs.dedup();
-        entries6.sort_unstable();
         self.vip_addrs6 = entries6.iter().map(|e| e.0).collect();
+        self.vip_addrs6.sort_unstable();
         self.vip_addrs6.dedup();
-        self.index6 = entries6;
+        // IPv6 VIPs go into an index of their own by the rank of their address among
+        // `vip_addrs6`, so one structure serves both families.
+        let ranked: Vec<(u32, u16, u8, u32)> = entries6
+            .iter()
+            .map(|&(a, port, proto, vi)| {
+                let rank = self.vip_addrs6.binary_search(&a).unwrap_or(0);
+                (rank as u32, port, proto, vi)
+            })
+            .collect();
+        self.index6 = VipIndex::build(&ranked);
         for vi in 0..self.vips.len() {
             self.rebuild_sched(vi);
         }
@@ -400,25 +410,22 @@ impl Forwarder {
         }
     }
 
-    /// The IPv6 VIP of exactly (address, port or 0 for all ports, protocol).
-    fn get6(&self, addr: u128, port: u16, proto: u8) -> Option<u32> {
-        self.index6
-            .binary_search_by(|e| (e.0, e.1, e.2).cmp(&(addr, port, proto)))
-            .ok()
-            .map(|i| self.index6[i].3)
+    /// The rank of IPv6 VIP address `addr` in `vip_addrs6`, its key in `index6`.
+    #[inline(always)]
+    fn rank6(&self, addr: u128) -> Option<u32> {
+        self.vip_addrs6.binary_search(&addr).ok().map(|r| r as u32)
     }
 
     /// The IPv6 VIP a packet goes to: a specific-port VIP wins over an all-ports VIP on the
-    /// same address and protocol. A sorted list: IPv6 configs hold few VIPs, and this path
-    /// is out of line of IPv4's.
+    /// same address and protocol.
+    #[inline(always)]
     pub(super) fn lookup6(&self, addr: u128, port: u16, proto: u8) -> Option<u32> {
-        self.get6(addr, port, proto)
-            .or_else(|| self.get6(addr, 0, proto))
+        self.index6.lookup(self.rank6(addr)?, port, proto)
     }
 
     /// The all-ports IPv6 VIP on (address, protocol), for a later fragment without ports.
     pub(super) fn all_ports6(&self, addr: u128, proto: u8) -> Option<u32> {
-        self.get6(addr, 0, proto)
+        self.index6.get(self.rank6(addr)?, 0, proto)
     }
 
     /// The scheduler of VIP `vi` over its eligible backends: those up with a weight, or, when
