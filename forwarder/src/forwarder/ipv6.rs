@@ -263,7 +263,10 @@ impl Forwarder {
         self.own6
     }
 
-    /// An IPv6 frame `buf[head..end]` (its Ethernet header checked).
+    /// An IPv6 frame `buf[head..end]` (its Ethernet header checked). Marked cold only to keep
+    /// its call out of the IPv4 burst loop's layout: that saved IPv4 3 instructions a packet
+    /// and cost IPv6 none (forwarder/BENCHMARKS.md).
+    #[cold]
     #[inline(never)]
     pub(super) fn ipv6(
         &mut self,
