@@ -124,6 +124,7 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 
+pub mod acpi;
 mod adv_ring;
 pub mod igb;
 pub mod ixgbe;
