@@ -68,6 +68,7 @@ struct FileInterface {
     mtu: Option<i64>,
     nic: Option<String>,
     poll: Option<String>,
+    cores: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -226,6 +227,10 @@ fn translate(file: FileConfig) -> Result<Config, ConfigError> {
                 iface.poll.as_deref().unwrap_or("auto"),
             ),
         )?,
+        cores: iface
+            .cores
+            .map(|c| ranged("interface.cores", c, 0, 65535))
+            .transpose()?,
     };
     let management = file
         .management
@@ -584,6 +589,21 @@ weight = 0
         assert_eq!(
             refused(|t| t.replace("mtu = 1500", "mtu = 1500\npoll = \"sometimes\"")),
             "interface.poll: poll \"sometimes\" is not one of auto, busy, nap"
+        );
+    }
+
+    #[test]
+    fn cores_is_optional_and_at_least_one() {
+        assert_eq!(parse(EXAMPLE).unwrap().interface.cores, None);
+        let two = parse(&EXAMPLE.replace("mtu = 1500", "mtu = 1500\ncores = 2")).unwrap();
+        assert_eq!(two.interface.cores, Some(2));
+        assert!(
+            refused(|t| t.replace("mtu = 1500", "mtu = 1500\ncores = 0"))
+                .starts_with("interface.cores: is 0; at least 1")
+        );
+        assert_eq!(
+            refused(|t| t.replace("mtu = 1500", "mtu = 1500\ncores = -1")),
+            "interface.cores: -1 is out of range 0..=65535"
         );
     }
 

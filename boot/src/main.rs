@@ -23,6 +23,7 @@ usage:
         --tap NAME         plug the NIC into tap NAME (default: an isolated user network)
         --mac MAC          the NIC's MAC address
         --memory MIB       guest memory (default 256)
+        --cpus N           virtual CPUs (default 1)
   sidestep backend-setup --vip ADDR (--mode dsr-l2 | --mode dsr-l3 --local ADDR)
                                            print what a Linux backend needs (IPv4 or IPv6
                                            VIP; --local is of the VIP's family)
@@ -144,7 +145,9 @@ fn build(args: &[String]) -> Result<(), String> {
 
 fn run(args: &[String]) -> Result<(), String> {
     let flags = parse_flags(args, &["uefi"])?;
-    flags.only(&["config", "image", "out", "accel", "tap", "mac", "memory"])?;
+    flags.only(&[
+        "config", "image", "out", "accel", "tap", "mac", "memory", "cpus",
+    ])?;
     let firmware = if flags.has("uefi") {
         Firmware::Uefi
     } else {
@@ -174,11 +177,20 @@ fn run(args: &[String]) -> Result<(), String> {
             .map_err(|_| format!("--memory {m} is not a number of MiB"))?,
         None => 256,
     };
+    let cpus = match flags.get("cpus") {
+        Some(c) => c
+            .parse()
+            .ok()
+            .filter(|&n| n >= 1)
+            .ok_or_else(|| format!("--cpus {c} is not a number of CPUs (1 or more)"))?,
+        None => 1,
+    };
     let opts = RunOptions {
         image,
         firmware,
         accel,
         memory_mib,
+        cpus,
         net: flags
             .get("tap")
             .map_or(Net::Isolated, |t| Net::Tap(t.to_string())),

@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub accel: String,
     /// Guest memory in MiB.
     pub memory_mib: u32,
+    /// Virtual CPUs (`-smp`); 1 leaves QEMU's default, which is one.
+    pub cpus: u32,
     /// The NIC's network.
     pub net: Net,
     /// The NIC's MAC address, if fixed.
@@ -80,6 +82,9 @@ pub fn qemu_command(opts: &RunOptions) -> Result<Command, String> {
         cmd.args(["-cpu", "host"]);
     }
     cmd.args(["-machine", "q35", "-m", &opts.memory_mib.to_string()]);
+    if opts.cpus > 1 {
+        cmd.args(["-smp", &opts.cpus.to_string()]);
+    }
     cmd.args(["-vga", "std", "-display", "none", "-no-reboot"]);
     match &opts.serial_file {
         None => cmd.args(["-serial", "stdio"]),

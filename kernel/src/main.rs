@@ -1,8 +1,9 @@
 //! The Sidestep image: boots through `bootloader_api`, brings up memory, the console, the clock,
 //! PCI and the data NIC, reads the config baked in as the ramdisk, and runs the poll loop.
 //!
-//! There is one core and one thread: the poll loop owns everything, so no state is shared
-//! concurrently and no locks are held across packets.
+//! The poll loop runs on the boot CPU and owns everything, so no state is shared concurrently and
+//! no locks are held across packets. The other CPUs are started and parked (`smp`): the
+//! groundwork for one poll loop per receive queue.
 #![no_std]
 #![no_main]
 #![feature(abi_x86_interrupt)]
@@ -28,6 +29,7 @@ mod nic;
 mod phases;
 mod serial;
 mod server;
+mod smp;
 mod statslog;
 mod vrrp;
 
@@ -90,6 +92,14 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     };
     info!("{}", config.summary());
     phases::end("config");
+
+    let cpus = smp::start(
+        boot_info.rsdp_addr.into_option(),
+        &boot_info.memory_regions,
+        config.interface.cores.map(usize::from),
+    );
+    info!("smp: {} cpus, {} started", cpus.found, cpus.running);
+    phases::end("smp");
 
     nic::start(&config, &functions, mem.heap)
 }

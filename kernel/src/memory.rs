@@ -106,6 +106,34 @@ pub fn init(
     })
 }
 
+/// Where the bootloader mapped physical address 0 (all RAM lies at this offset).
+pub fn physical_offset() -> u64 {
+    PHYS_OFFSET.load(Ordering::Relaxed)
+}
+
+/// Map the 4 KiB page at physical `phys` at the same virtual address, writable and executable:
+/// an application processor switches paging on while it runs from its start-up page (see
+/// `smp`). Already identity-mapped is fine; a page used for something else is an error.
+pub fn identity_map(phys: u64) -> Result<(), &'static str> {
+    let mut guard = MMIO.lock();
+    let mmio = guard.as_mut().ok_or("memory is not set up")?;
+    let virt = VirtAddr::new(phys);
+    match mmio.mapper.translate_addr(virt) {
+        Some(p) if p.as_u64() == phys => return Ok(()),
+        Some(_) => return Err("the trampoline's virtual page is mapped to other memory"),
+        None => {}
+    }
+    let page = Page::<Size4KiB>::containing_address(virt);
+    let frame = PhysFrame::containing_address(PhysAddr::new(phys));
+    let flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
+    // Safety: the virtual page was unmapped (checked above), so no reference into it exists;
+    // the frame is RAM below 1 MiB that the bootloader leaves free and the heap does not hold.
+    unsafe { mmio.mapper.map_to(page, frame, flags, &mut HeapFrames) }
+        .map_err(|_| "cannot identity-map the trampoline page")?
+        .flush();
+    Ok(())
+}
+
 /// Bytes of heap free now.
 pub fn heap_free() -> u64 {
     HEAP.lock().free() as u64

@@ -237,6 +237,33 @@ impl Vm {
         mac: Option<&str>,
         netns: Option<&str>,
     ) -> Result<Vm, String> {
+        Vm::spawn_with_cpus(image, firmware, nic, net, mac, netns, 1)
+    }
+
+    /// [`Vm::start_with`] on `cpus` virtual CPUs (`-smp`).
+    pub fn start_with_cpus(
+        image: &Image,
+        firmware: Firmware,
+        nic: NicModel,
+        net: Net,
+        cpus: u32,
+    ) -> Result<Vm, String> {
+        let mut vm = Vm::spawn_with_cpus(image, firmware, nic, net, None, None, cpus)?;
+        vm.wait_for("ready", BOOT_TIMEOUT)?;
+        vm.boot_time = vm.started.elapsed();
+        Ok(vm)
+    }
+
+    /// [`Vm::spawn_with`] on `cpus` virtual CPUs (`-smp`).
+    pub fn spawn_with_cpus(
+        image: &Image,
+        firmware: Firmware,
+        nic: NicModel,
+        net: Net,
+        mac: Option<&str>,
+        netns: Option<&str>,
+        cpus: u32,
+    ) -> Result<Vm, String> {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let serial = image
@@ -251,6 +278,7 @@ impl Vm {
             firmware,
             accel: test_accel(),
             memory_mib: 256,
+            cpus,
             net,
             mac: mac.map(str::to_string),
             serial_file: Some(serial.clone()),

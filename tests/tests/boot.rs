@@ -1,7 +1,9 @@
 //! Boot tests: build both images from a config and boot each under QEMU (TCG) to `ready`,
 //! checking that the image logged what was baked into it; and check that a broken config blob
 //! ends the image with a panic that QEMU reports as a failure. Both images boot with
-//! virtio-net and with QEMU's Intel 82576 (`-device igb`; skipped on a QEMU without it).
+//! virtio-net and with QEMU's Intel 82576 (`-device igb`; skipped on a QEMU without it). The
+//! virtio-net boots run on two virtual CPUs, so they also check that the second CPU is started
+//! (with either firmware); the igb boots keep one, as every other test does.
 
 use boot::qemu::{debug_exit_status, Firmware, Net};
 use std::path::{Path, PathBuf};
@@ -30,12 +32,12 @@ fn igb_image() -> &'static Image {
     IMAGE.get_or_init(|| image().copy_as("boot-igb").expect("copy the boot images"))
 }
 
-fn boots_to_ready(firmware: Firmware, nic: NicModel) {
+fn boots_to_ready(firmware: Firmware, nic: NicModel, cpus: u32) {
     let image = match nic {
         NicModel::Igb => igb_image(),
         NicModel::VirtioNet => image(),
     };
-    let vm = Vm::start_with(image, firmware, nic, Net::Isolated, None, None)
+    let vm = Vm::start_with_cpus(image, firmware, nic, Net::Isolated, cpus)
         .unwrap_or_else(|e| panic!("{firmware:?} image on {nic:?} did not boot: {e}"));
     // The phase line follows the ready line; on a loaded host the serial console may still be
     // writing it when ready is seen, so wait until it is whole.
@@ -83,6 +85,13 @@ fn boots_to_ready(firmware: Firmware, nic: NicModel) {
         log.contains("forwarder: 65536 flows capacity"),
         "limits.flows not applied:\n{log}"
     );
+    // Every CPU QEMU was given is found in the ACPI tables and started (then parked).
+    let smp = format!("smp: {cpus} cpus, {cpus} started");
+    assert!(log.contains(&smp), "no {smp:?}:\n{log}");
+    for index in 1..cpus {
+        let up = format!("smp: cpu {index} (APIC id {index}) up");
+        assert!(log.contains(&up), "no {up:?}:\n{log}");
+    }
     // Each boot phase with its duration, in one line after ready.
     let phases = log
         .lines()
@@ -92,6 +101,7 @@ fn boots_to_ready(firmware: Firmware, nic: NicModel) {
         "clock ",
         "memory ",
         "pci ",
+        "smp ",
         "nic ",
         "forwarder tables ",
         "control ",
@@ -128,26 +138,26 @@ fn images_carry_a_stripped_kernel_and_the_debug_info_lies_beside_them() {
 
 #[test]
 fn bios_image_boots_to_ready() {
-    boots_to_ready(Firmware::Bios, NicModel::VirtioNet);
+    boots_to_ready(Firmware::Bios, NicModel::VirtioNet, 2);
 }
 
 #[test]
 fn bios_image_boots_to_ready_on_igb() {
     if !NicModel::Igb.skip("bios_image_boots_to_ready_on_igb") {
-        boots_to_ready(Firmware::Bios, NicModel::Igb);
+        boots_to_ready(Firmware::Bios, NicModel::Igb, 1);
     }
 }
 
 #[test]
 fn uefi_image_boots_to_ready_on_igb() {
     if !NicModel::Igb.skip("uefi_image_boots_to_ready_on_igb") {
-        boots_to_ready(Firmware::Uefi, NicModel::Igb);
+        boots_to_ready(Firmware::Uefi, NicModel::Igb, 1);
     }
 }
 
 #[test]
 fn uefi_image_boots_to_ready() {
-    boots_to_ready(Firmware::Uefi, NicModel::VirtioNet);
+    boots_to_ready(Firmware::Uefi, NicModel::VirtioNet, 2);
 }
 
 #[test]

@@ -168,6 +168,9 @@ pub struct Interface {
     pub nic: Option<String>,
     /// What the poll loop does while there is no traffic.
     pub poll: Polling,
+    /// How many CPUs to start, the boot CPU included: `None` starts every CPU the firmware
+    /// lists (more than there are is not an error: all are started).
+    pub cores: Option<u16>,
 }
 
 /// What the poll loop does while there is no traffic.

@@ -96,6 +96,7 @@ impl Config {
                     mtu: 1500,
                     nic: None,
                     poll: Polling::Auto,
+                    cores: None,
                 },
                 management: None,
                 limits: Limits::default(),

@@ -694,3 +694,18 @@ fn ipv6_families_are_checked_by_field() {
     c.interface.gateway6 = Some("fe80::1".parse().unwrap());
     c.validate().unwrap();
 }
+
+#[test]
+fn cores_zero_is_refused_and_a_limit_round_trips_through_a_blob() {
+    let mut c = example();
+    c.interface.cores = Some(0);
+    assert!(
+        refused(&c).starts_with("interface.cores: is 0"),
+        "{}",
+        refused(&c)
+    );
+    c.interface.cores = Some(3);
+    c.validate().unwrap();
+    let back = Config::from_blob(&c.to_blob()).unwrap();
+    assert_eq!(back.interface.cores, Some(3));
+}

@@ -343,6 +343,12 @@ impl Config {
                 ));
             }
         }
+        if iface.cores == Some(0) {
+            return Err(ConfigError::new(
+                "interface.cores",
+                "is 0; at least 1 (the boot CPU), or leave it out to use every CPU",
+            ));
+        }
         if iface.mtu < MTU_RANGE.0 {
             return Err(ConfigError::new(
                 "interface.mtu",

@@ -1,0 +1,512 @@
+//! The other CPUs: counted from the ACPI MADT and started, each on its own stack with its own
+//! GDT, the application processors' IDT and its local APIC enabled, and then parked.
+//!
+//! Why parked: the poll loop is still single-core (issue 21 adds one loop per receive queue);
+//! this is the bring-up that loop will build on. A parked CPU halts with interrupts off, so only
+//! an NMI or INIT reaches it, and it touches no shared state after saying it is up.
+//!
+//! Start-up follows the universal sequence (Intel SDM vol. 3A, 10.4.4.1 / the MP spec, B.4):
+//! INIT, 10 ms, SIPI, 200 us, a second SIPI if the CPU has not answered. A CPU leaves SIPI in
+//! real mode at the 4 KiB page the SIPI's vector names, so a trampoline is copied to a free page
+//! below 1 MiB (the bootloader never allocates there) and identity-mapped, because paging is
+//! switched on while it still runs from that page. CPUs are started one at a time: they share the
+//! trampoline and its parameter block.
+//!
+//! With one CPU (every `-smp 1` guest) nothing is touched but the ACPI tables, which are read.
+
+use alloc::boxed::Box;
+use alloc::vec;
+use bootloader_api::info::{MemoryRegionKind, MemoryRegions};
+use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use drivers::acpi;
+use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
+use x86_64::registers::control::{Cr0, Cr3, Cr4};
+use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable};
+use x86_64::structures::idt::{InterruptDescriptorTable, InterruptStackFrame, PageFaultErrorCode};
+
+use crate::{clock, memory};
+
+/// Stack of each application processor. A parked CPU needs little; the poll loops that will run
+/// here get the kernel's 512 KiB.
+const AP_STACK: usize = 64 * 1024;
+
+const IA32_APIC_BASE: u32 = 0x1b;
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+const APIC_BASE_X2APIC: u64 = 1 << 10;
+const REG_ID: u32 = 0x20;
+const REG_SVR: u32 = 0xf0;
+const REG_ICR_LOW: u32 = 0x300;
+const REG_ICR_HIGH: u32 = 0x310;
+const REG_LVT_TIMER: u32 = 0x320;
+const REG_LVT_LINT0: u32 = 0x350;
+const REG_LVT_LINT1: u32 = 0x360;
+const REG_LVT_ERROR: u32 = 0x370;
+const LVT_MASKED: u32 = 1 << 16;
+const SPURIOUS_VECTOR: u32 = 0xff;
+/// ICR: delivery mode INIT (101b) / start-up (110b), level assert.
+const ICR_INIT: u32 = 0x0000_4500;
+const ICR_STARTUP: u32 = 0x0000_4600;
+/// ICR delivery status (xAPIC only): the previous IPI is still being sent.
+const ICR_PENDING: u32 = 1 << 12;
+
+/// Where the xAPIC registers are mapped (0: x2APIC mode, registers are MSRs).
+static XAPIC: AtomicU64 = AtomicU64::new(0);
+/// The index of the last application processor that reached `ap_main` (the BSP waits for it).
+static ARRIVED: AtomicU32 = AtomicU32::new(0);
+
+// The trampoline: real mode -> 32-bit protected mode -> long mode -> `ap_main`. It is assembled
+// here but runs only as a copy at the start of a page below 1 MiB, so it addresses its own data
+// relative to that page: in real mode through CS (= page >> 4), afterwards through EBX/RBX
+// (= the page's address). Addresses that depend on the page (the GDT base, the two far-jump
+// targets) are written into its parameter block by the BSP, with everything else the AP needs.
+core::arch::global_asm!(
+    r#"
+    .pushsection .rodata.sidestep_ap_trampoline, "a"
+    .balign 16
+    .global sidestep_ap_trampoline
+    .global sidestep_ap_32
+    .global sidestep_ap_64
+    .global sidestep_ap_params
+    .global sidestep_ap_gdt
+    .global sidestep_ap_trampoline_end
+    .set AP_GDTR, sidestep_ap_params - sidestep_ap_trampoline
+    .set AP_FAR32, sidestep_ap_params - sidestep_ap_trampoline + 8
+    .set AP_FAR64, sidestep_ap_params - sidestep_ap_trampoline + 16
+    .set AP_CR3, sidestep_ap_params - sidestep_ap_trampoline + 24
+    .set AP_CR4, sidestep_ap_params - sidestep_ap_trampoline + 32
+    .set AP_EFER, sidestep_ap_params - sidestep_ap_trampoline + 40
+    .set AP_CR0, sidestep_ap_params - sidestep_ap_trampoline + 48
+    .set AP_STACK, sidestep_ap_params - sidestep_ap_trampoline + 56
+    .set AP_ENTRY, sidestep_ap_params - sidestep_ap_trampoline + 64
+    .set AP_ARG, sidestep_ap_params - sidestep_ap_trampoline + 72
+    .code16
+sidestep_ap_trampoline:
+    cli
+    cld
+    mov %cs, %ax
+    mov %ax, %ds
+    xor %ebx, %ebx
+    mov %ax, %bx
+    shl $4, %ebx
+    lgdtl AP_GDTR
+    mov %cr0, %eax
+    or $1, %eax
+    mov %eax, %cr0
+    ljmpl *AP_FAR32
+    .code32
+sidestep_ap_32:
+    mov $0x10, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    mov %cr4, %eax
+    or $0x20, %eax
+    mov %eax, %cr4
+    mov AP_CR3(%ebx), %eax
+    mov %eax, %cr3
+    mov $0xc0000080, %ecx
+    mov AP_EFER(%ebx), %eax
+    xor %edx, %edx
+    wrmsr
+    mov %cr0, %eax
+    or $0x80000001, %eax
+    mov %eax, %cr0
+    ljmpl *AP_FAR64(%ebx)
+    .code64
+sidestep_ap_64:
+    xor %eax, %eax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    mov %ax, %fs
+    mov %ax, %gs
+    mov AP_CR4(%rbx), %rax
+    mov %rax, %cr4
+    mov AP_CR0(%rbx), %rax
+    mov %rax, %cr0
+    mov AP_STACK(%rbx), %rsp
+    mov AP_ARG(%rbx), %rdi
+    mov AP_ENTRY(%rbx), %rax
+    call *%rax
+2:
+    cli
+    hlt
+    jmp 2b
+    .balign 16
+sidestep_ap_params:
+    .word sidestep_ap_gdt_end - sidestep_ap_gdt - 1
+    .long 0
+    .word 0
+    .long 0
+    .word 0x08
+    .word 0
+    .long 0
+    .word 0x18
+    .word 0
+    .quad 0, 0, 0, 0, 0, 0, 0
+    .balign 16
+sidestep_ap_gdt:
+    .quad 0
+    .quad 0x00cf9a000000ffff
+    .quad 0x00cf92000000ffff
+    .quad 0x00209a0000000000
+sidestep_ap_gdt_end:
+sidestep_ap_trampoline_end:
+    .popsection
+"#,
+    options(att_syntax)
+);
+
+extern "C" {
+    static sidestep_ap_trampoline: u8;
+    static sidestep_ap_32: u8;
+    static sidestep_ap_64: u8;
+    static sidestep_ap_params: u8;
+    static sidestep_ap_gdt: u8;
+    static sidestep_ap_trampoline_end: u8;
+}
+
+/// Byte offsets in the trampoline's parameter block (see the `.word`/`.quad`s above).
+mod param {
+    pub const GDT_BASE: usize = 2;
+    pub const FAR32: usize = 8;
+    pub const FAR64: usize = 16;
+    pub const CR3: usize = 24;
+    pub const CR4: usize = 32;
+    pub const EFER: usize = 40;
+    pub const CR0: usize = 48;
+    pub const STACK: usize = 56;
+    pub const ENTRY: usize = 64;
+    pub const ARG: usize = 72;
+}
+
+/// What `start` found and did, for the boot log.
+pub struct Cpus {
+    /// Enabled CPUs in the MADT (1 if the tables could not be read).
+    pub found: usize,
+    /// CPUs running, the boot CPU included.
+    pub running: usize,
+}
+
+/// Count the CPUs and start up to `limit` of them (the boot CPU included; `None`: all).
+pub fn start(rsdp: Option<u64>, regions: &MemoryRegions, limit: Option<usize>) -> Cpus {
+    let single = Cpus {
+        found: 1,
+        running: 1,
+    };
+    let Some(rsdp) = rsdp else {
+        log::warn!("smp: the bootloader found no ACPI tables; using the boot CPU only");
+        return single;
+    };
+    let offset = memory::physical_offset();
+    let read = |phys: u64, len: usize| -> Option<&'static [u8]> {
+        // Safety: the bootloader maps all physical memory at `offset`, and the ACPI tables lie in
+        // RAM it reports (ACPI reclaimable / NVS); firmware does not change them while the kernel
+        // runs, and they are only read.
+        Some(unsafe { core::slice::from_raw_parts((offset + phys) as *const u8, len) })
+    };
+    let madt = match acpi::madt(rsdp, read) {
+        Ok(m) => m,
+        Err(e) => {
+            log::warn!("smp: {e}; using the boot CPU only");
+            return single;
+        }
+    };
+    let found = madt.cpus().filter(|c| c.enabled).count().max(1);
+    let wanted = limit.unwrap_or(found).clamp(1, found);
+    if wanted == 1 {
+        return Cpus { found, running: 1 };
+    }
+    match start_aps(&madt, regions, wanted - 1) {
+        Ok(started) => Cpus {
+            found,
+            running: 1 + started,
+        },
+        Err(why) => {
+            log::warn!("smp: {why}; using the boot CPU only");
+            Cpus { found, running: 1 }
+        }
+    }
+}
+
+/// Start up to `count` application processors; how many answered.
+fn start_aps(
+    madt: &acpi::Madt,
+    regions: &MemoryRegions,
+    count: usize,
+) -> Result<usize, &'static str> {
+    init_apic_access(madt.local_apic)?;
+    let own_id = apic_id();
+    let page = trampoline_page(regions).ok_or("no free page below 1 MiB for the trampoline")?;
+    memory::identity_map(page)?;
+    install_trampoline(page);
+    let mut started = 0;
+    let targets = madt
+        .cpus()
+        .filter(|c| c.enabled && c.apic_id != own_id)
+        .take(count);
+    for (index, cpu) in (1u32..).zip(targets) {
+        if !start_one(page, index, cpu.apic_id) {
+            // It may still arrive late and read the parameter block, so it is left as it is and
+            // no other CPU is started with it.
+            log::warn!("smp: cpu {index} (APIC id {}) did not answer", cpu.apic_id);
+            break;
+        }
+        started += 1;
+    }
+    Ok(started)
+}
+
+/// The lowest free 4 KiB page in [4 KiB, 1 MiB) (a SIPI vector names a page number below 256;
+/// page 0 holds the real-mode interrupt table that firmware may still read).
+fn trampoline_page(regions: &MemoryRegions) -> Option<u64> {
+    regions
+        .iter()
+        .filter(|r| r.kind == MemoryRegionKind::Usable)
+        .filter_map(|r| {
+            let start = r.start.max(0x1000).next_multiple_of(0x1000);
+            (start + 0x1000 <= r.end.min(0x10_0000)).then_some(start)
+        })
+        .min()
+}
+
+/// Copy the trampoline to `page` (identity-mapped) and fill in what depends on where it lies.
+fn install_trampoline(page: u64) {
+    let base = &raw const sidestep_ap_trampoline as u64;
+    let len = &raw const sidestep_ap_trampoline_end as u64 - base;
+    let at = |sym: u64| sym - base;
+    let params = at(&raw const sidestep_ap_params as u64) as usize;
+    let gdt = page + at(&raw const sidestep_ap_gdt as u64);
+    let ap32 = page + at(&raw const sidestep_ap_32 as u64);
+    let ap64 = page + at(&raw const sidestep_ap_64 as u64);
+    let dst = page as *mut u8;
+    // Safety: `page` is a free, identity-mapped RAM page below 1 MiB that nothing else uses
+    // (the bootloader allocates nothing there and the heap is elsewhere); the trampoline is
+    // shorter than a page (checked below), and the source lies in the kernel's rodata.
+    unsafe {
+        assert!(len < 4096 - 8, "the trampoline fits in its page");
+        core::ptr::copy_nonoverlapping(base as *const u8, dst, len as usize);
+        (dst.add(params + param::GDT_BASE) as *mut u32).write_unaligned(gdt as u32);
+        (dst.add(params + param::FAR32) as *mut u32).write_unaligned(ap32 as u32);
+        (dst.add(params + param::FAR64) as *mut u32).write_unaligned(ap64 as u32);
+    }
+}
+
+/// Start application processor `index` (APIC id `apic_id`); whether it reached `ap_main`.
+fn start_one(page: u64, index: u32, apic_id: u32) -> bool {
+    let base = &raw const sidestep_ap_trampoline as u64;
+    let params = (&raw const sidestep_ap_params as u64 - base) as usize;
+    let stack = Box::leak(vec![0u8; AP_STACK].into_boxed_slice());
+    let top = (stack.as_ptr() as u64 + AP_STACK as u64) & !0xf;
+    // Long mode wants LME; NXE because the kernel's page tables use the no-execute bit; SCE is
+    // harmless. LMA is set by the CPU itself.
+    let efer = Efer::read()
+        & (EferFlags::LONG_MODE_ENABLE
+            | EferFlags::NO_EXECUTE_ENABLE
+            | EferFlags::SYSTEM_CALL_EXTENSIONS);
+    let (frame, cr3_flags) = Cr3::read();
+    let cr3 = frame.start_address().as_u64() | cr3_flags.bits();
+    let values = [
+        (param::CR3, cr3),
+        (param::CR4, Cr4::read_raw()),
+        (param::EFER, efer.bits()),
+        (param::CR0, Cr0::read_raw()),
+        (param::STACK, top),
+        (param::ENTRY, ap_main as *const () as u64),
+        (param::ARG, u64::from(index)),
+    ];
+    for (off, value) in values {
+        // Safety: the parameter block lies inside the trampoline copied to `page` (identity-
+        // mapped); no AP runs it now (the previous one arrived, or none was started).
+        unsafe { ((page as usize + params + off) as *mut u64).write_volatile(value) };
+    }
+    // The AP reads these after the IPIs; stores are not reordered with the later ICR write on
+    // x86, and the fence keeps the compiler from doing it.
+    fence(Ordering::SeqCst);
+    let vector = (page >> 12) as u32;
+    send_ipi(apic_id, ICR_INIT);
+    clock::delay_us(10_000);
+    for _ in 0..2 {
+        send_ipi(apic_id, ICR_STARTUP | vector);
+        clock::delay_us(200);
+        if ARRIVED.load(Ordering::Acquire) == index {
+            return true;
+        }
+    }
+    // Under an emulator on a busy host a vCPU can take a while to be scheduled: wait up to 1 s.
+    for _ in 0..10_000 {
+        if ARRIVED.load(Ordering::Acquire) == index {
+            return true;
+        }
+        clock::delay_us(100);
+    }
+    false
+}
+
+/// Where an application processor arrives from the trampoline, on its own stack, with paging
+/// on the kernel's page tables, interrupts off, and the trampoline's GDT still loaded.
+extern "C" fn ap_main(index: u64) -> ! {
+    // Its own GDT (the trampoline's page is not meant to stay in use) and the shared IDT.
+    let mut table = GlobalDescriptorTable::new();
+    let code = table.append(Descriptor::kernel_code_segment());
+    let data = table.append(Descriptor::kernel_data_segment());
+    let gdt: &'static GlobalDescriptorTable = Box::leak(Box::new(table));
+    gdt.load();
+    // Safety: the selectors name descriptors of the GDT just loaded, which lives forever.
+    unsafe {
+        CS::set_reg(code);
+        SS::set_reg(data);
+        DS::set_reg(data);
+        ES::set_reg(data);
+    }
+    AP_IDT.call_once(ap_idt).load();
+    enable_local_apic();
+    log::info!("smp: cpu {index} (APIC id {}) up", apic_id());
+    ARRIVED.store(index as u32, Ordering::Release);
+    loop {
+        // Interrupts stay off: only an NMI (which returns) or INIT ends the halt.
+        x86_64::instructions::hlt();
+    }
+}
+
+static AP_IDT: spin::Once<InterruptDescriptorTable> = spin::Once::new();
+
+/// The application processors' interrupt table: a fault is reported and halts that CPU (rather
+/// than a triple fault resetting the machine); an NMI returns to the halt.
+fn ap_idt() -> InterruptDescriptorTable {
+    let mut idt = InterruptDescriptorTable::new();
+    idt.non_maskable_interrupt.set_handler_fn(nmi);
+    idt.general_protection_fault
+        .set_handler_fn(general_protection);
+    idt.page_fault.set_handler_fn(page_fault);
+    idt.double_fault.set_handler_fn(double_fault);
+    idt
+}
+
+extern "x86-interrupt" fn nmi(_frame: InterruptStackFrame) {}
+
+extern "x86-interrupt" fn general_protection(frame: InterruptStackFrame, code: u64) {
+    halt_on_fault(format_args!(
+        "general protection fault {code:#x} at {:?}",
+        frame.instruction_pointer
+    ));
+}
+
+extern "x86-interrupt" fn page_fault(frame: InterruptStackFrame, code: PageFaultErrorCode) {
+    let addr = x86_64::registers::control::Cr2::read_raw();
+    halt_on_fault(format_args!(
+        "page fault at {addr:#x} ({code:?}) from {:?}",
+        frame.instruction_pointer
+    ));
+}
+
+extern "x86-interrupt" fn double_fault(frame: InterruptStackFrame, _code: u64) -> ! {
+    halt_on_fault(format_args!(
+        "double fault at {:?}",
+        frame.instruction_pointer
+    ))
+}
+
+fn halt_on_fault(what: core::fmt::Arguments) -> ! {
+    log::error!(
+        "smp: application processor (APIC id {}): {what}; halting it",
+        apic_id()
+    );
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}
+
+/// Map the xAPIC registers (or note x2APIC mode, where they are MSRs). The boot CPU's mode is
+/// what every AP will use.
+fn init_apic_access(madt_address: u64) -> Result<(), &'static str> {
+    // Safety: IA32_APIC_BASE exists on every x86_64 CPU.
+    let base = unsafe { Msr::new(IA32_APIC_BASE).read() };
+    if base & APIC_BASE_ENABLE == 0 {
+        return Err("the local APIC is disabled in IA32_APIC_BASE");
+    }
+    if base & APIC_BASE_X2APIC == 0 {
+        // The MSR is what this CPU uses; the MADT's address is only a cross-check.
+        let phys = base & 0x000f_ffff_ffff_f000;
+        if phys != madt_address {
+            log::warn!("smp: local APIC at {phys:#x}, the MADT says {madt_address:#x}");
+        }
+        let regs = memory::map_mmio(phys, 4096).ok_or("cannot map the local APIC")?;
+        XAPIC.store(regs.as_ptr() as u64, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// An AP comes out of INIT with its APIC in xAPIC mode: switch it to the BSP's mode, then
+/// software-enable it with every local interrupt masked.
+fn enable_local_apic() {
+    if XAPIC.load(Ordering::Relaxed) == 0 {
+        let mut msr = Msr::new(IA32_APIC_BASE);
+        // Safety: setting the enable and x2APIC bits is the architectural switch to x2APIC
+        // mode (from xAPIC mode, as after INIT); the BSP runs in x2APIC mode, so it exists.
+        unsafe {
+            let base = msr.read();
+            msr.write(base | APIC_BASE_ENABLE | APIC_BASE_X2APIC);
+        }
+    }
+    apic_write(REG_LVT_TIMER, LVT_MASKED);
+    apic_write(REG_LVT_LINT0, LVT_MASKED);
+    apic_write(REG_LVT_LINT1, LVT_MASKED);
+    apic_write(REG_LVT_ERROR, LVT_MASKED);
+    apic_write(REG_SVR, (1 << 8) | SPURIOUS_VECTOR);
+}
+
+/// This CPU's local APIC id.
+fn apic_id() -> u32 {
+    if XAPIC.load(Ordering::Relaxed) != 0 {
+        apic_read(REG_ID) >> 24
+    } else {
+        apic_read(REG_ID)
+    }
+}
+
+/// Send an IPI to the CPU with APIC id `dest`, and wait until the xAPIC has sent it.
+fn send_ipi(dest: u32, icr_low: u32) {
+    let base = XAPIC.load(Ordering::Relaxed);
+    if base != 0 {
+        apic_write(REG_ICR_HIGH, dest << 24);
+        apic_write(REG_ICR_LOW, icr_low);
+        for _ in 0..1_000 {
+            if apic_read(REG_ICR_LOW) & ICR_PENDING == 0 {
+                break;
+            }
+            clock::delay_us(10);
+        }
+    } else {
+        let mut icr = Msr::new(0x830);
+        // Safety: in x2APIC mode the ICR is this one 64-bit MSR, destination in the high half.
+        unsafe { icr.write((u64::from(dest) << 32) | u64::from(icr_low)) };
+    }
+}
+
+fn apic_write(reg: u32, value: u32) {
+    let base = XAPIC.load(Ordering::Relaxed);
+    if base != 0 {
+        // Safety: `base` maps the xAPIC's 4 KiB register page uncached (every CPU sees its own
+        // APIC there); `reg` is one of the 16-byte-aligned 32-bit registers above.
+        unsafe { ((base + u64::from(reg)) as *mut u32).write_volatile(value) };
+    } else {
+        let mut msr = Msr::new(0x800 + (reg >> 4));
+        // Safety: in x2APIC mode the register is this MSR; writing it has the same effect.
+        unsafe { msr.write(u64::from(value)) };
+    }
+}
+
+fn apic_read(reg: u32) -> u32 {
+    let base = XAPIC.load(Ordering::Relaxed);
+    if base != 0 {
+        // Safety: as in `apic_write`.
+        unsafe { ((base + u64::from(reg)) as *const u32).read_volatile() }
+    } else {
+        let msr = Msr::new(0x800 + (reg >> 4));
+        // Safety: as in `apic_write`.
+        unsafe { msr.read() as u32 }
+    }
+}
