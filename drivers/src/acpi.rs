@@ -79,6 +79,26 @@ impl<'a> Madt<'a> {
     }
 }
 
+impl Madt<'_> {
+    /// Enabled CPUs, the boot CPU included (at least 1: the one running this).
+    pub fn enabled(&self) -> usize {
+        self.cpus().filter(|c| c.enabled).count().max(1)
+    }
+
+    /// The application processors to start when `cores` CPUs may run (`None`: all): the
+    /// enabled CPUs but the boot CPU (`boot_apic_id`), in table order, `cores - 1` at most.
+    pub fn to_start(
+        &self,
+        boot_apic_id: u32,
+        cores: Option<usize>,
+    ) -> impl Iterator<Item = Cpu> + '_ {
+        let aps = cores.map_or(usize::MAX, |c| c.saturating_sub(1));
+        self.cpus()
+            .filter(move |c| c.enabled && c.apic_id != boot_apic_id)
+            .take(aps)
+    }
+}
+
 /// (type, body without the two-byte type/length header) of each MADT entry; stops at the first
 /// entry whose length is impossible.
 struct Entries<'a>(&'a [u8]);
@@ -314,6 +334,22 @@ mod tests {
         assert_eq!(m.local_apic, 0x1_fee0_0000);
         let ids: Vec<(u32, bool)> = m.cpus().map(|c| (c.apic_id, c.enabled)).collect();
         assert_eq!(ids, [(0, true), (1, true), (2, false), (300, true)]);
+    }
+
+    #[test]
+    fn the_boot_cpu_disabled_ones_and_those_beyond_the_limit_are_not_started() {
+        // APIC ids 0, 1, 2 (disabled), 3; the boot CPU is 1 here, not the first entry.
+        let mem = acpi1(madt_bytes(&[
+            0, 8, 2, 2, 0, 0, 0, 0, 0, 8, 3, 3, 1, 0, 0, 0,
+        ]));
+        let m = madt(0x1000, |p, l| mem.read(p, l)).expect("valid tables");
+        assert_eq!(m.enabled(), 3);
+        let ids = |cores| m.to_start(1, cores).map(|c| c.apic_id).collect::<Vec<_>>();
+        assert_eq!(ids(None), [0, 3]);
+        assert_eq!(ids(Some(8)), [0, 3]);
+        assert_eq!(ids(Some(2)), [0]);
+        assert_eq!(ids(Some(1)), [] as [u32; 0]);
+        assert_eq!(ids(Some(0)), [] as [u32; 0]);
     }
 
     #[test]

@@ -106,8 +106,9 @@ pub fn init() {
 /// Write to the console without the logger, e.g. from the panic handler (forcing the lock: a
 /// panic while logging must still be heard).
 pub fn emergency_write(args: fmt::Arguments) {
-    // Safety of the force: the kernel is single-threaded; if the lock is held, it is held by the
-    // code that panicked, which will never run again.
+    // Safety of the force: only the boot CPU runs code that logs while others run (application
+    // processors log once, when they come up, and then halt); if the lock is held, it is most
+    // likely held by the code that panicked, which will never run again.
     if SERIAL.is_locked() {
         // Safety: see above; no other holder can resume.
         unsafe { SERIAL.force_unlock() };

@@ -200,10 +200,16 @@ pub fn start(rsdp: Option<u64>, regions: &MemoryRegions, limit: Option<usize>) -
         return single;
     };
     let offset = memory::physical_offset();
-    let read = |phys: u64, len: usize| -> Option<&'static [u8]> {
-        // Safety: the bootloader maps all physical memory at `offset`, and the ACPI tables lie in
-        // RAM it reports (ACPI reclaimable / NVS); firmware does not change them while the kernel
-        // runs, and they are only read.
+    // The bootloader maps physical memory from 0 to the end of the highest region of its map
+    // (ACPI tables are in that map), so a table pointer beyond it is refused, not followed.
+    let mapped_end = regions.iter().map(|r| r.end).max().unwrap_or(0);
+    let read = move |phys: u64, len: usize| -> Option<&'static [u8]> {
+        if phys.checked_add(len as u64)? > mapped_end {
+            return None;
+        }
+        // Safety: [phys, phys + len) lies below `mapped_end`, all of which the bootloader maps
+        // at `offset`; firmware does not change the ACPI tables while the kernel runs, and they
+        // are only read.
         Some(unsafe { core::slice::from_raw_parts((offset + phys) as *const u8, len) })
     };
     let madt = match acpi::madt(rsdp, read) {
@@ -213,12 +219,11 @@ pub fn start(rsdp: Option<u64>, regions: &MemoryRegions, limit: Option<usize>) -
             return single;
         }
     };
-    let found = madt.cpus().filter(|c| c.enabled).count().max(1);
-    let wanted = limit.unwrap_or(found).clamp(1, found);
-    if wanted == 1 {
+    let found = madt.enabled();
+    if limit.unwrap_or(found).min(found) <= 1 {
         return Cpus { found, running: 1 };
     }
-    match start_aps(&madt, regions, wanted - 1) {
+    match start_aps(&madt, regions, limit) {
         Ok(started) => Cpus {
             found,
             running: 1 + started,
@@ -230,23 +235,20 @@ pub fn start(rsdp: Option<u64>, regions: &MemoryRegions, limit: Option<usize>) -
     }
 }
 
-/// Start up to `count` application processors; how many answered.
+/// Start the application processors `cores` allows; how many answered.
 fn start_aps(
     madt: &acpi::Madt,
     regions: &MemoryRegions,
-    count: usize,
+    cores: Option<usize>,
 ) -> Result<usize, &'static str> {
     init_apic_access(madt.local_apic)?;
     let own_id = apic_id();
     let page = trampoline_page(regions).ok_or("no free page below 1 MiB for the trampoline")?;
     memory::identity_map(page)?;
     install_trampoline(page);
+    log::info!("smp: boot CPU has APIC id {own_id}; start-up code at {page:#x}");
     let mut started = 0;
-    let targets = madt
-        .cpus()
-        .filter(|c| c.enabled && c.apic_id != own_id)
-        .take(count);
-    for (index, cpu) in (1u32..).zip(targets) {
+    for (index, cpu) in (1u32..).zip(madt.to_start(own_id, cores)) {
         if !start_one(page, index, cpu.apic_id) {
             // It may still arrive late and read the parameter block, so it is left as it is and
             // no other CPU is started with it.
