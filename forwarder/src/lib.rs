@@ -21,6 +21,7 @@ pub mod flow;
 pub mod forwarder;
 pub mod neigh;
 pub mod sched;
+pub mod shard;
 pub mod stats;
 pub mod time;
 
