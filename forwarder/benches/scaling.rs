@@ -7,6 +7,12 @@
 //! wanted here is the wall time of two threads that start together. Rounds alternate one and two
 //! threads so that a change in the machine's load hits both; the median ratio is the figure.
 //!
+//! On a shared machine the wall-time ratio also measures how much of the second core the other
+//! users left. So each thread's CPU time is measured too (`CLOCK_THREAD_CPUTIME_ID`), and the
+//! harness prints the packets per CPU-second of the two threads against the one: 1.00 means the
+//! threads do not slow each other down (no shared state, no fight over caches or memory), so the
+//! wall-time ratio reaches the thread count wherever the cores are free.
+//!
 //! `SIDESTEP_BENCH_FLOWS` (comma-separated, default `1000,1000000`) sets the flows per forwarder;
 //! `SIDESTEP_SCALING_ROUNDS` (default 7) the rounds; `SIDESTEP_SCALING_THREADS` (default 2) the
 //! threads of the parallel run.
@@ -75,8 +81,10 @@ impl Worker {
         }
     }
 
-    /// `BURSTS` bursts of 32 established-flow packets, as the established bench's burst32 form.
-    fn run(&mut self) {
+    /// `BURSTS` bursts of 32 established-flow packets, as the established bench's burst32 form;
+    /// the CPU time this thread spent on them.
+    fn run(&mut self) -> Duration {
+        let start = thread_cpu_time();
         let mut verdicts = [Verdict::Local; LANES];
         let mut i = 0;
         for _ in 0..BURSTS {
@@ -106,11 +114,25 @@ impl Worker {
                 .all(|v| matches!(v, Verdict::Forward { .. })),
             "established flows are forwarded"
         );
+        thread_cpu_time().saturating_sub(start)
     }
 }
 
-/// Run every worker on its own thread, all released at once; the wall time until the last ends.
-fn parallel(workers: Vec<Worker>) -> (Duration, Vec<Worker>) {
+/// CPU time the calling thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // Safety: `ts` is a valid, writable timespec; the clock id is a constant Linux supports.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Run every worker on its own thread, all released at once: the wall time until the last ends,
+/// and the CPU time all of them used.
+fn parallel(workers: Vec<Worker>) -> (Duration, Duration, Vec<Worker>) {
     let start = Arc::new(Barrier::new(workers.len() + 1));
     let handles: Vec<_> = workers
         .into_iter()
@@ -118,8 +140,8 @@ fn parallel(workers: Vec<Worker>) -> (Duration, Vec<Worker>) {
             let start = Arc::clone(&start);
             std::thread::spawn(move || {
                 start.wait();
-                w.run();
-                (Clock::now(), w)
+                let cpu = w.run();
+                (Clock::now(), cpu, w)
             })
         })
         .collect();
@@ -127,12 +149,14 @@ fn parallel(workers: Vec<Worker>) -> (Duration, Vec<Worker>) {
     let t0 = Clock::now();
     let mut last = t0;
     let mut back = Vec::new();
+    let mut cpu = Duration::ZERO;
     for h in handles {
-        let (end, w) = h.join().expect("worker thread");
+        let (end, used, w) = h.join().expect("worker thread");
         last = last.max(end);
+        cpu += used;
         back.push(w);
     }
-    (last - t0, back)
+    (last - t0, cpu, back)
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -154,39 +178,56 @@ fn main() {
     let rounds: usize = env_or("SIDESTEP_SCALING_ROUNDS", 7);
     let threads: usize = env_or("SIDESTEP_SCALING_THREADS", 2);
     let packets = (BURSTS * LANES) as f64;
+    print_load("at the start");
     for n in sizes {
         let mut workers: Vec<Worker> = (0..threads as u64).map(|t| Worker::new(n, t)).collect();
         // Warm-up: one run of each form, not counted.
         workers[0].run();
-        let (_, w) = parallel(workers);
+        let (_, _, w) = parallel(workers);
         workers = w;
         let mut ratios = Vec::new();
+        let mut cpu_ratios = Vec::new();
         for round in 0..rounds {
             let t = Clock::now();
-            workers[0].run();
+            let one_cpu = workers[0].run();
             let one = t.elapsed();
-            let (many, w) = parallel(workers);
+            let (many, many_cpu, w) = parallel(workers);
             workers = w;
             let rate1 = packets / one.as_secs_f64();
             let rate_n = threads as f64 * packets / many.as_secs_f64();
+            // Packets per CPU-second: the work's own cost, whatever share of a core it got.
+            let per_cpu1 = packets / one_cpu.as_secs_f64();
+            let per_cpu_n = threads as f64 * packets / many_cpu.as_secs_f64();
             ratios.push(rate_n / rate1);
+            cpu_ratios.push(per_cpu_n / per_cpu1);
             println!(
-                "scaling {n} flows round {round}: 1 thread {:.2} Mpps ({:.1} ns/packet), {threads} threads {:.2} Mpps, ratio {:.2}",
+                "scaling {n} flows round {round}: 1 thread {:.2} Mpps ({:.1} ns/packet, {:.0} % of a core), \
+                 {threads} threads {:.2} Mpps ({:.0} % of {threads} cores), ratio {:.2}, per CPU-second {:.2}",
                 rate1 / 1e6,
                 1e9 / rate1,
+                100.0 * one_cpu.as_secs_f64() / one.as_secs_f64(),
                 rate_n / 1e6,
-                rate_n / rate1
+                100.0 * many_cpu.as_secs_f64() / (threads as f64 * many.as_secs_f64()),
+                rate_n / rate1,
+                per_cpu_n / per_cpu1
             );
         }
-        ratios.sort_by(f64::total_cmp);
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            (v[v.len() / 2], v[0], v[v.len() - 1])
+        };
+        let (m, lo, hi) = median(&mut ratios);
+        let (c, clo, chi) = median(&mut cpu_ratios);
         println!(
-            "scaling {n} flows: median ratio {threads} threads / 1 thread = {:.2} (min {:.2}, max {:.2}, {rounds} rounds)",
-            ratios[ratios.len() / 2],
-            ratios[0],
-            ratios[ratios.len() - 1]
+            "scaling {n} flows: {threads} threads / 1 thread: median {m:.2} (min {lo:.2}, max {hi:.2}) by wall time, \
+             {c:.2} (min {clo:.2}, max {chi:.2}) per CPU-second, {rounds} rounds"
         );
     }
+    print_load("at the end");
+}
+
+fn print_load(when: &str) {
     if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
-        println!("load average at the end: {}", l.trim());
+        println!("load average {when}: {}", l.trim());
     }
 }

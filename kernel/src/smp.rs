@@ -244,6 +244,7 @@ fn start_aps(
     init_apic_access(madt.local_apic)?;
     let own_id = apic_id();
     let page = trampoline_page(regions).ok_or("no free page below 1 MiB for the trampoline")?;
+    // The page stays mapped afterwards: a CPU that answers too late still runs from it.
     memory::identity_map(page)?;
     install_trampoline(page);
     log::info!("smp: boot CPU has APIC id {own_id}; start-up code at {page:#x}");
@@ -283,11 +284,11 @@ fn install_trampoline(page: u64) {
     let ap32 = page + at(&raw const sidestep_ap_32 as u64);
     let ap64 = page + at(&raw const sidestep_ap_64 as u64);
     let dst = page as *mut u8;
+    assert!(len <= 4096, "the trampoline fits in its page");
     // Safety: `page` is a free, identity-mapped RAM page below 1 MiB that nothing else uses
     // (the bootloader allocates nothing there and the heap is elsewhere); the trampoline is
-    // shorter than a page (checked below), and the source lies in the kernel's rodata.
+    // no longer than a page (checked above), and the source lies in the kernel's rodata.
     unsafe {
-        assert!(len < 4096 - 8, "the trampoline fits in its page");
         core::ptr::copy_nonoverlapping(base as *const u8, dst, len as usize);
         (dst.add(params + param::GDT_BASE) as *mut u32).write_unaligned(gdt as u32);
         (dst.add(params + param::FAR32) as *mut u32).write_unaligned(ap32 as u32);
