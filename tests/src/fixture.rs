@@ -23,6 +23,42 @@ use std::time::{Duration, Instant};
 /// The balancer's TAP device in the lb namespace.
 pub const TAP: &str = "tap0";
 
+/// The IPv6 VIP `web6` every balancer of a group serves, as [`group_web_vip`] over be1 and be2's
+/// IPv6 addresses, with health checks over IPv6.
+pub fn group_web6_vip() -> String {
+    format!(
+        r#"[[vip]]
+name = "web6"
+address = "{vip}"
+port = 80
+protocol = "tcp"
+mode = "dsr-l2"
+scheduler = "maglev"
+
+[vip.health]
+kind = "tcp"
+port = 80
+interval_ms = 500
+timeout_ms = 300
+rise = 2
+fall = 2
+
+[[vip.backend]]
+name = "be1"
+address = "{be1}"
+weight = 1
+
+[[vip.backend]]
+name = "be2"
+address = "{be2}"
+weight = 1
+"#,
+        vip = netns::VIP_WEB6,
+        be1 = netns::Host::Be1.addr6().expect("has one"),
+        be2 = netns::Host::Be2.addr6().expect("has one"),
+    )
+}
+
 /// The `web` VIP every balancer of a group serves (the BGP and VRRP tests, the demo): maglev,
 /// so that any of them sends a flow to the same backend, over be1 and be2 with TCP health
 /// checks, as config-file text.

@@ -65,7 +65,7 @@
 use std::fmt;
 use std::fs;
 use std::io::Write as _;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -1021,7 +1021,8 @@ impl DemoNet {
     }
 
     /// The MAC `host`'s neighbour table gives for `addr` on `eth0`, if it has a usable entry.
-    pub fn neighbour_mac(&self, host: Host, addr: Ipv4Addr) -> Result<Option<String>> {
+    pub fn neighbour_mac(&self, host: Host, addr: impl Into<IpAddr>) -> Result<Option<String>> {
+        let addr = addr.into();
         let out = self.ip_in(host, &format!("neigh show {addr} dev eth0"))?;
         Ok(out
             .split_whitespace()

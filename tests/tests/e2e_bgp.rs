@@ -490,13 +490,14 @@ fn check_frr_interop(b: &Balancers) {
     b.net.stop("bgpd").expect("stop FRR's bgpd");
 }
 
-/// Every backend down (their servers stopped): both balancers withdraw the VIP; back up, both
-/// announce it again.
+/// Every backend down (their servers stopped): both balancers withdraw the VIP, and the IPv6
+/// VIP (checked over IPv6); back up, both announce them again.
 fn check_withdrawn_when_every_backend_is_down(b: &Balancers) {
     b.net.stop_http(Host::Be1).expect("stop be1");
     b.net.stop_http(Host::Be2).expect("stop be2");
     // Two failed checks at 500 ms, then the withdrawal.
     let took = wait_for_hops(b, "the VIP withdrawn with every backend down", &[]);
+    wait_for_hops6(b, "the IPv6 VIP withdrawn with every backend down", &[]);
     let bird = birdc(b, &["show", "route", "for", &VIP_WEB.to_string()]);
     assert!(
         !bird.contains(&format!("{VIP_WEB}/32")),
@@ -513,6 +514,7 @@ fn check_withdrawn_when_every_backend_is_down(b: &Balancers) {
     b.net.start_http(Host::Be1).expect("start be1");
     b.net.start_http(Host::Be2).expect("start be2");
     wait_for_hops(b, "the VIP announced again by both", &ADDRS);
+    wait_for_hops6(b, "the IPv6 VIP announced again by both", &ADDRS6);
 }
 
 /// `announce = false` pushed to B: its route is withdrawn (within a second, plus slack) while
