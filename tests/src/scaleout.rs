@@ -222,7 +222,13 @@ fn bird_socket(net: &DemoNet) -> String {
 pub fn start_bird(net: &DemoNet) -> netns::Result<()> {
     net.run_ok(
         Host::Rt,
-        &["sysctl", "-q", "-w", "net.ipv4.fib_multipath_hash_policy=1"],
+        &[
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.fib_multipath_hash_policy=1",
+            "net.ipv6.fib_multipath_hash_policy=1",
+        ],
     )?;
     let conf = net.dir().join("bird.conf");
     let peers: String = ADDRS
@@ -236,6 +242,10 @@ router id {GATEWAY};
 protocol device {{ scan time 1; }}
 protocol kernel {{
     ipv4 {{ import none; export all; }};
+    merge paths on;
+}}
+protocol kernel kernel6 {{
+    ipv6 {{ import none; export all; }};
     merge paths on;
 }}
 protocol bfd {{

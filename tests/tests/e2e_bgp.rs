@@ -23,7 +23,8 @@
 //! Both also announce the IPv6 VIP `web6` (fd00:77::100/128) over multiprotocol BGP on the same
 //! sessions, next hop their `address6` (fd00:77::2, ::3; the router is fd00:77::1): BIRD's
 //! `ipv6` channel must learn it from both, lose B's with the drain and the dead balancer's with
-//! the kill, as the IPv4 route does. Only the announcement is checked, not IPv6 traffic.
+//! the kill and with every backend down, as the IPv4 route does; and the wan client's IPv6
+//! connections, through the router's kernel route (BIRD's `kernel6` export, ECMP), reach both.
 //!
 //! One boot of both images serves every check (CI time): they run in order in one test, the
 //! balancer kill last.
@@ -167,11 +168,6 @@ fn metric(b: &Balancers, i: usize, sample: &str) -> u64 {
     scaleout::metric(&b.net, i, sample).unwrap_or_else(|e| fail(b, "metrics", e))
 }
 
-/// `sidestep_vip_packets_total{vip="web"}` of balancer `i`.
-fn vip_packets(b: &Balancers, i: usize) -> u64 {
-    scaleout::vip_packets(&b.net, i).unwrap_or_else(|e| fail(b, "metrics", e))
-}
-
 /// Push `config` (signed) to balancer `i` from the client.
 fn push(b: &Balancers, key: &SigningKey, i: usize, config: &Config) {
     let to = format!("{}:{MGMT_PORT}", ADDRS[i]);
@@ -246,24 +242,31 @@ fn check_sessions_established(b: &Balancers) {
 /// Many new connections from the wan client: every one answered by a backend, and the
 /// balancers in `carrying` carried some, the others none.
 fn check_connections_over(b: &Balancers, carrying: &[usize]) {
-    let before = [vip_packets(b, 0), vip_packets(b, 1)];
-    let url = format!("http://{VIP_WEB}/");
+    connections_over(b, "web", &format!("http://{VIP_WEB}/"), carrying);
+}
+
+/// 40 new connections from the wan client to `url` (VIP `vip`): every one answered by a
+/// backend, and the balancers in `carrying` carried some (its `/metrics`), the others none.
+fn connections_over(b: &Balancers, vip: &str, url: &str, carrying: &[usize]) {
+    let sample = format!("sidestep_vip_packets_total{{vip=\"{vip}\"}}");
+    let packets = |i| metric(b, i, &sample);
+    let before = [packets(0), packets(1)];
     for n in 0..40 {
         let body = b
             .net
-            .curl_on(Host::Wan, 10, &[&url])
-            .unwrap_or_else(|e| panic!("connection {n}: {e}\n{}", b.diagnostics()));
+            .curl_on(Host::Wan, 10, &[url])
+            .unwrap_or_else(|e| panic!("connection {n} to {url}: {e}\n{}", b.diagnostics()));
         assert!(
             matches!(backend_of(&body), Some("be1" | "be2")),
-            "connection {n}: not a backend's page: {body:?}"
+            "connection {n} to {url}: not a backend's page: {body:?}"
         );
     }
-    let carried = [vip_packets(b, 0) - before[0], vip_packets(b, 1) - before[1]];
+    let carried = [packets(0) - before[0], packets(1) - before[1]];
     for (i, n) in carried.iter().enumerate() {
         assert_eq!(
             *n > 0,
             carrying.contains(&i),
-            "VIP packets per balancer over 40 connections: {carried:?} (expected traffic on {carrying:?})"
+            "{vip}'s packets per balancer over 40 connections: {carried:?} (expected traffic on {carrying:?})"
         );
     }
 }
@@ -635,6 +638,19 @@ fn two_balancers_announce_a_vip_to_bird_and_a_flow_survives_losing_its_balancer(
     }
     check_connections_over(b, &[0, 1]);
     check_ipv6_vip_announced(b);
+    // IPv6 through the router's kernel ECMP route (BIRD's kernel6 export) to both balancers.
+    b.eventually(
+        "the router's kernel routes the IPv6 VIP",
+        Duration::from_secs(30),
+        || {
+            let body = b
+                .net
+                .curl_on(Host::Wan, 3, &[&format!("http://[{VIP_WEB6}]/")])
+                .ok()?;
+            backend_of(&body).map(drop)
+        },
+    );
+    connections_over(b, "web6", &format!("http://[{VIP_WEB6}]/"), &[0, 1]);
     check_gobgp_interop(b);
     check_malformed_message_gets_notification(b);
     check_frr_interop(b);
