@@ -1108,9 +1108,20 @@ impl DemoNet {
     /// Sends `rounds` rounds of malformed frames from the client to the Ethernet address `mac`,
     /// with the client's address as source and `dst` as destination where there is an IP
     /// header. Returns how many frames were sent.
-    pub fn flood_malformed(&self, mac: &str, dst: Ipv4Addr, rounds: u32) -> Result<String> {
+    pub fn flood_malformed(
+        &self,
+        mac: &str,
+        dst: impl Into<IpAddr>,
+        rounds: u32,
+    ) -> Result<String> {
+        let dst: IpAddr = dst.into();
         let flood = self.bins.frame_flood.to_string_lossy().into_owned();
-        let client = Host::Client.addr().expect("has one").to_string();
+        let client = match dst {
+            IpAddr::V4(_) => Host::Client.addr().map(IpAddr::V4),
+            IpAddr::V6(_) => Host::Client.addr6().map(IpAddr::V6),
+        }
+        .expect("has one")
+        .to_string();
         self.run_ok(
             Host::Client,
             &[
