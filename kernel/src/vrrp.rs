@@ -27,30 +27,24 @@ const GARP_GAP_MS: u64 = 500;
 
 /// The IPv4 VIP addresses of `config` (sorted, unique): what the advertisements carry.
 fn vip_addresses(config: &Config) -> Vec<Ipv4Addr> {
-    let mut a: Vec<Ipv4Addr> = config
-        .vips
-        .iter()
-        .filter_map(|v| match v.address {
-            IpAddr::V4(a) => Some(a),
-            IpAddr::V6(_) => None,
-        })
-        .collect();
-    a.sort_unstable();
-    a.dedup();
-    a
+    addresses_of(config, |a| match a {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    })
 }
 
 /// The IPv6 VIP addresses of `config` (sorted, unique): not advertised (the advertisements are
 /// IPv4's), they follow the master as keepalived's `virtual_ipaddress_excluded` do.
 fn vip_addresses6(config: &Config) -> Vec<Ipv6Addr> {
-    let mut a: Vec<Ipv6Addr> = config
-        .vips
-        .iter()
-        .filter_map(|v| match v.address {
-            IpAddr::V6(a) => Some(a),
-            IpAddr::V4(_) => None,
-        })
-        .collect();
+    addresses_of(config, |a| match a {
+        IpAddr::V6(a) => Some(a),
+        IpAddr::V4(_) => None,
+    })
+}
+
+/// The VIP addresses of `config` that `pick` takes, sorted and unique.
+fn addresses_of<A: Ord>(config: &Config, pick: impl Fn(IpAddr) -> Option<A>) -> Vec<A> {
+    let mut a: Vec<A> = config.vips.iter().filter_map(|v| pick(v.address)).collect();
     a.sort_unstable();
     a.dedup();
     a

@@ -18,10 +18,10 @@
 //! dsr-l3.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::path::Path;
+
 use std::sync::OnceLock;
 use std::time::Instant;
-use tests::fixture::{self, Fixture};
+use tests::fixture::{self, sha256_of, Check, Fixture};
 use tests::netns::{
     DemoNet, Host, Topology, BALANCER6, BALANCER_MAC, BIG_FILE_LEN, BIG_FILE_PATH, NARROW_MTU,
     VIPS, VIPS6, VIP_WEB, VIP_WEB36, VIP_WEB6,
@@ -63,19 +63,6 @@ fn no_response_crosses_balancer(f: &Fixture, traffic: impl FnOnce()) {
             .collect::<Vec<_>>()
             .join("\n")
     );
-}
-
-fn sha256_of(path: &Path) -> String {
-    let out = std::process::Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("run sha256sum");
-    assert!(out.status.success(), "sha256sum {}", path.display());
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .expect("sha256sum prints a digest")
-        .to_owned()
 }
 
 /// `host` downloads the big file from `http://[vip]/`; it must arrive whole and byte for byte.
@@ -159,10 +146,6 @@ fn check_ipv4_still_served(f: &Fixture) {
     });
 }
 
-/// A check over the booted fixture.
-type Check = dyn Fn(&Fixture);
-
-/// The message of a check's panic.
 /// Health checks over IPv6: be1's server stopped takes it out of `web6` (every request then
 /// goes to be2) and back in once it answers again; be2 and web36's be3 (checked through
 /// gateway6) are up at the end.
@@ -239,14 +222,6 @@ fn check_survives_malformed_ipv6(f: &Fixture) {
     assert!(!f.serial_log().contains("PANIC"), "{}", f.serial_log());
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "a panic without a message".into())
-}
-
 /// One boot for every IPv6 check.
 #[test]
 fn ipv6_dsr_l2_l3_ping_and_ipv4_alongside() {
@@ -274,19 +249,7 @@ fn ipv6_dsr_l2_l3_ping_and_ipv4_alongside() {
         ("health checks over IPv6", &check_health_over_ipv6),
         ("malformed IPv6 frames", &check_survives_malformed_ipv6),
     ];
-    let mut failed = Vec::new();
-    for (name, check) in checks {
-        let t = Instant::now();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&f))) {
-            Ok(()) => eprintln!("ipv6: ok: {name} ({:.1?})", t.elapsed()),
-            Err(p) => {
-                eprintln!("ipv6: FAILED: {name} ({:.1?})", t.elapsed());
-                failed.push(format!("{name}: {}", panic_message(p.as_ref())));
-            }
-        }
-    }
-    eprintln!("ipv6: all checks in {:.1?}", started.elapsed());
-    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+    fixture::run_checks("ipv6", &f, &checks);
 }
 
 /// Sends one ICMPv6 echo request from `argv[1]` to `argv[2]` wrapped in ip6ip6 toward
