@@ -201,8 +201,9 @@ impl FlowKey {
 pub const KEY_V6: u64 = 1 << 41;
 
 /// An IPv6 source and destination address folded into one word, keyed by `seed`: the
-/// addresses part of an IPv6 [`FlowKey`]. Each address is folded with its own key words, then
-/// the two results are folded together, so swapping or changing any address bit changes it.
+/// addresses part of an IPv6 [`FlowKey`]. Each address is folded with key words of its own
+/// (so swapping source and destination changes the result), and the two folds are combined
+/// with one of them rotated; the flow hash ([`hash_key`]) mixes the word again.
 #[inline(always)]
 pub fn fold_addrs6(src: u128, dst: u128, seed: u64) -> u64 {
     let a = fold_mul(
@@ -213,7 +214,7 @@ pub fn fold_addrs6(src: u128, dst: u128, seed: u64) -> u64 {
         (dst >> 64) as u64 ^ seed.rotate_left(29),
         dst as u64 ^ 0xC2B2_AE3D_27D4_EB4F,
     );
-    fold_mul(a ^ 0x1656_67B1_9E37_79F9, b ^ seed.rotate_left(47))
+    a ^ b.rotate_left(32)
 }
 
 /// A 32-bit stand-in for an IPv6 source address where a scheduler or a persistence record

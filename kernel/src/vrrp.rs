@@ -16,7 +16,7 @@
 use alloc::vec::Vec;
 use control::config::{Config, Vrrp};
 use control::vrrp::{self as logic, Output, Router, State, Status};
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use forwarder::Forwarder;
 use log::{info, warn};
 
@@ -25,16 +25,26 @@ const GARP_REPEAT: u8 = 4;
 /// Time between two rounds of gratuitous ARP.
 const GARP_GAP_MS: u64 = 500;
 
-/// The VIP addresses of `config` (sorted, unique).
+/// The IPv4 VIP addresses of `config` (sorted, unique): what the advertisements carry.
 fn vip_addresses(config: &Config) -> Vec<Ipv4Addr> {
-    let mut a: Vec<Ipv4Addr> = config
-        .vips
-        .iter()
-        .filter_map(|v| match v.address {
-            core::net::IpAddr::V4(a) => Some(a),
-            core::net::IpAddr::V6(_) => None,
-        })
-        .collect();
+    addresses_of(config, |a| match a {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    })
+}
+
+/// The IPv6 VIP addresses of `config` (sorted, unique): not advertised (the advertisements are
+/// IPv4's), they follow the master as keepalived's `virtual_ipaddress_excluded` do.
+fn vip_addresses6(config: &Config) -> Vec<Ipv6Addr> {
+    addresses_of(config, |a| match a {
+        IpAddr::V6(a) => Some(a),
+        IpAddr::V4(_) => None,
+    })
+}
+
+/// The VIP addresses of `config` that `pick` takes, sorted and unique.
+fn addresses_of<A: Ord>(config: &Config, pick: impl Fn(IpAddr) -> Option<A>) -> Vec<A> {
+    let mut a: Vec<A> = config.vips.iter().filter_map(|v| pick(v.address)).collect();
     a.sort_unstable();
     a.dedup();
     a
@@ -45,6 +55,8 @@ pub struct VrrpNode {
     config: Vrrp,
     router: Router,
     own: Ipv4Addr,
+    /// The IPv6 VIPs, announced by unsolicited neighbour advertisements with the gratuitous ARP.
+    vips6: Vec<Ipv6Addr>,
     mac: [u8; 6],
     ident: u16,
     /// Rounds of gratuitous ARP still to send, and when the next is due.
@@ -62,6 +74,7 @@ impl VrrpNode {
             config: v.clone(),
             router: Router::new(v, own, &vip_addresses(config)),
             own,
+            vips6: vip_addresses6(config),
             mac,
             ident: 0,
             garp_left: 0,
@@ -135,6 +148,7 @@ impl VrrpNode {
                 if *v == n.config && n.own == config.interface.address.address =>
             {
                 n.router.set_addresses(&vip_addresses(config));
+                n.vips6 = vip_addresses6(config);
                 Some(n)
             }
             (Some(mut n), _) => {
@@ -196,12 +210,16 @@ impl VrrpNode {
         send(&logic::frame(&msg, self.own, self.config.vrid, self.ident));
     }
 
-    /// Gratuitous ARP for every VIP, from the NIC's MAC.
+    /// Gratuitous ARP for every IPv4 VIP and an unsolicited neighbour advertisement for every
+    /// IPv6 one, from the NIC's MAC.
     fn announce(&self, send: &mut dyn FnMut(&[u8])) {
         for &addr in self.router.addresses() {
             if addr != self.own {
                 send(&forwarder::arp::gratuitous(self.mac, addr));
             }
+        }
+        for &addr in &self.vips6 {
+            send(&forwarder::nd::unsolicited_advertisement(self.mac, addr));
         }
     }
 }

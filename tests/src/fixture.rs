@@ -23,13 +23,36 @@ use std::time::{Duration, Instant};
 /// The balancer's TAP device in the lb namespace.
 pub const TAP: &str = "tap0";
 
+/// The IPv6 VIP `web6` every balancer of a group serves, as [`group_web_vip`] over be1 and be2's
+/// IPv6 addresses, with health checks over IPv6.
+pub fn group_web6_vip() -> String {
+    let be = |h: netns::Host| IpAddr::from(h.addr6().expect("has one"));
+    group_vip(
+        "web6",
+        netns::VIP_WEB6.into(),
+        be(netns::Host::Be1),
+        be(netns::Host::Be2),
+    )
+}
+
 /// The `web` VIP every balancer of a group serves (the BGP and VRRP tests, the demo): maglev,
 /// so that any of them sends a flow to the same backend, over be1 and be2 with TCP health
 /// checks, as config-file text.
 pub fn group_web_vip() -> String {
+    let be = |h: netns::Host| IpAddr::from(h.addr().expect("has one"));
+    group_vip(
+        "web",
+        netns::VIP_WEB.into(),
+        be(netns::Host::Be1),
+        be(netns::Host::Be2),
+    )
+}
+
+/// A group's VIP `name` at `vip` port 80: maglev over `be1` and `be2`, health-checked.
+fn group_vip(name: &str, vip: IpAddr, be1: IpAddr, be2: IpAddr) -> String {
     format!(
         r#"[[vip]]
-name = "web"
+name = "{name}"
 address = "{vip}"
 port = 80
 protocol = "tcp"
@@ -46,15 +69,14 @@ fall = 2
 
 [[vip.backend]]
 name = "be1"
-address = "10.77.0.21"
+address = "{be1}"
 weight = 1
 
 [[vip.backend]]
 name = "be2"
-address = "10.77.0.22"
+address = "{be2}"
 weight = 1
-"#,
-        vip = netns::VIP_WEB
+"#
     )
 }
 
@@ -455,6 +477,53 @@ impl Balancers {
     ) -> T {
         eventually(what, timeout, || self.diagnostics(), probe)
     }
+}
+
+/// A check of an end-to-end test that runs several on one boot: what it asserts, on the booted
+/// fixture (by panicking).
+pub type Check = dyn Fn(&Fixture);
+
+/// The message of a check's panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Runs every named check on `f` (one boot for all: a boot costs long under TCG), each even if
+/// an earlier one failed, printing `LABEL: ok: NAME (time)` or `LABEL: FAILED: ...`; then
+/// panics naming every check that failed, with its message.
+pub fn run_checks(label: &str, f: &Fixture, checks: &[(&str, &Check)]) {
+    let started = std::time::Instant::now();
+    let mut failed = Vec::new();
+    for &(name, check) in checks {
+        let t = std::time::Instant::now();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(f))) {
+            Ok(()) => eprintln!("{label}: ok: {name} ({:.1?})", t.elapsed()),
+            Err(p) => {
+                eprintln!("{label}: FAILED: {name} ({:.1?})", t.elapsed());
+                failed.push(format!("{name}: {}", panic_message(p.as_ref())));
+            }
+        }
+    }
+    eprintln!("{label}: all checks in {:.1?}", started.elapsed());
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+}
+
+/// The SHA-256 of the file at `path`, in hex (`sha256sum`).
+pub fn sha256_of(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("run sha256sum");
+    assert!(out.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha256sum prints a digest")
+        .to_owned()
 }
 
 #[cfg(test)]

@@ -45,9 +45,10 @@
 //!   segment fd00:77::/64: balancer ::2, client ::10, be1 ::21, be2 ::22, rt ::1
 //!   behind rt fd00:88::/64: rt ::1, be3 ::31
 //!   NarrowLink: far fd00:66::10 -- fd00:66::1 edge fd00:55::1 ==== fd00:55::2 rt
+//!   wan client (when added): fd00:99::10 -- fd00:99::1 rt
 //! ```
 //!
-//! The hosts with an IPv6 address (not the lb namespace, the wan client nor the VRRP peer) have
+//! The hosts with an IPv6 address (not the lb namespace nor the VRRP peer) have
 //! IPv6 on, with router advertisements and solicitations off and no duplicate address
 //! detection, so the only IPv6 on the wire is what tests cause (plus the neighbour discovery
 //! and MLD reports any IPv6 host sends). A dsr-l2 backend holds the IPv6 VIP as a /128 on `lo`:
@@ -65,7 +66,7 @@
 use std::fmt;
 use std::fs;
 use std::io::Write as _;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -213,7 +214,8 @@ impl Host {
             Host::Be3 => on(0x88, 0x31),
             Host::Edge => Some(EDGE_FAR6),
             Host::Far => on(0x66, 0x10),
-            Host::Lb | Host::Wan | Host::Vrrp => None,
+            Host::Wan => on(0x99, 0x10),
+            Host::Lb | Host::Vrrp => None,
         }
     }
 
@@ -240,6 +242,8 @@ const EDGE_NARROW: Ipv4Addr = Ipv4Addr::new(10, 55, 0, 1);
 const RT_NARROW: Ipv4Addr = Ipv4Addr::new(10, 55, 0, 2);
 /// The router's address toward [`Host::Wan`].
 const RT_WAN: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+/// The router's IPv6 address toward [`Host::Wan`].
+const RT_WAN6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 1);
 /// The router's IPv6 address toward be3.
 const RT_INNER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x88, 0, 0, 0, 0, 0, 1);
 /// `edge`'s IPv6 address toward `far`.
@@ -980,8 +984,8 @@ impl DemoNet {
         Ok(ns)
     }
 
-    /// Adds [`Host::Wan`], a client on 10.99.0.0/24 behind the router (its `eth2`), with a
-    /// default route through it. Backends reach it through their default route (the router).
+    /// Adds [`Host::Wan`], a client on 10.99.0.0/24 and fd00:99::/64 behind the router (its
+    /// `eth2`), with default routes through it. Backends reach it through their default route (the router).
     pub fn add_wan_client(&mut self) -> Result<()> {
         let ns = self.add_namespace(Host::Wan)?;
         self.ip_in(
@@ -993,6 +997,7 @@ impl DemoNet {
             &format!("link set eth2 address {}", mac_for(RT_WAN)),
         )?;
         self.ip_in(Host::Rt, &format!("addr add {RT_WAN}/24 dev eth2"))?;
+        self.ip_in(Host::Rt, &format!("addr add {RT_WAN6}/64 dev eth2 nodad"))?;
         self.ip_in(Host::Rt, "link set eth2 up")?;
         self.sysctl(Host::Rt, &["net.ipv4.conf.eth2.rp_filter=0"])?;
         self.up_with_address(
@@ -1001,6 +1006,7 @@ impl DemoNet {
             mac_for(Host::Wan.addr().expect("has one")),
         )?;
         self.ip_in(Host::Wan, &format!("route add default via {RT_WAN}"))?;
+        self.ip_in(Host::Wan, &format!("-6 route add default via {RT_WAN6}"))?;
         Ok(())
     }
 
@@ -1021,7 +1027,8 @@ impl DemoNet {
     }
 
     /// The MAC `host`'s neighbour table gives for `addr` on `eth0`, if it has a usable entry.
-    pub fn neighbour_mac(&self, host: Host, addr: Ipv4Addr) -> Result<Option<String>> {
+    pub fn neighbour_mac(&self, host: Host, addr: impl Into<IpAddr>) -> Result<Option<String>> {
+        let addr = addr.into();
         let out = self.ip_in(host, &format!("neigh show {addr} dev eth0"))?;
         Ok(out
             .split_whitespace()
@@ -1101,9 +1108,20 @@ impl DemoNet {
     /// Sends `rounds` rounds of malformed frames from the client to the Ethernet address `mac`,
     /// with the client's address as source and `dst` as destination where there is an IP
     /// header. Returns how many frames were sent.
-    pub fn flood_malformed(&self, mac: &str, dst: Ipv4Addr, rounds: u32) -> Result<String> {
+    pub fn flood_malformed(
+        &self,
+        mac: &str,
+        dst: impl Into<IpAddr>,
+        rounds: u32,
+    ) -> Result<String> {
+        let dst: IpAddr = dst.into();
         let flood = self.bins.frame_flood.to_string_lossy().into_owned();
-        let client = Host::Client.addr().expect("has one").to_string();
+        let client = match dst {
+            IpAddr::V4(_) => Host::Client.addr().map(IpAddr::V4),
+            IpAddr::V6(_) => Host::Client.addr6().map(IpAddr::V6),
+        }
+        .expect("has one")
+        .to_string();
         self.run_ok(
             Host::Client,
             &[

@@ -123,7 +123,7 @@ pub struct BalancerConfig<'a> {
 }
 
 /// The config (version 1) of one balancer: a maglev dsr-l2 VIP `web` over be1 and be2 with
-/// health checks, the IPv6 VIP `web6` (announced only: IPv6 forwarding is not this scenario's),
+/// health checks, the IPv6 VIP `web6` likewise over their IPv6 addresses,
 /// management open to the segment client, `[bgp]` AS [`LB_AS`] with the router as peer and a
 /// [`HOLD_TIME`] hold time.
 pub fn config_text(c: &BalancerConfig<'_>) -> String {
@@ -183,22 +183,11 @@ address = "{GATEWAY}"
 asn = {RT_AS}
 {extra_peer}
 {web_vip}
-# Announced over MP-BGP as a /128 with address6 as next hop. No health check: the balancer
-# does not check IPv6 backends yet, so the VIP is announced while the balancer runs.
-[[vip]]
-name = "web6"
-address = "{VIP_WEB6}"
-port = 80
-protocol = "tcp"
-mode = "dsr-l2"
-scheduler = "maglev"
-
-[[vip.backend]]
-name = "be1"
-address = "fd00:77::21"
-weight = 1
+# Announced over MP-BGP as a /128 with address6 as next hop, while a backend is up.
+{web6_vip}
 {web3}"#,
         web_vip = crate::fixture::group_web_vip(),
+        web6_vip = crate::fixture::group_web6_vip(),
         written_by = c.written_by,
     )
 }
@@ -233,7 +222,13 @@ fn bird_socket(net: &DemoNet) -> String {
 pub fn start_bird(net: &DemoNet) -> netns::Result<()> {
     net.run_ok(
         Host::Rt,
-        &["sysctl", "-q", "-w", "net.ipv4.fib_multipath_hash_policy=1"],
+        &[
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.fib_multipath_hash_policy=1",
+            "net.ipv6.fib_multipath_hash_policy=1",
+        ],
     )?;
     let conf = net.dir().join("bird.conf");
     let peers: String = ADDRS
@@ -247,6 +242,10 @@ router id {GATEWAY};
 protocol device {{ scan time 1; }}
 protocol kernel {{
     ipv4 {{ import none; export all; }};
+    merge paths on;
+}}
+protocol kernel kernel6 {{
+    ipv6 {{ import none; export all; }};
     merge paths on;
 }}
 protocol bfd {{

@@ -23,7 +23,8 @@
 //! Both also announce the IPv6 VIP `web6` (fd00:77::100/128) over multiprotocol BGP on the same
 //! sessions, next hop their `address6` (fd00:77::2, ::3; the router is fd00:77::1): BIRD's
 //! `ipv6` channel must learn it from both, lose B's with the drain and the dead balancer's with
-//! the kill, as the IPv4 route does. Only the announcement is checked, not IPv6 traffic.
+//! the kill and with every backend down, as the IPv4 route does; and the wan client's IPv6
+//! connections, through the router's kernel route (BIRD's `kernel6` export, ECMP), reach both.
 //!
 //! One boot of both images serves every check (CI time): they run in order in one test, the
 //! balancer kill last.
@@ -167,11 +168,6 @@ fn metric(b: &Balancers, i: usize, sample: &str) -> u64 {
     scaleout::metric(&b.net, i, sample).unwrap_or_else(|e| fail(b, "metrics", e))
 }
 
-/// `sidestep_vip_packets_total{vip="web"}` of balancer `i`.
-fn vip_packets(b: &Balancers, i: usize) -> u64 {
-    scaleout::vip_packets(&b.net, i).unwrap_or_else(|e| fail(b, "metrics", e))
-}
-
 /// Push `config` (signed) to balancer `i` from the client.
 fn push(b: &Balancers, key: &SigningKey, i: usize, config: &Config) {
     let to = format!("{}:{MGMT_PORT}", ADDRS[i]);
@@ -246,24 +242,31 @@ fn check_sessions_established(b: &Balancers) {
 /// Many new connections from the wan client: every one answered by a backend, and the
 /// balancers in `carrying` carried some, the others none.
 fn check_connections_over(b: &Balancers, carrying: &[usize]) {
-    let before = [vip_packets(b, 0), vip_packets(b, 1)];
-    let url = format!("http://{VIP_WEB}/");
+    connections_over(b, "web", &format!("http://{VIP_WEB}/"), carrying);
+}
+
+/// 40 new connections from the wan client to `url` (VIP `vip`): every one answered by a
+/// backend, and the balancers in `carrying` carried some (its `/metrics`), the others none.
+fn connections_over(b: &Balancers, vip: &str, url: &str, carrying: &[usize]) {
+    let sample = format!("sidestep_vip_packets_total{{vip=\"{vip}\"}}");
+    let packets = |i| metric(b, i, &sample);
+    let before = [packets(0), packets(1)];
     for n in 0..40 {
         let body = b
             .net
-            .curl_on(Host::Wan, 10, &[&url])
-            .unwrap_or_else(|e| panic!("connection {n}: {e}\n{}", b.diagnostics()));
+            .curl_on(Host::Wan, 10, &[url])
+            .unwrap_or_else(|e| panic!("connection {n} to {url}: {e}\n{}", b.diagnostics()));
         assert!(
             matches!(backend_of(&body), Some("be1" | "be2")),
-            "connection {n}: not a backend's page: {body:?}"
+            "connection {n} to {url}: not a backend's page: {body:?}"
         );
     }
-    let carried = [vip_packets(b, 0) - before[0], vip_packets(b, 1) - before[1]];
+    let carried = [packets(0) - before[0], packets(1) - before[1]];
     for (i, n) in carried.iter().enumerate() {
         assert_eq!(
             *n > 0,
             carrying.contains(&i),
-            "VIP packets per balancer over 40 connections: {carried:?} (expected traffic on {carrying:?})"
+            "{vip}'s packets per balancer over 40 connections: {carried:?} (expected traffic on {carrying:?})"
         );
     }
 }
@@ -490,13 +493,14 @@ fn check_frr_interop(b: &Balancers) {
     b.net.stop("bgpd").expect("stop FRR's bgpd");
 }
 
-/// Every backend down (their servers stopped): both balancers withdraw the VIP; back up, both
-/// announce it again.
+/// Every backend down (their servers stopped): both balancers withdraw the VIP, and the IPv6
+/// VIP (checked over IPv6); back up, both announce them again.
 fn check_withdrawn_when_every_backend_is_down(b: &Balancers) {
     b.net.stop_http(Host::Be1).expect("stop be1");
     b.net.stop_http(Host::Be2).expect("stop be2");
     // Two failed checks at 500 ms, then the withdrawal.
     let took = wait_for_hops(b, "the VIP withdrawn with every backend down", &[]);
+    wait_for_hops6(b, "the IPv6 VIP withdrawn with every backend down", &[]);
     let bird = birdc(b, &["show", "route", "for", &VIP_WEB.to_string()]);
     assert!(
         !bird.contains(&format!("{VIP_WEB}/32")),
@@ -513,6 +517,7 @@ fn check_withdrawn_when_every_backend_is_down(b: &Balancers) {
     b.net.start_http(Host::Be1).expect("start be1");
     b.net.start_http(Host::Be2).expect("start be2");
     wait_for_hops(b, "the VIP announced again by both", &ADDRS);
+    wait_for_hops6(b, "the IPv6 VIP announced again by both", &ADDRS6);
 }
 
 /// `announce = false` pushed to B: its route is withdrawn (within a second, plus slack) while
@@ -633,6 +638,19 @@ fn two_balancers_announce_a_vip_to_bird_and_a_flow_survives_losing_its_balancer(
     }
     check_connections_over(b, &[0, 1]);
     check_ipv6_vip_announced(b);
+    // IPv6 through the router's kernel ECMP route (BIRD's kernel6 export) to both balancers.
+    b.eventually(
+        "the router's kernel routes the IPv6 VIP",
+        Duration::from_secs(30),
+        || {
+            let body = b
+                .net
+                .curl_on(Host::Wan, 3, &[&format!("http://[{VIP_WEB6}]/")])
+                .ok()?;
+            backend_of(&body).map(drop)
+        },
+    );
+    connections_over(b, "web6", &format!("http://[{VIP_WEB6}]/"), &[0, 1]);
     check_gobgp_interop(b);
     check_malformed_message_gets_notification(b);
     check_frr_interop(b);

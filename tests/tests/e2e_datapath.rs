@@ -15,9 +15,8 @@
 //! with a VIP as its source crossed it: in DSR, responses never pass the balancer.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::sync::OnceLock;
-use tests::fixture::{self, backend_of, Fixture};
+use tests::fixture::{self, backend_of, sha256_of, Fixture};
 use tests::netns::{
     self, Host, Topology, BALANCER, BALANCER_MAC, BIG_FILE_LEN, BIG_FILE_PATH, UDP_PORT, UNUSED,
     VIPS, VIP_ANY, VIP_DNS, VIP_WEB, VIP_WEB3,
@@ -95,19 +94,6 @@ fn check_l3_http(f: &Fixture) {
         let seen = f.backends_answering(VIP_WEB3, 80, 10);
         assert!(seen.iter().all(|s| s == "be3"), "{seen:?}");
     });
-}
-
-fn sha256_of(path: &Path) -> String {
-    let out = std::process::Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("run sha256sum");
-    assert!(out.status.success(), "sha256sum {}", path.display());
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .expect("sha256sum prints a digest")
-        .to_owned()
 }
 
 /// Downloads and uploads the big file through `vip` and checks both byte for byte.

@@ -11,7 +11,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
-use tests::fixture::{self, backend_of, Fixture, TAP};
+use tests::fixture::{self, backend_of, Check, Fixture, TAP};
 use tests::netns::{
     self, Host, Topology, BALANCER, BALANCER_MAC, BIG_FILE_LEN, BIG_FILE_PATH, NARROW_MTU,
     UDP_PORT, VIP_DNS, VIP_WEB, VIP_WEB3, VIP_WEB6,
@@ -269,18 +269,6 @@ fn check_spoofed_arp_changes_nothing(f: &Fixture) {
     );
 }
 
-/// A check over the booted fixture.
-type Check = dyn Fn(&Fixture);
-
-/// The message of a check's panic.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "a panic without a message".into())
-}
-
 /// One boot for every check; each check runs even if an earlier one failed, and the test fails
 /// naming every check that did.
 #[test]
@@ -305,17 +293,5 @@ fn pmtu_ping_mtu_and_pinned_neighbours_on_a_real_path() {
             check_download_through_narrow_link(f, VIP_WEB6.into(), &[Host::Be1, Host::Be2])
         }),
     ];
-    let mut failed = Vec::new();
-    for (name, check) in checks {
-        let t = Instant::now();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&f))) {
-            Ok(()) => eprintln!("realnet: ok: {name} ({:.1?})", t.elapsed()),
-            Err(p) => {
-                eprintln!("realnet: FAILED: {name} ({:.1?})", t.elapsed());
-                failed.push(format!("{name}: {}", panic_message(p.as_ref())));
-            }
-        }
-    }
-    eprintln!("realnet: all checks in {:.1?}", started.elapsed());
-    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+    fixture::run_checks("realnet", &f, &checks);
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tests::fixture::{backend_of, Balancers, Place};
 use tests::netns::{
     big_file_content, Host, BALANCER, BALANCER2, BALANCER2_MAC, BALANCER_MAC, BIG_FILE_LEN,
-    BIG_FILE_PATH, VIP_WEB,
+    BIG_FILE_PATH, VIP_WEB, VIP_WEB6,
 };
 use tests::qemu::Image;
 
@@ -47,6 +47,7 @@ version = 1
 [interface]
 address = "{address}/24"
 gateway = "10.77.0.1"
+address6 = "{address6}/64"
 
 [management]
 port = {MGMT_PORT}
@@ -59,8 +60,12 @@ advert_ms = {ADVERT_MS}
 preempt = true
 version = {version}
 
-{web_vip}"#,
+{web_vip}
+# Not advertised (the advertisements are IPv4): it follows the master.
+{web6_vip}"#,
         web_vip = tests::fixture::group_web_vip(),
+        web6_vip = tests::fixture::group_web6_vip(),
+        address6 = tests::scaleout::address6_of(address),
     )
 }
 
@@ -342,6 +347,28 @@ fn check_keepalived_as_master_with_sidestep_backups(b: &Balancers) {
 
 /// New connections to the VIP from the client reach a backend, and the client's neighbour
 /// entry for the VIP names A's NIC only.
+/// The IPv6 VIP `web6` answered over IPv6 (`curl -6`), and the client's neighbour entry for it.
+fn check_vip6_served_by(b: &Balancers, mac: &str) {
+    for n in 0..4 {
+        let body = b
+            .net
+            .curl(10, &[&format!("http://[{VIP_WEB6}]/")])
+            .unwrap_or_else(|e| panic!("IPv6 connection {n}: {e}\n{}", b.diagnostics()));
+        assert!(
+            matches!(backend_of(&body), Some("be1" | "be2")),
+            "IPv6 connection {n}: not a backend's page: {body:?}"
+        );
+    }
+    b.eventually(
+        "the client's entry for the IPv6 VIP names the master",
+        Duration::from_secs(10),
+        || {
+            let got = b.net.neighbour_mac(Host::Client, VIP_WEB6).ok()??;
+            (got == mac).then_some(())
+        },
+    );
+}
+
 fn check_the_vip_is_served_by_the_master(b: &Balancers) {
     for n in 0..10 {
         let body = b
@@ -362,6 +389,8 @@ fn check_the_vip_is_served_by_the_master(b: &Balancers) {
         Some(BALANCER_MAC),
         "the client's entry for the VIP"
     );
+    // Only the master answers neighbour solicitations for the IPv6 VIP.
+    check_vip6_served_by(b, BALANCER_MAC);
 }
 
 /// A slow download through the VIP; A is killed mid-way; B takes over (its gratuitous ARP
@@ -435,6 +464,8 @@ fn check_a_download_survives_the_master(b: &mut Balancers, ka: &Keepalived) {
         "keepalived while B lives"
     );
     assert_eq!(master_metric(b, 1), Some(1), "B's sidestep_vrrp_master");
+    // B's unsolicited advertisement moved the IPv6 VIP too.
+    check_vip6_served_by(b, BALANCER2_MAC);
     // B's master-down interval is 3 s + skew (0.61 s); the rest is polling /status under TCG.
     assert!(
         takeover < Duration::from_secs(10),

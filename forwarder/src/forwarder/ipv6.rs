@@ -163,6 +163,27 @@ pub(super) fn parse(packet: &[u8], quote: bool) -> Result<Ip6, DropReason> {
     malformed
 }
 
+/// [`parse`] of the usual packet, TCP or UDP right after the fixed header, inline; `None` for
+/// anything else (extension headers, other protocols, bad lengths), which `parse` decides.
+#[inline(always)]
+fn fast_parse(packet: &[u8]) -> Option<Ip6> {
+    let h = packet.first_chunk::<{ ipv6::HEADER_LEN }>()?;
+    let next = h[ipv6::NEXT_HEADER];
+    let total = ipv6::HEADER_LEN + usize::from(be16(h, ipv6::PAYLOAD_LEN));
+    let plain = h[0] >> 4 == 6
+        && (next == ipv4::PROTO_TCP || next == ipv4::PROTO_UDP)
+        && total <= packet.len();
+    plain.then(|| Ip6 {
+        src: be128(h, ipv6::SRC.start),
+        dst: be128(h, ipv6::DST.start),
+        proto: next,
+        l4: ipv6::HEADER_LEN,
+        total,
+        hop_limit: h[ipv6::HOP_LIMIT],
+        frag: None,
+    })
+}
+
 /// The big-endian `u128` at byte `at` of the fixed header (a constant: no bounds check).
 #[inline(always)]
 fn be128(h: &[u8; ipv6::HEADER_LEN], at: usize) -> u128 {
@@ -279,9 +300,12 @@ impl Forwarder {
             return self.drop(DropReason::Unsupported);
         };
         let l3 = head + ethernet::HEADER_LEN;
-        let ip = match parse(&buf[l3..end], false) {
-            Ok(ip) => ip,
-            Err(reason) => return self.drop(reason),
+        let ip = match fast_parse(&buf[l3..end]) {
+            Some(ip) => ip,
+            None => match parse(&buf[l3..end], false) {
+                Ok(ip) => ip,
+                Err(reason) => return self.drop(reason),
+            },
         };
         let tcp_or_udp = ip.proto == ipv4::PROTO_TCP || ip.proto == ipv4::PROTO_UDP;
         if !tcp_or_udp || ip.later_fragment() {

@@ -413,7 +413,13 @@ impl Forwarder {
     /// The rank of IPv6 VIP address `addr` in `vip_addrs6`, its key in `index6`.
     #[inline(always)]
     fn rank6(&self, addr: u128) -> Option<u32> {
-        self.vip_addrs6.binary_search(&addr).ok().map(|r| r as u32)
+        // A few addresses are found sooner by a scan than by halving.
+        let r = if self.vip_addrs6.len() <= 8 {
+            self.vip_addrs6.iter().position(|&a| a == addr)
+        } else {
+            self.vip_addrs6.binary_search(&addr).ok()
+        };
+        r.map(|r| r as u32)
     }
 
     /// The IPv6 VIP a packet goes to: a specific-port VIP wins over an all-ports VIP on the

@@ -1,19 +1,21 @@
 //! `qemu/demo`: what Sidestep does, on a private network of real Linux hosts in namespaces (see
 //! `tests::netns`). Two Sidestep images (A and B) sit side by side on the backends' segment and
 //! announce the VIPs by BGP to BIRD on the router, which spreads flows over both (ECMP); a client
-//! behind the router sends requests, the backends answer it directly (DSR, dsr-l2 and dsr-l3),
-//! and then the balancer carrying a slow download is killed while the download goes on through
+//! behind the router sends requests, the backends answer it directly (DSR, dsr-l2 and dsr-l3,
+//! IPv4 and IPv6), and then the balancer carrying a slow download is killed while the download goes on through
 //! the other. It is the scenario of the e2e test `e2e_bgp` (the shared pieces are in
 //! `tests::scaleout`), told with the numbers of this run. Everything it creates is removed when
 //! it ends, also on failure. `--wait` keeps the network up until Enter is pressed, for poking at
 //! it by hand (`ip netns exec <prefix>wan curl http://10.77.0.100/`).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tests::fixture::{backend_of, Balancers};
-use tests::netns::{self, HelperBins, Host, BIG_FILE_LEN, BIG_FILE_PATH, GATEWAY, VIP_WEB};
+use tests::netns::{
+    self, HelperBins, Host, BIG_FILE_LEN, BIG_FILE_PATH, GATEWAY, VIP_WEB, VIP_WEB6,
+};
 use tests::qemu::Image;
 use tests::scaleout::{self, BalancerConfig, ADDRS, LB_AS, RT_AS};
 
@@ -22,7 +24,13 @@ const WEB_L3: Ipv4Addr = netns::VIP_WEB3;
 /// The balancers' names in what the demo prints, in boot order.
 const NAMES: [&str; 2] = ["A", "B"];
 /// Each VIP's backends, as `/metrics` labels them.
-const BACKENDS: [(&str, &str); 3] = [("web", "be1"), ("web", "be2"), ("web-l3", "be3")];
+const BACKENDS: [(&str, &str); 5] = [
+    ("web", "be1"),
+    ("web", "be2"),
+    ("web-l3", "be3"),
+    ("web6", "be1"),
+    ("web6", "be2"),
+];
 
 fn main() -> ExitCode {
     match demo() {
@@ -117,8 +125,8 @@ fn route_line(b: &Balancers, vip: Ipv4Addr) -> Result<String, String> {
 }
 
 /// Packets each balancer sent to each backend, as its `/metrics` counts them.
-fn backend_packets(b: &Balancers) -> Result<[[u64; 3]; 2], String> {
-    let mut all = [[0; 3]; 2];
+fn backend_packets(b: &Balancers) -> Result<[[u64; BACKENDS.len()]; 2], String> {
+    let mut all = [[0; BACKENDS.len()]; 2];
     for (i, row) in all.iter_mut().enumerate() {
         let text = scaleout::metrics(&b.net, i).map_err(|e| e.to_string())?;
         for (n, (vip, be)) in BACKENDS.iter().enumerate() {
@@ -216,21 +224,46 @@ fn show(b: &mut Balancers, ready: Instant, wait: bool) -> Result<(), String> {
         );
     }
 
+    scaleout::wait_for_hops6(
+        &b.net,
+        &format!("the route to {VIP_WEB6} over both balancers"),
+        VIP_WEB6,
+        &scaleout::ADDRS6,
+        Duration::from_secs(30),
+    )
+    .map_err(|e| e.to_string())?;
+    let hops6 = scaleout::next_hops6(&b.net, VIP_WEB6).map_err(|e| e.to_string())?;
+    let hops6: Vec<String> = hops6.iter().map(|h| h.to_string()).collect();
+    println!(
+        "   router's table: {VIP_WEB6}/128 has {} next hops (ECMP, over IPv6 too): {}",
+        hops6.len(),
+        hops6.join(", ")
+    );
+
     let client = Host::Wan.addr().map(|a| a.to_string()).unwrap_or_default();
+    let client6 = Host::Wan.addr6().map(|a| a.to_string()).unwrap_or_default();
     let before = backend_packets(b)?;
     let (traffic, taps) = b
-        .watch_taps(&[VIP_WEB, WEB_L3], || -> Result<(), String> {
-            println!(
-                "\n== client {client} (behind the router) -> http://{VIP_WEB}/ \
+        .watch_taps(
+            &[IpAddr::from(VIP_WEB), WEB_L3.into(), VIP_WEB6.into()],
+            || -> Result<(), String> {
+                println!(
+                    "\n== client {client} (behind the router) -> http://{VIP_WEB}/ \
                  (dsr-l2, maglev over be1 and be2), 8 new connections"
-            );
-            ask(b, &format!("http://{VIP_WEB}/"), 8)?;
-            println!(
-                "\n== client -> http://{WEB_L3}/ (dsr-l3: IP-in-IP to be3 behind the router), \
+                );
+                ask(b, &format!("http://{VIP_WEB}/"), 8)?;
+                println!(
+                    "\n== client -> http://{WEB_L3}/ (dsr-l3: IP-in-IP to be3 behind the router), \
                  4 new connections"
+                );
+                ask(b, &format!("http://{WEB_L3}/"), 4)?;
+                println!(
+                "\n== client {client6} -> http://[{VIP_WEB6}]/ (IPv6, dsr-l2, maglev over be1 and \
+                 be2; the router's route is the /128 both balancers announce), 4 new connections"
             );
-            ask(b, &format!("http://{WEB_L3}/"), 4)
-        })
+                ask(b, &format!("http://[{VIP_WEB6}]/"), 4)
+            },
+        )
         .map_err(|e| e.to_string())?;
     traffic?;
     let after = backend_packets(b)?;

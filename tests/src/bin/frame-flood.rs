@@ -4,11 +4,13 @@
 //! Each round sends one frame of every kind in [`KINDS`] (truncated headers, impossible IHL,
 //! lengths that disagree with the frame, bad checksums, wrong versions, broken TCP/UDP/ICMP/ARP,
 //! IP-in-IP with junk inside, fragments, random bytes) from IFACE's MAC to DST_MAC, with SRC_IP
-//! and DST_IP (a VIP, say) where there is an IP header. Contents are deterministic (a fixed
-//! seed), so a failure can be replayed. Prints how many frames it sent.
+//! and DST_IP (a VIP, say) where there is an IP header. With IPv6 addresses it sends the kinds
+//! of [`KINDS6`] instead (broken extension header chains, lengths, versions, neighbour
+//! discovery that breaks RFC 4861's rules). Contents are deterministic (a fixed seed), so a
+//! failure can be replayed. Prints how many frames it sent.
 
 use ::tests::rawio::{internet_checksum, ipv4_header, parse_mac, PacketSocket};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::ExitCode;
 
 /// The kinds of malformed frame, in the order each round sends them.
@@ -35,6 +37,23 @@ const KINDS: &[&str] = &[
     "arp with odd address sizes",
     "vlan tag then nothing",
     "random bytes as ipv4",
+];
+
+/// The kinds of malformed IPv6 frame, in the order each round sends them.
+const KINDS6: &[&str] = &[
+    "truncated ipv6 header",
+    "payload length beyond the frame",
+    "version 4 in an ipv6 frame",
+    "hop-by-hop after another extension header",
+    "extension header beyond the packet",
+    "nine destination options headers",
+    "routing header with segments left",
+    "two fragment headers",
+    "truncated tcp after an extension header",
+    "icmpv6 with a bad checksum",
+    "neighbour solicitation at hop limit 64",
+    "neighbour advertisement with a zero-length option",
+    "random bytes as ipv6",
 ];
 
 /// A small deterministic generator (xorshift64).
@@ -174,6 +193,133 @@ impl Builder {
     }
 }
 
+/// IPv6 frames from `src` to `dst`.
+struct Builder6 {
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+}
+
+impl Builder6 {
+    /// An IPv6 frame: fixed header (`next`, hop limit `hop`, the payload length of `payload`)
+    /// and `payload` (extension headers and what follows).
+    fn ipv6(&self, next: u8, hop: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = Vec::with_capacity(54 + payload.len());
+        f.extend_from_slice(&self.dst_mac);
+        f.extend_from_slice(&self.src_mac);
+        f.extend_from_slice(&0x86ddu16.to_be_bytes());
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        f.extend_from_slice(&[next, hop]);
+        f.extend_from_slice(&self.src.octets());
+        f.extend_from_slice(&self.dst.octets());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// An ICMPv6 message (type, code, then `rest`) with its checksum, from `src` to `dst`.
+    fn icmp6(&self, kind: u8, code: u8, rest: &[u8]) -> Vec<u8> {
+        let mut m = vec![kind, code, 0, 0];
+        m.extend_from_slice(rest);
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&self.src.octets());
+        pseudo.extend_from_slice(&self.dst.octets());
+        pseudo.extend_from_slice(&(m.len() as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 58]);
+        pseudo.extend_from_slice(&m);
+        let sum = internet_checksum(&pseudo);
+        m[2..4].copy_from_slice(&sum.to_be_bytes());
+        m
+    }
+
+    fn tcp(&self) -> Vec<u8> {
+        let mut t = vec![0u8; 20];
+        t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        t[2..4].copy_from_slice(&80u16.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = 0x02;
+        t
+    }
+
+    fn frame(&self, kind: &str, rng: &mut Rng) -> Vec<u8> {
+        let with = |ext: &[u8], rest: &[u8]| [ext, rest].concat();
+        match kind {
+            "truncated ipv6 header" => {
+                let mut f = self.ipv6(6, 64, &self.tcp());
+                f.truncate(14 + 1 + (rng.next() % 39) as usize);
+                f
+            }
+            "payload length beyond the frame" => {
+                let mut f = self.ipv6(6, 64, &self.tcp());
+                f[18..20].copy_from_slice(&1400u16.to_be_bytes());
+                f
+            }
+            "version 4 in an ipv6 frame" => {
+                let mut f = self.ipv6(6, 64, &self.tcp());
+                f[14] = 0x45;
+                f
+            }
+            "hop-by-hop after another extension header" => self.ipv6(
+                60,
+                64,
+                &with(
+                    &[0, 0, 0, 0, 0, 0, 0, 0, 6, 0, 1, 4, 0, 0, 0, 0],
+                    &self.tcp(),
+                ),
+            ),
+            "extension header beyond the packet" => {
+                self.ipv6(60, 64, &with(&[6, 200, 0, 0, 0, 0, 0, 0], &self.tcp()))
+            }
+            "nine destination options headers" => {
+                let mut chain = [60u8, 0, 1, 4, 0, 0, 0, 0].repeat(9);
+                chain[8 * 8] = 6;
+                self.ipv6(60, 64, &with(&chain, &self.tcp()))
+            }
+            "routing header with segments left" => {
+                self.ipv6(43, 64, &with(&[6, 0, 0, 3, 0, 0, 0, 0], &self.tcp()))
+            }
+            "two fragment headers" => self.ipv6(
+                44,
+                64,
+                &with(
+                    &[44, 0, 0, 1, 0, 0, 0, 7, 6, 0, 0, 1, 0, 0, 0, 7],
+                    &self.tcp(),
+                ),
+            ),
+            "truncated tcp after an extension header" => {
+                self.ipv6(60, 64, &with(&[6, 0, 1, 4, 0, 0, 0, 0], &self.tcp()[..9]))
+            }
+            "icmpv6 with a bad checksum" => {
+                let mut m = self.icmp6(128, 0, &[0, 1, 0, 1, 1, 2, 3, 4]);
+                m[2] ^= 0x5a;
+                self.ipv6(58, 64, &m)
+            }
+            "neighbour solicitation at hop limit 64" => {
+                let mut ns = vec![0u8; 4];
+                ns.extend_from_slice(&self.dst.octets());
+                ns.extend_from_slice(&[1, 1]);
+                ns.extend_from_slice(&self.src_mac);
+                self.ipv6(58, 64, &self.icmp6(135, 0, &ns))
+            }
+            "neighbour advertisement with a zero-length option" => {
+                let mut na = vec![0x20, 0, 0, 0];
+                na.extend_from_slice(&self.src.octets());
+                na.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0]);
+                self.ipv6(58, 255, &self.icmp6(136, 0, &na))
+            }
+            "random bytes as ipv6" => {
+                let n = 1 + (rng.next() % 200) as usize;
+                let mut f = self.ipv6(6, 64, &[]);
+                f.truncate(14);
+                f.extend(rng.bytes(n));
+                f
+            }
+            other => unreachable!("no frame kind {other}"),
+        }
+    }
+}
+
 fn run(args: &[String]) -> Result<u64, String> {
     let [_, iface, dst_mac, src, dst, rounds] = args else {
         return Err("usage: frame-flood IFACE DST_MAC SRC_IP DST_IP ROUNDS".into());
@@ -182,24 +328,47 @@ fn run(args: &[String]) -> Result<u64, String> {
     let mac_path = format!("/sys/class/net/{iface}/address");
     let own = std::fs::read_to_string(&mac_path).map_err(|e| format!("{mac_path}: {e}"))?;
     let src_mac = parse_mac(own.trim()).ok_or(format!("{mac_path} holds no MAC"))?;
-    let builder = Builder {
-        dst_mac,
-        src_mac,
-        src: src.parse().map_err(|e| format!("{src:?}: {e}"))?,
-        dst: dst.parse().map_err(|e| format!("{dst:?}: {e}"))?,
-    };
+    let src: IpAddr = src.parse().map_err(|e| format!("{src:?}: {e}"))?;
+    let dst: IpAddr = dst.parse().map_err(|e| format!("{dst:?}: {e}"))?;
     let rounds: u64 = rounds.parse().map_err(|e| format!("{rounds:?}: {e}"))?;
     let socket = PacketSocket::open(iface).map_err(|e| format!("packet socket on {iface}: {e}"))?;
     let mut rng = Rng(0x005e_ed0f_51de_57e9);
     let mut sent = 0;
-    for _ in 0..rounds {
-        for kind in KINDS {
-            let frame = builder.frame(kind, &mut rng);
-            socket
-                .send(&frame)
-                .map_err(|e| format!("sending a {kind:?} frame failed: {e}"))?;
-            sent += 1;
+    let send = |kind: &str, frame: Vec<u8>| {
+        socket
+            .send(&frame)
+            .map_err(|e| format!("sending a {kind:?} frame failed: {e}"))
+    };
+    match (src, dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            let builder = Builder {
+                dst_mac,
+                src_mac,
+                src,
+                dst,
+            };
+            for _ in 0..rounds {
+                for kind in KINDS {
+                    send(kind, builder.frame(kind, &mut rng))?;
+                    sent += 1;
+                }
+            }
         }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            let builder = Builder6 {
+                dst_mac,
+                src_mac,
+                src,
+                dst,
+            };
+            for _ in 0..rounds {
+                for kind in KINDS6 {
+                    send(kind, builder.frame(kind, &mut rng))?;
+                    sent += 1;
+                }
+            }
+        }
+        _ => return Err("SRC_IP and DST_IP must be of one family".into()),
     }
     Ok(sent)
 }

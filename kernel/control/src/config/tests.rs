@@ -588,7 +588,19 @@ fn vrrp_rules_name_their_field() {
     c.vrrp.as_mut().unwrap().advert_ms = 10;
     c.validate().unwrap();
     c.vips.clear();
-    assert!(refused(&c).starts_with("vrrp: no VIP to share"));
+    assert!(refused(&c).starts_with("vrrp: no IPv4 VIP to share"));
+    // IPv6 VIPs follow the master, unadvertised; alone they give the advertisements nothing.
+    let mut c = ipv6_example();
+    c.vips.retain(|v| v.name == "web6");
+    c.vips[0].scheduler = Scheduler::Maglev;
+    c.vrrp = with_vrrp().vrrp;
+    assert!(
+        refused(&c).starts_with("vrrp: no IPv4 VIP to share"),
+        "{}",
+        refused(&c)
+    );
+    c.vips.extend(with_vrrp().vips);
+    c.validate().unwrap();
 }
 
 #[test]

@@ -157,20 +157,21 @@ impl Config {
                 ),
             ));
         }
-        if let Some(v) = self.vips.iter().find(|v| v.address.is_ipv6()) {
-            return Err(ConfigError::new(
-                format!("{}: address", vip_field(v)),
-                "is IPv6, which [vrrp] does not share yet (its advertisements are IPv4); \
-                 serve IPv6 VIPs from a balancer without [vrrp], or announce them by [bgp]",
-            ));
-        }
-        let mut addresses: Vec<IpAddr> = self.vips.iter().map(|v| v.address).collect();
+        // The advertisements carry the IPv4 VIPs; IPv6 VIPs follow the master without being
+        // advertised (as keepalived's virtual_ipaddress_excluded).
+        let mut addresses: Vec<IpAddr> = self
+            .vips
+            .iter()
+            .map(|v| v.address)
+            .filter(IpAddr::is_ipv4)
+            .collect();
         addresses.sort_unstable();
         addresses.dedup();
         if addresses.is_empty() {
             return Err(ConfigError::new(
                 "vrrp",
-                "no VIP to share; [vrrp] needs at least one [[vip]]",
+                "no IPv4 VIP to share; [vrrp] advertises the IPv4 VIPs (IPv6 VIPs follow the \
+                 master unadvertised) and needs at least one",
             ));
         }
         if addresses.len() > 255 {
