@@ -105,6 +105,9 @@ pub fn write_images(kernel: &Path, blob: &Path, out: &Path) -> Result<(PathBuf, 
     builder
         .create_uefi_image(&uefi)
         .map_err(|e| format!("cannot write the UEFI image: {e:#}"))?;
+    // The bootloader pads its FAT partition by one to two MiB; cut both images to their files.
+    crate::compact::compact_bios(&bios)?;
+    crate::compact::compact_uefi(&uefi)?;
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "      sizes: {} {} bytes, {} {} bytes (kernel {} bytes; its debug info in {})",

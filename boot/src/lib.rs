@@ -3,6 +3,7 @@
 //! end-to-end tests use it too, so they boot, push to and read images exactly as operators do.
 
 pub mod client;
+pub mod compact;
 pub mod config_file;
 pub mod image;
 pub mod qemu;

@@ -20,11 +20,18 @@
 //! sweep ([`FlowTable::sweep`]) that visits a bounded number of buckets per call, so backend
 //! connection counts (used by the lc/wlc schedulers) do not keep counting dead flows.
 //!
+//! A table is valid before it was ever written: an all-zero entry is a free one and an all-zero
+//! bucket has no flags, so the buckets come from a zeroed allocation (`alloc_zeroed`) and are
+//! never filled. The image's allocator gives large zeroed allocations as pages zeroed on first
+//! touch, so a table of tens of MiB costs nothing at boot; the paced sweep, which reads every
+//! bucket once per period, completes its initialisation in the background.
+//!
 //! An entry is 32 bytes (IPVS uses about 128, Katran about 56): the key as two words, the backend
 //! slot, last-seen and expiry seconds, and the TCP state that chose the timeout.
 
 use alloc::vec;
 use alloc::vec::Vec;
+use zerocopy::FromZeros;
 
 /// Ways per bucket.
 pub const WAYS: usize = 4;
@@ -263,8 +270,8 @@ fn prefetch_line(e: &FlowEntry) {
     core::hint::black_box(e.rest);
 }
 
-/// One flow: 32 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One flow: 32 bytes; all zeros is a free entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromZeros)]
 #[repr(C, align(32))]
 pub struct FlowEntry {
     /// Key word one (addresses).
@@ -329,7 +336,7 @@ impl FlowEntry {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, FromZeros)]
 #[repr(C, align(128))]
 struct Bucket([FlowEntry; WAYS]);
 
@@ -360,11 +367,16 @@ pub struct FlowTable {
 }
 
 impl FlowTable {
-    /// A table of at least `capacity` entries (rounded up to a whole bucket, at least one).
+    /// A table of at least `capacity` entries (rounded up to a whole bucket, at least one),
+    /// from zeroed memory, which is an empty table: nothing is written here.
     pub fn new(capacity: usize, seed: u64) -> FlowTable {
         let n = capacity.div_ceil(WAYS).max(1);
+        let buckets = Bucket::new_vec_zeroed(n).unwrap_or_else(|_| {
+            let layout = core::alloc::Layout::array::<Bucket>(n);
+            alloc::alloc::handle_alloc_error(layout.unwrap_or(core::alloc::Layout::new::<Bucket>()))
+        });
         FlowTable {
-            buckets: vec![Bucket([FlowEntry::FREE; WAYS]); n],
+            buckets,
             full: vec![0; n.div_ceil(64)],
             seed,
             used: 0,

@@ -153,11 +153,12 @@ pub fn emulated_cpu() -> bool {
     &vendor == b"TCGTCGTCGTCG"
 }
 
-/// Interrupt table, PICs, local APIC and its timer; returns timer ticks per microsecond.
-fn setup_apic() -> Result<u64, &'static str> {
-    interrupts::disable();
+/// Load the interrupt table: page faults (zero-on-touch memory, see `memory`) and, for naps,
+/// every vector from 32 up. Called at boot before the flow tables are allocated.
+pub fn load_idt() {
     let idt = IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
+        idt.page_fault.set_handler_fn(crate::memory::page_fault);
         for entry in idt.slice_mut(32..=255) {
             entry.set_handler_fn(acknowledge);
         }
@@ -165,6 +166,12 @@ fn setup_apic() -> Result<u64, &'static str> {
         idt
     });
     idt.load();
+}
+
+/// Interrupt table, PICs, local APIC and its timer; returns timer ticks per microsecond.
+fn setup_apic() -> Result<u64, &'static str> {
+    interrupts::disable();
+    load_idt();
     mask_pics();
     let base_msr = Msr::new(IA32_APIC_BASE);
     // Safety: IA32_APIC_BASE exists on every x86_64 CPU (the APIC is architectural there).

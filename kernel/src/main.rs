@@ -70,6 +70,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         Ok(m) => m,
         Err(e) => panic!("memory: {e:?}"),
     };
+    idle::load_idt();
     info!(
         "memory: {} MiB usable, heap {} MiB at {:#x}",
         mem.usable >> 20,

@@ -58,10 +58,10 @@ pub fn start(config: &Config, functions: &[PciFunction], heap_bytes: u64) -> ! {
                 .unwrap_or("a NIC it has a driver for")
         );
     };
-    let Some((phys, virt)) = memory::alloc_dma(POOL_BYTES) else {
+    let Some((phys, virt)) = memory::alloc_dma_unzeroed(POOL_BYTES) else {
         panic!("cannot allocate {} MiB of packet buffers", POOL_BYTES >> 20);
     };
-    // Safety: the region comes from `alloc_dma`: physically contiguous, page-aligned, mapped
+    // Safety: the region comes from `alloc_dma_unzeroed`: physically contiguous, page-aligned, mapped
     // read-write, used for nothing else, and never freed (the NIC lives as long as the image).
     let pool = match unsafe { PacketPool::new(virt, phys, POOL_BYTES) } {
         Ok(p) => p,

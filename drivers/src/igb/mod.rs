@@ -313,8 +313,10 @@ impl<H: Hal, R: Registers> Igb<H, R> {
 
     /// Poll STATUS.LU for up to `ms` milliseconds; say clearly if the link is still down.
     fn wait_for_link(&mut self, ms: u32) {
-        for _ in 0..=ms {
+        for waited in 0..=ms {
             if self.regs.read(regs::STATUS) & regs::STATUS_LU != 0 {
+                // Boot time counts this wait (the image's `nic` phase): say how much of it.
+                log::info!("igb: link came up after {waited} ms of waiting");
                 break;
             }
             (self.delay_us)(1000);

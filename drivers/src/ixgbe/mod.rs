@@ -333,8 +333,10 @@ impl<H: Hal, R: Registers> Ixgbe<H, R> {
 
     /// Poll LINKS for up to `ms` milliseconds; say clearly if the link is still down.
     fn wait_for_link(&mut self, ms: u32) {
-        for _ in 0..=ms {
+        for waited in 0..=ms {
             if self.regs.read(regs::LINKS) & regs::LINKS_UP != 0 {
+                // Boot time counts this wait (the image's `nic` phase): say how much of it.
+                log::info!("ixgbe: link came up after {waited} ms of waiting");
                 break;
             }
             (self.delay_us)(1000);
