@@ -179,6 +179,16 @@ fn prefix(field: &str, text: &str) -> Result<Prefix, ConfigError> {
     })
 }
 
+/// An IPv4 prefix where an IPv4 or IPv6 one may stand (IPv6 ones are taken before this).
+fn prefix_of_either(field: &str, text: &str) -> Result<Prefix, ConfigError> {
+    Prefix::parse(text).ok_or_else(|| {
+        ConfigError::new(
+            field,
+            format!("\"{text}\" is not an IPv4 or IPv6 prefix like 10.77.0.0/24 or fd00:77::/64"),
+        )
+    })
+}
+
 fn ranged<T: TryFrom<i64>>(field: &str, v: i64, lo: i64, hi: i64) -> Result<T, ConfigError> {
     if v < lo || v > hi {
         return Err(ConfigError::new(
@@ -235,15 +245,18 @@ fn translate(file: FileConfig) -> Result<Config, ConfigError> {
     let management = file
         .management
         .map(|m| -> Result<Management, ConfigError> {
-            let allow = m
-                .allow
-                .iter()
-                .map(|p| prefix("management.allow", p))
-                .collect::<Result<Vec<_>, _>>()?;
+            let (mut allow, mut allow6) = (Vec::new(), Vec::new());
+            for p in &m.allow {
+                match Prefix6::parse(p) {
+                    Some(p6) if p.contains(':') => allow6.push(p6),
+                    _ => allow.push(prefix_of_either("management.allow", p)?),
+                }
+            }
             let pubkey = m.pubkey.map(|k| parse_pubkey(&k)).transpose()?;
             Ok(Management {
                 port: ranged("management.port", m.port, 1, 65535)?,
                 allow,
+                allow6,
                 pubkey,
                 fetch: m.fetch,
             })
@@ -735,11 +748,17 @@ weight = 0
 
     #[test]
     fn bad_cidr_in_allow() {
-        for bad in ["10.77.0.0/33", "10.77.0/24", "ten/8"] {
+        for bad in [
+            "10.77.0.0/33",
+            "10.77.0/24",
+            "ten/8",
+            "fd00::/129",
+            "fd00:::1/64",
+        ] {
             let e = refused(|t| t.replace("\"10.77.0.0/24\"]", &format!("\"{bad}\"]")));
             assert!(
                 e.starts_with(&format!(
-                    "management.allow: \"{bad}\" is not an IPv4 prefix"
+                    "management.allow: \"{bad}\" is not an IPv4 or IPv6 prefix"
                 )),
                 "{e}"
             );
@@ -748,6 +767,18 @@ weight = 0
             refused(|t| t.replace("\"10.77.0.0/24\"]", "\"10.77.0.9/24\"]"))
                 .contains("host bits set")
         );
+        // IPv6 sources: the management port is reached at address6, which must exist.
+        assert!(
+            refused(|t| t.replace("\"10.77.0.0/24\"]", "\"10.77.0.0/24\", \"fd00:77::/64\"]"))
+                .starts_with("management.allow: has IPv6 prefixes but interface.address6")
+        );
+        assert!(refused(|t| t
+            .replace("\"10.77.0.0/24\"]", "\"fd00:77::9/64\"]")
+            .replace(
+                "[interface]\n",
+                "[interface]\naddress6 = \"fd00:77::2/64\"\n"
+            ))
+        .contains("fd00:77::9/64 has host bits set"));
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 use control::mgmt::share::{self, Admit, Expiry, Slot, Stage};
 use control::mgmt::{Parse, Request, RequestParser, Response, CONTINUE};
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr};
 use log::info;
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
@@ -136,8 +136,9 @@ impl Server {
             return false;
         }
         let source = match s.remote_endpoint().map(|e| e.addr) {
-            Some(IpAddress::Ipv4(a)) => a,
-            _ => Ipv4Addr::UNSPECIFIED,
+            Some(IpAddress::Ipv4(a)) => IpAddr::V4(a),
+            Some(IpAddress::Ipv6(a)) => IpAddr::V6(a),
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         };
         let (held, index): (alloc::vec::Vec<Slot>, alloc::vec::Vec<usize>) = self
             .conns

@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 use tests::fixture::Fixture;
-use tests::netns::{Host, BALANCER};
+use tests::netns::{Host, BALANCER, BALANCER6};
 use tests::qemu::Image;
 
 /// The config's management port.
@@ -111,6 +111,26 @@ fn a_slowloris_keeps_its_share_and_its_deadline_and_others_are_served() {
         "the management API answers the client",
         Duration::from_secs(20),
         || status_from(&f, Host::Client, 2).ok(),
+    );
+    // Over IPv6: the allowed client is answered at address6, be1 (not in the allow list) gets
+    // nothing at all.
+    let metrics6 = format!("http://[{BALANCER6}]:{MGMT_PORT}/metrics");
+    let body = f
+        .net
+        .curl_on(Host::Client, 10, &[&metrics6])
+        .unwrap_or_else(|e| {
+            panic!(
+                "/metrics over IPv6 from the client: {e}\n{}",
+                f.diagnostics()
+            )
+        });
+    assert!(body.contains("sidestep_config_version 1"), "{body}");
+    let refused = f
+        .net
+        .curl_on(Host::Be1, 3, &["--connect-timeout", "2", &metrics6]);
+    assert!(
+        refused.is_err(),
+        "be1 reached the management port over IPv6: {refused:?}"
     );
     let console = f.serial_log();
     assert!(

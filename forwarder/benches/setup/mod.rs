@@ -129,7 +129,7 @@ pub fn resolve_all6(f: &mut Forwarder, now: Instant) {
         m[24..26].copy_from_slice(&[2, 1]);
         m[26..32].copy_from_slice(&mac);
         Icmpv6Packet::new_unchecked(m).fill_checksum(&ip, &OWN6);
-        assert_eq!(f.process(&mut buf, HEAD, 86, now), Verdict::Consumed);
+        assert_eq!(f.process(&mut buf, HEAD, 86, now), Verdict::Local);
     }
 }
 

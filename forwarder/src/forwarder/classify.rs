@@ -234,6 +234,7 @@ const _: () = assert!(core::mem::size_of::<Class>() <= 48);
 pub(super) struct MgmtGuard {
     pub port: u16,
     pub allow: alloc::vec::Vec<Prefix>,
+    pub allow6: alloc::vec::Vec<crate::config::Prefix6>,
 }
 
 impl Forwarder {

@@ -28,10 +28,11 @@
 //! replies.
 //!
 //! **The balancer's own address.** TCP and UDP to `address6` go to the local stack (health
-//! checks of IPv6 backends), but for the management, BGP and BFD ports, whose allowed peers
-//! are IPv4; anything else to it is dropped as `unsupported`, as is all IPv6 without
-//! `interface.address6`. The local stack learns neighbours only from the forwarder, as for
-//! IPv4 (advertisements are never passed up, so no host on the link can repoint it).
+//! checks of IPv6 backends, the management port from `[management] allow`'s IPv6 prefixes),
+//! but for BGP and BFD, whose peers are IPv4; anything else to it is dropped as `unsupported`, as is all IPv6 without
+//! `interface.address6`. As for IPv4, the local stack is told the next hops the forwarder
+//! resolved, and resolves anyone else itself (advertisements addressed to the balancer go up, as
+//! ARP replies do).
 
 use core::net::IpAddr;
 
@@ -318,7 +319,7 @@ impl Forwarder {
         };
         let Some(vip) = self.lookup6(ip.dst, dport, ip.proto) else {
             if ip.dst == own6 && !more {
-                return self.local6(ip.proto, dport);
+                return self.local6(ip.src, ip.proto, dport);
             }
             return self.drop(DropReason::NotVip);
         };
@@ -337,13 +338,15 @@ impl Forwarder {
         self.flow_packet(buf, head, end, p, now)
     }
 
-    /// TCP or UDP to the balancer's own IPv6 address (to port `dport`): up to the local stack,
-    /// which has IPv6 for its own connections (health checks), except to the management port
-    /// (`[management] allow` holds IPv4 prefixes only, so no IPv6 source is allowed) and to
-    /// BGP and BFD (their peers are IPv4).
-    fn local6(&mut self, proto: u8, dport: u16) -> Verdict {
-        let mgmt = self.mgmt.as_ref().is_some_and(|m| m.port == dport);
-        if proto == ipv4::PROTO_TCP && mgmt {
+    /// TCP or UDP from `src` to the balancer's own IPv6 address (to port `dport`): up to the
+    /// local stack (health checks, management), except to the management port from outside
+    /// `[management] allow`'s IPv6 prefixes and to BGP and BFD (their peers are IPv4).
+    fn local6(&mut self, src: u128, proto: u8, dport: u16) -> Verdict {
+        let denied = self.mgmt.as_ref().is_some_and(|m| {
+            let allowed = m.allow6.iter().any(|p| p.contains(src.into()));
+            m.port == dport && !allowed
+        });
+        if proto == ipv4::PROTO_TCP && denied {
             return self.drop(DropReason::MgmtDenied);
         }
         let bgp = (proto, dport) == (ipv4::PROTO_TCP, super::classify::BGP_PORT)

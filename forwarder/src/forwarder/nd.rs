@@ -260,8 +260,9 @@ impl Forwarder {
     }
 
     /// A neighbour advertisement (`ip` parsed from `buf[head..]`, checksum checked): learn the
-    /// target if it is a next hop. Consumed (counted as local) when it is addressed to the
-    /// balancer's address or a group, dropped as not for us otherwise.
+    /// target if it is a next hop. Addressed to the balancer's address it also goes up to the
+    /// local stack (which resolves the peers it talks to itself); to a group it is consumed
+    /// here; to anyone else it is dropped as not for us.
     pub(super) fn advertised(
         &mut self,
         buf: &mut [u8],
@@ -278,7 +279,13 @@ impl Forwarder {
         if let Some(mac) = mac {
             self.learn6(target, mac, now);
         }
-        if ip.dst == own6 || is_multicast(ip.dst) {
+        if ip.dst == own6 {
+            // An answer to the local stack's own solicitation (it resolves the peers it talks
+            // to that are no next hop, as with ARP replies to the balancer's address).
+            self.counters.local += 1;
+            return Verdict::Local;
+        }
+        if is_multicast(ip.dst) {
             self.counters.local += 1;
             return Verdict::Consumed;
         }

@@ -230,6 +230,7 @@ impl Forwarder {
         self.mgmt = config.management.as_ref().map(|m| MgmtGuard {
             port: m.port,
             allow: m.allow.clone(),
+            allow6: m.allow6.clone(),
         });
         self.bgp_peers = config
             .bgp

@@ -303,8 +303,11 @@ impl fmt::Display for Prefix6 {
 pub struct Management {
     /// TCP port of the HTTP/1.1 server on the interface address.
     pub port: u16,
-    /// Source prefixes that may connect; all others are ignored.
+    /// IPv4 source prefixes that may connect; all others are ignored.
     pub allow: Vec<Prefix>,
+    /// IPv6 source prefixes that may connect (to `interface.address6`); written in the same
+    /// `allow` list of the file.
+    pub allow6: Vec<Prefix6>,
     /// Ed25519 public key that pushed or fetched configs must be signed with.
     pub pubkey: Option<[u8; 32]>,
     /// URL of a signed config blob fetched at boot (`http://host:port/path`).

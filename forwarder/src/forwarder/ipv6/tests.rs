@@ -121,7 +121,7 @@ pub(crate) fn resolve6(f: &mut Forwarder, hosts: &[Ipv6Addr]) {
         buf[HEAD + 6..HEAD + 12].copy_from_slice(&mac6(h));
         assert_eq!(
             f.process(&mut buf, HEAD, len, Instant::ZERO),
-            Verdict::Consumed
+            Verdict::Local
         );
         assert_eq!(f.neighbour(h), Some(mac6(h)), "{h} resolved");
     }
@@ -473,7 +473,7 @@ fn hop_limit_and_unknown_destinations_are_dropped() {
 }
 
 #[test]
-fn the_balancers_own_address_takes_its_connections_but_not_management_or_bgp() {
+fn the_balancers_own_address_takes_its_connections_allowed_management_but_not_bgp() {
     let mut cfg = config6(Mode::DsrL2, Scheduler::Maglev, 2);
     let mut f = Forwarder::new(&cfg, OUR_MAC, 1024);
     // A health check's SYN-ACK, say: up to the local stack.
@@ -482,9 +482,10 @@ fn the_balancers_own_address_takes_its_connections_but_not_management_or_bgp() {
         f.process(&mut buf, HEAD, len, Instant::ZERO),
         Verdict::Local
     );
-    // The management port and BGP take IPv4 peers only.
+    // The management port takes the IPv6 sources its allow list names; BGP and BFD IPv4 peers
+    // only.
     cfg.management = Config::builder()
-        .management(9100, &["10.77.0.0/24"])
+        .management(9100, &["10.77.0.0/24", "2001:db8::/64"])
         .build()
         .management;
     cfg.bgp = Config::builder()
@@ -493,8 +494,13 @@ fn the_balancers_own_address_takes_its_connections_but_not_management_or_bgp() {
         .build()
         .bgp;
     f.apply_config(&cfg, Instant::ZERO);
+    let (mut buf, len) = frame6(OUR_MAC, CLIENT6, OWN6, 6, 64, &tcp(40000, 9100, 0x02, 0));
+    assert_eq!(
+        f.process(&mut buf, HEAD, len, Instant::ZERO),
+        Verdict::Local,
+        "CLIENT6 is in 2001:db8::/64"
+    );
     for (proto, port, reason) in [
-        (6, 9100, DropReason::MgmtDenied),
         (6, 179, DropReason::BgpDenied),
         (17, 3784, DropReason::BgpDenied),
     ] {
@@ -512,6 +518,13 @@ fn the_balancers_own_address_takes_its_connections_but_not_management_or_bgp() {
             "{proto}/{port}"
         );
     }
+    let stranger = Ipv6Addr::new(0x2001, 0xdb9, 0, 0, 0, 0, 0, 7);
+    let (mut buf, len) = frame6(OUR_MAC, stranger, OWN6, 6, 64, &tcp(40000, 9100, 0x02, 0));
+    assert_eq!(
+        f.process(&mut buf, HEAD, len, Instant::ZERO),
+        Verdict::Drop(DropReason::MgmtDenied),
+        "a source outside the allow list"
+    );
     // Anything but TCP, UDP and ICMPv6 to it: unsupported.
     let (mut buf, len) = frame6(OUR_MAC, CLIENT6, OWN6, 132, 64, &[0; 12]);
     assert_eq!(
@@ -537,7 +550,7 @@ fn a_new_ipv6_flow_gets_the_same_backend_on_every_balancer() {
         let (mut buf, len) = frame6([0x02, 0x5e, 0, 0, 0, 2], h, OWN6, 58, 255, &m);
         assert_eq!(
             b.process(&mut buf, HEAD, len, Instant::ZERO),
-            Verdict::Consumed
+            Verdict::Local
         );
     }
     for sport in 2000..2100 {

@@ -127,7 +127,7 @@ fn next_hops_are_learnt_from_neighbour_discovery_and_nothing_else_is() {
     let (mut buf, len) = frame6(OUR_MAC, be2, OWN6, 58, 255, &m);
     assert_eq!(
         f.process(&mut buf, HEAD, len, Instant::ZERO),
-        Verdict::Consumed
+        Verdict::Local
     );
     assert_eq!(f.neighbour(be2), None);
     // A zero-length option is malformed.
@@ -184,7 +184,7 @@ fn unresolved_next_hops_are_solicited_and_frames_wait_for_them() {
     let (mut buf, len) = frame6(OUR_MAC, be, OWN6, 58, 255, &m);
     assert_eq!(
         f.process(&mut buf, HEAD, len, Instant::ZERO),
-        Verdict::Consumed
+        Verdict::Local
     );
     sent.clear();
     f.poll(Instant::from_millis(1), &mut |frame| {
@@ -192,6 +192,31 @@ fn unresolved_next_hops_are_solicited_and_frames_wait_for_them() {
     });
     assert_eq!(sent.len(), 1, "the waiting SYN");
     assert_eq!(&sent[0][0..6], &mac6(be));
+}
+
+#[test]
+fn advertisements_to_the_balancer_go_up_and_to_all_nodes_are_consumed() {
+    let mut f = Forwarder::new(&config6(Mode::DsrL2, Scheduler::Maglev, 2), OUR_MAC, 1024);
+    let be = backend6(1, true);
+    // A backend's unsolicited advertisement to all nodes: learnt, taken here.
+    let frame = unsolicited_advertisement(mac6(be), be);
+    let mut buf = vec![0u8; 2048];
+    buf[HEAD..HEAD + frame.len()].copy_from_slice(&frame);
+    assert_eq!(
+        f.process(&mut buf, HEAD, frame.len(), Instant::ZERO),
+        Verdict::Consumed
+    );
+    assert_eq!(f.neighbour(be), Some(mac6(be)));
+    // A client's answer to the local stack's solicitation: not learnt (no next hop), but up to
+    // the local stack, which asked.
+    let hint = neighbour_hint(OUR_MAC, OWN6, CLIENT6, CLIENT_MAC);
+    let mut buf = vec![0u8; 2048];
+    buf[HEAD..HEAD + hint.len()].copy_from_slice(&hint);
+    assert_eq!(
+        f.process(&mut buf, HEAD, hint.len(), Instant::ZERO),
+        Verdict::Local
+    );
+    assert_eq!(f.neighbour(CLIENT6), None);
 }
 
 #[test]

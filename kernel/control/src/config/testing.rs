@@ -157,11 +157,20 @@ impl ConfigBuilder {
         self
     }
 
-    /// A management port open to the `allow` prefixes, without a public key or fetch URL.
+    /// A management port open to the `allow` prefixes (IPv4 or IPv6), without a public key or
+    /// fetch URL.
     pub fn management(mut self, port: u16, allow: &[&str]) -> Self {
+        let (v6, v4): (Vec<&str>, Vec<&str>) = allow.iter().partition(|p| p.contains(':'));
         self.config.management = Some(Management {
             port,
-            allow: allow.iter().map(|p| prefix(p)).collect(),
+            allow: v4.iter().map(|p| prefix(p)).collect(),
+            allow6: v6
+                .iter()
+                .map(|p| {
+                    super::Prefix6::parse(p)
+                        .unwrap_or_else(|| panic!("{p:?} is not an IPv6 prefix"))
+                })
+                .collect(),
             pubkey: None,
             fetch: None,
         });

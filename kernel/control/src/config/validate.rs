@@ -450,10 +450,29 @@ impl Config {
         if m.port == 0 {
             return Err(ConfigError::new("management.port", "must be 1..=65535"));
         }
-        if m.allow.is_empty() {
+        if m.allow.is_empty() && m.allow6.is_empty() {
             return Err(ConfigError::new(
                 "management.allow",
                 "is empty, so nobody could connect; list the prefixes that may",
+            ));
+        }
+        for p in &m.allow6 {
+            if p.address != p.network() {
+                return Err(ConfigError::new(
+                    "management.allow",
+                    format!(
+                        "{p} has host bits set; did you mean {}/{}?",
+                        p.network(),
+                        p.len
+                    ),
+                ));
+            }
+        }
+        if !m.allow6.is_empty() && self.interface.address6.is_none() {
+            return Err(ConfigError::new(
+                "management.allow",
+                "has IPv6 prefixes but interface.address6 is not set; the management port \
+                 is reached over IPv6 at that address",
             ));
         }
         for p in &m.allow {

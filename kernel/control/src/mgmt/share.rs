@@ -19,7 +19,7 @@
 use super::{Request, Response};
 use alloc::string::String;
 use core::fmt;
-use core::net::Ipv4Addr;
+use core::net::IpAddr;
 
 /// Response bytes waiting to be sent, over all connections, above which [`may_render`] says no.
 pub const UNSENT_BUDGET: usize = 1 << 20;
@@ -76,7 +76,7 @@ impl fmt::Display for Expiry {
 /// One connection the server holds: who it is from and its clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slot {
-    source: Ipv4Addr,
+    source: IpAddr,
     accepted_ms: u64,
     progress_ms: u64,
     stage: Stage,
@@ -85,7 +85,7 @@ pub struct Slot {
 
 impl Slot {
     /// A connection from `source` whose SYN arrived by `now_ms`.
-    pub const fn new(source: Ipv4Addr, now_ms: u64) -> Slot {
+    pub const fn new(source: IpAddr, now_ms: u64) -> Slot {
         Slot {
             source,
             accepted_ms: now_ms,
@@ -96,7 +96,7 @@ impl Slot {
     }
 
     /// The peer's address.
-    pub const fn source(&self) -> Ipv4Addr {
+    pub const fn source(&self) -> IpAddr {
         self.source
     }
 
@@ -149,8 +149,8 @@ pub enum Admit {
 
 /// Whether a new connection from `source` may have a socket, given the connections `held`
 /// already (not counting the new one; closing ones count, they still hold a socket).
-pub fn admit(held: &[Slot], source: Ipv4Addr) -> Admit {
-    let from = |a: Ipv4Addr| held.iter().filter(|s| s.source == a).count();
+pub fn admit(held: &[Slot], source: IpAddr) -> Admit {
+    let from = |a: IpAddr| held.iter().filter(|s| s.source == a).count();
     if from(source) >= PER_SOURCE {
         return Admit::Refuse;
     }
@@ -189,8 +189,8 @@ mod tests {
     use super::*;
     use alloc::vec::Vec;
 
-    fn ip(last: u8) -> Ipv4Addr {
-        Ipv4Addr::new(10, 77, 0, last)
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(core::net::Ipv4Addr::new(10, 77, 0, last))
     }
 
     #[test]
