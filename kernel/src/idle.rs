@@ -8,14 +8,11 @@
 //! local APIC and returns; the legacy PICs are remapped above the exceptions and masked, and
 //! LINT0/LINT1 are masked, so only our timer can fire.
 
-use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::instructions::interrupts;
 use x86_64::instructions::port::Port;
-use x86_64::registers::model_specific::Msr;
 use x86_64::structures::idt::{InterruptDescriptorTable, InterruptStackFrame};
 
-use crate::clock;
+use crate::{apic, clock};
 use control::config::Polling;
 pub use control::nap::Mode;
 use control::nap::{Choice, Naps, NAP_MAX_US, NAP_MIN_US, SPIN_US};
@@ -24,25 +21,6 @@ use control::nap::{Choice, Naps, NAP_MAX_US, NAP_MIN_US, SPIN_US};
 const TIMER_VECTOR: u8 = 0xf0;
 /// Spurious-interrupt vector (its handler must not send EOI; ours only returns).
 const SPURIOUS_VECTOR: u8 = 0xff;
-
-const IA32_APIC_BASE: u32 = 0x1b;
-const APIC_BASE_ENABLE: u64 = 1 << 11;
-const APIC_BASE_X2APIC: u64 = 1 << 10;
-
-// Local APIC register offsets (xAPIC MMIO; the x2APIC MSR is 0x800 + offset / 16).
-const REG_EOI: u32 = 0xb0;
-const REG_SVR: u32 = 0xf0;
-const REG_LVT_TIMER: u32 = 0x320;
-const REG_LVT_LINT0: u32 = 0x350;
-const REG_LVT_LINT1: u32 = 0x360;
-const REG_LVT_ERROR: u32 = 0x370;
-const REG_TIMER_INITIAL: u32 = 0x380;
-const REG_TIMER_CURRENT: u32 = 0x390;
-const REG_TIMER_DIVIDE: u32 = 0x3e0;
-const LVT_MASKED: u32 = 1 << 16;
-
-/// Where the xAPIC registers are mapped (0: x2APIC, or not set up). Read by the handlers.
-static XAPIC: AtomicU64 = AtomicU64::new(0);
 
 static IDT: spin::Once<InterruptDescriptorTable> = spin::Once::new();
 
@@ -111,12 +89,12 @@ impl Idle {
         let count = (nap_us * self.ticks_per_us).clamp(1, u64::from(u32::MAX)) as u32;
         // One-shot, unmasked; the count starts it. Interrupts stay disabled until `sti; hlt`, so
         // an expiry before the `hlt` stays pending and ends it at once.
-        apic_write(REG_LVT_TIMER, u32::from(TIMER_VECTOR));
-        apic_write(REG_TIMER_INITIAL, count);
+        apic::write(apic::REG_LVT_TIMER, u32::from(TIMER_VECTOR));
+        apic::write(apic::REG_TIMER_INITIAL, count);
         interrupts::enable_and_hlt();
         interrupts::disable();
         // Woken early by something else: stop the timer so it cannot fire outside a nap.
-        apic_write(REG_TIMER_INITIAL, 0);
+        apic::write(apic::REG_TIMER_INITIAL, 0);
         let end = clock::rdtsc();
         self.napped_cycles += end.wrapping_sub(start);
         self.naps.napped(end);
@@ -173,35 +151,27 @@ fn setup_apic() -> Result<u64, &'static str> {
     interrupts::disable();
     load_idt();
     mask_pics();
-    let base_msr = Msr::new(IA32_APIC_BASE);
-    // Safety: IA32_APIC_BASE exists on every x86_64 CPU (the APIC is architectural there).
-    let base = unsafe { base_msr.read() };
-    if base & APIC_BASE_ENABLE == 0 {
-        return Err("the local APIC is disabled in IA32_APIC_BASE");
-    }
-    if base & APIC_BASE_X2APIC == 0 {
-        let phys = base & 0x000f_ffff_ffff_f000;
-        let regs: NonNull<u8> =
-            crate::memory::map_mmio(phys, 4096).ok_or("cannot map the local APIC")?;
-        XAPIC.store(regs.as_ptr() as u64, Ordering::Relaxed);
-    }
-    apic_write(REG_LVT_LINT0, LVT_MASKED);
-    apic_write(REG_LVT_LINT1, LVT_MASKED);
-    apic_write(REG_LVT_ERROR, LVT_MASKED);
-    apic_write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
-    apic_write(REG_SVR, (1 << 8) | u32::from(SPURIOUS_VECTOR));
+    apic::init()?;
+    apic::write(apic::REG_LVT_LINT0, apic::LVT_MASKED);
+    apic::write(apic::REG_LVT_LINT1, apic::LVT_MASKED);
+    apic::write(apic::REG_LVT_ERROR, apic::LVT_MASKED);
+    apic::write(
+        apic::REG_LVT_TIMER,
+        apic::LVT_MASKED | u32::from(TIMER_VECTOR),
+    );
+    apic::write(apic::REG_SVR, (1 << 8) | u32::from(SPURIOUS_VECTOR));
     // Divide by 1: the timer counts at the APIC's bus clock.
-    apic_write(REG_TIMER_DIVIDE, 0b1011);
+    apic::write(apic::REG_TIMER_DIVIDE, 0b1011);
     // Send any EOI a firmware interrupt might still be waiting for.
-    apic_write(REG_EOI, 0);
+    apic::write(apic::REG_EOI, 0);
     if let Some(hz) = clock::hypervisor_apic_hz() {
         return Ok((hz / 1_000_000).max(1));
     }
     // Calibrate against the TSC over CALIBRATE_US (the timer runs while masked).
-    apic_write(REG_TIMER_INITIAL, u32::MAX);
+    apic::write(apic::REG_TIMER_INITIAL, u32::MAX);
     clock::delay_us(CALIBRATE_US as u32);
-    let left = apic_read(REG_TIMER_CURRENT);
-    apic_write(REG_TIMER_INITIAL, 0);
+    let left = apic::read(apic::REG_TIMER_CURRENT);
+    apic::write(apic::REG_TIMER_INITIAL, 0);
     let ticks = u64::from(u32::MAX - left);
     if ticks < CALIBRATE_US {
         return Err("the local APIC timer does not count");
@@ -231,33 +201,8 @@ fn mask_pics() {
     }
 }
 
-fn apic_write(reg: u32, value: u32) {
-    let base = XAPIC.load(Ordering::Relaxed);
-    if base != 0 {
-        // Safety: `base` maps the xAPIC's 4 KiB register page uncached; `reg` is one of the
-        // 16-byte-aligned 32-bit registers above.
-        unsafe { ((base + u64::from(reg)) as *mut u32).write_volatile(value) };
-    } else {
-        let mut msr = Msr::new(0x800 + (reg >> 4));
-        // Safety: in x2APIC mode the register is this MSR; writing it has the same effect.
-        unsafe { msr.write(u64::from(value)) };
-    }
-}
-
-fn apic_read(reg: u32) -> u32 {
-    let base = XAPIC.load(Ordering::Relaxed);
-    if base != 0 {
-        // Safety: as in `apic_write`.
-        unsafe { ((base + u64::from(reg)) as *const u32).read_volatile() }
-    } else {
-        let msr = Msr::new(0x800 + (reg >> 4));
-        // Safety: as in `apic_write`.
-        unsafe { msr.read() as u32 }
-    }
-}
-
 extern "x86-interrupt" fn acknowledge(_frame: InterruptStackFrame) {
-    apic_write(REG_EOI, 0);
+    apic::write(apic::REG_EOI, 0);
 }
 
 extern "x86-interrupt" fn spurious(_frame: InterruptStackFrame) {}

@@ -11,6 +11,7 @@
 
 extern crate alloc;
 
+mod apic;
 mod bfd;
 mod bgp;
 #[cfg(feature = "ceiling")]

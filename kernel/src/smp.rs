@@ -17,7 +17,7 @@
 use alloc::boxed::Box;
 use alloc::vec;
 use bootloader_api::info::{MemoryRegionKind, MemoryRegions};
-use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{fence, AtomicU32, Ordering};
 use drivers::acpi;
 use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
 use x86_64::registers::control::{Cr0, Cr3, Cr4};
@@ -25,24 +25,12 @@ use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
 use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable};
 use x86_64::structures::idt::{InterruptDescriptorTable, InterruptStackFrame, PageFaultErrorCode};
 
-use crate::{clock, memory};
+use crate::{apic, clock, memory};
 
 /// Stack of each application processor. A parked CPU needs little; the poll loops that will run
 /// here get the kernel's 512 KiB.
 const AP_STACK: usize = 64 * 1024;
 
-const IA32_APIC_BASE: u32 = 0x1b;
-const APIC_BASE_ENABLE: u64 = 1 << 11;
-const APIC_BASE_X2APIC: u64 = 1 << 10;
-const REG_ID: u32 = 0x20;
-const REG_SVR: u32 = 0xf0;
-const REG_ICR_LOW: u32 = 0x300;
-const REG_ICR_HIGH: u32 = 0x310;
-const REG_LVT_TIMER: u32 = 0x320;
-const REG_LVT_LINT0: u32 = 0x350;
-const REG_LVT_LINT1: u32 = 0x360;
-const REG_LVT_ERROR: u32 = 0x370;
-const LVT_MASKED: u32 = 1 << 16;
 const SPURIOUS_VECTOR: u32 = 0xff;
 /// ICR: delivery mode INIT (101b) / start-up (110b), level assert.
 const ICR_INIT: u32 = 0x0000_4500;
@@ -50,8 +38,6 @@ const ICR_STARTUP: u32 = 0x0000_4600;
 /// ICR delivery status (xAPIC only): the previous IPI is still being sent.
 const ICR_PENDING: u32 = 1 << 12;
 
-/// Where the xAPIC registers are mapped (0: x2APIC mode, registers are MSRs).
-static XAPIC: AtomicU64 = AtomicU64::new(0);
 /// The index of the last application processor that reached `ap_main` (the BSP waits for it).
 static ARRIVED: AtomicU32 = AtomicU32::new(0);
 
@@ -425,19 +411,11 @@ fn halt_on_fault(what: core::fmt::Arguments) -> ! {
 /// Map the xAPIC registers (or note x2APIC mode, where they are MSRs). The boot CPU's mode is
 /// what every AP will use.
 fn init_apic_access(madt_address: u64) -> Result<(), &'static str> {
-    // Safety: IA32_APIC_BASE exists on every x86_64 CPU.
-    let base = unsafe { Msr::new(IA32_APIC_BASE).read() };
-    if base & APIC_BASE_ENABLE == 0 {
-        return Err("the local APIC is disabled in IA32_APIC_BASE");
-    }
-    if base & APIC_BASE_X2APIC == 0 {
-        // The MSR is what this CPU uses; the MADT's address is only a cross-check.
-        let phys = base & 0x000f_ffff_ffff_f000;
+    // The MSR is what this CPU uses; the MADT's address is only a cross-check.
+    if let Some(phys) = apic::init()? {
         if phys != madt_address {
             log::warn!("smp: local APIC at {phys:#x}, the MADT says {madt_address:#x}");
         }
-        let regs = memory::map_mmio(phys, 4096).ok_or("cannot map the local APIC")?;
-        XAPIC.store(regs.as_ptr() as u64, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -445,39 +423,38 @@ fn init_apic_access(madt_address: u64) -> Result<(), &'static str> {
 /// An AP comes out of INIT with its APIC in xAPIC mode: switch it to the BSP's mode, then
 /// software-enable it with every local interrupt masked.
 fn enable_local_apic() {
-    if XAPIC.load(Ordering::Relaxed) == 0 {
-        let mut msr = Msr::new(IA32_APIC_BASE);
+    if !apic::xapic() {
+        let mut msr = Msr::new(apic::IA32_APIC_BASE);
         // Safety: setting the enable and x2APIC bits is the architectural switch to x2APIC
         // mode (from xAPIC mode, as after INIT); the BSP runs in x2APIC mode, so it exists.
         unsafe {
             let base = msr.read();
-            msr.write(base | APIC_BASE_ENABLE | APIC_BASE_X2APIC);
+            msr.write(base | apic::APIC_BASE_ENABLE | apic::APIC_BASE_X2APIC);
         }
     }
-    apic_write(REG_LVT_TIMER, LVT_MASKED);
-    apic_write(REG_LVT_LINT0, LVT_MASKED);
-    apic_write(REG_LVT_LINT1, LVT_MASKED);
-    apic_write(REG_LVT_ERROR, LVT_MASKED);
-    apic_write(REG_SVR, (1 << 8) | SPURIOUS_VECTOR);
+    apic::write(apic::REG_LVT_TIMER, apic::LVT_MASKED);
+    apic::write(apic::REG_LVT_LINT0, apic::LVT_MASKED);
+    apic::write(apic::REG_LVT_LINT1, apic::LVT_MASKED);
+    apic::write(apic::REG_LVT_ERROR, apic::LVT_MASKED);
+    apic::write(apic::REG_SVR, (1 << 8) | SPURIOUS_VECTOR);
 }
 
 /// This CPU's local APIC id.
 fn apic_id() -> u32 {
-    if XAPIC.load(Ordering::Relaxed) != 0 {
-        apic_read(REG_ID) >> 24
+    if apic::xapic() {
+        apic::read(apic::REG_ID) >> 24
     } else {
-        apic_read(REG_ID)
+        apic::read(apic::REG_ID)
     }
 }
 
 /// Send an IPI to the CPU with APIC id `dest`, and wait until the xAPIC has sent it.
 fn send_ipi(dest: u32, icr_low: u32) {
-    let base = XAPIC.load(Ordering::Relaxed);
-    if base != 0 {
-        apic_write(REG_ICR_HIGH, dest << 24);
-        apic_write(REG_ICR_LOW, icr_low);
+    if apic::xapic() {
+        apic::write(apic::REG_ICR_HIGH, dest << 24);
+        apic::write(apic::REG_ICR_LOW, icr_low);
         for _ in 0..1_000 {
-            if apic_read(REG_ICR_LOW) & ICR_PENDING == 0 {
+            if apic::read(apic::REG_ICR_LOW) & ICR_PENDING == 0 {
                 break;
             }
             clock::delay_us(10);
@@ -486,30 +463,5 @@ fn send_ipi(dest: u32, icr_low: u32) {
         let mut icr = Msr::new(0x830);
         // Safety: in x2APIC mode the ICR is this one 64-bit MSR, destination in the high half.
         unsafe { icr.write((u64::from(dest) << 32) | u64::from(icr_low)) };
-    }
-}
-
-fn apic_write(reg: u32, value: u32) {
-    let base = XAPIC.load(Ordering::Relaxed);
-    if base != 0 {
-        // Safety: `base` maps the xAPIC's 4 KiB register page uncached (every CPU sees its own
-        // APIC there); `reg` is one of the 16-byte-aligned 32-bit registers above.
-        unsafe { ((base + u64::from(reg)) as *mut u32).write_volatile(value) };
-    } else {
-        let mut msr = Msr::new(0x800 + (reg >> 4));
-        // Safety: in x2APIC mode the register is this MSR; writing it has the same effect.
-        unsafe { msr.write(u64::from(value)) };
-    }
-}
-
-fn apic_read(reg: u32) -> u32 {
-    let base = XAPIC.load(Ordering::Relaxed);
-    if base != 0 {
-        // Safety: as in `apic_write`.
-        unsafe { ((base + u64::from(reg)) as *const u32).read_volatile() }
-    } else {
-        let msr = Msr::new(0x800 + (reg >> 4));
-        // Safety: as in `apic_write`.
-        unsafe { msr.read() as u32 }
     }
 }
