@@ -174,9 +174,12 @@ fn ll_option(mut options: &[u8], kind: u8) -> Result<Option<[u8; 6]>, ()> {
     Ok(found)
 }
 
-/// A neighbour solicitation or advertisement's checked parts: its target and the MAC of its
-/// link-layer option of type `option`.
-fn checked(message: &[u8], ip: &Ip6, option: u8) -> Option<(u128, Option<[u8; 6]>)> {
+/// The checked parts of the neighbour solicitation or advertisement in the frame at
+/// `buf[head..]` (`ip` parsed from it): its target and the MAC of its link-layer option of type
+/// `option`.
+fn checked(buf: &[u8], head: usize, ip: &Ip6, option: u8) -> Option<(u128, Option<[u8; 6]>)> {
+    let l3 = head + ethernet::HEADER_LEN;
+    let message = &buf[l3 + ip.l4..l3 + ip.total];
     if ip.hop_limit != icmpv6::ND_HOP_LIMIT
         || message.len() < icmpv6::ND_LEN
         || message[icmpv6::CODE] != 0
@@ -210,9 +213,7 @@ impl Forwarder {
         own6: u128,
         now: Instant,
     ) -> Verdict {
-        let l3 = head + ethernet::HEADER_LEN;
-        let message = &buf[l3 + ip.l4..l3 + ip.total];
-        let Some((target, sender_mac)) = checked(message, &ip, icmpv6::OPT_SOURCE_LL) else {
+        let Some((target, sender_mac)) = checked(buf, head, &ip, icmpv6::OPT_SOURCE_LL) else {
             return self.drop(DropReason::IcmpMalformed);
         };
         // Duplicate address detection: from the unspecified address, never with an option.
@@ -271,9 +272,7 @@ impl Forwarder {
         own6: u128,
         now: Instant,
     ) -> Verdict {
-        let l3 = head + ethernet::HEADER_LEN;
-        let message = &buf[l3 + ip.l4..l3 + ip.total];
-        let Some((target, mac)) = checked(message, &ip, icmpv6::OPT_TARGET_LL) else {
+        let Some((target, mac)) = checked(buf, head, &ip, icmpv6::OPT_TARGET_LL) else {
             return self.drop(DropReason::IcmpMalformed);
         };
         if let Some(mac) = mac {
