@@ -211,10 +211,14 @@ impl Vm {
         mac: Option<&str>,
         netns: Option<&str>,
     ) -> Result<Vm, String> {
-        let mut vm = Vm::spawn_with(image, firmware, nic, net, mac, netns)?;
-        vm.wait_for("ready", BOOT_TIMEOUT)?;
-        vm.boot_time = vm.started.elapsed();
-        Ok(vm)
+        Vm::spawn_with(image, firmware, nic, net, mac, netns)?.until_ready()
+    }
+
+    /// Wait for `ready` on the console and note how long the boot took.
+    fn until_ready(mut self) -> Result<Vm, String> {
+        self.wait_for("ready", BOOT_TIMEOUT)?;
+        self.boot_time = self.started.elapsed();
+        Ok(self)
     }
 
     /// Start QEMU without waiting for anything.
@@ -248,10 +252,7 @@ impl Vm {
         net: Net,
         cpus: u32,
     ) -> Result<Vm, String> {
-        let mut vm = Vm::spawn_with_cpus(image, firmware, nic, net, None, None, cpus)?;
-        vm.wait_for("ready", BOOT_TIMEOUT)?;
-        vm.boot_time = vm.started.elapsed();
-        Ok(vm)
+        Vm::spawn_with_cpus(image, firmware, nic, net, None, None, cpus)?.until_ready()
     }
 
     /// [`Vm::spawn_with`] on `cpus` virtual CPUs (`-smp`).

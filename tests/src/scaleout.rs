@@ -295,15 +295,7 @@ pub fn bird_sessions_established(net: &DemoNet) -> Result<usize> {
 
 /// The next hops of the router's kernel route to `vip`, sorted (none without a route).
 pub fn next_hops(net: &DemoNet, vip: Ipv4Addr) -> Result<Vec<Ipv4Addr>> {
-    let route = net.route_of(vip)?;
-    let words: Vec<&str> = route.split_whitespace().collect();
-    let mut hops: Vec<Ipv4Addr> = words
-        .windows(2)
-        .filter(|w| w[0] == "via")
-        .filter_map(|w| w[1].parse().ok())
-        .collect();
-    hops.sort();
-    Ok(hops)
+    Ok(hops_via(&net.route_of(vip)?))
 }
 
 /// The next hops of BIRD's routes to `vip` (IPv6: BIRD's table, not the kernel's), sorted
@@ -314,14 +306,19 @@ pub fn next_hops6(net: &DemoNet, vip: Ipv6Addr) -> Result<Vec<Ipv6Addr>> {
     if !out.contains(&format!("{vip}/128")) {
         return Ok(Vec::new());
     }
-    let words: Vec<&str> = out.split_whitespace().collect();
-    let mut hops: Vec<Ipv6Addr> = words
+    Ok(hops_via(&out))
+}
+
+/// The addresses after each "via" in `route` (as `ip route` and `birdc` print them), sorted.
+fn hops_via<A: std::str::FromStr + Ord>(route: &str) -> Vec<A> {
+    let words: Vec<&str> = route.split_whitespace().collect();
+    let mut hops: Vec<A> = words
         .windows(2)
         .filter(|w| w[0] == "via")
         .filter_map(|w| w[1].parse().ok())
         .collect();
     hops.sort();
-    Ok(hops)
+    hops
 }
 
 /// Waits (up to `timeout`) until BIRD's routes to `vip` go over exactly `hops` (sorted).
@@ -332,10 +329,18 @@ pub fn wait_for_hops6(
     hops: &[Ipv6Addr],
     timeout: Duration,
 ) -> Result<Duration> {
+    wait_for_exactly(what, timeout, hops, || next_hops6(net, vip))
+}
+
+/// Waits (up to `timeout`) until `current` gives exactly `hops`; returns how long it took.
+fn wait_for_exactly<A: PartialEq>(
+    what: &str,
+    timeout: Duration,
+    hops: &[A],
+    current: impl Fn() -> Result<Vec<A>>,
+) -> Result<Duration> {
     let started = Instant::now();
-    wait_until(what, timeout, || {
-        Ok((next_hops6(net, vip)? == hops).then_some(()))
-    })?;
+    wait_until(what, timeout, || Ok((current()? == hops).then_some(())))?;
     Ok(started.elapsed())
 }
 
@@ -369,11 +374,7 @@ pub fn wait_for_hops(
     hops: &[Ipv4Addr],
     timeout: Duration,
 ) -> Result<Duration> {
-    let started = Instant::now();
-    wait_until(what, timeout, || {
-        Ok((next_hops(net, vip)? == hops).then_some(()))
-    })?;
-    Ok(started.elapsed())
+    wait_for_exactly(what, timeout, hops, || next_hops(net, vip))
 }
 
 /// `/metrics` of balancer `i`, read from the segment client.

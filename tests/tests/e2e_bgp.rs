@@ -271,6 +271,14 @@ fn connections_over(b: &Balancers, vip: &str, url: &str, carrying: &[usize]) {
     }
 }
 
+/// Waits (up to 30 s) until a request from the wan client to `url` is answered by a backend.
+fn wait_for_a_backend(b: &Balancers, what: &str, url: &str) {
+    b.eventually(what, Duration::from_secs(30), || {
+        let body = b.net.curl_on(Host::Wan, 3, &[url]).ok()?;
+        backend_of(&body).map(drop)
+    });
+}
+
 /// The IPv6 VIP's /128 is in BIRD's IPv6 table from both balancers (MP-BGP over the IPv4
 /// sessions), next hops their `address6`, AS path [65010]; both count it announced in
 /// `/metrics` and list it in `/status`.
@@ -618,17 +626,8 @@ fn two_balancers_announce_a_vip_to_bird_and_a_flow_survives_losing_its_balancer(
         Duration::from_secs(30),
         || (next_hops(b) == ADDRS).then_some(()),
     );
-    b.eventually(
-        "both balancers answer on the VIP",
-        Duration::from_secs(30),
-        || {
-            let body = b
-                .net
-                .curl_on(Host::Wan, 3, &[&format!("http://{VIP_WEB}/")])
-                .ok()?;
-            backend_of(&body).map(drop)
-        },
-    );
+    let url = format!("http://{VIP_WEB}/");
+    wait_for_a_backend(b, "both balancers answer on the VIP", &url);
     for i in 0..2 {
         assert_eq!(
             metric(b, i, "sidestep_bgp_announced{vip=\"web\"}"),
@@ -639,18 +638,9 @@ fn two_balancers_announce_a_vip_to_bird_and_a_flow_survives_losing_its_balancer(
     check_connections_over(b, &[0, 1]);
     check_ipv6_vip_announced(b);
     // IPv6 through the router's kernel ECMP route (BIRD's kernel6 export) to both balancers.
-    b.eventually(
-        "the router's kernel routes the IPv6 VIP",
-        Duration::from_secs(30),
-        || {
-            let body = b
-                .net
-                .curl_on(Host::Wan, 3, &[&format!("http://[{VIP_WEB6}]/")])
-                .ok()?;
-            backend_of(&body).map(drop)
-        },
-    );
-    connections_over(b, "web6", &format!("http://[{VIP_WEB6}]/"), &[0, 1]);
+    let url6 = format!("http://[{VIP_WEB6}]/");
+    wait_for_a_backend(b, "the router's kernel routes the IPv6 VIP", &url6);
+    connections_over(b, "web6", &url6, &[0, 1]);
     check_gobgp_interop(b);
     check_malformed_message_gets_notification(b);
     check_frr_interop(b);
