@@ -132,8 +132,8 @@ pub enum Verdict {
     Local,
     /// The frame was copied to wait for ARP; the buffer is free again. `poll` releases it.
     Queued,
-    /// The forwarder took what it needed from the frame (a neighbour advertisement for the
-    /// balancer); the buffer is free again.
+    /// The forwarder took what it needed from the frame (a neighbour advertisement to all
+    /// nodes); the buffer is free again.
     Consumed,
     /// Drop the frame (already counted).
     Drop(DropReason),

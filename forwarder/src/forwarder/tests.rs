@@ -1650,6 +1650,13 @@ fn write_fuzz_seeds() {
     c.vips[0].persistence = Some(30);
     c.vips[0].mode = Mode::DsrL2;
     std::fs::write(blob.join("l2"), c.to_blob()).unwrap();
+    // IPv6: address6, gateway6, an ip6ip6 VIP and management open to both families.
+    let mut c6 = super::ipv6::tests::config6(Mode::DsrL3, Scheduler::Maglev, 2);
+    c6.management = Config::builder()
+        .management(9100, &["10.77.0.0/24", "fd00:77::/64"])
+        .build()
+        .management;
+    std::fs::write(blob.join("v6"), c6.to_blob()).unwrap();
 }
 
 #[test]
