@@ -77,6 +77,7 @@ pub mod arp;
 mod classify;
 mod dispatch;
 mod field;
+mod follow;
 mod fragments;
 mod icmp;
 mod ipv6;
@@ -85,6 +86,7 @@ mod rewrite;
 mod tables;
 
 use classify::MgmtGuard;
+pub use follow::Decisions;
 use fragments::{FragEntry, FRAG_SLOTS};
 use icmp::TokenBucket;
 pub use icmp::{ICMP_BURST, ICMP_RATE};

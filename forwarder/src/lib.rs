@@ -26,8 +26,8 @@ pub mod stats;
 pub mod time;
 
 pub use forwarder::{
-    arp, nd, Forwarder, ForwarderError, Frames, RxFrame, Verdict, DIRECT_MAX_FLOWS, HEADROOM,
-    ICMP_BURST, ICMP_RATE, SWEEP_PERIOD_MS,
+    arp, nd, Decisions, Forwarder, ForwarderError, Frames, RxFrame, Verdict, DIRECT_MAX_FLOWS,
+    HEADROOM, ICMP_BURST, ICMP_RATE, SWEEP_PERIOD_MS,
 };
 pub use stats::{Counters, DropReason};
 pub use time::Instant;

@@ -180,6 +180,46 @@ impl Counters {
     pub fn drop_count(&self, reason: DropReason) -> u64 {
         self.drops[reason.index()]
     }
+
+    /// Add `other`'s counts to these (one poll loop's counters into the balancer's total).
+    pub fn add(&mut self, other: &Counters) {
+        for (d, o) in self.drops.iter_mut().zip(other.drops.iter()) {
+            *d += o;
+        }
+        let Counters {
+            drops: _,
+            forwarded,
+            local,
+            arp_replies,
+            arp_requests,
+            arp_queued,
+            fragments,
+            fragmented,
+            icmp_frag_needed,
+            icmp_forwarded,
+            icmp_echo_replies,
+            neigh_changes,
+            flows_created,
+            flows_rescheduled,
+            flows_stateless,
+            flows_not_stored,
+        } = other;
+        self.forwarded += forwarded;
+        self.local += local;
+        self.arp_replies += arp_replies;
+        self.arp_requests += arp_requests;
+        self.arp_queued += arp_queued;
+        self.fragments += fragments;
+        self.fragmented += fragmented;
+        self.icmp_frag_needed += icmp_frag_needed;
+        self.icmp_forwarded += icmp_forwarded;
+        self.icmp_echo_replies += icmp_echo_replies;
+        self.neigh_changes += neigh_changes;
+        self.flows_created += flows_created;
+        self.flows_rescheduled += flows_rescheduled;
+        self.flows_stateless += flows_stateless;
+        self.flows_not_stored += flows_not_stored;
+    }
 }
 
 #[cfg(test)]

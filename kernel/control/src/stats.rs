@@ -41,3 +41,18 @@ pub struct VipStats {
     /// Per backend, in config order.
     pub backends: Vec<BackendStats>,
 }
+
+impl VipStats {
+    /// Add the counters of `other` (the same VIP in another poll loop's forwarder) to these.
+    /// State (up, failing open, weights) stays this one's: every loop follows one control plane.
+    pub fn add_counters(&mut self, other: &VipStats) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.flows_active += other.flows_active;
+        for (b, o) in self.backends.iter_mut().zip(other.backends.iter()) {
+            b.packets += o.packets;
+            b.bytes += o.bytes;
+            b.flows_active += o.flows_active;
+        }
+    }
+}
