@@ -16,7 +16,7 @@ use crate::server::Server;
 use alloc::format;
 use alloc::vec::Vec;
 use control::config::Config;
-use control::mgmt::{self, Endpoint, Request, Response, Snapshot};
+use control::mgmt::{self, CoreView, Endpoint, Request, Response, Snapshot};
 use control::vrrp::Status as VrrpStatus;
 use core::net::IpAddr;
 use forwarder::{DropReason, Forwarder, Instant};
@@ -303,8 +303,36 @@ fn render(endpoint: Endpoint, parts: &Parts<'_>, uptime_ms: u64) -> Response {
         nic,
         vrrp,
     } = *parts;
-    let vips = fwd.stats();
-    let counters = fwd.counters();
+    // The other cores' forwarders: their counters are added to core 0's.
+    let others = crate::cores::others();
+    let mut vips = fwd.stats();
+    let mut counters = fwd.counters().clone();
+    let mut nic = nic;
+    let mut flows_capacity = fwd.flow_capacity() as u64;
+    let mut cores = Vec::with_capacity(1 + others.len());
+    cores.push(CoreView {
+        packets: nic.rx,
+        forwarded: counters.forwarded,
+        config_version: fwd.config_version(),
+    });
+    for r in &others {
+        counters.add(&r.counters);
+        nic.rx += r.nic.rx_packets;
+        nic.tx += r.nic.tx_packets;
+        nic.tx_shed += r.tx_shed;
+        flows_capacity += r.flow_capacity;
+        // Counters of a config this one has not caught up with yet wait for the next scrape.
+        if r.version == fwd.config_version() {
+            for (v, o) in vips.iter_mut().zip(r.vips.iter()) {
+                v.add_counters(o);
+            }
+        }
+        cores.push(CoreView {
+            packets: r.nic.rx_packets,
+            forwarded: r.counters.forwarded,
+            config_version: r.version,
+        });
+    }
     let drops: Vec<(&str, u64)> = DropReason::ALL
         .iter()
         .map(|r| (r.name(), counters.drop_count(*r)))
@@ -320,7 +348,7 @@ fn render(endpoint: Endpoint, parts: &Parts<'_>, uptime_ms: u64) -> Response {
     let snapshot = Snapshot {
         config,
         uptime_ms,
-        flows_capacity: fwd.flow_capacity() as u64,
+        flows_capacity,
         drops: &drops,
         vips: &vips,
         transitions: &transitions,
@@ -337,6 +365,7 @@ fn render(endpoint: Endpoint, parts: &Parts<'_>, uptime_ms: u64) -> Response {
         flows_stateless: counters.flows_stateless,
         flows_not_stored: counters.flows_not_stored,
         tx_shed: nic.tx_shed,
+        cores: &cores,
     };
     if endpoint == Endpoint::Metrics {
         Response::with(200, mgmt::PROMETHEUS, mgmt::render_metrics(&snapshot))

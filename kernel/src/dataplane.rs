@@ -1,5 +1,6 @@
-//! The data plane: one value that owns the NIC, the forwarder, the burst buffers, the local
-//! stack and the control loop, and runs the poll loop over them.
+//! The data plane: core 0's poll loop, which owns a NIC queue, a forwarder, the burst buffers,
+//! the local stack and the control loop, and the [`Lane`] every poll loop is built on (the
+//! other cores' loops are `crate::worker`; what the loops share is `crate::cores`).
 //!
 //! Each round receives a burst, lets the forwarder decide every frame of it, and transmits a
 //! burst. What the forwarder decides is acted on here without looking at the bytes again:
@@ -51,7 +52,7 @@ const HOUSEKEEPING_US: u64 = 1000;
 /// Flow-table size: the config's, else a quarter of the heap (capped), and never more than the
 /// free heap leaves room for (see `control::sizing`); a `limits.flows` that does not fit is an
 /// error line and the largest table that does, not a failed allocation.
-fn flow_capacity(config: &Config, heap_bytes: u64) -> usize {
+pub fn flow_capacity(config: &Config, heap_bytes: u64) -> usize {
     let size = control::sizing::flow_table(config.limits.flows, heap_bytes, memory::heap_free());
     if let Some(asked) = size.requested_too_many {
         error!(
@@ -64,40 +65,235 @@ fn flow_capacity(config: &Config, heap_bytes: u64) -> usize {
     size.flows
 }
 
-/// Everything the poll loop owns.
-pub struct Dataplane<N: Nic> {
-    nic: N,
-    mac: [u8; 6],
-    fwd: Forwarder,
-    local: LocalStack,
-    ctl: Controller,
+/// What every poll loop owns: its NIC queue, its forwarder (its shard of the flows) and its
+/// bursts. Core 0's [`Dataplane`] and the other cores' [`crate::worker::Worker`] each have one.
+pub struct Lane<N: Nic> {
+    pub nic: N,
+    pub fwd: Forwarder,
     rx: Burst,
     tx: Burst,
     /// Frames the balancer makes itself, sent before `tx`.
-    local_tx: Burst,
+    pub local_tx: Burst,
     /// Forwarded frames shed because the transmit ring stayed full, and when that was last logged.
-    tx_shed: u64,
+    pub tx_shed: u64,
     tx_shed_logged: Option<Instant>,
     /// Written by the forwarder for the first `count` frames of each burst.
     verdicts: [Verdict; drivers::BURST_SIZE],
+}
+
+/// Core 0's poll loop: its lane, and the balancer's own side (local stack, control loop, VRRP).
+pub struct Dataplane<N: Nic> {
+    lane: Lane<N>,
+    mac: [u8; 6],
+    local: LocalStack,
+    ctl: Controller,
     stats: StatsLog,
     /// The VRRP router of `[vrrp]`, and the config version it follows.
     vrrp: Option<VrrpNode>,
     vrrp_version: u64,
+    /// What the other cores' forwarders follow.
+    publisher: crate::cores::Publisher,
+    /// VRRP frames of the current burst, for the virtual router after it.
+    vrrp_frames: alloc::vec::Vec<alloc::vec::Vec<u8>>,
 }
 
-impl<N: Nic> Dataplane<N> {
-    /// Build the forwarder's tables for `config` over `nic`, and the local stack and control
-    /// loop beside it.
-    pub fn new(mut nic: N, config: &Config, heap_bytes: u64) -> Dataplane<N> {
-        crate::phases::end("nic");
+impl<N: Nic> Lane<N> {
+    /// A lane over `nic` with a forwarder for `config` and `flows` flows.
+    pub fn new(nic: N, config: &Config, flows: usize) -> Lane<N> {
         let mac = nic.mac_address();
         let seed = crate::entropy::table_seed();
-        let mut fwd = Forwarder::with_seed(config, mac, flow_capacity(config, heap_bytes), seed);
-        crate::phases::end("forwarder tables");
+        let mut fwd = Forwarder::with_seed(config, mac, flows, seed);
         if idle::emulated_cpu() {
             // The prefetch pass only adds instructions where prefetching does nothing.
             fwd.set_prefetch(false);
+        }
+        Lane {
+            nic,
+            fwd,
+            rx: Burst::new(),
+            tx: Burst::new(),
+            local_tx: Burst::new(),
+            tx_shed: 0,
+            tx_shed_logged: None,
+            verdicts: [Verdict::Queued; drivers::BURST_SIZE],
+        }
+    }
+
+    /// Receive a burst; how many frames came.
+    #[inline]
+    pub fn receive(&mut self) -> usize {
+        self.nic.rx_burst(&mut self.rx)
+    }
+
+    /// Whether the receive burst holds frames.
+    #[inline]
+    pub fn has_input(&self) -> bool {
+        !self.rx.is_empty()
+    }
+
+    /// Add a copy of `frame` to the receive burst (a frame another core relayed); false if the
+    /// burst is full or no buffer is free.
+    pub fn receive_copy(&mut self, frame: &[u8]) -> bool {
+        if self.rx.is_full() {
+            return false;
+        }
+        match copy_to_pool(&mut self.nic, frame) {
+            Some(pkt) => self.rx.push_back(pkt).is_ok(),
+            // Too long for a buffer: never taken, so dropped rather than retried.
+            None => frame.len() > BUF_SIZE - HEADROOM,
+        }
+    }
+
+    /// Let the forwarder decide the received burst (not empty) in one call.
+    #[inline]
+    pub fn decide(&mut self, now: Instant) {
+        // The pool lends the forwarder the burst's buffers one at a time, straight from the
+        // handles (nothing is built or checked per burst).
+        let count = self.rx.len();
+        self.fwd.process_frames(
+            &mut Lent(self.nic.pool_mut().lend(self.rx.make_contiguous())),
+            &mut self.verdicts[..count],
+            now,
+        );
+    }
+
+    /// Act on the verdicts: transmit forwarded frames and the forwarder's own answers; show
+    /// every other frame to `other` with its verdict, then recycle it.
+    #[inline]
+    pub fn dispatch(&mut self, mut other: impl FnMut(&[u8], Verdict)) {
+        let count = self.rx.len();
+        for i in 0..count {
+            let Some(mut pkt) = self.rx.pop_front() else {
+                break;
+            };
+            match self.verdicts[i] {
+                Verdict::Forward { head, len } => {
+                    if pkt.set_frame(head, len).is_err() {
+                        self.nic.recycle(pkt);
+                        continue;
+                    }
+                    queue_tx(&mut self.nic, &mut self.tx, pkt);
+                }
+                // The forwarder's own answers (ARP, ICMP) are the balancer's frames.
+                Verdict::Reply { head, len } => {
+                    if pkt.set_frame(head, len).is_err() {
+                        self.nic.recycle(pkt);
+                        continue;
+                    }
+                    queue_tx(&mut self.nic, &mut self.local_tx, pkt);
+                }
+                verdict => {
+                    other(self.nic.pool().frame(&pkt), verdict);
+                    self.nic.recycle(pkt);
+                }
+            }
+        }
+        if self.rx.is_empty() {
+            // Start the next burst at the front of the ring, so that `make_contiguous` moves
+            // nothing.
+            self.rx.clear();
+        }
+    }
+
+    /// Whether frames wait to be sent.
+    #[inline]
+    pub fn has_output(&self) -> bool {
+        !self.tx.is_empty() || !self.local_tx.is_empty()
+    }
+
+    /// Send what waits: the balancer's own frames first (those that find no room wait a
+    /// round), then the forwarded ones, shedding those if the ring stayed full.
+    #[inline]
+    pub fn transmit(&mut self, now: Instant) {
+        if !self.local_tx.is_empty() {
+            self.nic.tx_burst(&mut self.local_tx);
+        }
+        self.nic.tx_burst(&mut self.tx);
+        if self.tx.is_full() {
+            // The TX ring stayed full for a whole round: shed rather than stall receive.
+            self.shed_tx(now);
+        }
+    }
+
+    /// Drop the forwarded frames left in `tx`, counted, with a log line at most every second.
+    fn shed_tx(&mut self, now: Instant) {
+        self.tx_shed += self.tx.len() as u64;
+        while let Some(p) = self.tx.pop_front() {
+            self.nic.recycle(p);
+        }
+        if self
+            .tx_shed_logged
+            .is_none_or(|t| now.millis().saturating_sub(t.millis()) >= 1000)
+        {
+            self.tx_shed_logged = Some(now);
+            warn!(
+                "tx ring full: {} forwarded frames shed so far",
+                self.tx_shed
+            );
+        }
+    }
+
+    /// Queue a copy of a frame made elsewhere among the balancer's own.
+    pub fn send_copy(&mut self, frame: &[u8]) {
+        send_copy(&mut self.nic, &mut self.local_tx, frame);
+    }
+
+    /// The forwarder's timers (ARP, held fragments, the flow-table sweep).
+    pub fn poll_forwarder(&mut self, now: Instant) {
+        let Lane {
+            nic, fwd, local_tx, ..
+        } = self;
+        fwd.poll(now, &mut |frame| send_copy(nic, local_tx, frame));
+    }
+}
+
+/// Timers every poll loop keeps between bursts.
+pub struct Rhythm {
+    housekeeping_cycles: u64,
+    last_housekeeping: u64,
+    tlb_flush_cycles: Option<u64>,
+    last_tlb_flush: u64,
+}
+
+impl Rhythm {
+    pub fn new() -> Rhythm {
+        Rhythm {
+            housekeeping_cycles: HOUSEKEEPING_US * clock::tsc_hz() / 1_000_000,
+            last_housekeeping: 0,
+            tlb_flush_cycles: idle::under_hypervisor()
+                .then(|| TLB_FLUSH_MS * clock::tsc_hz() / 1_000),
+            last_tlb_flush: 0,
+        }
+    }
+
+    /// Whether housekeeping is due at `tsc` (or `now` is true); flushes the TLB when that is
+    /// due too.
+    #[inline]
+    pub fn housekeeping_due(&mut self, tsc: u64, now: bool) -> bool {
+        if !now && tsc.wrapping_sub(self.last_housekeeping) < self.housekeeping_cycles {
+            return false;
+        }
+        self.last_housekeeping = tsc;
+        if self
+            .tlb_flush_cycles
+            .is_some_and(|c| tsc.wrapping_sub(self.last_tlb_flush) >= c)
+        {
+            self.last_tlb_flush = tsc;
+            memory::flush_tlb();
+        }
+        true
+    }
+}
+
+impl<N: Nic> Dataplane<N> {
+    /// Build core 0's forwarder (`flows` flows) for `config` over `nic`, and the local stack
+    /// and control loop beside it.
+    pub fn new(nic: N, config: &Config, flows: usize) -> Dataplane<N> {
+        crate::phases::end("nic");
+        let mut lane = Lane::new(nic, config, flows);
+        let mac = lane.nic.mac_address();
+        crate::phases::end("forwarder tables");
+        if idle::emulated_cpu() {
             info!(
                 "forwarder: emulated CPU (QEMU TCG): bursts taken frame by frame, no prefetch pass"
             );
@@ -110,33 +306,37 @@ impl<N: Nic> Dataplane<N> {
             mac[3],
             mac[4],
             mac[5],
-            if nic.link_up() { "up" } else { "down" },
-            nic.pool().capacity()
+            if lane.nic.link_up() { "up" } else { "down" },
+            lane.nic.pool().capacity()
         );
+        let cores = crate::cores::count();
         info!(
-            "forwarder: {} flows capacity ({} MiB)",
-            fwd.flow_capacity(),
-            (fwd.flow_capacity() * 32) >> 20
+            "forwarder: {} flows capacity ({} MiB){}",
+            lane.fwd.flow_capacity() * cores,
+            (lane.fwd.flow_capacity() * cores * 32) >> 20,
+            if cores > 1 {
+                format!(
+                    ", {cores} poll loops with {} each",
+                    lane.fwd.flow_capacity()
+                )
+            } else {
+                String::new()
+            }
         );
         let mut local = LocalStack::new(config, mac);
         let now_ms = clock::micros_since_boot() / 1000;
-        let ctl = Controller::new(config, &mut fwd, &mut local, now_ms);
-        let vrrp = VrrpNode::new(config, mac, &mut fwd, now_ms);
+        let ctl = Controller::new(config, &mut lane.fwd, &mut local, now_ms);
+        let vrrp = VrrpNode::new(config, mac, &mut lane.fwd, now_ms);
         Dataplane {
-            nic,
+            lane,
             mac,
-            fwd,
             local,
             ctl,
-            rx: Burst::new(),
-            tx: Burst::new(),
-            local_tx: Burst::new(),
-            tx_shed: 0,
-            tx_shed_logged: None,
-            verdicts: [Verdict::Queued; drivers::BURST_SIZE],
             stats: StatsLog::default(),
             vrrp,
             vrrp_version: config.version,
+            publisher: crate::cores::Publisher::new(),
+            vrrp_frames: alloc::vec::Vec::new(),
         }
     }
 
@@ -166,143 +366,94 @@ impl<N: Nic> Dataplane<N> {
         // After the ready line: tools take the first line that says "ready".
         crate::phases::report();
         let mut idle = Idle::init(config.interface.poll);
-        let housekeeping_cycles = HOUSEKEEPING_US * clock::tsc_hz() / 1_000_000;
-        let mut last_housekeeping = 0u64;
-        let tlb_flush_cycles =
-            idle::under_hypervisor().then(|| TLB_FLUSH_MS * clock::tsc_hz() / 1_000);
-        let mut last_tlb_flush = 0u64;
+        let mut rhythm = Rhythm::new();
+        self.publisher.publish(self.ctl.config(), &self.lane.fwd);
         loop {
             // This round's time, for the forwarder and for the housekeeping and idle decisions
             // (one read of the TSC: under QEMU TCG `rdtsc` calls into the emulator).
             let tsc = clock::rdtsc();
             let now = Instant::from_nanos(clock::nanos_at(tsc));
-            let received = self.nic.rx_burst(&mut self.rx);
+            let received = self.lane.receive();
             #[cfg(feature = "ceiling")]
-            crate::ceiling::bounce(&mut self.nic, &mut self.rx, &mut self.tx, self.mac);
-            if !self.rx.is_empty() {
+            crate::ceiling::bounce(
+                &mut self.lane.nic,
+                &mut self.lane.rx,
+                &mut self.lane.tx,
+                self.mac,
+            );
+            // The balancer's own frames that reached the other cores.
+            crate::cores::take_relayed(|frame| self.lane.receive_copy(frame));
+            if self.lane.has_input() {
                 self.forward_burst(now);
             }
-            if self.local.has_input() || tsc.wrapping_sub(last_housekeeping) >= housekeeping_cycles
-            {
-                last_housekeeping = tsc;
-                if tlb_flush_cycles.is_some_and(|c| tsc.wrapping_sub(last_tlb_flush) >= c) {
-                    last_tlb_flush = tsc;
-                    memory::flush_tlb();
-                }
+            if rhythm.housekeeping_due(tsc, self.local.has_input()) {
                 self.housekeeping(now);
             }
-            self.stats.maybe_log(now, &self.fwd, &self.nic, &idle);
-            let sent = !self.tx.is_empty() || !self.local_tx.is_empty();
+            self.stats
+                .maybe_log(now, &self.lane.fwd, &self.lane.nic, &idle);
+            let sent = self.lane.has_output();
             if received > 0 || sent {
                 idle.worked(tsc, received);
             } else {
                 idle.nothing(tsc);
             }
             if sent {
-                // The balancer's own frames first; those that find no room wait a round.
-                if !self.local_tx.is_empty() {
-                    self.nic.tx_burst(&mut self.local_tx);
-                }
-                self.nic.tx_burst(&mut self.tx);
-                if self.tx.is_full() {
-                    // The TX ring stayed full for a whole round: shed rather than stall receive.
-                    self.shed_tx(now);
-                }
+                self.lane.transmit(now);
             }
-        }
-    }
-
-    /// Drop the forwarded frames left in `tx`, counted, with a log line at most every second.
-    fn shed_tx(&mut self, now: Instant) {
-        self.tx_shed += self.tx.len() as u64;
-        while let Some(p) = self.tx.pop_front() {
-            self.nic.recycle(p);
-        }
-        if self
-            .tx_shed_logged
-            .is_none_or(|t| now.millis().saturating_sub(t.millis()) >= 1000)
-        {
-            self.tx_shed_logged = Some(now);
-            warn!(
-                "tx ring full: {} forwarded frames shed so far",
-                self.tx_shed
-            );
         }
     }
 
     /// Hand the received burst (not empty) to the forwarder in one call and act on its
     /// verdicts: transmit, pass to the local stack, or recycle.
     fn forward_burst(&mut self, now: Instant) {
-        // The pool lends the forwarder the burst's buffers one at a time, straight from the
-        // handles (nothing is built or checked per burst).
-        let count = self.rx.len();
-        self.fwd.process_frames(
-            &mut Lent(self.nic.pool_mut().lend(self.rx.make_contiguous())),
-            &mut self.verdicts[..count],
-            now,
-        );
+        self.lane.decide(now);
         // Neighbours first, so that smoltcp knows the sender before it answers the frame.
-        while let Some((ip, mac)) = self.fwd.take_neighbour_hint() {
+        while let Some((ip, mac)) = self.lane.fwd.take_neighbour_hint() {
             self.local.learn(ip.into(), mac);
         }
-        for i in 0..count {
-            let Some(mut pkt) = self.rx.pop_front() else {
-                break;
-            };
-            match self.verdicts[i] {
-                Verdict::Forward { head, len } => {
-                    if pkt.set_frame(head, len).is_err() {
-                        self.nic.recycle(pkt);
-                        continue;
-                    }
-                    queue_tx(&mut self.nic, &mut self.tx, pkt);
-                }
-                // The forwarder's own answers (ARP, ICMP) are the balancer's frames.
-                Verdict::Reply { head, len } => {
-                    if pkt.set_frame(head, len).is_err() {
-                        self.nic.recycle(pkt);
-                        continue;
-                    }
-                    queue_tx(&mut self.nic, &mut self.local_tx, pkt);
-                }
-                Verdict::Local => {
-                    let frame = self.nic.pool().frame(&pkt);
-                    if control::vrrp::received(frame).is_some() {
-                        // VRRP is never the local stack's; without [vrrp] it is ignored.
-                        let frame = frame.to_vec();
-                        self.nic.recycle(pkt);
-                        self.vrrp_frame(&frame, now);
-                        continue;
-                    }
-                    self.local.deliver(frame);
-                    self.nic.recycle(pkt);
-                }
-                Verdict::Queued | Verdict::Consumed | Verdict::Drop(_) => self.nic.recycle(pkt),
+        let Dataplane {
+            lane,
+            local,
+            vrrp_frames,
+            ..
+        } = self;
+        lane.dispatch(|frame, verdict| {
+            if verdict != Verdict::Local {
+                return;
             }
-        }
-        if self.rx.is_empty() {
-            // Start the next burst at the front of the ring, so that `make_contiguous` moves
-            // nothing.
-            self.rx.clear();
+            if control::vrrp::received(frame).is_some() {
+                // VRRP is never the local stack's; without [vrrp] it is ignored.
+                vrrp_frames.push(frame.to_vec());
+            } else {
+                local.deliver(frame);
+            }
+        });
+        for frame in core::mem::take(&mut self.vrrp_frames) {
+            self.vrrp_frame(&frame, now);
         }
     }
 
     /// The forwarder's timers (ARP, held fragments, the flow-table sweep), the local stack and
-    /// the control loop.
+    /// the control loop; then what they decided is published to the other cores.
     fn housekeeping(&mut self, now: Instant) {
+        self.lane.poll_forwarder(now);
         let Dataplane {
-            nic,
-            fwd,
-            local_tx: tx,
+            lane,
             local,
             ctl,
             mac,
             vrrp,
             vrrp_version,
-            tx_shed,
+            publisher,
             ..
         } = self;
-        fwd.poll(now, &mut |frame| send_copy(nic, tx, frame));
+        let Lane {
+            nic,
+            fwd,
+            local_tx: tx,
+            tx_shed,
+            ..
+        } = lane;
         if local.due() {
             local.poll();
         }
@@ -310,7 +461,10 @@ impl<N: Nic> Dataplane<N> {
         let counts = NicCounts {
             rx: stats.rx_packets,
             tx: stats.tx_packets,
-            rx_drops: stats.rx_ring_exhausted + stats.rx_no_buffer + local.dropped(),
+            rx_drops: stats.rx_ring_exhausted
+                + stats.rx_no_buffer
+                + local.dropped()
+                + crate::cores::relay_dropped(),
             tx_shed: *tx_shed,
         };
         let status = vrrp.as_ref().map(VrrpNode::status);
@@ -337,37 +491,47 @@ impl<N: Nic> Dataplane<N> {
             }
         }
         local.drain_tx(|frame| send_copy(nic, tx, frame));
+        publisher.publish(ctl.config(), fwd);
     }
 
     /// A VRRP frame for the virtual router, if there is one.
     fn vrrp_frame(&mut self, frame: &[u8], now: Instant) {
-        let Dataplane {
-            nic, fwd, tx, vrrp, ..
-        } = self;
+        let Dataplane { lane, vrrp, .. } = self;
+        let Lane {
+            nic, fwd, local_tx, ..
+        } = lane;
         if let Some(v) = vrrp {
-            v.receive(frame, now.millis(), fwd, &mut |f| send_copy(nic, tx, f));
+            v.receive(frame, now.millis(), fwd, &mut |f| {
+                send_copy(nic, local_tx, f)
+            });
         }
     }
 
     fn send_copy(&mut self, frame: &[u8]) {
-        send_copy(&mut self.nic, &mut self.local_tx, frame);
+        self.lane.send_copy(frame);
     }
+}
+
+/// A pool buffer holding a copy of `frame` (at [`HEADROOM`]); none if the pool is empty or the
+/// frame longer than a buffer.
+fn copy_to_pool<N: Nic>(nic: &mut N, frame: &[u8]) -> Option<PacketBuf> {
+    if frame.len() > BUF_SIZE - HEADROOM {
+        return None;
+    }
+    let mut pkt = nic.pool_mut().alloc()?;
+    nic.pool_mut().buffer_mut(&pkt)[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
+    if pkt.set_frame(HEADROOM, frame.len()).is_err() {
+        nic.recycle(pkt);
+        return None;
+    }
+    Some(pkt)
 }
 
 /// Copy a frame made elsewhere (ARP request, local stack reply) into a pool buffer and queue it.
 fn send_copy<N: Nic>(nic: &mut N, tx: &mut Burst, frame: &[u8]) {
-    if frame.len() > BUF_SIZE - HEADROOM {
-        return;
+    if let Some(pkt) = copy_to_pool(nic, frame) {
+        queue_tx(nic, tx, pkt);
     }
-    let Some(mut pkt) = nic.pool_mut().alloc() else {
-        return;
-    };
-    nic.pool_mut().buffer_mut(&pkt)[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
-    if pkt.set_frame(HEADROOM, frame.len()).is_err() {
-        nic.recycle(pkt);
-        return;
-    }
-    queue_tx(nic, tx, pkt);
 }
 
 /// Queue `pkt` for transmission, sending the burst first if it is full; a frame that still finds

@@ -40,6 +40,16 @@ impl Idle {
     /// `Busy` on bare metal) and, for `Nap`, set up the interrupt table and the local APIC
     /// timer. Falls back to `Busy` if the APIC cannot be used.
     pub fn init(policy: Polling) -> Idle {
+        Self::init_on(policy, true)
+    }
+
+    /// [`init`](Self::init) on an application processor: its interrupt table is its own
+    /// (`smp`) and the PICs were masked by the boot CPU.
+    pub fn init_ap(policy: Polling) -> Idle {
+        Self::init_on(policy, false)
+    }
+
+    fn init_on(policy: Polling, boot_cpu: bool) -> Idle {
         let mut idle = Idle {
             mode: Mode::Busy,
             ticks_per_us: 0,
@@ -51,7 +61,7 @@ impl Idle {
             log::info!("idle: busy polling ({})", choice.why());
             return idle;
         }
-        match setup_apic() {
+        match setup_apic(boot_cpu) {
             Ok(ticks_per_us) => {
                 idle.ticks_per_us = ticks_per_us;
                 idle.mode = Mode::Nap;
@@ -136,21 +146,29 @@ pub fn emulated_cpu() -> bool {
 pub fn load_idt() {
     let idt = IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
-        idt.page_fault.set_handler_fn(crate::memory::page_fault);
-        for entry in idt.slice_mut(32..=255) {
-            entry.set_handler_fn(acknowledge);
-        }
-        idt[SPURIOUS_VECTOR].set_handler_fn(spurious);
+        install_vectors(&mut idt);
         idt
     });
     idt.load();
 }
 
+/// The entries every CPU's interrupt table needs: page faults (zero-on-touch memory is touched
+/// first by whichever core owns it) and the naps' timer and spurious vectors.
+pub fn install_vectors(idt: &mut InterruptDescriptorTable) {
+    idt.page_fault.set_handler_fn(crate::memory::page_fault);
+    for entry in idt.slice_mut(32..=255) {
+        entry.set_handler_fn(acknowledge);
+    }
+    idt[SPURIOUS_VECTOR].set_handler_fn(spurious);
+}
+
 /// Interrupt table, PICs, local APIC and its timer; returns timer ticks per microsecond.
-fn setup_apic() -> Result<u64, &'static str> {
+fn setup_apic(boot_cpu: bool) -> Result<u64, &'static str> {
     interrupts::disable();
-    load_idt();
-    mask_pics();
+    if boot_cpu {
+        load_idt();
+        mask_pics();
+    }
     apic::init()?;
     apic::write(apic::REG_LVT_LINT0, apic::LVT_MASKED);
     apic::write(apic::REG_LVT_LINT1, apic::LVT_MASKED);

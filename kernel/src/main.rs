@@ -1,9 +1,9 @@
 //! The Sidestep image: boots through `bootloader_api`, brings up memory, the console, the clock,
 //! PCI and the data NIC, reads the config baked in as the ramdisk, and runs the poll loop.
 //!
-//! The poll loop runs on the boot CPU and owns everything, so no state is shared concurrently and
-//! no locks are held across packets. The other CPUs are started and parked (`smp`): the
-//! groundwork for one poll loop per receive queue.
+//! One poll loop runs per receive queue, each on its own CPU (`smp`) with its own forwarder, so
+//! no lock is taken per packet. The boot CPU's loop also runs the control plane (local stack,
+//! management, health checks, BGP, VRRP); the others follow it between bursts (`cores`).
 #![no_std]
 #![no_main]
 #![feature(abi_x86_interrupt)]
@@ -18,6 +18,7 @@ mod bgp;
 mod ceiling;
 mod clock;
 mod controller;
+mod cores;
 mod dataplane;
 mod entropy;
 mod fetch;
@@ -33,6 +34,7 @@ mod server;
 mod smp;
 mod statslog;
 mod vrrp;
+mod worker;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};

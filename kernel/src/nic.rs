@@ -5,10 +5,14 @@ use crate::clock;
 use crate::dataplane::Dataplane;
 use crate::hal::KernelHal;
 use crate::memory;
+use crate::smp;
+use crate::worker::Worker;
+use alloc::boxed::Box;
+use alloc::vec::Vec;
 use control::config::Config;
 use drivers::pci::{PciFunction, PortConfigSpace};
 use drivers::{
-    igb, ixgbe, Igb, IgbConfig, Ixgbe, IxgbeConfig, MmioRegisters, PacketPool, VirtioNet,
+    igb, ixgbe, Igb, IgbConfig, Ixgbe, IxgbeConfig, MmioRegisters, Nic, PacketPool, VirtioNet,
 };
 use log::info;
 
@@ -46,7 +50,8 @@ fn choose_nic<'a>(
     })
 }
 
-/// Bring up the data NIC the config asks for (or the first usable one) and forward forever.
+/// Bring up the data NIC the config asks for (or the first usable one) and forward forever, with
+/// one poll loop per receive queue: as many queues as CPUs run, up to what the NIC offers.
 pub fn start(config: &Config, functions: &[PciFunction], heap_bytes: u64) -> ! {
     let Some((function, driver)) = choose_nic(config, functions) else {
         panic!(
@@ -58,15 +63,9 @@ pub fn start(config: &Config, functions: &[PciFunction], heap_bytes: u64) -> ! {
                 .unwrap_or("a NIC it has a driver for")
         );
     };
-    let Some((phys, virt)) = memory::alloc_dma_unzeroed(POOL_BYTES) else {
-        panic!("cannot allocate {} MiB of packet buffers", POOL_BYTES >> 20);
-    };
-    // Safety: the region comes from `alloc_dma_unzeroed`: physically contiguous, page-aligned, mapped
-    // read-write, used for nothing else, and never freed (the NIC lives as long as the image).
-    let pool = match unsafe { PacketPool::new(virt, phys, POOL_BYTES) } {
-        Ok(p) => p,
-        Err(e) => panic!("packet pool: {e:?}"),
-    };
+    // ixgbe has one queue here; the others get a pool per CPU.
+    let queues = if driver == "ixgbe" { 1 } else { smp::running() };
+    let mut pools: Vec<PacketPool> = (0..queues).map(|_| packet_pool()).collect();
     crate::phases::end("packet pool");
     info!(
         "nic: {driver} at {} ({:04x}:{:04x}, {})",
@@ -89,8 +88,8 @@ pub fn start(config: &Config, functions: &[PciFunction], heap_bytes: u64) -> ! {
         // Safety: `regs` maps exactly BAR0 of this 82599, uncached, for the image's lifetime,
         // and nothing else accesses it.
         let regs = unsafe { MmioRegisters::new(regs, bar.size as usize) };
-        match Ixgbe::<KernelHal>::new(regs, pool, IxgbeConfig::new(clock::delay_us)) {
-            Ok(nic) => Dataplane::new(nic, config, heap_bytes).run(),
+        match Ixgbe::<KernelHal>::new(regs, pools.remove(0), IxgbeConfig::new(clock::delay_us)) {
+            Ok(nic) => run(nic, Vec::new(), config, heap_bytes),
             Err(e) => panic!("82599 at {}: {e}", function.address),
         }
     }
@@ -108,13 +107,74 @@ pub fn start(config: &Config, functions: &[PciFunction], heap_bytes: u64) -> ! {
         // Safety: `regs` maps exactly BAR0 of this igb NIC, uncached, for the image's lifetime,
         // and nothing else accesses it.
         let regs = unsafe { MmioRegisters::new(regs, bar.size as usize) };
-        match Igb::<KernelHal>::new(regs, pool, IgbConfig::new(clock::delay_us)) {
-            Ok(nic) => Dataplane::new(nic, config, heap_bytes).run(),
+        match Igb::<KernelHal>::new_queues(
+            regs,
+            pools,
+            IgbConfig::new(clock::delay_us),
+            &forwarder::shard::RSS_KEY,
+        ) {
+            Ok(mut nics) => {
+                let first = nics.remove(0);
+                run(first, workers(nics), config, heap_bytes)
+            }
             Err(e) => panic!("igb at {}: {e}", function.address),
         }
     }
-    match VirtioNet::<KernelHal>::new(&PortConfigSpace, function.address, pool) {
-        Ok(nic) => Dataplane::new(nic, config, heap_bytes).run(),
+    match VirtioNet::<KernelHal>::new_queues(
+        &PortConfigSpace,
+        function.address,
+        pools,
+        &forwarder::shard::RSS_KEY,
+    ) {
+        Ok(mut nics) => {
+            let first = nics.remove(0);
+            run(first, workers(nics), config, heap_bytes)
+        }
         Err(e) => panic!("virtio-net at {}: {e}", function.address),
     }
+}
+
+/// A packet pool of [`POOL_BYTES`].
+fn packet_pool() -> PacketPool {
+    let Some((phys, virt)) = memory::alloc_dma_unzeroed(POOL_BYTES) else {
+        panic!("cannot allocate {} MiB of packet buffers", POOL_BYTES >> 20);
+    };
+    // Safety: the region comes from `alloc_dma_unzeroed`: physically contiguous, page-aligned, mapped
+    // read-write, used for nothing else, and never freed (the NIC lives as long as the image).
+    match unsafe { PacketPool::new(virt, phys, POOL_BYTES) } {
+        Ok(p) => p,
+        Err(e) => panic!("packet pool: {e:?}"),
+    }
+}
+
+/// Builds the poll loop of one more queue, given the config and its share of the flows.
+type MakeWorker = Box<dyn FnOnce(&Config, usize) -> smp::Job>;
+
+/// The loops of `nics`, cores 1 and up.
+fn workers<R: Nic + Send + 'static>(nics: Vec<R>) -> Vec<MakeWorker> {
+    nics.into_iter()
+        .enumerate()
+        .map(|(i, nic)| {
+            Box::new(move |config: &Config, flows: usize| {
+                let worker = Worker::new(i + 1, nic, config, flows);
+                Box::new(move || worker.start()) as smp::Job
+            }) as MakeWorker
+        })
+        .collect()
+}
+
+/// Forward over `first` on this CPU (core 0, with the control plane) and run each of `rest` on
+/// a CPU of its own; the flow-table capacity is split evenly between the loops.
+fn run<F: Nic>(first: F, rest: Vec<MakeWorker>, config: &Config, heap_bytes: u64) -> ! {
+    let loops = 1 + rest.len();
+    crate::cores::init(loops, config);
+    let flows = (crate::dataplane::flow_capacity(config, heap_bytes) / loops).max(1);
+    let jobs: Vec<smp::Job> = rest.into_iter().map(|make| make(config, flows)).collect();
+    info!(
+        "cores: {loops} poll loops ({} cpus running)",
+        smp::running()
+    );
+    let dataplane = Dataplane::new(first, config, flows);
+    smp::dispatch(jobs);
+    dataplane.run()
 }

@@ -1,9 +1,8 @@
 //! The other CPUs: counted from the ACPI MADT and started, each on its own stack with its own
-//! GDT, the application processors' IDT and its local APIC enabled, and then parked.
-//!
-//! Why parked: the poll loop is still single-core (issue 21 adds one loop per receive queue);
-//! this is the bring-up that loop will build on. A parked CPU halts with interrupts off, so only
-//! an NMI or INIT reaches it, and it touches no shared state after saying it is up.
+//! GDT, the application processors' IDT and its local APIC enabled. Each then waits for the
+//! boot CPU to hand it a job ([`dispatch`]): the poll loop of one receive queue (`cores`), or
+//! nothing, when the NIC has fewer queues than there are CPUs. A CPU without a job halts with
+//! interrupts off, so only an NMI or INIT reaches it, and it touches no shared state again.
 //!
 //! Start-up follows the universal sequence (Intel SDM vol. 3A, 10.4.4.1 / the MP spec, B.4):
 //! INIT, 10 ms, SIPI, 200 us, a second SIPI if the CPU has not answered. A CPU leaves SIPI in
@@ -16,6 +15,7 @@
 
 use alloc::boxed::Box;
 use alloc::vec;
+use alloc::vec::Vec;
 use bootloader_api::info::{MemoryRegionKind, MemoryRegions};
 use core::sync::atomic::{fence, AtomicU32, Ordering};
 use drivers::acpi;
@@ -23,13 +23,12 @@ use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
 use x86_64::registers::control::{Cr0, Cr3, Cr4};
 use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
 use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable};
-use x86_64::structures::idt::{InterruptDescriptorTable, InterruptStackFrame, PageFaultErrorCode};
+use x86_64::structures::idt::{InterruptDescriptorTable, InterruptStackFrame};
 
 use crate::{apic, clock, memory};
 
-/// Stack of each application processor. A parked CPU needs little; the poll loops that will run
-/// here get the kernel's 512 KiB.
-const AP_STACK: usize = 64 * 1024;
+/// Stack of each application processor: a poll loop's, as the boot CPU's (the kernel's 512 KiB).
+const AP_STACK: usize = 512 * 1024;
 
 const SPURIOUS_VECTOR: u32 = 0xff;
 /// ICR: delivery mode INIT (101b) / start-up (110b), level assert.
@@ -210,10 +209,13 @@ pub fn start(rsdp: Option<u64>, regions: &MemoryRegions, limit: Option<usize>) -
         return Cpus { found, running: 1 };
     }
     match start_aps(&madt, regions, limit) {
-        Ok(started) => Cpus {
-            found,
-            running: 1 + started,
-        },
+        Ok(started) => {
+            RUNNING.store(1 + started as u32, Ordering::Relaxed);
+            Cpus {
+                found,
+                running: 1 + started,
+            }
+        }
         Err(why) => {
             log::warn!("smp: {why}; using the boot CPU only");
             Cpus { found, running: 1 }
@@ -353,9 +355,61 @@ extern "C" fn ap_main(index: u64) -> ! {
     enable_local_apic();
     log::info!("smp: cpu {index} (APIC id {}) up", apic_id());
     ARRIVED.store(index as u32, Ordering::Release);
+    // Wait for the boot CPU to say what this CPU does: a poll loop, or nothing. It says so for
+    // every CPU it started, once the NIC is up (well under a second).
+    let job = loop {
+        if let Some(job) = take_job(index as u32) {
+            break job;
+        }
+        core::hint::spin_loop();
+    };
+    if let Some(job) = job {
+        job();
+    }
     loop {
         // Interrupts stay off: only an NMI (which returns) or INIT ends the halt.
         x86_64::instructions::hlt();
+    }
+}
+
+/// What an application processor runs (a poll loop, which never returns).
+pub type Job = Box<dyn FnOnce() + Send>;
+
+/// Per started CPU (by index), what the boot CPU decided: `Some(None)` is parked.
+static JOBS: spin::Mutex<Vec<(u32, Option<Job>)>> = spin::Mutex::new(Vec::new());
+/// Whether the boot CPU has decided for every CPU (so the waiting ones stop asking).
+static DISPATCHED: AtomicU32 = AtomicU32::new(0);
+/// CPUs running, the boot CPU included (set by `start`).
+static RUNNING: AtomicU32 = AtomicU32::new(1);
+
+fn take_job(index: u32) -> Option<Option<Job>> {
+    if DISPATCHED.load(Ordering::Acquire) == 0 {
+        return None;
+    }
+    let mut jobs = JOBS.lock();
+    let at = jobs.iter().position(|(i, _)| *i == index)?;
+    Some(jobs.swap_remove(at).1)
+}
+
+/// CPUs running, the boot CPU included.
+pub fn running() -> usize {
+    RUNNING.load(Ordering::Relaxed) as usize
+}
+
+/// Give `jobs[i]` to the (i+1)th CPU started, and park the CPUs left over. Call it once.
+pub fn dispatch(jobs: Vec<Job>) {
+    let running = RUNNING.load(Ordering::Relaxed);
+    let mut jobs = jobs.into_iter();
+    {
+        let mut table = JOBS.lock();
+        for index in 1..running {
+            table.push((index, jobs.next()));
+        }
+    }
+    DISPATCHED.store(1, Ordering::Release);
+    let parked = jobs.len();
+    if parked > 0 {
+        log::warn!("smp: {parked} poll loops found no CPU to run on");
     }
 }
 
@@ -365,10 +419,10 @@ static AP_IDT: spin::Once<InterruptDescriptorTable> = spin::Once::new();
 /// than a triple fault resetting the machine); an NMI returns to the halt.
 fn ap_idt() -> InterruptDescriptorTable {
     let mut idt = InterruptDescriptorTable::new();
+    crate::idle::install_vectors(&mut idt);
     idt.non_maskable_interrupt.set_handler_fn(nmi);
     idt.general_protection_fault
         .set_handler_fn(general_protection);
-    idt.page_fault.set_handler_fn(page_fault);
     idt.double_fault.set_handler_fn(double_fault);
     idt
 }
@@ -378,14 +432,6 @@ extern "x86-interrupt" fn nmi(_frame: InterruptStackFrame) {}
 extern "x86-interrupt" fn general_protection(frame: InterruptStackFrame, code: u64) {
     halt_on_fault(format_args!(
         "general protection fault {code:#x} at {:?}",
-        frame.instruction_pointer
-    ));
-}
-
-extern "x86-interrupt" fn page_fault(frame: InterruptStackFrame, code: PageFaultErrorCode) {
-    let addr = x86_64::registers::control::Cr2::read_raw();
-    halt_on_fault(format_args!(
-        "page fault at {addr:#x} ({code:?}) from {:?}",
         frame.instruction_pointer
     ));
 }

@@ -21,7 +21,9 @@ pub use http::{
     reason_phrase, route, Endpoint, HttpError, Parse, Request, RequestParser, Response, CONTINUE,
     MAX_BODY, MAX_HEAD,
 };
-pub use render::{render_metrics, render_status, BgpPeer, Snapshot, Transitions, PROMETHEUS};
+pub use render::{
+    render_metrics, render_status, BgpPeer, CoreView, Snapshot, Transitions, PROMETHEUS,
+};
 
 #[cfg(feature = "signed")]
 use crate::config::Config;

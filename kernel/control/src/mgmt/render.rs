@@ -37,6 +37,17 @@ pub struct BgpPeer {
     pub bfd: Option<&'static str>,
 }
 
+/// One poll loop (a CPU and its receive queue) as `/metrics` and `/status` show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoreView {
+    /// Frames its receive queue delivered.
+    pub packets: u64,
+    /// Frames its forwarder forwarded.
+    pub forwarded: u64,
+    /// The config version its forwarder runs.
+    pub config_version: u64,
+}
+
 /// Everything `/metrics` and `/status` show, as plain data.
 #[derive(Clone, Debug)]
 pub struct Snapshot<'a> {
@@ -79,6 +90,8 @@ pub struct Snapshot<'a> {
     pub flows_not_stored: u64,
     /// Forwarded frames shed because the transmit ring stayed full.
     pub tx_shed: u64,
+    /// Every poll loop, core 0 first (the counters above are their sums).
+    pub cores: &'a [CoreView],
 }
 
 /// Escape a Prometheus label value.
@@ -239,6 +252,8 @@ pub fn render_metrics(s: &Snapshot<'_>) -> String {
         );
     }
 
+    core_metrics(&mut o, s.cores);
+
     type VipMetric = (
         &'static str,
         &'static str,
@@ -388,6 +403,41 @@ fn bgp_metrics(o: &mut String, s: &Snapshot<'_>) {
             label(&v.name),
             u8::from(s.bgp_announced.contains(&v.address))
         );
+    }
+}
+
+fn core_metrics(o: &mut String, cores: &[CoreView]) {
+    type CoreMetric = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&CoreView) -> u64,
+    );
+    let metrics: [CoreMetric; 3] = [
+        (
+            "sidestep_core_packets_total",
+            "counter",
+            "Frames received by the core's queue.",
+            |c| c.packets,
+        ),
+        (
+            "sidestep_core_forwarded_total",
+            "counter",
+            "Frames the core forwarded to a backend.",
+            |c| c.forwarded,
+        ),
+        (
+            "sidestep_core_config_version",
+            "gauge",
+            "Version of the config the core's forwarder runs.",
+            |c| c.config_version,
+        ),
+    ];
+    for (name, kind, help, value) in metrics {
+        family(o, name, kind, help);
+        for (i, c) in cores.iter().enumerate() {
+            let _ = writeln!(o, "{name}{{core=\"{i}\"}} {}", value(c));
+        }
     }
 }
 
@@ -562,6 +612,18 @@ pub fn render_status(s: &Snapshot<'_>) -> String {
     if let Some(v) = s.vrrp {
         vrrp_status(&mut o, v);
     }
+    if !s.cores.is_empty() {
+        o.push_str(",\"cores\":[");
+        for (i, c) in s.cores.iter().enumerate() {
+            let sep = if i > 0 { "," } else { "" };
+            let _ = write!(
+                o,
+                "{sep}{{\"core\":{i},\"packets\":{},\"forwarded\":{},\"config_version\":{}}}",
+                c.packets, c.forwarded, c.config_version
+            );
+        }
+        o.push(']');
+    }
     o.push_str("}\n");
     o
 }
@@ -610,6 +672,7 @@ pub(crate) mod tests {
             flows_stateless: 0,
             flows_not_stored: 0,
             tx_shed: 0,
+            cores: &[],
         }
     }
 
@@ -664,6 +727,46 @@ pub(crate) mod tests {
              \"packets\":10,\"bytes\":1000,\"flows\":2,\"backends\":[\
              {\"name\":\"be1\",\"address\":\"10.77.0.21\",\"weight\":1,\"up\":true,\"packets\":6,\"bytes\":600,\"flows\":1},\
              {\"name\":\"be\\\"2\",\"address\":\"10.77.0.22\",\"weight\":2,\"up\":false,\"packets\":4,\"bytes\":400,\"flows\":1}]}]}\n"
+        );
+    }
+
+    #[test]
+    fn every_core_has_its_lines_and_status_lists_them() {
+        let config = config();
+        let cores = [
+            CoreView {
+                packets: 5,
+                forwarded: 4,
+                config_version: 7,
+            },
+            CoreView {
+                packets: 9,
+                forwarded: 8,
+                config_version: 6,
+            },
+        ];
+        let s = Snapshot {
+            cores: &cores,
+            ..quiet(&config)
+        };
+        let m = render_metrics(&s);
+        for line in [
+            "# TYPE sidestep_core_packets_total counter",
+            "sidestep_core_packets_total{core=\"0\"} 5",
+            "sidestep_core_packets_total{core=\"1\"} 9",
+            "sidestep_core_forwarded_total{core=\"1\"} 8",
+            "sidestep_core_config_version{core=\"0\"} 7",
+            "sidestep_core_config_version{core=\"1\"} 6",
+        ] {
+            assert!(m.lines().any(|l| l == line), "no {line:?} in\n{m}");
+        }
+        let status = render_status(&s);
+        assert!(
+            status.ends_with(
+                ",\"cores\":[{\"core\":0,\"packets\":5,\"forwarded\":4,\"config_version\":7},\
+                 {\"core\":1,\"packets\":9,\"forwarded\":8,\"config_version\":6}]}\n"
+            ),
+            "{status}"
         );
     }
 

@@ -1,0 +1,220 @@
+//! What the poll loops share: one loop per receive queue, each on its own CPU with its own
+//! forwarder (its shard of the flows), and the control plane beside the first one (core 0).
+//!
+//! Nothing here is touched per packet. Between bursts:
+//! - core 0 publishes what its control plane decided (the running config, backend health, the
+//!   VIP role, resolved next hops: [`Decisions`]); the others check a generation number every
+//!   housekeeping round and follow it when it moved;
+//! - the others hand core 0 the frames that are the balancer's own (management, health-check
+//!   answers, BGP, VRRP) and every ARP / neighbour advertisement, which the NIC may hash to any
+//!   queue: core 0 runs them through its forwarder as if it had received them, so its local
+//!   stack and neighbour table see them all;
+//! - every core reports its counters, which `/metrics` and `/status` sum.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use control::config::Config;
+use control::stats::VipStats;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use drivers::NicStats;
+use forwarder::{Counters, Decisions};
+use spin::{Mutex, Once};
+
+/// Frames a core may hold for core 0 at once; more are dropped and counted (a flood of
+/// management or ARP traffic must not grow memory).
+const RELAY_MAX: usize = 256;
+
+/// One core's counters as it last reported them.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub counters: Counters,
+    /// Per-VIP counters, for the config of `version`.
+    pub vips: Vec<VipStats>,
+    pub version: u64,
+    pub nic: NicStats,
+    pub tx_shed: u64,
+    pub flow_capacity: u64,
+}
+
+struct Core {
+    relay: Mutex<Vec<Vec<u8>>>,
+    relay_len: AtomicUsize,
+    relay_dropped: AtomicU64,
+    report: Mutex<Report>,
+}
+
+struct Shared {
+    cores: Vec<Core>,
+    /// Bumped (after `decisions` is written) whenever core 0 publishes.
+    generation: AtomicU64,
+    decisions: Mutex<(Arc<Config>, Decisions)>,
+}
+
+static SHARED: Once<Shared> = Once::new();
+
+/// Set up the shared state for `count` poll loops, starting from `config`.
+pub fn init(count: usize, config: &Config) {
+    SHARED.call_once(|| Shared {
+        cores: (0..count)
+            .map(|_| Core {
+                relay: Mutex::new(Vec::new()),
+                relay_len: AtomicUsize::new(0),
+                relay_dropped: AtomicU64::new(0),
+                report: Mutex::new(Report::default()),
+            })
+            .collect(),
+        generation: AtomicU64::new(0),
+        decisions: Mutex::new((Arc::new(config.clone()), Decisions::default())),
+    });
+}
+
+fn shared() -> &'static Shared {
+    SHARED
+        .get()
+        .expect("cores::init runs before the poll loops")
+}
+
+/// How many poll loops there are.
+pub fn count() -> usize {
+    SHARED.get().map_or(1, |s| s.cores.len())
+}
+
+/// Core 0: publish its control plane's decisions (when they differ from the last ones).
+pub struct Publisher {
+    last: Decisions,
+    scratch: Decisions,
+    version: u64,
+}
+
+impl Publisher {
+    pub fn new() -> Publisher {
+        Publisher {
+            last: Decisions::default(),
+            scratch: Decisions::default(),
+            version: u64::MAX,
+        }
+    }
+
+    /// Publish `fwd`'s decisions under `config` if anything changed since the last call.
+    pub fn publish(&mut self, config: &Config, fwd: &forwarder::Forwarder) {
+        if count() <= 1 {
+            return;
+        }
+        fwd.decisions(&mut self.scratch);
+        if self.scratch == self.last && self.version == config.version {
+            return;
+        }
+        let s = shared();
+        {
+            let mut d = s.decisions.lock();
+            if d.0.version != config.version {
+                d.0 = Arc::new(config.clone());
+            }
+            d.1.clone_from(&self.scratch);
+        }
+        s.generation.fetch_add(1, Ordering::Release);
+        core::mem::swap(&mut self.last, &mut self.scratch);
+        self.version = config.version;
+    }
+}
+
+/// Another core: what it last followed.
+pub struct Follower {
+    generation: u64,
+}
+
+impl Follower {
+    pub fn new() -> Follower {
+        Follower { generation: 0 }
+    }
+
+    /// The decisions to follow, if core 0 published since the last call.
+    pub fn changed(&mut self) -> Option<(Arc<Config>, Decisions)> {
+        let s = shared();
+        let g = s.generation.load(Ordering::Acquire);
+        if g == self.generation {
+            return None;
+        }
+        self.generation = g;
+        let d = s.decisions.lock();
+        Some((d.0.clone(), d.1.clone()))
+    }
+}
+
+/// Another core: hand `frame` to core 0.
+pub fn relay(core: usize, frame: &[u8]) {
+    let c = &shared().cores[core];
+    let mut q = c.relay.lock();
+    if q.len() >= RELAY_MAX {
+        c.relay_dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    q.push(frame.to_vec());
+    c.relay_len.store(q.len(), Ordering::Release);
+}
+
+/// Core 0: take frames the other cores relayed, while `take` accepts them (it returns false
+/// when it has no room; that frame waits for the next round).
+pub fn take_relayed(mut take: impl FnMut(&[u8]) -> bool) {
+    let Some(s) = SHARED.get() else { return };
+    for c in s.cores.iter().skip(1) {
+        if c.relay_len.load(Ordering::Acquire) == 0 {
+            continue;
+        }
+        let mut q = c.relay.lock();
+        let mut used = 0;
+        for frame in q.iter() {
+            if !take(frame) {
+                break;
+            }
+            used += 1;
+        }
+        q.drain(..used);
+        c.relay_len.store(q.len(), Ordering::Release);
+        if !q.is_empty() {
+            return;
+        }
+    }
+}
+
+/// Frames the other cores could not hand to core 0 (their relay was full): the balancer's own
+/// receive losses, as the local stack's full queue is.
+pub fn relay_dropped() -> u64 {
+    SHARED.get().map_or(0, |s| {
+        s.cores
+            .iter()
+            .map(|c| c.relay_dropped.load(Ordering::Relaxed))
+            .sum()
+    })
+}
+
+/// A core's report of its counters.
+pub fn report(core: usize, report: Report) {
+    if let Some(s) = SHARED.get() {
+        *s.cores[core].report.lock() = report;
+    }
+}
+
+/// The other cores' last reports, core 1 first.
+pub fn others() -> Vec<Report> {
+    match SHARED.get() {
+        Some(s) => s
+            .cores
+            .iter()
+            .skip(1)
+            .map(|c| c.report.lock().clone())
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Whether `frame` is ARP or an IPv6 neighbour advertisement: what every core's neighbour
+/// table learns from, through core 0.
+pub fn neighbour_frame(frame: &[u8]) -> bool {
+    match frame.get(12..14) {
+        Some([0x08, 0x06]) => true,
+        // IPv6, next header ICMPv6 (no extension headers: ND forbids none it needs), type 136.
+        Some([0x86, 0xdd]) => frame.get(20) == Some(&58) && frame.get(54) == Some(&136),
+        _ => false,
+    }
+}

@@ -1,0 +1,100 @@
+//! The poll loop of every core but the first: one NIC queue and one forwarder, its shard of the
+//! flows (the NIC's receive-side hashing sends every packet of a flow to one queue). It forwards
+//! and answers what the forwarder answers (ARP, ICMP echo); everything else the balancer itself
+//! handles goes to core 0, and what core 0's control plane decides comes back (`crate::cores`).
+
+use crate::clock;
+use crate::cores::{self, Follower, Report};
+use crate::dataplane::{Lane, Rhythm};
+use crate::idle::Idle;
+use control::config::Config;
+use drivers::Nic;
+use forwarder::{Instant, Verdict};
+
+/// How often a core reports its counters for `/metrics` (they are read by people and scrapers,
+/// every few seconds at most).
+const REPORT_MS: u64 = 100;
+
+/// A core's loop, built on core 0 and moved to its CPU.
+pub struct Worker<N: Nic> {
+    core: usize,
+    lane: Lane<N>,
+    poll: control::config::Polling,
+    follower: Follower,
+}
+
+impl<N: Nic + Send + 'static> Worker<N> {
+    /// The loop of core `core` over `nic`, with a forwarder for `config` and `flows` flows.
+    pub fn new(core: usize, nic: N, config: &Config, flows: usize) -> Worker<N> {
+        Worker {
+            core,
+            lane: Lane::new(nic, config, flows),
+            poll: config.interface.poll,
+            follower: Follower::new(),
+        }
+    }
+
+    /// [`run`](Self::run) as an `smp` job (which has no return type of its own).
+    pub fn start(self) {
+        self.run()
+    }
+
+    /// Forward forever (on the CPU that calls it).
+    pub fn run(mut self) -> ! {
+        let mut idle = Idle::init_ap(self.poll);
+        let mut rhythm = Rhythm::new();
+        let mut reported = 0u64;
+        log::info!("core {}: forwarding", self.core);
+        loop {
+            let tsc = clock::rdtsc();
+            let now = Instant::from_nanos(clock::nanos_at(tsc));
+            let received = self.lane.receive();
+            if received > 0 {
+                self.lane.decide(now);
+                // The forwarder's neighbour hints are for core 0's local stack, which learns
+                // from the relayed frames themselves.
+                while self.lane.fwd.take_neighbour_hint().is_some() {}
+                let core = self.core;
+                self.lane.dispatch(|frame, verdict| {
+                    if verdict == Verdict::Local || cores::neighbour_frame(frame) {
+                        cores::relay(core, frame);
+                    }
+                });
+            }
+            if rhythm.housekeeping_due(tsc, false) {
+                self.lane.poll_forwarder(now);
+                if let Some((config, decisions)) = self.follower.changed() {
+                    self.lane.fwd.follow(&config, &decisions, now);
+                }
+                if now.millis().saturating_sub(reported) >= REPORT_MS {
+                    reported = now.millis();
+                    self.report();
+                }
+            }
+            let sent = self.lane.has_output();
+            if received > 0 || sent {
+                idle.worked(tsc, received);
+            } else {
+                idle.nothing(tsc);
+            }
+            if sent {
+                self.lane.transmit(now);
+            }
+        }
+    }
+
+    fn report(&self) {
+        let fwd = &self.lane.fwd;
+        cores::report(
+            self.core,
+            Report {
+                counters: fwd.counters().clone(),
+                vips: fwd.stats(),
+                version: fwd.config_version(),
+                nic: self.lane.nic.stats(),
+                tx_shed: self.lane.tx_shed,
+                flow_capacity: fwd.flow_capacity() as u64,
+            },
+        );
+    }
+}
