@@ -113,12 +113,32 @@ pub fn qemu_command(opts: &RunOptions) -> Result<Command, String> {
         .as_ref()
         .map(|m| format!(",mac={m}"))
         .unwrap_or_default();
+    // On a tap, one queue pair per CPU: the image runs a poll loop on each, and programs the
+    // device's receive-side scaling so that every packet of a flow reaches one of them. (A
+    // pre-made tap must then be a `multi_queue` one; user-mode networking has one queue.)
+    let queues = match opts.net {
+        Net::Tap(_) => opts.cpus.max(1),
+        Net::Isolated => 1,
+    };
+    let multi = if queues > 1 {
+        // Vectors: one per queue of each pair, the control queue and configuration changes.
+        format!(",mq=on,rss=on,vectors={}", 2 * queues + 2)
+    } else {
+        String::new()
+    };
     cmd.arg("-device")
-        .arg(format!("virtio-net-pci,netdev=n0{mac}"));
+        .arg(format!("virtio-net-pci,netdev=n0{mac}{multi}"));
     match &opts.net {
-        Net::Tap(name) => cmd
-            .arg("-netdev")
-            .arg(format!("tap,id=n0,ifname={name},script=no,downscript=no")),
+        Net::Tap(name) => {
+            let q = if queues > 1 {
+                format!(",queues={queues}")
+            } else {
+                String::new()
+            };
+            cmd.arg("-netdev").arg(format!(
+                "tap,id=n0,ifname={name},script=no,downscript=no{q}"
+            ))
+        }
         Net::Isolated => cmd.args(["-netdev", "user,id=n0,restrict=on"]),
     };
     Ok(cmd)

@@ -181,18 +181,32 @@ impl Fixture {
         image: &Image,
         before_boot: impl FnOnce(&DemoNet) -> netns::Result<()>,
     ) -> Result<Fixture, Error> {
+        Fixture::boot_cpus(bins, topology, nic, 1, image, before_boot)
+    }
+
+    /// [`Fixture::boot_nic`] on `cpus` virtual CPUs: a poll loop and a NIC queue on each.
+    pub fn boot_cpus(
+        bins: HelperBins,
+        topology: Topology,
+        nic: NicModel,
+        cpus: u32,
+        image: &Image,
+        before_boot: impl FnOnce(&DemoNet) -> netns::Result<()>,
+    ) -> Result<Fixture, Error> {
         let lock = crate::one_at_a_time();
         let net = DemoNet::create_with(bins, topology)?;
         before_boot(&net)?;
-        net.add_tap(TAP, BALANCER_MAC)?;
-        let vm = Vm::start_with(
+        net.add_tap_queues(TAP, BALANCER_MAC, crate::qemu::tap_queues(nic, cpus))?;
+        let vm = Vm::spawn_with_cpus(
             image,
             Firmware::Bios,
             nic,
             Net::Tap(TAP.into()),
             Some(BALANCER_MAC),
             Some(&net.lb_netns()),
+            cpus,
         )
+        .and_then(Vm::until_ready)
         .map_err(Error::Boot)?;
         Ok(Fixture {
             balancer: Balancer::Image(vm),

@@ -6,6 +6,7 @@
 //! Every resource a test creates (namespace, tap, QEMU process) is owned by a guard whose `Drop`
 //! removes it, so a failing test cleans up too.
 
+pub mod dsr;
 pub mod fixture;
 pub mod netns;
 pub mod qemu;

@@ -1151,7 +1151,13 @@ impl DemoNet {
     /// also gets a static entry for `mac` on it, so frames to the balancer never flood to
     /// the backends (which would fake a forwarded packet in a capture).
     pub fn add_tap(&self, name: &str, mac: &str) -> Result<()> {
-        self.ip_in(Host::Lb, &format!("tuntap add dev {name} mode tap"))?;
+        self.add_tap_queues(name, mac, false)
+    }
+
+    /// [`DemoNet::add_tap`], a `multi_queue` tap if `multi_queue` (for QEMU's `queues=N`).
+    pub fn add_tap_queues(&self, name: &str, mac: &str, multi_queue: bool) -> Result<()> {
+        let mq = if multi_queue { " multi_queue" } else { "" };
+        self.ip_in(Host::Lb, &format!("tuntap add dev {name} mode tap{mq}"))?;
         self.attach_tap(name, mac)
     }
 

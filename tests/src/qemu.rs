@@ -111,12 +111,37 @@ fn with_qemu_and_nic(cmd: &Command, nic: NicModel) -> Command {
     let mut out = Command::new(qemu_binary());
     for arg in cmd.get_args() {
         let arg = arg.to_string_lossy();
-        match arg.strip_prefix("virtio-net-pci,") {
-            Some(rest) => out.arg(format!("{},{rest}", nic.device())),
-            None => out.arg(&*arg),
+        match (nic, arg.strip_prefix("virtio-net-pci,")) {
+            (NicModel::VirtioNet, _) => out.arg(&*arg),
+            // igb has its queues inside the device model: it takes one tap queue, and none of
+            // virtio's multiqueue options.
+            (NicModel::Igb, Some(rest)) => out.arg(format!(
+                "{},{}",
+                nic.device(),
+                without(rest, &["mq=", "rss=", "vectors="])
+            )),
+            (NicModel::Igb, None) if arg.starts_with("tap,") => {
+                out.arg(without(&arg, &["queues="]))
+            }
+            (NicModel::Igb, None) => out.arg(&*arg),
         };
     }
     out
+}
+
+/// A QEMU option list (`a=1,b=2`) without the options that start with one of `drop`.
+fn without(options: &str, drop: &[&str]) -> String {
+    options
+        .split(',')
+        .filter(|o| !drop.iter().any(|d| o.starts_with(d)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Whether QEMU gives the balancer several queues on its tap for `nic` on `cpus` CPUs: then a
+/// tap made beforehand must be a `multi_queue` one (see `boot::qemu::qemu_command`).
+pub fn tap_queues(nic: NicModel, cpus: u32) -> bool {
+    nic == NicModel::VirtioNet && cpus > 1
 }
 
 /// Images built from one config file.
@@ -215,7 +240,7 @@ impl Vm {
     }
 
     /// Wait for `ready` on the console and note how long the boot took.
-    fn until_ready(mut self) -> Result<Vm, String> {
+    pub fn until_ready(mut self) -> Result<Vm, String> {
         self.wait_for("ready", BOOT_TIMEOUT)?;
         self.boot_time = self.started.elapsed();
         Ok(self)

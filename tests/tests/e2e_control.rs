@@ -23,12 +23,16 @@ use boot::status::Status;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use tests::dsr::{
+    check_all_ports, check_big_transfer, check_l2_http_spreads, check_l3_http,
+    check_nothing_else_forwarded, check_ping_balancer, check_survives_malformed_frames, check_udp,
+};
 use tests::fixture::{self, Fixture};
 use tests::netns::{
-    self, DemoNet, Host, BALANCER, BALANCER2, BALANCER_MAC, BIG_FILE_LEN, BIG_FILE_PATH, GATEWAY,
-    VIP_WEB,
+    self, DemoNet, Host, Topology, BALANCER, BALANCER2, BALANCER_MAC, BIG_FILE_LEN, BIG_FILE_PATH,
+    GATEWAY, VIP_WEB, VIP_WEB3,
 };
-use tests::qemu::Image;
+use tests::qemu::{Image, NicModel};
 
 /// The management port of the test config.
 const MGMT_PORT: u16 = 9100;
@@ -49,7 +53,7 @@ fn mgmt_addr() -> String {
 
 /// The config file of this test run: the datapath services plus management and health checks.
 /// `version` and `fetch` vary between the configs the tests need.
-fn config_text(pubkey: &str, version: u64, fetch: Option<&str>) -> String {
+fn config_text(pubkey: &str, version: u64, fetch: Option<&str>, health: bool) -> String {
     let datapath =
         std::fs::read_to_string(fixture::e2e_config()).expect("read tests/configs/e2e.toml");
     let fetch = fetch
@@ -59,9 +63,14 @@ fn config_text(pubkey: &str, version: u64, fetch: Option<&str>) -> String {
         "[management]\nport = {MGMT_PORT}\nallow = [\"{}/32\", \"{GATEWAY}/32\"]\npubkey = \"{pubkey}\"\n{fetch}\n",
         Host::Client.addr().expect("has one")
     );
-    let health = format!(
-        "[vip.health]\nkind = \"tcp\"\nport = 80\ninterval_ms = {HEALTH_INTERVAL_MS}\ntimeout_ms = 300\nrise = {HEALTH_RISE}\nfall = {HEALTH_FALL}\n\n"
-    );
+    let checked = health;
+    let health = if checked {
+        format!(
+            "[vip.health]\nkind = \"tcp\"\nport = 80\ninterval_ms = {HEALTH_INTERVAL_MS}\ntimeout_ms = 300\nrise = {HEALTH_RISE}\nfall = {HEALTH_FALL}\n\n"
+        )
+    } else {
+        String::new()
+    };
     // Management goes before the first [[vip]]; health checks into the first VIP (web, dsr-l2),
     // before its first backend.
     let text = datapath
@@ -69,7 +78,7 @@ fn config_text(pubkey: &str, version: u64, fetch: Option<&str>) -> String {
         .replacen("[[vip]]", &format!("{management}[[vip]]"), 1)
         .replacen("[[vip.backend]]", &format!("{health}[[vip.backend]]"), 1);
     assert!(
-        text.contains("[vip.health]") && text.contains("[management]"),
+        text.contains("[vip.health]") == checked && text.contains("[management]"),
         "tests/configs/e2e.toml changed shape"
     );
     text
@@ -84,6 +93,10 @@ struct Setup {
     image: Image,
     /// The same, but fetching its config from the router at boot.
     fetch_image: Image,
+    /// The config of `image` without health checks (for the tests on several CPUs, whose
+    /// assertions are about the datapath), and the image of it.
+    plain_config: Config,
+    plain_image: Image,
 }
 
 fn setup() -> &'static Setup {
@@ -109,20 +122,25 @@ fn setup() -> &'static Setup {
                 boot::config_file::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
             (path, config)
         };
-        let (path, config) = write("e2e-control.toml", config_text(&pubkey, 1, None));
+        let (path, config) = write("e2e-control.toml", config_text(&pubkey, 1, None, true));
+        let (plain_path, plain_config) =
+            write("e2e-cores.toml", config_text(&pubkey, 1, None, false));
         let url = format!("http://{GATEWAY}:{FETCH_PORT}{FETCH_PATH}");
         let (fetch_path, _) = write(
             "e2e-control-fetch.toml",
-            config_text(&pubkey, 1, Some(&url)),
+            config_text(&pubkey, 1, Some(&url), true),
         );
         let image = Image::build(&path).expect("build the control image");
         let fetch_image = Image::build(&fetch_path).expect("build the fetching image");
+        let plain_image = Image::build(&plain_path).expect("build the image without health checks");
         Setup {
             dir,
             key,
             config,
             image,
             fetch_image,
+            plain_config,
+            plain_image,
         }
     })
 }
@@ -132,6 +150,11 @@ fn setup() -> &'static Setup {
 fn boot(image: &Image, before_boot: impl FnOnce(&DemoNet) -> netns::Result<()>) -> Fixture {
     let f =
         Fixture::boot(tests::helper_bins!(), image, before_boot).expect("boot the control fixture");
+    until_managed(f)
+}
+
+/// `f` once its management API answers.
+fn until_managed(f: Fixture) -> Fixture {
     // The management server is up soon after `ready`; wait for its first answer.
     let deadline = Instant::now() + Duration::from_secs(20);
     while let Err(e) = f.try_status() {
@@ -403,7 +426,12 @@ fn health_checks_take_a_stopped_backend_out_and_back() {
 
 /// A copy of the running config with `version` and `edit` applied.
 fn edited(version: u64, edit: impl FnOnce(&mut Config)) -> Config {
-    let mut c = setup().config.clone();
+    edited_from(&setup().config, version, edit)
+}
+
+/// A copy of `base` with `version` and `edit` applied.
+fn edited_from(base: &Config, version: u64, edit: impl FnOnce(&mut Config)) -> Config {
+    let mut c = base.clone();
     c.version = version;
     edit(&mut c);
     c
@@ -1000,4 +1028,100 @@ fn floods_do_not_take_healthy_backends_out_and_a_download_survives() {
             .filter(|l| l.contains("not counted"))
             .count()
     );
+}
+
+/// The samples `family{core="0"}`, `family{core="1"}`, ... of `/metrics`, core 0 first.
+fn per_core(text: &str, family: &str) -> Vec<u64> {
+    (0..)
+        .map_while(|i| {
+            let series = format!("{family}{{core=\"{i}\"}}");
+            text.lines().find_map(|l| {
+                l.strip_prefix(&series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+        })
+        .collect()
+}
+
+/// The image on two CPUs with a NIC queue each: every datapath check passes, both cores
+/// forward, and a pushed config reaches both (all of many new connections, spread over the two
+/// queues by the NIC's hash, follow it).
+fn two_cores(nic: NicModel) {
+    let label = format!("two_cores_{}", nic.driver());
+    if nic.skip(&label) {
+        return;
+    }
+    let s = setup();
+    let f = Fixture::boot_cpus(
+        tests::helper_bins!(),
+        Topology::Segment,
+        nic,
+        2,
+        &s.plain_image,
+        |_| Ok(()),
+    )
+    .expect("boot on two CPUs");
+    let f = until_managed(f);
+    let log = f.serial_log();
+    for line in ["cores: 2 poll loops", "core 1: forwarding"] {
+        assert!(log.contains(line), "no {line:?} in the boot log:\n{log}");
+    }
+    fixture::run_checks(
+        &label,
+        &f,
+        &[
+            ("dsr-l2 http over both backends", &check_l2_http_spreads),
+            ("dsr-l3 http", &check_l3_http),
+            ("udp", &check_udp),
+            ("all-ports VIP", &check_all_ports),
+            ("ping the balancer", &check_ping_balancer),
+            ("nothing else forwarded", &check_nothing_else_forwarded),
+            ("byte-exact over dsr-l2", &|f: &Fixture| {
+                check_big_transfer(f, VIP_WEB)
+            }),
+            ("byte-exact over dsr-l3", &|f: &Fixture| {
+                check_big_transfer(f, VIP_WEB3)
+            }),
+            ("malformed frames", &check_survives_malformed_frames),
+        ],
+    );
+    // Each core reports every 100 ms.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = per_core(&f.metrics(), "sidestep_core_forwarded_total");
+    assert_eq!(before.len(), 2, "two cores in /metrics: {before:?}");
+    assert!(
+        before.iter().all(|&n| n > 0),
+        "a core forwarded nothing: {before:?}\n{}",
+        f.diagnostics()
+    );
+
+    let v2 = edited_from(&s.plain_config, 2, |c| set_weight(c, "be2", 0));
+    let response = f.push(&s.key.sign(&v2));
+    assert_eq!(response.status, 200, "{response:?}\n{}", f.diagnostics());
+    f.eventually("both cores on config v2", Duration::from_secs(10), || {
+        (per_core(&f.metrics(), "sidestep_core_config_version") == [2, 2]).then_some(())
+    });
+    let seen = f.backends_answering(VIP_WEB, 80, 30);
+    assert!(
+        seen.iter().all(|b| b == "be1"),
+        "be2 has weight 0 in v2, yet it answered: {seen:?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let after = per_core(&f.metrics(), "sidestep_core_forwarded_total");
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| a > b),
+        "the 30 connections after the push did not reach both cores ({before:?} -> {after:?}), \
+         so the push was not shown to reach both"
+    );
+}
+
+#[test]
+fn two_cores_virtio_forward_and_follow_a_push() {
+    two_cores(NicModel::VirtioNet);
+}
+
+#[test]
+fn two_cores_igb_forward_and_follow_a_push() {
+    two_cores(NicModel::Igb);
 }
