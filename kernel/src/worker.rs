@@ -15,6 +15,10 @@ use forwarder::{Instant, Verdict};
 /// every few seconds at most).
 const REPORT_MS: u64 = 100;
 
+/// How often a core follows core 0's decisions again when they have not changed: that keeps
+/// its next hops confirmed (`Forwarder::follow`), well within their refresh time.
+const REFOLLOW_MS: u64 = 1000;
+
 /// A core's loop, built on core 0 and moved to its CPU.
 pub struct Worker<N: Nic> {
     core: usize,
@@ -44,6 +48,8 @@ impl<N: Nic + Send + 'static> Worker<N> {
         let mut idle = Idle::init_ap(self.poll);
         let mut rhythm = Rhythm::new();
         let mut reported = 0u64;
+        let mut followed = 0u64;
+        let mut decided: Option<(alloc::sync::Arc<Config>, forwarder::Decisions)> = None;
         log::info!("core {}: forwarding", self.core);
         loop {
             let tsc = clock::rdtsc();
@@ -63,8 +69,15 @@ impl<N: Nic + Send + 'static> Worker<N> {
             }
             if rhythm.housekeeping_due(tsc, false) {
                 self.lane.poll_forwarder(now);
-                if let Some((config, decisions)) = self.follower.changed() {
-                    self.lane.fwd.follow(&config, &decisions, now);
+                if let Some(d) = self.follower.changed() {
+                    decided = Some(d);
+                    followed = 0;
+                }
+                if let Some((config, decisions)) = &decided {
+                    if now.millis().saturating_sub(followed) >= REFOLLOW_MS {
+                        followed = now.millis();
+                        self.lane.fwd.follow(config, decisions, now);
+                    }
                 }
                 if now.millis().saturating_sub(reported) >= REPORT_MS {
                     reported = now.millis();

@@ -46,7 +46,8 @@ impl Forwarder {
     }
 
     /// Follow `decisions`, made by a forwarder running `config`: its config first (when the
-    /// version differs), then backend health, the VIP role and the resolved next hops.
+    /// version differs), then backend health, the VIP role and the resolved next hops. Call it
+    /// again every second or so with the same decisions: that keeps the next hops confirmed.
     pub fn follow(&mut self, config: &Config, decisions: &Decisions, now: Instant) {
         if self.version != decisions.version && config.version == decisions.version {
             self.apply_config(config, now);
@@ -62,9 +63,10 @@ impl Forwarder {
             }
         }
         self.vip_active = decisions.vip_active;
+        // Learnt again even when known: that confirms the entry, which would otherwise go
+        // stale here (the ARP replies that confirm it reach the leading forwarder).
         for &(ip, mac) in &decisions.neighbours {
-            if self.neighbour(ip) != Some(mac) && self.neigh.learn(ip, mac, now) == Learnt::Changed
-            {
+            if self.neigh.learn(ip, mac, now) == Learnt::Changed {
                 self.counters.neigh_changes += 1;
             }
         }
