@@ -120,9 +120,14 @@
 //!   memory decoding and bus mastering itself.
 //! - No interrupts: the driver never enables MSI-X and asks the device not to interrupt; leave
 //!   the device's INTx line masked.
-//! - Single-threaded use: the driver is `&mut self` everywhere and does no locking.
+//! - Single-threaded use: the driver is `&mut self` everywhere and does no locking. For one poll
+//!   loop per CPU, `VirtioNet::<KernelHal>::new_queues(&PortConfigSpace, address, pools, &key)`
+//!   gives one [`virtio_net::VirtioQueue`] (a `Nic`, `Send`) per queue pair, each with its own
+//!   pool; move each to its CPU. It needs a global allocator (`Vec`, `Arc`).
 #![cfg_attr(not(test), no_std)]
 #![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
 
 pub mod acpi;
 mod adv_ring;

@@ -15,6 +15,7 @@
 //! So the queue memory is laid out here; the transport (`PciTransport`) is still virtio-drivers'.
 
 use core::marker::PhantomData;
+use core::ops::Range;
 use core::ptr::NonNull;
 use core::sync::atomic::{fence, AtomicU16, Ordering};
 
@@ -26,8 +27,11 @@ use crate::pool::{PacketBuf, PacketPool, BUF_SIZE};
 /// The largest queue this driver sets up (QEMU's default for virtio-net is 256).
 pub(crate) const MAX_QUEUE_SIZE: usize = 256;
 
-/// Descriptor flag: the device writes this buffer (2.4.5).
+/// Descriptor flags: the chain continues at `next`; the device writes this buffer (2.4.5).
+const VIRTQ_DESC_F_NEXT: u16 = 1;
 const VIRTQ_DESC_F_WRITE: u16 = 2;
+/// `SplitQueue::chained` entry of a descriptor that ends its chain.
+const NO_NEXT: u16 = u16::MAX;
 /// Available ring flag: the driver does not want interrupts (2.4.7).
 const VIRTQ_AVAIL_F_NO_INTERRUPT: u16 = 1;
 /// Used ring flag: the device does not need notifications (2.4.8).
@@ -92,6 +96,8 @@ pub(crate) struct SplitQueue<H: Hal> {
     event_idx: bool,
     /// Which buffer each descriptor holds while the device owns it.
     owner: [Option<PacketBuf>; MAX_QUEUE_SIZE],
+    /// The second descriptor of a two-descriptor chain, by head id (control commands only).
+    chained: [u16; MAX_QUEUE_SIZE],
     /// Stack of free descriptor ids.
     free_desc: [u16; MAX_QUEUE_SIZE],
     free_len: u16,
@@ -99,6 +105,11 @@ pub(crate) struct SplitQueue<H: Hal> {
     bogus: u64,
     _hal: PhantomData<H>,
 }
+
+// Safety: the queue owns its DMA allocation outright (the raw pointers are into memory no other
+// driver object refers to), and every access through them takes `&mut self` or is atomic, so
+// moving it to another CPU moves sole access with it. The device is the only other party.
+unsafe impl<H: Hal> Send for SplitQueue<H> {}
 
 impl<H: Hal> SplitQueue<H> {
     /// Allocate queue `index`, tell the device where it is (4.1.5.1.3) and enable it.
@@ -142,6 +153,7 @@ impl<H: Hal> SplitQueue<H> {
             last_used: 0,
             event_idx,
             owner: [const { None }; MAX_QUEUE_SIZE],
+            chained: [NO_NEXT; MAX_QUEUE_SIZE],
             free_desc: [0; MAX_QUEUE_SIZE],
             free_len: 0,
             bogus: 0,
@@ -205,31 +217,76 @@ impl<H: Hal> SplitQueue<H> {
         if self.free_len == 0 {
             return Err(Refused::Full(buf));
         }
-        let addr = pool.phys_addr(&buf) + offset as u64;
-        // Fits: at most BUF_SIZE.
-        let len = len as u32;
+        let flags = if device_writes { VIRTQ_DESC_F_WRITE } else { 0 };
+        let id = self.take_descriptor(pool.phys_addr(&buf) + offset as u64, len, flags, NO_NEXT);
+        self.make_available(id, buf);
+        Ok(())
+    }
+
+    /// Put `buf` on the available ring as a chain of two descriptors: its bytes `out` for the
+    /// device to read, then its bytes `into` for the device to write (a control command and its
+    /// ack, 5.1.6.5). Same contract as [`Self::push`].
+    pub(crate) fn push_out_in(
+        &mut self,
+        pool: &PacketPool,
+        buf: PacketBuf,
+        out: Range<usize>,
+        into: Range<usize>,
+    ) -> Result<(), Refused> {
+        let inside = |r: &Range<usize>| r.start < r.end && r.end <= BUF_SIZE;
+        if !inside(&out) || !inside(&into) {
+            return Err(Refused::OutOfBounds(buf));
+        }
+        if self.free_len < 2 {
+            return Err(Refused::Full(buf));
+        }
+        let base = pool.phys_addr(&buf);
+        let tail = self.take_descriptor(
+            base + into.start as u64,
+            into.len(),
+            VIRTQ_DESC_F_WRITE,
+            NO_NEXT,
+        );
+        let head = self.take_descriptor(base + out.start as u64, out.len(), 0, tail);
+        self.chained[usize::from(head)] = tail;
+        self.make_available(head, buf);
+        Ok(())
+    }
+
+    /// Fill a free descriptor (there must be one) and return its id; `next` is the chain's next
+    /// descriptor or `NO_NEXT`.
+    fn take_descriptor(&mut self, addr: u64, len: usize, flags: u16, next: u16) -> u16 {
         self.free_len -= 1;
         let id = self.free_desc[usize::from(self.free_len)];
-        let flags = if device_writes { VIRTQ_DESC_F_WRITE } else { 0 };
+        let (flags, next) = if next == NO_NEXT {
+            (flags, 0)
+        } else {
+            (flags | VIRTQ_DESC_F_NEXT, next)
+        };
         // Safety: `id < size` (the free stack holds only ids of this table: `new` fills it with
-        // `0..size`, and `pop` returns only ids whose `owner` slot `push` filled), so the
-        // descriptor is inside the table; it is free, so the device does not read it now (it
-        // reads it only after `publish`).
+        // `0..size`, and `pop` returns only ids of chains `push` made), so the descriptor is
+        // inside the table; it is free, so the device does not read it now (it reads it only
+        // after `publish`).
         unsafe {
             self.desc.add(usize::from(id)).write_volatile(Descriptor {
                 addr,
-                len,
+                // Fits: callers checked `len <= BUF_SIZE`.
+                len: len as u32,
                 flags,
-                next: 0,
+                next,
             })
         };
+        id
+    }
+
+    /// Append chain `head`, holding `buf`, to the available ring (not yet published).
+    fn make_available(&mut self, head: u16, buf: PacketBuf) {
         let slot = usize::from(self.avail_idx & (self.size - 1));
         // Safety: ring entry `slot < size` sits at u16 offset 2 + slot of the available ring; the
         // device reads entries only below the published index, which this one is not yet.
-        unsafe { self.avail.add(2 + slot).write_volatile(id) };
+        unsafe { self.avail.add(2 + slot).write_volatile(head) };
         self.avail_idx = self.avail_idx.wrapping_add(1);
-        self.owner[usize::from(id)] = Some(buf);
-        Ok(())
+        self.owner[usize::from(head)] = Some(buf);
     }
 
     /// Make everything pushed since the last publish visible to the device with one index store,
@@ -285,8 +342,13 @@ impl<H: Hal> SplitQueue<H> {
             let taken = self.owner.get_mut(id as usize).and_then(Option::take);
             match taken {
                 Some(buf) => {
-                    self.free_desc[usize::from(self.free_len)] = id as u16;
-                    self.free_len += 1;
+                    let tail = core::mem::replace(&mut self.chained[id as usize], NO_NEXT);
+                    for id in [id as u16, tail] {
+                        if id != NO_NEXT {
+                            self.free_desc[usize::from(self.free_len)] = id;
+                            self.free_len += 1;
+                        }
+                    }
                     return Some((buf, written));
                 }
                 None => self.bogus += 1,

@@ -45,13 +45,24 @@ unsafe impl Hal for FakeHal {
     }
 }
 
+/// Virtqueues the fake device has (4 pairs and the control queue fit).
+const QUEUES: usize = 16;
+
 #[derive(Default)]
 struct DeviceState {
     driver_features: u64,
     status: DeviceStatus,
     /// (size, descriptors, driver area, device area) per queue.
-    queues: [Option<(u16, u64, u64, u64)>; 2],
-    notifies: [u32; 2],
+    queues: [Option<(u16, u64, u64, u64)>; QUEUES],
+    notifies: [u32; QUEUES],
+    /// `max_virtqueue_pairs` in the configuration.
+    max_pairs: u16,
+    /// Control commands received (header and data, as the driver laid them out).
+    commands: Vec<Vec<u8>>,
+    /// Control commands (MQ class) the device answers with VIRTIO_NET_ERR.
+    refuse_commands: Vec<u8>,
+    /// Next available-ring entry of the control queue.
+    ctrl_next: u16,
     /// What the device does with FEATURES_OK: clear it to refuse.
     refuse_features: bool,
     link_up: bool,
@@ -83,6 +94,9 @@ impl Transport for FakeTransport {
             "notified before DRIVER_OK"
         );
         s.notifies[usize::from(queue)] += 1;
+        if s.driver_features & mq::F_CTRL_VQ != 0 && queue == 2 * s.max_pairs {
+            s.serve_control(queue);
+        }
     }
     fn get_status(&self) -> DeviceStatus {
         self.state.borrow().status
@@ -123,9 +137,15 @@ impl Transport for FakeTransport {
         &self,
         offset: usize,
     ) -> virtio_drivers::Result<T> {
-        let mut config = [0u8; 8];
+        // QEMU's layout: mac, status, max_virtqueue_pairs, mtu, speed... then the RSS limits
+        // (40-byte key, 128 entries, every hash type including the IPv6 extension ones).
+        let mut config = [0u8; 20];
         config[..6].copy_from_slice(&[0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
         config[6] = u8::from(self.state.borrow().link_up);
+        config[8..10].copy_from_slice(&self.state.borrow().max_pairs.to_le_bytes());
+        config[12] = 40;
+        config[14..16].copy_from_slice(&128u16.to_le_bytes());
+        config[16..20].copy_from_slice(&0x1ffu32.to_le_bytes());
         config
             .get(offset..offset + size_of::<T>())
             .and_then(|b| T::read_from_bytes(b).ok())
@@ -140,11 +160,56 @@ impl Transport for FakeTransport {
     }
 }
 
+impl DeviceState {
+    /// Handle the control queue's new commands at once, within the notify, as QEMU does: read
+    /// each chain's device-readable bytes, write the ack into its writable byte.
+    fn serve_control(&mut self, q: u16) {
+        let (size, desc, driver, device) = self.queues[usize::from(q)].expect("control queue");
+        // Safety: test memory from FakeHal, identity mapped; the driver laid out the ring.
+        unsafe {
+            while self.ctrl_next != ((driver + 2) as *const u16).read_volatile() {
+                let slot = u64::from(self.ctrl_next & (size - 1));
+                self.ctrl_next = self.ctrl_next.wrapping_add(1);
+                let head = ((driver + 4 + 2 * slot) as *const u16).read_volatile();
+                let (mut id, mut command, mut ack) = (head, Vec::new(), None);
+                loop {
+                    let d = desc + 16 * u64::from(id);
+                    let addr = (d as *const u64).read_volatile();
+                    let len = ((d + 8) as *const u32).read_volatile() as usize;
+                    let flags = ((d + 12) as *const u16).read_volatile();
+                    if flags & 2 == 0 {
+                        assert!(ack.is_none(), "readable after writable descriptor");
+                        command
+                            .extend_from_slice(std::slice::from_raw_parts(addr as *const u8, len));
+                    } else {
+                        assert_eq!(len, 1, "the ack is one byte");
+                        ack = Some(addr as *mut u8);
+                    }
+                    if flags & 1 == 0 {
+                        break;
+                    }
+                    id = ((d + 14) as *const u16).read_volatile();
+                }
+                let refused = command.len() >= 2
+                    && command[0] == mq::CTRL_MQ
+                    && self.refuse_commands.contains(&command[1]);
+                ack.expect("an ack descriptor").write(u8::from(refused));
+                self.commands.push(command);
+                let idx = ((device + 2) as *mut u16).read_volatile();
+                let used = u64::from(idx & (size - 1));
+                ((device + 4 + 8 * used) as *mut u32).write_volatile(u32::from(head));
+                ((device + 8 + 8 * used) as *mut u32).write_volatile(1);
+                ((device + 2) as *mut u16).write_volatile(idx.wrapping_add(1));
+            }
+        }
+    }
+}
+
 /// The device side of the rings: reads descriptors and the available ring, writes the used ring.
 struct FakeDevice {
     state: Rc<RefCell<DeviceState>>,
     /// Next available-ring index the device will consume, per queue.
-    next_avail: [u16; 2],
+    next_avail: [u16; QUEUES],
 }
 
 impl FakeDevice {
@@ -203,7 +268,12 @@ impl FakeDevice {
 
     /// Receive `frame` from the wire into the next receive buffer.
     fn deliver(&mut self, frame: &[u8]) -> bool {
-        let Some((id, addr, len, flags)) = self.take(0) else {
+        self.deliver_to(0, frame)
+    }
+
+    /// Receive `frame` into the next buffer of receive queue `q`.
+    fn deliver_to(&mut self, q: usize, frame: &[u8]) -> bool {
+        let Some((id, addr, len, flags)) = self.take(q) else {
             return false;
         };
         assert_eq!(flags, 2, "receive descriptors are device-writable");
@@ -217,14 +287,19 @@ impl FakeDevice {
                 frame.len(),
             );
         }
-        self.complete(0, u32::from(id), (frame.len() + NET_HDR_LEN) as u32);
+        self.complete(q, u32::from(id), (frame.len() + NET_HDR_LEN) as u32);
         true
     }
 
     /// Send everything on the transmit queue; returns (descriptor address, frame) per packet.
     fn transmit_all(&mut self) -> Vec<(u64, Vec<u8>)> {
+        self.transmit_all_from(1)
+    }
+
+    /// Send everything on transmit queue `q`.
+    fn transmit_all_from(&mut self, q: usize) -> Vec<(u64, Vec<u8>)> {
         let mut sent = Vec::new();
-        while let Some((id, addr, len, flags)) = self.take(1) {
+        while let Some((id, addr, len, flags)) = self.take(q) {
             assert_eq!(
                 flags, 0,
                 "transmit descriptors are device-readable, unchained"
@@ -237,7 +312,7 @@ impl FakeDevice {
                 "zeroed virtio_net_hdr"
             );
             sent.push((addr, bytes[NET_HDR_LEN..].to_vec()));
-            self.complete(1, u32::from(id), 0);
+            self.complete(q, u32::from(id), 0);
         }
         sent
     }
@@ -267,7 +342,7 @@ fn bring_up(
     let nic = VirtioNet::<FakeHal, _>::with_transport(transport, host_pool(buffers)).unwrap();
     let dev = FakeDevice {
         state: state.clone(),
-        next_avail: [0; 2],
+        next_avail: [0; QUEUES],
     };
     (nic, dev, state)
 }
@@ -289,7 +364,7 @@ fn negotiates_only_what_it_needs_and_fills_the_receive_ring() {
         .contains(DeviceStatus::DRIVER_OK | DeviceStatus::FEATURES_OK));
     assert_eq!(s.queues[0].unwrap().0, 16);
     assert_eq!(
-        s.notifies,
+        s.notifies[..2],
         [1, 0],
         "one kick for the initial receive buffers"
     );
@@ -539,7 +614,7 @@ fn a_queue_describes_only_spans_inside_the_buffer_it_holds() {
     let mut queue = ring::SplitQueue::<FakeHal>::new(&mut transport, 0, false).unwrap();
     let mut dev = FakeDevice {
         state,
-        next_avail: [0; 2],
+        next_avail: [0; QUEUES],
     };
     let mut pool = host_pool(4);
     for (offset, len) in [
@@ -574,4 +649,232 @@ fn a_queue_describes_only_spans_inside_the_buffer_it_holds() {
     let (_, addr, len, flags) = dev.take(0).unwrap();
     assert_eq!((addr, len, flags), (phys_b + 100, 20, 0));
     assert!(dev.take(0).is_none());
+}
+
+/// Records which virtqueues were rung, in order.
+#[derive(Clone, Default)]
+struct FakeDoorbells(std::sync::Arc<std::sync::Mutex<Vec<u16>>>);
+
+struct FakeDoorbell {
+    /// The virtqueue this doorbell belongs to.
+    queue: u16,
+    rung: FakeDoorbells,
+}
+
+impl Doorbell for FakeDoorbell {
+    fn ring(&mut self, queue: u16) {
+        assert_eq!(queue, self.queue, "a queue rang another queue's doorbell");
+        self.rung.0.lock().unwrap().push(queue);
+    }
+}
+
+type Queues = Vec<VirtioQueue<FakeHal, FakeTransport, FakeDoorbell>>;
+
+const KEY: [u8; RSS_KEY_LEN] = {
+    let mut key = [0; RSS_KEY_LEN];
+    let mut i = 0;
+    while i < RSS_KEY_LEN {
+        key[i] = 0xa0 + i as u8;
+        i += 1;
+    }
+    key
+};
+
+/// A device with `max_pairs` queue pairs offering `features`, brought up with `pools` pools of
+/// 64 buffers; the device refuses the MQ commands in `refuse`.
+fn bring_up_queues(
+    features: u64,
+    max_pairs: u16,
+    pools: usize,
+    refuse: &[u8],
+) -> (
+    Result<Queues, VirtioNetError>,
+    FakeDevice,
+    Rc<RefCell<DeviceState>>,
+    FakeDoorbells,
+) {
+    let state = Rc::new(RefCell::new(DeviceState {
+        link_up: true,
+        max_pairs,
+        refuse_commands: refuse.to_vec(),
+        ..Default::default()
+    }));
+    let transport = FakeTransport {
+        features,
+        max_queue: 16,
+        state: state.clone(),
+    };
+    let rung = FakeDoorbells::default();
+    let bells = rung.clone();
+    let queues = VirtioNet::<FakeHal, _>::with_transport_queues(
+        transport,
+        (0..pools).map(|_| host_pool(64)).collect(),
+        &KEY,
+        |queue| {
+            Ok(FakeDoorbell {
+                queue,
+                rung: bells.clone(),
+            })
+        },
+    );
+    let dev = FakeDevice {
+        state: state.clone(),
+        next_avail: [0; QUEUES],
+    };
+    (queues, dev, state, rung)
+}
+
+const MQ_OFFERED: u64 = OFFERED | mq::F_MQ | mq::F_RSS;
+const SINGLE_QUEUE_FEATURES: u64 = F_MAC | F_STATUS | F_RING_EVENT_IDX | F_VERSION_1;
+
+/// `virtio_net_rss_config` for 2 pairs as 5.1.6.5.7.1 lays it out, written out by hand.
+fn expected_rss_command() -> Vec<u8> {
+    let mut c = vec![4, 1]; // class VIRTIO_NET_CTRL_MQ, command RSS_CONFIG
+    c.extend_from_slice(&[0x3f, 0, 0, 0]); // hash_types: IPv4, TCPv4, UDPv4, IPv6, TCPv6, UDPv6
+    c.extend_from_slice(&[127, 0]); // indirection_table_mask: 128 entries
+    c.extend_from_slice(&[0, 0]); // unclassified_queue
+    for i in 0..128 {
+        c.extend_from_slice(&[i % 2, 0]);
+    }
+    c.extend_from_slice(&[2, 0]); // max_tx_vq
+    c.push(40); // hash_key_length
+    c.extend_from_slice(&KEY);
+    c
+}
+
+#[test]
+fn two_queue_pairs_come_up_with_rss_programmed_byte_exact() {
+    // Four pools, a device with two pairs: two handles, the extra pools dropped.
+    let (queues, dev, state, _) = bring_up_queues(MQ_OFFERED, 2, 4, &[]);
+    let queues = queues.unwrap();
+    assert_eq!(queues.len(), 2);
+    assert_eq!(
+        queues.iter().map(|q| q.rx_queue()).collect::<Vec<_>>(),
+        [0, 2]
+    );
+    let s = state.borrow();
+    assert_eq!(
+        s.driver_features,
+        SINGLE_QUEUE_FEATURES | mq::F_CTRL_VQ | mq::F_MQ | mq::F_RSS
+    );
+    assert!(s.status.contains(DeviceStatus::DRIVER_OK));
+    // receiveq1, transmitq1, receiveq2, transmitq2, controlq at 2 * max_virtqueue_pairs.
+    assert!(s.queues[..5].iter().all(Option::is_some));
+    assert!(s.queues[5..].iter().all(Option::is_none));
+    assert_eq!(s.commands, [expected_rss_command()]);
+    drop(s);
+    assert_eq!((dev.avail_idx(0), dev.avail_idx(2)), (16, 16));
+    // The command buffer went back to the first pool: 64 less the 16 receive buffers.
+    assert_eq!(queues[0].pool().available(), 64 - 16);
+}
+
+#[test]
+fn rss_hash_types_and_key_are_cut_to_what_the_device_supports() {
+    let limits = mq::RssLimits {
+        max_key: 20,
+        max_table: 6,
+        hash_types: 0x7, // IPv4 only
+    };
+    let mut data = [0u8; 400];
+    let len = mq::rss_config(3, &KEY, limits, &mut data);
+    let mut expected = vec![0x07, 0, 0, 0, 3, 0, 0, 0];
+    for i in 0..4 {
+        expected.extend_from_slice(&[i % 3, 0]); // 6 rounds down to 4 entries
+    }
+    expected.extend_from_slice(&[3, 0, 20]);
+    expected.extend_from_slice(&KEY[..20]);
+    assert_eq!(&data[..len], &expected[..]);
+}
+
+#[test]
+fn without_rss_the_pairs_are_enabled_with_vq_pairs_set() {
+    let (queues, _dev, state, _) = bring_up_queues(OFFERED | mq::F_MQ, 4, 3, &[]);
+    assert_eq!(queues.unwrap().len(), 3);
+    let s = state.borrow();
+    assert_eq!(
+        s.driver_features,
+        SINGLE_QUEUE_FEATURES | mq::F_CTRL_VQ | mq::F_MQ
+    );
+    assert_eq!(s.commands, [vec![4, 0, 3, 0]]);
+    // Three pairs used, but the control queue follows all four the device has.
+    assert!(s.queues[6].is_none() && s.queues[8].is_some());
+}
+
+#[test]
+fn frames_on_queue_1_are_received_by_handle_1_only() {
+    let (queues, mut dev, state, rung) = bring_up_queues(MQ_OFFERED, 2, 2, &[]);
+    let mut queues = queues.unwrap();
+    assert!(dev.deliver_to(2, &frame(7, 60)));
+    let mut burst = Burst::new();
+    assert_eq!(queues[0].rx_burst(&mut burst), 0);
+    assert_eq!(queues[1].rx_burst(&mut burst), 1);
+    assert_eq!(
+        queues[1].pool().frame(burst.front().unwrap()),
+        &frame(7, 60)[..]
+    );
+    assert_eq!(queues[1].stats().rx_packets, 1);
+    assert_eq!(queues[0].stats().rx_packets, 0);
+    // Sent back through handle 1: on transmitq2, with handle 1's own doorbell, not the transport.
+    let notifies_before = state.borrow().notifies;
+    rung.0.lock().unwrap().clear();
+    dev.set_avail_event(3, 0);
+    assert_eq!(queues[1].tx_burst(&mut burst), 1);
+    assert_eq!(*rung.0.lock().unwrap(), [3]);
+    assert_eq!(state.borrow().notifies, notifies_before);
+    assert_eq!(dev.transmit_all_from(3).len(), 1);
+    assert!(dev.transmit_all_from(1).is_empty());
+    // Either handle reads the link state.
+    state.borrow_mut().link_up = false;
+    assert!(!queues[1].link_up());
+    assert!(!queues[0].link_up());
+}
+
+#[test]
+fn a_refused_rss_configuration_falls_back_to_vq_pairs_set() {
+    let (queues, _dev, state, _) = bring_up_queues(MQ_OFFERED, 2, 2, &[mq::MQ_RSS_CONFIG]);
+    assert_eq!(queues.unwrap().len(), 2);
+    let s = state.borrow();
+    assert_eq!(s.commands, [expected_rss_command(), vec![4, 0, 2, 0]]);
+    assert!(s.status.contains(DeviceStatus::DRIVER_OK));
+}
+
+#[test]
+fn a_refused_vq_pairs_set_is_an_error_and_resets_the_device() {
+    let refuse = [mq::MQ_RSS_CONFIG, mq::MQ_VQ_PAIRS_SET];
+    let (queues, _dev, state, _) = bring_up_queues(MQ_OFFERED, 2, 2, &refuse);
+    assert_eq!(
+        queues.err(),
+        Some(VirtioNetError::CommandRefused(4, mq::MQ_VQ_PAIRS_SET))
+    );
+    assert_eq!(state.borrow().status, DeviceStatus::empty());
+    assert_eq!(state.borrow().commands.len(), 2);
+}
+
+#[test]
+fn one_pool_negotiates_no_control_queue() {
+    let (queues, dev, state, rung) = bring_up_queues(MQ_OFFERED, 4, 1, &[]);
+    let mut queues = queues.unwrap();
+    assert_eq!(queues.len(), 1);
+    let s = state.borrow();
+    assert_eq!(s.driver_features, SINGLE_QUEUE_FEATURES);
+    assert!(s.commands.is_empty());
+    assert!(s.queues[2..].iter().all(Option::is_none));
+    drop(s);
+    assert_eq!(dev.avail_idx(0), 16);
+    assert_eq!(queues[0].pool().available(), 64 - 16);
+    // Transmit rings transmitq1's doorbell.
+    let mut burst = Burst::new();
+    let mut p = queues[0].pool_mut().alloc().unwrap();
+    p.set_frame(HEADROOM, 60).unwrap();
+    burst.push_back(p).unwrap();
+    dev.set_avail_event(1, 0);
+    assert_eq!(queues[0].tx_burst(&mut burst), 1);
+    assert_eq!(*rung.0.lock().unwrap(), [1]);
+}
+
+#[test]
+fn a_device_without_mq_gets_one_pair_whatever_the_pools() {
+    let (queues, _dev, state, _) = bring_up_queues(OFFERED | mq::F_RSS, 4, 2, &[]);
+    assert_eq!(queues.unwrap().len(), 1);
+    assert_eq!(state.borrow().driver_features, SINGLE_QUEUE_FEATURES);
 }
