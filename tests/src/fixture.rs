@@ -378,6 +378,8 @@ pub struct Place<'a> {
     pub tap: &'a str,
     /// The MAC of its NIC.
     pub mac: &'a str,
+    /// Its virtual CPUs (a poll loop and, on virtio-net, a queue pair on each).
+    pub cpus: u32,
 }
 
 /// Several balancers on the network, with [`Host::Wan`] added. Fields drop in order: the
@@ -405,13 +407,16 @@ impl Balancers {
         before_boot(&net)?;
         let mut vms = Vec::with_capacity(places.len());
         for p in places {
-            net.add_tap(p.tap, p.mac)?;
-            let vm = Vm::spawn(
+            let nic = NicModel::from_env();
+            net.add_tap_queues(p.tap, p.mac, crate::qemu::tap_queues(nic, p.cpus))?;
+            let vm = Vm::spawn_with_cpus(
                 p.image,
                 Firmware::Bios,
+                nic,
                 Net::Tap(p.tap.into()),
                 Some(p.mac),
                 Some(&net.lb_netns()),
+                p.cpus,
             )
             .map_err(Error::Boot)?;
             vms.push(Some(vm));

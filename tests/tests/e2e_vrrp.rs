@@ -519,11 +519,13 @@ fn a_vrrp_group_with_keepalived_fails_over_without_breaking_a_download() {
             image: &a,
             tap: "tap0",
             mac: BALANCER_MAC,
+            cpus: 1,
         },
         Place {
             image: &b,
             tap: "tap1",
             mac: BALANCER2_MAC,
+            cpus: 1,
         },
     ];
     let started = Instant::now();
@@ -565,6 +567,7 @@ fn vrrp_version_2_interoperates_with_keepalived() {
         image: &image,
         tap: "tap0",
         mac: BALANCER_MAC,
+        cpus: 1,
     }];
     let mut b = Balancers::boot(tests::helper_bins!(), &places, |_| Ok(()))
         .unwrap_or_else(|e| panic!("boot the balancer: {e}"));

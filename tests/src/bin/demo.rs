@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use tests::fixture::{backend_of, Balancers};
+use tests::fixture::{backend_of, Balancers, Place};
 use tests::netns::{
     self, HelperBins, Host, BIG_FILE_LEN, BIG_FILE_PATH, GATEWAY, VIP_WEB, VIP_WEB6,
 };
@@ -97,10 +97,10 @@ fn demo() -> Result<(), String> {
         Host::Wan.addr().map(|a| a.to_string()).unwrap_or_default()
     );
     let started = Instant::now();
-    let mut b = Balancers::boot(helper_bins()?, &scaleout::places(&images), |net| {
-        scaleout::start_bird(net)
-    })
-    .map_err(|e| e.to_string())?;
+    // Two vCPUs each: a poll loop and a virtio-net queue pair on each.
+    let places = scaleout::places(&images).map(|p| Place { cpus: 2, ..p });
+    let mut b = Balancers::boot(helper_bins()?, &places, |net| scaleout::start_bird(net))
+        .map_err(|e| e.to_string())?;
     println!(
         "   network built and both balancers ready after {:.1} s",
         started.elapsed().as_secs_f64()
@@ -277,6 +277,18 @@ fn show(b: &mut Balancers, ready: Instant, wait: bool) -> Result<(), String> {
             })
             .collect();
         println!("   {name} {}: {}", ADDRS[i], counts.join(", "));
+    }
+    println!("\n== each balancer's two cores (a poll loop and a NIC queue each): frames forwarded so far");
+    for (i, name) in NAMES.iter().enumerate() {
+        let text = scaleout::metrics(&b.net, i).map_err(|e| e.to_string())?;
+        let cores: Vec<String> = (0..2)
+            .map(|c| {
+                let sample = format!("sidestep_core_forwarded_total{{core=\"{c}\"}}");
+                let n = scaleout::sample_of(&text, &sample).unwrap_or(0);
+                format!("core {c}: {n}")
+            })
+            .collect();
+        println!("   {name}: {}", cores.join(", "));
     }
     println!("\n== on the balancers' taps during those requests");
     for (i, tap) in taps.iter().enumerate() {
