@@ -283,6 +283,10 @@ fn accept(newest: &Config, blob: &[u8]) -> Result<Config, Response> {
     )
 }
 
+/// How long `/metrics` and `/status` wait for the other cores' fresh counters: a core reports
+/// between two bursts, at most a housekeeping interval plus a nap (1 ms each) away.
+const REPORT_WAIT_US: u64 = 5_000;
+
 /// What `/metrics` and `/status` are rendered from.
 struct Parts<'a> {
     config: &'a Config,
@@ -304,7 +308,7 @@ fn render(endpoint: Endpoint, parts: &Parts<'_>, uptime_ms: u64) -> Response {
         vrrp,
     } = *parts;
     // The other cores' forwarders: their counters are added to core 0's.
-    let others = crate::cores::others();
+    let others = crate::cores::others(REPORT_WAIT_US);
     let mut vips = fwd.stats();
     let mut counters = fwd.counters().clone();
     let mut nic = nic;

@@ -9,7 +9,8 @@
 //!   answers, BGP, VRRP) and every ARP / neighbour advertisement, which the NIC may hash to any
 //!   queue: core 0 runs them through its forwarder as if it had received them, so its local
 //!   stack and neighbour table see them all;
-//! - every core reports its counters, which `/metrics` and `/status` sum.
+//! - every core reports its counters when core 0 asks (for `/metrics` and `/status`, which sum
+//!   them) and every second.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -37,6 +38,8 @@ pub struct Report {
 }
 
 struct Core {
+    /// The newest request (of `Shared::wanted`) this core's report answers.
+    answered: AtomicU64,
     relay: Mutex<Vec<Vec<u8>>>,
     relay_len: AtomicUsize,
     relay_dropped: AtomicU64,
@@ -47,6 +50,8 @@ struct Shared {
     cores: Vec<Core>,
     /// Bumped (after `decisions` is written) whenever core 0 publishes.
     generation: AtomicU64,
+    /// Bumped by core 0 when it wants fresh reports (for `/metrics` and `/status`).
+    wanted: AtomicU64,
     decisions: Mutex<(Arc<Config>, Decisions)>,
 }
 
@@ -57,6 +62,7 @@ pub fn init(count: usize, config: &Config) {
     SHARED.call_once(|| Shared {
         cores: (0..count)
             .map(|_| Core {
+                answered: AtomicU64::new(0),
                 relay: Mutex::new(Vec::new()),
                 relay_len: AtomicUsize::new(0),
                 relay_dropped: AtomicU64::new(0),
@@ -64,6 +70,7 @@ pub fn init(count: usize, config: &Config) {
             })
             .collect(),
         generation: AtomicU64::new(0),
+        wanted: AtomicU64::new(0),
         decisions: Mutex::new((Arc::new(config.clone()), Decisions::default())),
     });
 }
@@ -188,24 +195,48 @@ pub fn relay_dropped() -> u64 {
     })
 }
 
-/// A core's report of its counters.
+/// Another core: whether core 0 asked for a report it has not had yet.
+pub fn report_wanted(core: usize) -> bool {
+    SHARED.get().is_some_and(|s| {
+        s.wanted.load(Ordering::Acquire) > s.cores[core].answered.load(Ordering::Relaxed)
+    })
+}
+
+/// A core's report of its counters (answering every request so far).
 pub fn report(core: usize, report: Report) {
     if let Some(s) = SHARED.get() {
-        *s.cores[core].report.lock() = report;
+        let wanted = s.wanted.load(Ordering::Acquire);
+        let c = &s.cores[core];
+        *c.report.lock() = report;
+        c.answered.store(wanted, Ordering::Release);
     }
 }
 
-/// The other cores' last reports, core 1 first.
-pub fn others() -> Vec<Report> {
-    match SHARED.get() {
-        Some(s) => s
+/// Core 0: the other cores' reports, core 1 first, as fresh as they give them within
+/// `wait_us` (each reports between two bursts, so within a housekeeping interval and a nap; a
+/// core that does not is shown as it last reported).
+pub fn others(wait_us: u64) -> Vec<Report> {
+    let Some(s) = SHARED.get() else {
+        return Vec::new();
+    };
+    if s.cores.len() > 1 {
+        let want = s.wanted.fetch_add(1, Ordering::AcqRel) + 1;
+        let deadline = crate::clock::micros_since_boot() + wait_us;
+        while s
             .cores
             .iter()
             .skip(1)
-            .map(|c| c.report.lock().clone())
-            .collect(),
-        None => Vec::new(),
+            .any(|c| c.answered.load(Ordering::Acquire) < want)
+            && crate::clock::micros_since_boot() < deadline
+        {
+            core::hint::spin_loop();
+        }
     }
+    s.cores
+        .iter()
+        .skip(1)
+        .map(|c| c.report.lock().clone())
+        .collect()
 }
 
 /// Whether `frame` is ARP or an IPv6 neighbour advertisement: what every core's neighbour

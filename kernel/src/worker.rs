@@ -11,9 +11,8 @@ use control::config::Config;
 use drivers::Nic;
 use forwarder::{Instant, Verdict};
 
-/// How often a core reports its counters for `/metrics` (they are read by people and scrapers,
-/// every few seconds at most).
-const REPORT_MS: u64 = 100;
+/// How often a core reports its counters unasked (`/metrics` asks for fresh ones).
+const REPORT_MS: u64 = 1000;
 
 /// How often a core follows core 0's decisions again when they have not changed: that keeps
 /// its next hops confirmed (`Forwarder::follow`), well within their refresh time.
@@ -79,7 +78,9 @@ impl<N: Nic + Send + 'static> Worker<N> {
                         self.lane.fwd.follow(config, decisions, now);
                     }
                 }
-                if now.millis().saturating_sub(reported) >= REPORT_MS {
+                if cores::report_wanted(self.core)
+                    || now.millis().saturating_sub(reported) >= REPORT_MS
+                {
                     reported = now.millis();
                     self.report();
                 }
