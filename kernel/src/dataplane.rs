@@ -340,6 +340,11 @@ impl<N: Nic> Dataplane<N> {
         }
     }
 
+    /// Publish what the control plane decided so far, for the other cores' loops to start from.
+    pub fn publish(&mut self) {
+        self.publisher.publish(self.ctl.config(), &self.lane.fwd);
+    }
+
     /// Announce the balancer's addresses and forward forever.
     pub fn run(mut self) -> ! {
         let config = self.ctl.config();

@@ -174,7 +174,8 @@ fn run<F: Nic>(first: F, rest: Vec<MakeWorker>, config: &Config, heap_bytes: u64
         "cores: {loops} poll loops ({} cpus running)",
         smp::running()
     );
-    let dataplane = Dataplane::new(first, config, flows);
+    let mut dataplane = Dataplane::new(first, config, flows);
+    dataplane.publish();
     smp::dispatch(jobs);
     dataplane.run()
 }

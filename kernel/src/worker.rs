@@ -49,6 +49,14 @@ impl<N: Nic + Send + 'static> Worker<N> {
         let mut reported = 0u64;
         let mut followed = 0u64;
         let mut decided: Option<(alloc::sync::Arc<Config>, forwarder::Decisions)> = None;
+        // Core 0 published before starting this CPU: begin in step with it (a VRRP backup's
+        // loops must not serve the VIPs even for a moment).
+        if let Some((config, decisions)) = self.follower.changed() {
+            let now = Instant::from_nanos(clock::nanos_at(clock::rdtsc()));
+            self.lane.fwd.follow(&config, &decisions, now);
+            followed = now.millis();
+            decided = Some((config, decisions));
+        }
         log::info!("core {}: forwarding", self.core);
         loop {
             let tsc = clock::rdtsc();
