@@ -92,7 +92,7 @@ mod tests {
         let backend = config.vips[0].backends[0].name.clone();
         lead.set_backend_up(&vip, &backend, false).unwrap();
         lead.set_vip_role(false);
-        let hop = IpAddr::from(config.vips[0].backends[0].address);
+        let hop = config.vips[0].backends[0].address;
         let now = Instant::from_millis(5_000);
         let mac = [0x02, 0, 0, 0, 0x42, 0x01];
         assert_eq!(lead.neigh.learn(hop, mac, now), Learnt::Resolved);

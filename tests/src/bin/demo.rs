@@ -99,7 +99,7 @@ fn demo() -> Result<(), String> {
     let started = Instant::now();
     // Two vCPUs each: a poll loop and a virtio-net queue pair on each.
     let places = scaleout::places(&images).map(|p| Place { cpus: 2, ..p });
-    let mut b = Balancers::boot(helper_bins()?, &places, |net| scaleout::start_bird(net))
+    let mut b = Balancers::boot(helper_bins()?, &places, scaleout::start_bird)
         .map_err(|e| e.to_string())?;
     println!(
         "   network built and both balancers ready after {:.1} s",
