@@ -195,10 +195,19 @@ impl<N: Nic> Lane<N> {
         }
     }
 
-    /// Whether frames wait to be sent.
+    /// End a round of a poll loop: tell the idle policy whether there was work (`received`
+    /// frames, or frames to send), and send what waits.
     #[inline]
-    pub fn has_output(&self) -> bool {
-        !self.tx.is_empty() || !self.local_tx.is_empty()
+    pub fn end_round(&mut self, idle: &mut Idle, tsc: u64, received: usize, now: Instant) {
+        let sent = !self.tx.is_empty() || !self.local_tx.is_empty();
+        if received > 0 || sent {
+            idle.worked(tsc, received);
+        } else {
+            idle.nothing(tsc);
+        }
+        if sent {
+            self.transmit(now);
+        }
     }
 
     /// Send what waits: the balancer's own frames first (those that find no room wait a
@@ -396,15 +405,7 @@ impl<N: Nic> Dataplane<N> {
             }
             self.stats
                 .maybe_log(now, &self.lane.fwd, &self.lane.nic, &idle);
-            let sent = self.lane.has_output();
-            if received > 0 || sent {
-                idle.worked(tsc, received);
-            } else {
-                idle.nothing(tsc);
-            }
-            if sent {
-                self.lane.transmit(now);
-            }
+            self.lane.end_round(&mut idle, tsc, received, now);
         }
     }
 

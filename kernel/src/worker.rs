@@ -93,15 +93,7 @@ impl<N: Nic + Send + 'static> Worker<N> {
                     self.report();
                 }
             }
-            let sent = self.lane.has_output();
-            if received > 0 || sent {
-                idle.worked(tsc, received);
-            } else {
-                idle.nothing(tsc);
-            }
-            if sent {
-                self.lane.transmit(now);
-            }
+            self.lane.end_round(&mut idle, tsc, received, now);
         }
     }
 
