@@ -13,7 +13,8 @@
 //!    [`ixgbe::pci_bring_up`], map BAR0 uncached, [`MmioRegisters::new`], then
 //!    `Ixgbe::<KernelHal>::new(regs, pool, IxgbeConfig::new(delay_us))`; for an 82576 / i350 /
 //!    i210 / i211 the same with [`igb::pci_bring_up`] and `Igb::<KernelHal>::new(regs, pool,
-//!    IgbConfig::new(delay_us))`. Every driver fills its receive ring at once.
+//!    IgbConfig::new(delay_us))`, or one handle per CPU with `IgbQueue::new_queues(regs, pools,
+//!    config, &RSS_KEY)`. Every driver fills its receive ring at once.
 //! 3. Poll forever, one burst at a time, over the [`Nic`] trait:
 //!
 //! ```
@@ -120,9 +121,14 @@
 //!   memory decoding and bus mastering itself.
 //! - No interrupts: the driver never enables MSI-X and asks the device not to interrupt; leave
 //!   the device's INTx line masked.
-//! - Single-threaded use: the driver is `&mut self` everywhere and does no locking.
+//! - Single-threaded use: the driver is `&mut self` everywhere and does no locking; igb's
+//!   queue handles are `Send`, one per CPU, and share no register on the packet path.
 #![cfg_attr(not(test), no_std)]
 #![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+
+// igb's multi-queue bring-up takes and returns one pool and one handle per queue in a `Vec`
+// (the kernel has a global allocator; the packet path allocates nothing).
+extern crate alloc;
 
 pub mod acpi;
 mod adv_ring;
@@ -151,7 +157,7 @@ pub const MTU_MAX: usize = {
     (if vi < g { vi } else { g }) - ETH_HEADER_LEN
 };
 
-pub use igb::{Igb, IgbConfig, IgbError};
+pub use igb::{Igb, IgbConfig, IgbError, IgbQueue};
 pub use ixgbe::{Ixgbe, IxgbeConfig, IxgbeError, MmioRegisters};
 pub use nic::{Burst, Nic, NicStats, BURST_SIZE};
 pub use pool::{Lender, PacketBuf, PacketPool, BUF_SIZE, HEADROOM};
