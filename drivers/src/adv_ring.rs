@@ -181,11 +181,16 @@ impl<H: Hal, const N: usize> Ring<H, N> {
     }
 }
 
+// Safety: the ring is the only owner of its descriptor memory (from `dma_alloc`, never lent
+// out) and of the buffers in `bufs`; `H` is only named, no value of it is held. Moving the ring
+// to another CPU moves all of it, so nothing is left shared (igb hands each CPU its own queue).
+unsafe impl<H: Hal, const N: usize> Send for Ring<H, N> {}
+
 impl<H: Hal, const N: usize> Drop for Ring<H, N> {
     fn drop(&mut self) {
-        // Safety: exactly what `dma_alloc` returned. The driver resets the device (ending its
-        // DMA) before its rings are dropped, and a ring whose address the device was never
-        // given was never in use.
+        // Safety: exactly what `dma_alloc` returned. The driver ends the device's DMA to the
+        // ring (a device reset, or igb disabling the ring's queue) before its rings are
+        // dropped, and a ring whose address the device was never given was never in use.
         unsafe { H::dma_dealloc(self.phys, self.desc.cast(), self.pages) };
     }
 }

@@ -13,7 +13,8 @@
 //!    [`ixgbe::pci_bring_up`], map BAR0 uncached, [`MmioRegisters::new`], then
 //!    `Ixgbe::<KernelHal>::new(regs, pool, IxgbeConfig::new(delay_us))`; for an 82576 / i350 /
 //!    i210 / i211 the same with [`igb::pci_bring_up`] and `Igb::<KernelHal>::new(regs, pool,
-//!    IgbConfig::new(delay_us))`. Every driver fills its receive ring at once.
+//!    IgbConfig::new(delay_us))`, or one handle per CPU with `IgbQueue::new_queues(regs, pools,
+//!    config, &RSS_KEY)`. Every driver fills its receive ring at once.
 //! 3. Poll forever, one burst at a time, over the [`Nic`] trait:
 //!
 //! ```
@@ -123,7 +124,9 @@
 //! - Single-threaded use: the driver is `&mut self` everywhere and does no locking. For one poll
 //!   loop per CPU, `VirtioNet::<KernelHal>::new_queues(&PortConfigSpace, address, pools, &key)`
 //!   gives one [`virtio_net::VirtioQueue`] (a `Nic`, `Send`) per queue pair, each with its own
-//!   pool; move each to its CPU. It needs a global allocator (`Vec`, `Arc`).
+//!   pool, and `Igb::<KernelHal>::new_queues(regs, pools, config, &key)` one
+//!   [`igb::IgbQueue`] per queue; move each to its CPU. They share no register on the packet
+//!   path. Bring-up needs a global allocator (`Vec`, `Arc`); the packet path allocates nothing.
 #![cfg_attr(not(test), no_std)]
 #![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 
@@ -156,7 +159,7 @@ pub const MTU_MAX: usize = {
     (if vi < g { vi } else { g }) - ETH_HEADER_LEN
 };
 
-pub use igb::{Igb, IgbConfig, IgbError};
+pub use igb::{Igb, IgbConfig, IgbError, IgbQueue};
 pub use ixgbe::{Ixgbe, IxgbeConfig, IxgbeError, MmioRegisters};
 pub use nic::{Burst, Nic, NicStats, BURST_SIZE};
 pub use pool::{Lender, PacketBuf, PacketPool, BUF_SIZE, HEADROOM};

@@ -1,7 +1,8 @@
 //! 82576 / i350 / i210 registers: offsets and bits the driver uses (82576 datasheet chapter 8;
 //! the i350 and i210 keep these offsets and bits). Access goes through the same
-//! [`Registers`](crate::ixgbe::Registers) trait as the 82599's. Only queue 0 is used, so
-//! per-queue registers are plain constants for queue 0.
+//! [`Registers`](crate::ixgbe::Registers) trait as the 82599's. Per-queue registers are
+//! functions of the queue number: queue `n`'s block sits `0x40 * n` above queue 0's (8.10, 8.12;
+//! QEMU's `igb_regs.h` has the same `E1000_RDBAL(_n)` layout).
 
 // --- General (8.2) ---------------------------------------------------------------------------
 
@@ -102,14 +103,22 @@ pub const RAL0: u32 = 0x0_5400;
 pub const RAH0: u32 = 0x0_5404;
 /// RAH: address valid.
 pub const RAH_AV: u32 = 1 << 31;
-/// Queue 0 descriptor base low.
-pub const RDBAL: u32 = 0x0_C000;
-/// Queue 0 descriptor base high.
-pub const RDBAH: u32 = 0x0_C004;
-/// Queue 0 ring length in bytes.
-pub const RDLEN: u32 = 0x0_C008;
-/// Queue 0 split and replication receive control.
-pub const SRRCTL: u32 = 0x0_C00C;
+/// Receive queue `n`'s descriptor base low.
+pub const fn rdbal(n: u32) -> u32 {
+    0x0_C000 + 0x40 * n
+}
+/// Receive queue `n`'s descriptor base high.
+pub const fn rdbah(n: u32) -> u32 {
+    0x0_C004 + 0x40 * n
+}
+/// Receive queue `n`'s ring length in bytes.
+pub const fn rdlen(n: u32) -> u32 {
+    0x0_C008 + 0x40 * n
+}
+/// Receive queue `n`'s split and replication receive control.
+pub const fn srrctl(n: u32) -> u32 {
+    0x0_C00C + 0x40 * n
+}
 /// SRRCTL: packet buffer size in KiB.
 pub const SRRCTL_BSIZEPACKET_MASK: u32 = 0x7f;
 /// SRRCTL: header buffer size in 64-byte units.
@@ -120,14 +129,63 @@ pub const SRRCTL_DESCTYPE_MASK: u32 = 0x7 << 25;
 pub const SRRCTL_DESCTYPE_ADV_ONEBUF: u32 = 0x1 << 25;
 /// SRRCTL: drop when no descriptor is free (instead of stalling the other queues).
 pub const SRRCTL_DROP_EN: u32 = 1 << 31;
-/// Queue 0 head.
-pub const RDH: u32 = 0x0_C010;
-/// Queue 0 tail.
-pub const RDT: u32 = 0x0_C018;
-/// Queue 0 receive descriptor control.
-pub const RXDCTL: u32 = 0x0_C028;
+/// Receive queue `n`'s head.
+pub const fn rdh(n: u32) -> u32 {
+    0x0_C010 + 0x40 * n
+}
+/// Receive queue `n`'s tail.
+pub const fn rdt(n: u32) -> u32 {
+    0x0_C018 + 0x40 * n
+}
+/// Receive queue `n`'s descriptor control.
+pub const fn rxdctl(n: u32) -> u32 {
+    0x0_C028 + 0x40 * n
+}
 /// RXDCTL: queue enable.
 pub const RXDCTL_ENABLE: u32 = 1 << 25;
+
+// --- Multiple receive queues (7.1.1.7, 8.10) --------------------------------------------
+
+/// The most queue pairs the driver uses on any part: the 82576 and i350 run RSS over 8 (the
+/// i210 has 4, the i211 2; see [`super::queues_of`]).
+pub const MAX_QUEUES: u32 = 8;
+/// Receive Checksum Control.
+pub const RXCSUM: u32 = 0x0_5000;
+/// RXCSUM: packet checksum disable; the descriptor's checksum field carries the RSS hash
+/// instead. QEMU's model applies RSS only with it set (`igb_rss_enabled`).
+pub const RXCSUM_PCSD: u32 = 1 << 13;
+/// Multiple Receive Queues Command.
+pub const MRQC: u32 = 0x0_5818;
+/// MRQC.MRQE (bits 2:0): RSS only, no VMDq pools.
+pub const MRQC_MRQE_RSS: u32 = 0x2;
+/// MRQC: hash TCP over IPv4 (addresses and ports).
+pub const MRQC_RSS_IPV4_TCP: u32 = 1 << 16;
+/// MRQC: hash IPv4 addresses.
+pub const MRQC_RSS_IPV4: u32 = 1 << 17;
+/// MRQC: hash TCP over IPv6, extension-header aware (the bit QEMU's model reads for IPv6 TCP).
+pub const MRQC_RSS_IPV6_TCP_EX: u32 = 1 << 18;
+/// MRQC: hash IPv6 addresses.
+pub const MRQC_RSS_IPV6: u32 = 1 << 20;
+/// MRQC: hash TCP over IPv6 (the datasheet's bit; QEMU's model ignores it).
+pub const MRQC_RSS_IPV6_TCP: u32 = 1 << 21;
+/// MRQC: hash UDP over IPv4.
+pub const MRQC_RSS_IPV4_UDP: u32 = 1 << 22;
+/// MRQC: hash UDP over IPv6.
+pub const MRQC_RSS_IPV6_UDP: u32 = 1 << 23;
+/// Redirection table register `n` of [`RETA_LEN`]: entries `4n..4n + 4`, one byte each, entry
+/// `4n` in the low byte; an entry's low bits are the queue.
+pub const fn reta(n: u32) -> u32 {
+    0x0_5C00 + 4 * n
+}
+/// RETA registers (128 one-byte entries).
+pub const RETA_LEN: u32 = 32;
+/// RSS random key register `n` of [`RSSRK_LEN`]: key bytes `4n..4n + 4`, byte `4n` in the low
+/// byte (QEMU hashes with the registers' memory as the key's byte string).
+pub const fn rssrk(n: u32) -> u32 {
+    0x0_5C80 + 4 * n
+}
+/// RSSRK registers (a 40-byte key).
+pub const RSSRK_LEN: u32 = 10;
 
 // --- Transmit (8.12) -------------------------------------------------------------------------
 
@@ -145,18 +203,30 @@ pub const TCTL_CT_DEFAULT: u32 = 0xf << 4;
 pub const TCTL_COLD_MASK: u32 = 0x3ff << 12;
 /// TCTL: collision distance for full duplex (0x3F).
 pub const TCTL_COLD_FULL_DUPLEX: u32 = 0x3f << 12;
-/// Queue 0 descriptor base low.
-pub const TDBAL: u32 = 0x0_E000;
-/// Queue 0 descriptor base high.
-pub const TDBAH: u32 = 0x0_E004;
-/// Queue 0 ring length in bytes.
-pub const TDLEN: u32 = 0x0_E008;
-/// Queue 0 head.
-pub const TDH: u32 = 0x0_E010;
-/// Queue 0 tail.
-pub const TDT: u32 = 0x0_E018;
-/// Queue 0 transmit descriptor control.
-pub const TXDCTL: u32 = 0x0_E028;
+/// Transmit queue `n`'s descriptor base low.
+pub const fn tdbal(n: u32) -> u32 {
+    0x0_E000 + 0x40 * n
+}
+/// Transmit queue `n`'s descriptor base high.
+pub const fn tdbah(n: u32) -> u32 {
+    0x0_E004 + 0x40 * n
+}
+/// Transmit queue `n`'s ring length in bytes.
+pub const fn tdlen(n: u32) -> u32 {
+    0x0_E008 + 0x40 * n
+}
+/// Transmit queue `n`'s head.
+pub const fn tdh(n: u32) -> u32 {
+    0x0_E010 + 0x40 * n
+}
+/// Transmit queue `n`'s tail.
+pub const fn tdt(n: u32) -> u32 {
+    0x0_E018 + 0x40 * n
+}
+/// Transmit queue `n`'s descriptor control.
+pub const fn txdctl(n: u32) -> u32 {
+    0x0_E028 + 0x40 * n
+}
 /// TXDCTL: prefetch threshold (bits 4:0).
 pub const TXDCTL_PTHRESH_SHIFT: u32 = 0;
 /// TXDCTL: host threshold (bits 12:8).
@@ -192,7 +262,7 @@ pub const RNBC: u32 = 0x0_40A0;
 pub const ROC: u32 = 0x0_40AC;
 
 /// The highest register offset the driver touches, plus 4: BAR0 must be at least this long.
-pub const MIN_BAR_LEN: usize = (TXDCTL + 4) as usize;
+pub const MIN_BAR_LEN: usize = (txdctl(MAX_QUEUES - 1) + 4) as usize;
 
 // --- Descriptors (7.1, 7.2) ----------------------------------------------------------
 

@@ -55,9 +55,24 @@ pub struct MmioRegisters {
     len: usize,
 }
 
-// Safety: the mapping is owned by whoever owns this value (the caller of `new` promised that no
-// one else uses it), so it can move between threads with its owner.
+// Safety: the mapping is owned by whoever owns this value and its clones (the caller of `new`
+// promised that no one else uses it), so it can move between threads with its owner. Accesses
+// are single volatile 32-bit loads and stores, never references into the mapping, so two
+// clones on two CPUs cannot break memory safety; which registers each one writes is the
+// driver's business (igb gives each queue's handle its own queue registers).
 unsafe impl Send for MmioRegisters {}
+
+/// A clone is a second handle on the same registers, for a driver that splits one device
+/// between owners (igb's per-CPU queues). The mapping must outlive every clone, as `new`'s
+/// caller already promised for the original.
+impl Clone for MmioRegisters {
+    fn clone(&self) -> Self {
+        MmioRegisters {
+            base: self.base,
+            len: self.len,
+        }
+    }
+}
 
 impl MmioRegisters {
     /// Registers of the 82599 whose BAR0 is mapped at `base` for `len` bytes.
