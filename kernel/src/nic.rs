@@ -107,12 +107,11 @@ pub fn start(config: &Config, functions: &[PciFunction], heap_bytes: u64) -> ! {
         // Safety: `regs` maps exactly BAR0 of this igb NIC, uncached, for the image's lifetime,
         // and nothing else accesses it.
         let regs = unsafe { MmioRegisters::new(regs, bar.size as usize) };
-        match Igb::<KernelHal>::new_queues(
-            regs,
-            pools,
-            IgbConfig::new(clock::delay_us),
-            &forwarder::shard::RSS_KEY,
-        ) {
+        let igb_config = IgbConfig {
+            max_queues: igb::queues_of(function.device),
+            ..IgbConfig::new(clock::delay_us)
+        };
+        match Igb::<KernelHal>::new_queues(regs, pools, igb_config, &forwarder::shard::RSS_KEY) {
             Ok(mut nics) => {
                 let first = nics.remove(0);
                 run(first, workers(nics), config, heap_bytes)
