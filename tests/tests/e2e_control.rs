@@ -1066,7 +1066,11 @@ fn two_cores(nic: NicModel) {
     .expect("boot on two CPUs");
     let f = until_managed(f);
     let log = f.serial_log();
-    for line in ["cores: 2 poll loops", "core 1: forwarding"] {
+    let queues = match nic {
+        NicModel::VirtioNet => "virtio-net: 2 queue pairs (device offers 2), rss on",
+        NicModel::Igb => "igb: 2 queues, rss on",
+    };
+    for line in [queues, "cores: 2 poll loops", "core 1: forwarding"] {
         assert!(log.contains(line), "no {line:?} in the boot log:\n{log}");
     }
     fixture::run_checks(
