@@ -13,8 +13,10 @@
 //!   only, as the NIC does when it cannot see ports; so a fragment or an ICMP error about a flow
 //!   may land on another core than the flow, which then decides by the consistent hash rather
 //!   than its flow table;
-//! - anything else (ARP, IPv6 with extension headers first): no hash, shard 0, as the NIC
-//!   sends unhashed frames to queue 0.
+//! - IPv6 with an extension header first: the two addresses here (a NIC may look past the
+//!   headers for the ports, so such a packet can land elsewhere than this says; like a fragment,
+//!   it is then placed by the consistent hash);
+//! - anything else (ARP): no hash, shard 0, as the NIC sends unhashed frames to queue 0.
 //!
 //! The hash is not symmetric (a reply would hash elsewhere), which DSR does not need: the
 //! balancer only sees the client-to-VIP direction.
