@@ -181,7 +181,14 @@ impl Fixture {
         image: &Image,
         before_boot: impl FnOnce(&DemoNet) -> netns::Result<()>,
     ) -> Result<Fixture, Error> {
-        Fixture::boot_cpus(bins, topology, nic, 1, image, before_boot)
+        Fixture::boot_cpus(
+            bins,
+            topology,
+            nic,
+            crate::qemu::test_cpus(),
+            image,
+            before_boot,
+        )
     }
 
     /// [`Fixture::boot_nic`] on `cpus` virtual CPUs: a poll loop and a NIC queue on each.

@@ -5,10 +5,11 @@
 //! `sidestep run`, only with the serial console in a file the test reads. A [`Vm`] owns its QEMU
 //! process and kills it by PID when dropped, also when the test fails.
 //!
-//! Two choices come from the environment, so the whole suite can run on another QEMU or NIC
-//! unchanged: `SIDESTEP_QEMU` (the QEMU binary, default `qemu-system-x86_64`) and
-//! `SIDESTEP_NIC` (`virtio`, the default, or `igb`: QEMU's Intel 82576, QEMU 8 and later).
-//! Tests that are about one NIC pass it with [`Vm::start_with`].
+//! Three choices come from the environment, so the whole suite can run on another QEMU, NIC or
+//! CPU count unchanged: `SIDESTEP_QEMU` (the QEMU binary, default `qemu-system-x86_64`),
+//! `SIDESTEP_NIC` (`virtio`, the default, or `igb`: QEMU's Intel 82576, QEMU 8 and later) and
+//! `SIDESTEP_CPUS` (the balancers' virtual CPUs, default 1; with more, a poll loop and a NIC
+//! queue on each). Tests that are about one NIC pass it with [`Vm::start_with`].
 
 use boot::qemu::{qemu_command, Firmware, Net, RunOptions};
 use std::path::{Path, PathBuf};
@@ -193,6 +194,19 @@ impl Image {
             uefi: copy(&self.uefi)?,
             dir,
         })
+    }
+}
+
+/// The balancers' virtual CPUs in the end-to-end fixtures: `SIDESTEP_CPUS`, else 1. Panics on
+/// anything but a positive number, so a typo does not silently test the default.
+pub fn test_cpus() -> u32 {
+    match std::env::var("SIDESTEP_CPUS") {
+        Err(_) => 1,
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|&n| n >= 1)
+            .unwrap_or_else(|| panic!("SIDESTEP_CPUS={v:?}: use a number of CPUs, 1 or more")),
     }
 }
 

@@ -200,13 +200,13 @@ pub fn places(images: &[Image; 2]) -> [Place<'_>; 2] {
             image: &images[0],
             tap: "tap0",
             mac: BALANCER_MAC,
-            cpus: 1,
+            cpus: crate::qemu::test_cpus(),
         },
         Place {
             image: &images[1],
             tap: "tap1",
             mac: BALANCER2_MAC,
-            cpus: 1,
+            cpus: crate::qemu::test_cpus(),
         },
     ]
 }

@@ -519,13 +519,13 @@ fn a_vrrp_group_with_keepalived_fails_over_without_breaking_a_download() {
             image: &a,
             tap: "tap0",
             mac: BALANCER_MAC,
-            cpus: 1,
+            cpus: tests::qemu::test_cpus(),
         },
         Place {
             image: &b,
             tap: "tap1",
             mac: BALANCER2_MAC,
-            cpus: 1,
+            cpus: tests::qemu::test_cpus(),
         },
     ];
     let started = Instant::now();
@@ -567,7 +567,7 @@ fn vrrp_version_2_interoperates_with_keepalived() {
         image: &image,
         tap: "tap0",
         mac: BALANCER_MAC,
-        cpus: 1,
+        cpus: tests::qemu::test_cpus(),
     }];
     let mut b = Balancers::boot(tests::helper_bins!(), &places, |_| Ok(()))
         .unwrap_or_else(|e| panic!("boot the balancer: {e}"));
