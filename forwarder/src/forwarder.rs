@@ -325,6 +325,13 @@ impl Forwarder {
         self.vip_active
     }
 
+    /// Take back `n` drops counted as `reason`: frames another forwarder took over (with one
+    /// forwarder per core, an ICMP error whose flow is on another core is tried there too).
+    pub fn uncount_drops(&mut self, reason: DropReason, n: u64) {
+        let d = &mut self.counters.drops[reason.index()];
+        *d = d.saturating_sub(n);
+    }
+
     /// The global counters.
     pub fn counters(&self) -> &Counters {
         &self.counters

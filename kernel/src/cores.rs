@@ -9,6 +9,8 @@
 //!   answers, BGP, VRRP) and every ARP / neighbour advertisement, which the NIC may hash to any
 //!   queue: core 0 runs them through its forwarder as if it had received them, so its local
 //!   stack and neighbour table see them all;
+//! - an ICMP error to a VIP whose flow a core does not have is tried on the other cores (the
+//!   NIC hashes it on its addresses, not on the flow's ports);
 //! - every core reports its counters when core 0 asks (for `/metrics` and `/status`, which sum
 //!   them) and every second.
 
@@ -20,6 +22,9 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use drivers::NicStats;
 use forwarder::{Counters, Decisions};
 use spin::{Mutex, Once};
+
+/// ICMP errors a core may hold for another at once (routers rate-limit them; more are dropped).
+const RETRY_MAX: usize = 64;
 
 /// Frames a core may hold for core 0 at once; more are dropped and counted (a flood of
 /// management or ARP traffic must not grow memory).
@@ -38,6 +43,9 @@ pub struct Report {
 }
 
 struct Core {
+    /// ICMP errors another core found no flow for, to try on this one.
+    retry: Mutex<Vec<Vec<u8>>>,
+    retry_len: AtomicUsize,
     /// The newest request (of `Shared::wanted`) this core's report answers.
     answered: AtomicU64,
     relay: Mutex<Vec<Vec<u8>>>,
@@ -62,6 +70,8 @@ pub fn init(count: usize, config: &Config) {
     SHARED.call_once(|| Shared {
         cores: (0..count)
             .map(|_| Core {
+                retry: Mutex::new(Vec::new()),
+                retry_len: AtomicUsize::new(0),
                 answered: AtomicU64::new(0),
                 relay: Mutex::new(Vec::new()),
                 relay_len: AtomicUsize::new(0),
@@ -182,6 +192,42 @@ pub fn take_relayed(mut take: impl FnMut(&[u8]) -> bool) {
             return;
         }
     }
+}
+
+/// Hand an ICMP error about a VIP flow that core `from` does not have to every other core: the
+/// NIC hashes an error on its addresses only, so it can land away from the flow's core (whose
+/// forwarder alone knows the flow's backend; the others drop it again).
+pub fn retry_elsewhere(from: usize, frame: &[u8]) {
+    let Some(s) = SHARED.get() else { return };
+    for (i, c) in s.cores.iter().enumerate() {
+        if i == from {
+            continue;
+        }
+        let mut q = c.retry.lock();
+        if q.len() < RETRY_MAX {
+            q.push(frame.to_vec());
+            c.retry_len.store(q.len(), Ordering::Release);
+        }
+    }
+}
+
+/// Take the ICMP errors other cores handed to `core`, while `take` accepts them.
+pub fn take_retries(core: usize, mut take: impl FnMut(&[u8]) -> bool) {
+    let Some(s) = SHARED.get() else { return };
+    let c = &s.cores[core];
+    if c.retry_len.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    let mut q = c.retry.lock();
+    let mut used = 0;
+    for frame in q.iter() {
+        if !take(frame) {
+            break;
+        }
+        used += 1;
+    }
+    q.drain(..used);
+    c.retry_len.store(q.len(), Ordering::Release);
 }
 
 /// Frames the other cores could not hand to core 0 (their relay was full): the balancer's own

@@ -28,7 +28,7 @@ use alloc::string::String;
 use control::config::Config;
 use core::net::IpAddr;
 use drivers::{Burst, Nic, PacketBuf, BUF_SIZE, HEADROOM};
-use forwarder::{Forwarder, Instant, Verdict};
+use forwarder::{DropReason, Forwarder, Instant, Verdict};
 use log::{error, info, warn};
 
 // The forwarder writes outer headers into the headroom the drivers leave in front of a frame.
@@ -79,6 +79,8 @@ pub struct Lane<N: Nic> {
     tx_shed_logged: Option<Instant>,
     /// Written by the forwarder for the first `count` frames of each burst.
     verdicts: [Verdict; drivers::BURST_SIZE],
+    /// Where in the receive burst the frames copied from other cores start.
+    foreign_from: usize,
 }
 
 /// Core 0's poll loop: its lane, and the balancer's own side (local stack, control loop, VRRP).
@@ -116,6 +118,7 @@ impl<N: Nic> Lane<N> {
             tx_shed: 0,
             tx_shed_logged: None,
             verdicts: [Verdict::Queued; drivers::BURST_SIZE],
+            foreign_from: drivers::BURST_SIZE,
         }
     }
 
@@ -137,6 +140,7 @@ impl<N: Nic> Lane<N> {
         if self.rx.is_full() {
             return false;
         }
+        self.foreign_from = self.foreign_from.min(self.rx.len());
         match copy_to_pool(&mut self.nic, frame) {
             Some(pkt) => self.rx.push_back(pkt).is_ok(),
             // Too long for a buffer: never taken, so dropped rather than retried.
@@ -158,9 +162,12 @@ impl<N: Nic> Lane<N> {
     }
 
     /// Act on the verdicts: transmit forwarded frames and the forwarder's own answers; show
-    /// every other frame to `other` with its verdict, then recycle it.
+    /// every other frame to `other` with its verdict and whether it came from another core,
+    /// then recycle it. `core`'s ICMP errors without a flow here are handed to the other cores;
+    /// those of other cores that find none here either are not counted twice.
     #[inline]
-    pub fn dispatch(&mut self, mut other: impl FnMut(&[u8], Verdict)) {
+    pub fn dispatch(&mut self, core: usize, mut other: impl FnMut(&[u8], Verdict)) {
+        let mut foreign_no_flow = 0;
         let count = self.rx.len();
         for i in 0..count {
             let Some(mut pkt) = self.rx.pop_front() else {
@@ -183,10 +190,24 @@ impl<N: Nic> Lane<N> {
                     queue_tx(&mut self.nic, &mut self.local_tx, pkt);
                 }
                 verdict => {
-                    other(self.nic.pool().frame(&pkt), verdict);
+                    let frame = self.nic.pool().frame(&pkt);
+                    if verdict == Verdict::Drop(DropReason::IcmpNoFlow) && crate::cores::count() > 1
+                    {
+                        if i < self.foreign_from {
+                            crate::cores::retry_elsewhere(core, frame);
+                        } else {
+                            foreign_no_flow += 1;
+                        }
+                    }
+                    other(frame, verdict);
                     self.nic.recycle(pkt);
                 }
             }
+        }
+        self.foreign_from = drivers::BURST_SIZE;
+        if foreign_no_flow > 0 {
+            self.fwd
+                .uncount_drops(DropReason::IcmpNoFlow, foreign_no_flow);
         }
         if self.rx.is_empty() {
             // Start the next burst at the front of the ring, so that `make_contiguous` moves
@@ -395,8 +416,10 @@ impl<N: Nic> Dataplane<N> {
                 &mut self.lane.tx,
                 self.mac,
             );
-            // The balancer's own frames that reached the other cores.
+            // The balancer's own frames that reached the other cores, and ICMP errors for flows
+            // they do not have.
             crate::cores::take_relayed(|frame| self.lane.receive_copy(frame));
+            crate::cores::take_retries(0, |frame| self.lane.receive_copy(frame));
             if self.lane.has_input() {
                 self.forward_burst(now);
             }
@@ -423,7 +446,7 @@ impl<N: Nic> Dataplane<N> {
             vrrp_frames,
             ..
         } = self;
-        lane.dispatch(|frame, verdict| {
+        lane.dispatch(0, |frame, verdict| {
             if verdict != Verdict::Local {
                 return;
             }

@@ -62,13 +62,14 @@ impl<N: Nic + Send + 'static> Worker<N> {
             let tsc = clock::rdtsc();
             let now = Instant::from_nanos(clock::nanos_at(tsc));
             let received = self.lane.receive();
-            if received > 0 {
+            cores::take_retries(self.core, |frame| self.lane.receive_copy(frame));
+            if self.lane.has_input() {
                 self.lane.decide(now);
                 // The forwarder's neighbour hints are for core 0's local stack, which learns
                 // from the relayed frames themselves.
                 while self.lane.fwd.take_neighbour_hint().is_some() {}
                 let core = self.core;
-                self.lane.dispatch(|frame, verdict| {
+                self.lane.dispatch(core, |frame, verdict| {
                     if verdict == Verdict::Local || cores::neighbour_frame(frame) {
                         cores::relay(core, frame);
                     }

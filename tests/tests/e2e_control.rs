@@ -527,7 +527,11 @@ fn a_signed_push_drains_a_backend_and_spares_its_transfers() {
         f.net.log("long-download")
     );
     let got = std::fs::read(&download).expect("read the download");
-    assert_eq!(got.len(), BIG_FILE_LEN, "the download through {carrier} was cut");
+    assert_eq!(
+        got.len(),
+        BIG_FILE_LEN,
+        "the download through {carrier} was cut"
+    );
     assert!(
         got == netns::big_file_content(),
         "the download through {carrier} differs from the file"

@@ -78,6 +78,7 @@ mod tests {
     use super::*;
     use crate::config::{Mode, Scheduler};
     use crate::forwarder::tests::{config as make_config, OUR_MAC as MAC};
+    use crate::stats::DropReason;
 
     fn base_config() -> Config {
         make_config(Mode::DsrL2, Scheduler::Maglev, &[1, 1, 1])
@@ -135,5 +136,18 @@ mod tests {
         let mut after = Decisions::default();
         follower.decisions(&mut after);
         assert_eq!(after, before);
+    }
+
+    #[test]
+    fn drops_taken_back_leave_the_others_and_never_go_below_zero() {
+        let config = base_config();
+        let mut f = Forwarder::new(&config, MAC, 1024);
+        f.counters.drops[DropReason::IcmpNoFlow.index()] = 3;
+        f.counters.drops[DropReason::Malformed.index()] = 5;
+        f.uncount_drops(DropReason::IcmpNoFlow, 2);
+        assert_eq!(f.counters().drop_count(DropReason::IcmpNoFlow), 1);
+        f.uncount_drops(DropReason::IcmpNoFlow, 4);
+        assert_eq!(f.counters().drop_count(DropReason::IcmpNoFlow), 0);
+        assert_eq!(f.counters().drop_count(DropReason::Malformed), 5);
     }
 }
