@@ -312,8 +312,8 @@ fn show(b: &mut Balancers, ready: Instant, wait: bool) -> Result<(), String> {
     let r = scaleout::download_through_a_kill(b, VIP_WEB).map_err(|e| e.to_string())?;
     let (dead, alive) = (NAMES[r.carrier], NAMES[1 - r.carrier]);
     println!(
-        "   {dead} carries it: VIP packets in 3 s on {}: {}, on {}: {}",
-        NAMES[0], r.rise[0], NAMES[1], r.rise[1]
+        "   {dead} carries it: VIP packets in {:.0?} on {}: {}, on {}: {}",
+        r.measured, NAMES[0], r.rise[0], NAMES[1], r.rise[1]
     );
     println!(
         "   killed {dead}'s QEMU (PID {}) {:.1} s into the download, at {} bytes",
