@@ -44,12 +44,10 @@ pub struct Report {
 
 struct Core {
     /// ICMP errors another core found no flow for, to try on this one.
-    retry: Mutex<Vec<Vec<u8>>>,
-    retry_len: AtomicUsize,
+    retry: Inbox,
     /// The newest request (of `Shared::wanted`) this core's report answers.
     answered: AtomicU64,
-    relay: Mutex<Vec<Vec<u8>>>,
-    relay_len: AtomicUsize,
+    relay: Inbox,
     relay_dropped: AtomicU64,
     report: Mutex<Report>,
 }
@@ -70,11 +68,9 @@ pub fn init(count: usize, config: &Config) {
     SHARED.call_once(|| Shared {
         cores: (0..count)
             .map(|_| Core {
-                retry: Mutex::new(Vec::new()),
-                retry_len: AtomicUsize::new(0),
+                retry: Inbox::new(),
                 answered: AtomicU64::new(0),
-                relay: Mutex::new(Vec::new()),
-                relay_len: AtomicUsize::new(0),
+                relay: Inbox::new(),
                 relay_dropped: AtomicU64::new(0),
                 report: Mutex::new(Report::default()),
             })
@@ -158,16 +154,52 @@ impl Follower {
     }
 }
 
+/// Frames handed from one core to another: copied in, bounded, and looked at by the receiver
+/// without the lock while empty.
+struct Inbox {
+    frames: Mutex<Vec<Vec<u8>>>,
+    len: AtomicUsize,
+}
+
+impl Inbox {
+    fn new() -> Inbox {
+        Inbox {
+            frames: Mutex::new(Vec::new()),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    /// Add a copy of `frame` unless `max` frames wait already; whether it was added.
+    fn push(&self, frame: &[u8], max: usize) -> bool {
+        let mut q = self.frames.lock();
+        if q.len() >= max {
+            return false;
+        }
+        q.push(frame.to_vec());
+        self.len.store(q.len(), Ordering::Release);
+        true
+    }
+
+    /// Hand the waiting frames, oldest first, to `take` while it accepts them (it returns false
+    /// when it has no room: that frame waits for the next round); whether all were taken.
+    fn take(&self, take: &mut impl FnMut(&[u8]) -> bool) -> bool {
+        if self.len.load(Ordering::Acquire) == 0 {
+            return true;
+        }
+        let mut q = self.frames.lock();
+        let used = q.iter().take_while(|f| take(f)).count();
+        q.drain(..used);
+        self.len.store(q.len(), Ordering::Release);
+        q.is_empty()
+    }
+}
+
 /// Another core: hand `frame` to core 0.
 pub fn relay(core: usize, frame: &[u8]) {
     let c = &shared().cores[core];
-    let mut q = c.relay.lock();
-    if q.len() >= RELAY_MAX {
+    if !c.relay.push(frame, RELAY_MAX) {
         c.relay_dropped.fetch_add(1, Ordering::Relaxed);
-        return;
     }
-    q.push(frame.to_vec());
-    c.relay_len.store(q.len(), Ordering::Release);
 }
 
 /// Core 0: take frames the other cores relayed, while `take` accepts them (it returns false
@@ -175,20 +207,7 @@ pub fn relay(core: usize, frame: &[u8]) {
 pub fn take_relayed(mut take: impl FnMut(&[u8]) -> bool) {
     let Some(s) = SHARED.get() else { return };
     for c in s.cores.iter().skip(1) {
-        if c.relay_len.load(Ordering::Acquire) == 0 {
-            continue;
-        }
-        let mut q = c.relay.lock();
-        let mut used = 0;
-        for frame in q.iter() {
-            if !take(frame) {
-                break;
-            }
-            used += 1;
-        }
-        q.drain(..used);
-        c.relay_len.store(q.len(), Ordering::Release);
-        if !q.is_empty() {
+        if !c.relay.take(&mut take) {
             return;
         }
     }
@@ -200,34 +219,17 @@ pub fn take_relayed(mut take: impl FnMut(&[u8]) -> bool) {
 pub fn retry_elsewhere(from: usize, frame: &[u8]) {
     let Some(s) = SHARED.get() else { return };
     for (i, c) in s.cores.iter().enumerate() {
-        if i == from {
-            continue;
-        }
-        let mut q = c.retry.lock();
-        if q.len() < RETRY_MAX {
-            q.push(frame.to_vec());
-            c.retry_len.store(q.len(), Ordering::Release);
+        if i != from {
+            c.retry.push(frame, RETRY_MAX);
         }
     }
 }
 
 /// Take the ICMP errors other cores handed to `core`, while `take` accepts them.
 pub fn take_retries(core: usize, mut take: impl FnMut(&[u8]) -> bool) {
-    let Some(s) = SHARED.get() else { return };
-    let c = &s.cores[core];
-    if c.retry_len.load(Ordering::Acquire) == 0 {
-        return;
+    if let Some(s) = SHARED.get() {
+        s.cores[core].retry.take(&mut take);
     }
-    let mut q = c.retry.lock();
-    let mut used = 0;
-    for frame in q.iter() {
-        if !take(frame) {
-            break;
-        }
-        used += 1;
-    }
-    q.drain(..used);
-    c.retry_len.store(q.len(), Ordering::Release);
 }
 
 /// Frames the other cores could not hand to core 0 (their relay was full): the balancer's own
