@@ -234,7 +234,7 @@ impl<N: Nic> Lane<N> {
     /// Send what waits: the balancer's own frames first (those that find no room wait a
     /// round), then the forwarded ones, shedding those if the ring stayed full.
     #[inline]
-    pub fn transmit(&mut self, now: Instant) {
+    fn transmit(&mut self, now: Instant) {
         if !self.local_tx.is_empty() {
             self.nic.tx_burst(&mut self.local_tx);
         }
